@@ -1,0 +1,15 @@
+//! The Kubernetes object model as everynode serves it: the registry of resources, defaulting,
+//! validation with upstream's messages, registry strategies, label and field selectors, quantities.
+//!
+//! Pure: no I/O and no clock. Everything here is a function of its arguments.
+
+pub mod defaults;
+pub mod field;
+pub mod names;
+pub mod quantity;
+pub mod registry;
+pub mod selector;
+pub mod strategy;
+pub mod validation;
+
+pub use k8s_openapi;
