@@ -95,7 +95,6 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "schedulerName", json!("default-scheduler"));
-    set_default(spec, "enableServiceLinks", json!(true));
     let host_network = spec
         .get("hostNetwork")
         .and_then(Value::as_bool)
@@ -124,6 +123,7 @@ fn default_pod(pod: &mut Value) {
         return;
     };
     default_pod_spec(spec);
+    set_default(spec, "enableServiceLinks", json!(true));
     set_default(spec, "serviceAccountName", json!("default"));
     for key in ["containers", "initContainers"] {
         for c in each_in(spec, key) {

@@ -52,7 +52,38 @@ pub struct DecodeError {
     pub message: String,
 }
 
+/// Removes what decoding invented: k8s-openapi fills a missing required field with its empty
+/// value, but upstream tells "missing" from "empty" (a null selector matches nothing, `{}`
+/// everything), so a value absent from the body and empty after decoding is dropped again.
+fn prune_invented(raw: &Value, decoded: &mut Value) {
+    let is_empty = |v: &Value| match v {
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::String(s) => s.is_empty(),
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Bool(b) => !b,
+        Value::Null => true,
+    };
+    match (raw, decoded) {
+        (Value::Object(r), Value::Object(d)) => {
+            d.retain(|k, v| r.get(k).is_some_and(|rv| !rv.is_null()) || !is_empty(v));
+            for (k, v) in d.iter_mut() {
+                if let Some(rv) = r.get(k) {
+                    prune_invented(rv, v);
+                }
+            }
+        }
+        (Value::Array(r), Value::Array(d)) => {
+            for (rv, dv) in r.iter().zip(d.iter_mut()) {
+                prune_invented(rv, dv);
+            }
+        }
+        _ => {}
+    }
+}
+
 fn roundtrip<T: DeserializeOwned + Serialize>(v: Value) -> Result<Value, DecodeError> {
+    let raw = v.clone();
     let typed: T = serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -61,10 +92,12 @@ fn roundtrip<T: DeserializeOwned + Serialize>(v: Value) -> Result<Value, DecodeE
             path,
         }
     })?;
-    serde_json::to_value(typed).map_err(|e| DecodeError {
+    let mut decoded = serde_json::to_value(typed).map_err(|e| DecodeError {
         path: String::new(),
         message: e.to_string(),
-    })
+    })?;
+    prune_invented(&raw, &mut decoded);
+    Ok(decoded)
 }
 
 /// The standard verbs of every resource.
@@ -440,6 +473,39 @@ fn bool_at(obj: &Value, path: &[&str]) -> String {
         .to_string()
 }
 
+/// Fields of `raw` that decoding dropped: present (and not null) in the body, absent from the
+/// decoded object. Paths are dotted (`spec.template.containers`), as upstream's strict decoder
+/// reports them.
+pub fn unknown_fields(raw: &Value, decoded: &Value) -> Vec<String> {
+    fn walk(raw: &Value, decoded: &Value, path: &str, out: &mut Vec<String>) {
+        match (raw, decoded) {
+            (Value::Object(r), Value::Object(d)) => {
+                for (k, v) in r {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    match d.get(k) {
+                        Some(dv) => walk(v, dv, &p, out),
+                        None if !v.is_null() => out.push(p),
+                        None => {}
+                    }
+                }
+            }
+            (Value::Array(r), Value::Array(d)) => {
+                for (i, (rv, dv)) in r.iter().zip(d).enumerate() {
+                    walk(rv, dv, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(raw, decoded, "", &mut out);
+    out
+}
+
 /// Finds a resource by group, version and plural.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
     RESOURCES
@@ -509,6 +575,22 @@ mod tests {
         assert!(
             ok["metadata"].get("bogus").is_none(),
             "unknown fields are dropped"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_named_by_path() {
+        let ds = find("apps", "v1", "daemonsets").expect("served");
+        let raw = json!({"metadata": {"name": "x"}, "spec": {"selector": {}, "template": {"containers": [{"name": "c"}],
+            "tolerations": [], "spec": {"containers": [{"name": "c", "imagee": "typo"}]}}, "bogus": null}});
+        let decoded = ds.decode(raw.clone()).expect("decodes");
+        assert_eq!(
+            unknown_fields(&raw, &decoded),
+            vec![
+                "spec.template.containers",
+                "spec.template.tolerations",
+                "spec.template.spec.containers[0].imagee"
+            ]
         );
     }
 

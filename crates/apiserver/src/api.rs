@@ -1,0 +1,664 @@
+//! The registry operations behind every REST verb, on objects as JSON. The HTTP layer and the
+//! server's own tasks (bootstrap, namespace finalization) both go through here, so every write
+//! is defaulted, validated and stored the same way.
+
+use crate::cache::{Filter, WatchCache};
+use crate::clock::{Clock, format_time};
+use crate::error::{ApiError, ApiResult};
+use crate::object::{self, finalizers, meta_str, remove_meta, set_finalizers, set_meta};
+use everynode_api::registry::{Kind, Resource};
+use everynode_api::{defaults, strategy, validation};
+use everynode_store::{Error as StoreError, Revision, Store};
+use rand::Rng;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The finalizer that makes the garbage collector orphan dependents first.
+pub const ORPHAN_FINALIZER: &str = "orphan";
+/// The finalizer that makes the garbage collector delete dependents first.
+pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
+/// How often a write retries after losing a compare-and-swap race it did not ask to lose.
+const MAX_RETRIES: usize = 16;
+
+/// Tunables of the API server.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// How long a consistent read waits for the watch cache before answering 504.
+    pub cache_wait: Duration,
+    /// How often a watch that allows bookmarks gets one.
+    pub bookmark_interval: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cache_wait: Duration::from_secs(3),
+            bookmark_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The API: storage, the watch cache, the clock.
+pub struct Api {
+    pub store: Arc<dyn Store>,
+    pub cache: Arc<WatchCache>,
+    pub clock: Arc<dyn Clock>,
+    pub options: Options,
+}
+
+/// Which part of an object an update writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateMode {
+    /// The main resource: status is kept from storage.
+    Main,
+    /// `/status`: everything but status is kept from storage.
+    Status,
+    /// A server-internal write that bypasses registry rules (finalizer and binding bookkeeping).
+    System,
+}
+
+/// `DeleteOptions` as they arrive in the body or the query.
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+/// What a delete did.
+pub enum Deleted {
+    /// The object is gone; this was its last state.
+    Now(Value),
+    /// Deletion is pending on finalizers or a grace period; this is the object now.
+    Pending(Value),
+}
+
+const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `generateName` + 5 random characters, the base cut to 58 characters as upstream does.
+fn generate_name(base: &str) -> String {
+    let mut rng = rand::rng();
+    let base: String = base.chars().take(58).collect();
+    let suffix: String = (0..5)
+        .map(|_| NAME_CHARS[rng.random_range(0..NAME_CHARS.len())] as char)
+        .collect();
+    format!("{base}{suffix}")
+}
+
+impl Api {
+    fn key(&self, res: &Resource, namespace: Option<&str>, name: &str) -> String {
+        res.key(namespace, name)
+    }
+
+    /// Decodes a body through the resource's type, as upstream's decoder would.
+    pub fn decode(&self, res: &Resource, mut obj: Value) -> ApiResult<Value> {
+        let api_version = res.api_version();
+        match obj.get("apiVersion").and_then(Value::as_str) {
+            None | Some("") => obj["apiVersion"] = json!(api_version),
+            Some(v) if v != api_version => {
+                return Err(ApiError::bad_request(format!(
+                    "the API version in the data ({v}) does not match the expected API version ({api_version})"
+                )));
+            }
+            Some(_) => {}
+        }
+        match obj.get("kind").and_then(Value::as_str) {
+            None | Some("") => obj["kind"] = json!(res.kind),
+            Some(k) if k != res.kind => {
+                return Err(ApiError::bad_request(format!(
+                    "the kind in the data ({k}) does not match the expected kind ({})",
+                    res.kind
+                )));
+            }
+            Some(_) => {}
+        }
+        res.decode(obj).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {}",
+                res.kind, res.version, res.kind, e.message
+            ))
+        })
+    }
+
+    /// Checks the namespace exists and is not terminating (upstream's NamespaceLifecycle).
+    async fn check_namespace(&self, res: &Resource, namespace: &str) -> ApiResult<()> {
+        let ns_res = everynode_api::registry::by_kind(Kind::Namespace);
+        let kv = self
+            .store
+            .get(&ns_res.key(None, namespace))
+            .await
+            .map_err(|e| ApiError::from_store(ns_res, namespace, e))?;
+        let Some(kv) = kv else {
+            return Err(ApiError::not_found(ns_res, namespace));
+        };
+        let ns = object::from_stored(&kv);
+        if meta_str(&ns, "deletionTimestamp").is_some()
+            && res.id != Kind::Event
+            && res.id != Kind::EventsV1Event
+        {
+            return Err(ApiError::forbidden_message(format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Creates an object. `namespace` comes from the URL (ignored for cluster-scoped resources).
+    pub async fn create(
+        &self,
+        res: &'static Resource,
+        namespace: Option<&str>,
+        obj: Value,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let mut obj = self.decode(res, obj)?;
+        if let Some(rv) = meta_str(&obj, "resourceVersion")
+            && !rv.is_empty()
+        {
+            // Upstream answers this plain storage error with a 500 and no reason.
+            return Err(ApiError::internal(
+                "resourceVersion should not be set on objects to be created",
+            ));
+        }
+        if res.namespaced {
+            let ns = namespace.ok_or_else(|| {
+                ApiError::method_not_allowed(format!(
+                    "{} must be created in a namespace",
+                    res.group_resource()
+                ))
+            })?;
+            if let Some(body_ns) = meta_str(&obj, "namespace")
+                && !body_ns.is_empty()
+                && body_ns != ns
+            {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            set_meta(&mut obj, "namespace", json!(ns));
+        } else {
+            remove_meta(&mut obj, "namespace");
+        }
+        set_meta(&mut obj, "uid", json!(uuid::Uuid::new_v4().to_string()));
+        set_meta(
+            &mut obj,
+            "creationTimestamp",
+            json!(format_time(self.clock.now())),
+        );
+        for f in [
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "selfLink",
+        ] {
+            remove_meta(&mut obj, f);
+        }
+        defaults::apply(res.id, &mut obj);
+        strategy::prepare_for_create(res, &mut obj);
+        let generate = meta_str(&obj, "generateName")
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned);
+        let has_name = meta_str(&obj, "name").is_some_and(|n| !n.is_empty());
+        if !has_name && let Some(base) = &generate {
+            set_meta(&mut obj, "name", json!(generate_name(base)));
+        }
+        if res.namespaced
+            && let Some(ns) = namespace
+        {
+            self.check_namespace(res, ns).await?;
+        }
+        let errors = validation::validate_create(res, &obj);
+        let display_name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(res, &display_name, &errors));
+        }
+        if dry_run {
+            return Ok(obj);
+        }
+        for _ in 0..MAX_RETRIES {
+            let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+            let key = self.key(res, namespace, &name);
+            match self.store.create(&key, object::to_stored(&obj)).await {
+                Ok(kv) => {
+                    object::set_rv(&mut obj, kv.mod_revision);
+                    return Ok(obj);
+                }
+                Err(StoreError::AlreadyExists(_)) if !has_name && generate.is_some() => {
+                    let base = generate.clone().unwrap_or_default();
+                    set_meta(&mut obj, "name", json!(generate_name(&base)));
+                }
+                Err(e) => return Err(ApiError::from_store(res, &name, e)),
+            }
+        }
+        Err(ApiError::already_exists(res, &display_name))
+    }
+
+    /// Reads one object. `any_version` serves from the cache without waiting (resourceVersion=0).
+    pub async fn get(
+        &self,
+        res: &'static Resource,
+        namespace: Option<&str>,
+        name: &str,
+        any_version: bool,
+    ) -> ApiResult<Value> {
+        let key = self.key(res, namespace, name);
+        if any_version {
+            let cached = self
+                .cache
+                .get(&key)
+                .ok_or_else(|| ApiError::not_found(res, name))?;
+            return serde_json::from_slice(&cached.json).map_err(|e| ApiError::storage(e));
+        }
+        let kv = self
+            .store
+            .get(&key)
+            .await
+            .map_err(|e| ApiError::from_store(res, name, e))?;
+        kv.map(|kv| object::from_stored(&kv))
+            .ok_or_else(|| ApiError::not_found(res, name))
+    }
+
+    /// Waits until the cache reflects every write acknowledged so far.
+    pub async fn fresh_cache(&self) -> ApiResult<Revision> {
+        let rev = self.store.current_revision();
+        self.cache
+            .wait_for(rev, self.options.cache_wait)
+            .await
+            .map_err(|e| ApiError::timeout(e.to_string()))?;
+        Ok(rev)
+    }
+
+    /// The shared read-modify-write loop: reads the stored object, applies `mutate`, runs the
+    /// registry rules for `mode`, and writes with compare-and-swap. A lost race is retried unless
+    /// the caller pinned a resourceVersion.
+    pub async fn update_with(
+        &self,
+        res: &'static Resource,
+        namespace: Option<&str>,
+        name: &str,
+        mode: UpdateMode,
+        dry_run: bool,
+        mutate: &(dyn Fn(&Value) -> ApiResult<Value> + Send + Sync),
+    ) -> ApiResult<Value> {
+        let key = self.key(res, namespace, name);
+        for _ in 0..MAX_RETRIES {
+            let kv = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::from_store(res, name, e))?
+                .ok_or_else(|| ApiError::not_found(res, name))?;
+            let current = object::from_stored(&kv);
+            let mut new = mutate(&current)?;
+            let pinned = meta_str(&new, "resourceVersion")
+                .filter(|rv| !rv.is_empty())
+                .map(str::to_owned);
+            if let Some(rv) = &pinned
+                && *rv != kv.mod_revision.to_string()
+            {
+                return Err(ApiError::modified(res, name));
+            }
+            if let (Some(new_uid), Some(cur_uid)) =
+                (meta_str(&new, "uid"), meta_str(&current, "uid"))
+                && !new_uid.is_empty()
+                && new_uid != cur_uid
+            {
+                return Err(ApiError::conflict(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: UID in precondition: {new_uid}, UID in object meta: {cur_uid}"
+                    ),
+                ));
+            }
+            // System fields always come from storage.
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "namespace",
+                "name",
+            ] {
+                match current.get("metadata").and_then(|m| m.get(f)) {
+                    Some(v) => set_meta(&mut new, f, v.clone()),
+                    None => remove_meta(&mut new, f),
+                }
+            }
+            let errors = match mode {
+                UpdateMode::Main => {
+                    defaults::apply(res.id, &mut new);
+                    strategy::prepare_for_update(res, &mut new, &current);
+                    validation::validate_update(res, &new, &current)
+                }
+                UpdateMode::Status => {
+                    strategy::prepare_for_status_update(&mut new, &current);
+                    validation::validate_status_update(res, &new, &current)
+                }
+                UpdateMode::System => Vec::new(),
+            };
+            if !errors.is_empty() {
+                return Err(ApiError::invalid(res, name, &errors));
+            }
+            let deleting = meta_str(&current, "deletionTimestamp").is_some();
+            let old_finalizers = finalizers(&current);
+            let added: Vec<String> = finalizers(&new)
+                .into_iter()
+                .filter(|f| !old_finalizers.contains(f))
+                .collect();
+            if deleting && !added.is_empty() && mode == UpdateMode::Main {
+                let e = everynode_api::field::FieldError::forbidden(
+                    &everynode_api::field::Path::root("metadata").child("finalizers"),
+                    format!(
+                        "no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                    ),
+                );
+                return Err(ApiError::invalid(res, name, &[e]));
+            }
+            if object::without_rv(&new) == object::without_rv(&current) {
+                return Ok(current);
+            }
+            if dry_run {
+                return Ok(new);
+            }
+            if self.deletion_complete(res, &new) {
+                return match self.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok(gone) => {
+                        object::set_rv(&mut new, gone.mod_revision);
+                        Ok(new)
+                    }
+                    Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
+                    Err(e) => Err(ApiError::from_store(res, name, e)),
+                };
+            }
+            match self
+                .store
+                .update(&key, object::to_stored(&new), kv.mod_revision)
+                .await
+            {
+                Ok(stored) => {
+                    object::set_rv(&mut new, stored.mod_revision);
+                    return Ok(new);
+                }
+                Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
+                Err(e) => return Err(ApiError::from_store(res, name, e)),
+            }
+        }
+        Err(ApiError::modified(res, name))
+    }
+
+    /// An object marked for deletion goes once no finalizer and no grace period holds it.
+    fn deletion_complete(&self, res: &Resource, obj: &Value) -> bool {
+        if meta_str(obj, "deletionTimestamp").is_none() || !finalizers(obj).is_empty() {
+            return false;
+        }
+        if res.id == Kind::Namespace
+            && obj
+                .get("spec")
+                .and_then(|s| s.get("finalizers"))
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty())
+        {
+            return false;
+        }
+        obj.get("metadata")
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            == 0
+    }
+
+    /// Replaces an object (PUT). Leases, Events and Endpoints are created when absent, as upstream allows.
+    pub async fn replace(
+        &self,
+        res: &'static Resource,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+        mode: UpdateMode,
+        dry_run: bool,
+    ) -> ApiResult<(Value, bool)> {
+        let mut obj = self.decode(res, body)?;
+        match meta_str(&obj, "name") {
+            Some(n) if !n.is_empty() && n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => set_meta(&mut obj, "name", json!(name)),
+        }
+        if res.namespaced
+            && let (Some(body_ns), Some(ns)) = (meta_str(&obj, "namespace"), namespace)
+            && !body_ns.is_empty()
+            && body_ns != ns
+        {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let allow_create = matches!(
+            res.id,
+            Kind::Lease | Kind::Event | Kind::EventsV1Event | Kind::Endpoints
+        );
+        let result = self
+            .update_with(res, namespace, name, mode, dry_run, &|_| Ok(obj.clone()))
+            .await;
+        match result {
+            Err(e)
+                if e.code == axum::http::StatusCode::NOT_FOUND
+                    && allow_create
+                    && mode == UpdateMode::Main =>
+            {
+                let mut fresh = obj.clone();
+                remove_meta(&mut fresh, "resourceVersion");
+                Ok((self.create(res, namespace, fresh, dry_run).await?, true))
+            }
+            other => other.map(|v| (v, false)),
+        }
+    }
+
+    /// Deletes an object with upstream's graceful and finalizer semantics.
+    pub async fn delete(
+        &self,
+        res: &'static Resource,
+        namespace: Option<&str>,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
+        if res.id == Kind::Namespace && matches!(name, "default" | "kube-system" | "kube-public") {
+            return Err(ApiError::forbidden(
+                res,
+                name,
+                "this namespace may not be deleted",
+            ));
+        }
+        if let Some(p) = &opts.propagation_policy
+            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            return Err(ApiError::bad_request(format!(
+                "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+            )));
+        }
+        let key = self.key(res, namespace, name);
+        for _ in 0..MAX_RETRIES {
+            let kv = self
+                .store
+                .get(&key)
+                .await
+                .map_err(|e| ApiError::from_store(res, name, e))?
+                .ok_or_else(|| ApiError::not_found(res, name))?;
+            let current = object::from_stored(&kv);
+            if let Some(uid) = &opts.precondition_uid {
+                let have = meta_str(&current, "uid").unwrap_or_default();
+                if uid != have {
+                    return Err(ApiError::conflict(
+                        res,
+                        name,
+                        &format!(
+                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {have}"
+                        ),
+                    ));
+                }
+            }
+            if let Some(rv) = &opts.precondition_rv
+                && *rv != kv.mod_revision.to_string()
+            {
+                return Err(ApiError::conflict(
+                    res,
+                    name,
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in meta: {}",
+                        kv.mod_revision
+                    ),
+                ));
+            }
+            let mut new = current.clone();
+            let mut list = finalizers(&current);
+            match opts.propagation_policy.as_deref() {
+                Some("Orphan") => {
+                    list.retain(|f| f != FOREGROUND_FINALIZER);
+                    if !list.iter().any(|f| f == ORPHAN_FINALIZER) {
+                        list.push(ORPHAN_FINALIZER.into());
+                    }
+                }
+                Some("Foreground") => {
+                    list.retain(|f| f != ORPHAN_FINALIZER);
+                    if !list.iter().any(|f| f == FOREGROUND_FINALIZER) {
+                        list.push(FOREGROUND_FINALIZER.into());
+                    }
+                }
+                Some("Background") => {
+                    list.retain(|f| f != ORPHAN_FINALIZER && f != FOREGROUND_FINALIZER)
+                }
+                _ => {}
+            }
+            set_finalizers(&mut new, &list);
+            let grace = self.grace_period(res, &current, opts);
+            let namespace_pending = res.id == Kind::Namespace
+                && current
+                    .get("spec")
+                    .and_then(|s| s.get("finalizers"))
+                    .and_then(Value::as_array)
+                    .is_some_and(|a| !a.is_empty());
+            let already = meta_str(&current, "deletionTimestamp").is_some();
+            if list.is_empty() && grace == 0 && !namespace_pending {
+                if opts.dry_run {
+                    return Ok(Deleted::Now(current));
+                }
+                match self.store.delete(&key, Some(kv.mod_revision)).await {
+                    Ok(gone) => {
+                        let mut last = current;
+                        object::set_rv(&mut last, gone.mod_revision);
+                        return Ok(Deleted::Now(last));
+                    }
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(res, name, e)),
+                }
+            }
+            let now = self.clock.now();
+            let deadline = now + jiff::SignedDuration::from_secs(grace);
+            let current_grace = current
+                .get("metadata")
+                .and_then(|m| m.get("deletionGracePeriodSeconds"))
+                .and_then(Value::as_i64);
+            if !already || current_grace.is_some_and(|g| grace < g) {
+                set_meta(&mut new, "deletionTimestamp", json!(format_time(deadline)));
+                set_meta(&mut new, "deletionGracePeriodSeconds", json!(grace));
+            }
+            if res.id == Kind::Namespace {
+                new["status"] = json!({"phase": "Terminating"});
+            }
+            if object::without_rv(&new) == object::without_rv(&current) || opts.dry_run {
+                return Ok(Deleted::Pending(new));
+            }
+            match self
+                .store
+                .update(&key, object::to_stored(&new), kv.mod_revision)
+                .await
+            {
+                Ok(stored) => {
+                    object::set_rv(&mut new, stored.mod_revision);
+                    return Ok(Deleted::Pending(new));
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(res, name, e)),
+            }
+        }
+        Err(ApiError::modified(res, name))
+    }
+
+    /// Pods bound to a node and still running get a grace period (the node agent confirms the
+    /// deletion); every other object is deleted at once.
+    fn grace_period(&self, res: &Resource, obj: &Value, opts: &DeleteOptions) -> i64 {
+        if res.id != Kind::Pod {
+            return 0;
+        }
+        let spec = obj.get("spec");
+        let bound = spec
+            .and_then(|s| s.get("nodeName"))
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty());
+        let phase = obj
+            .get("status")
+            .and_then(|s| s.get("phase"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if !bound || matches!(phase, "Succeeded" | "Failed") {
+            return 0;
+        }
+        let default = spec
+            .and_then(|s| s.get("terminationGracePeriodSeconds"))
+            .and_then(Value::as_i64)
+            .unwrap_or(30);
+        let g = opts.grace_period_seconds.unwrap_or(default);
+        // A negative request means "as soon as possible" upstream, which is 1 second for a running pod.
+        if g < 0 { 1 } else { g }
+    }
+
+    /// Binds a pod to a node (the `binding` subresource).
+    pub async fn bind(
+        &self,
+        namespace: &str,
+        pod: &str,
+        node: &str,
+        dry_run: bool,
+    ) -> ApiResult<Value> {
+        let res = everynode_api::registry::by_kind(Kind::Pod);
+        let now = format_time(self.clock.now());
+        let node = node.to_owned();
+        let pod_name = pod.to_owned();
+        self.update_with(res, Some(namespace), pod, UpdateMode::System, dry_run, &move |current| {
+            if meta_str(current, "deletionTimestamp").is_some() {
+                return Err(ApiError::conflict(res, &pod_name, &format!("pod {pod_name} is being deleted, cannot be assigned to a host")));
+            }
+            if let Some(existing) = current.get("spec").and_then(|s| s.get("nodeName")).and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict(res, &pod_name, &format!("pod {pod_name} is already assigned to node {existing:?}")));
+            }
+            let mut new = current.clone();
+            new["spec"]["nodeName"] = json!(node);
+            let mut conditions: Vec<Value> = new["status"].get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+            conditions.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
+            conditions.push(json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now}));
+            new["status"]["conditions"] = json!(conditions);
+            Ok(new)
+        })
+        .await
+    }
+
+    /// A list filter for a resource in a namespace (or all).
+    pub fn filter(
+        res: &Resource,
+        namespace: Option<&str>,
+        labels: everynode_api::selector::Selector,
+        fields: everynode_api::selector::FieldSelector,
+    ) -> Filter {
+        Filter {
+            prefix: res.list_prefix(namespace),
+            name: None,
+            labels,
+            fields,
+        }
+    }
+}

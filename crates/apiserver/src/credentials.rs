@@ -1,0 +1,207 @@
+//! The server's credentials in its data directory, generated on first start and reused after:
+//! a CA, a serving certificate it signed, an admin bearer token, and a kubeconfig using them.
+//! Private keys, the token and the kubeconfig are written with mode 0600.
+
+use base64::Engine;
+use rand::Rng;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Credential errors. None is retryable: they need a writable data directory or valid files.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot generate certificates: {0}")]
+    Generate(#[from] rcgen::Error),
+    #[error("{path} holds no usable {what}")]
+    Unusable { path: PathBuf, what: &'static str },
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// The PEMs and token the server runs with.
+#[derive(Clone)]
+pub struct Credentials {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub token: String,
+}
+
+/// Writes a file atomically (temporary file, fsync, rename) with the given mode.
+pub fn write_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), CredentialsError> {
+    let err = |source| CredentialsError::Write {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(err)?;
+    }
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(err)?;
+    f.write_all(contents).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)
+}
+
+fn read(path: &Path) -> Result<String, CredentialsError> {
+    std::fs::read_to_string(path).map_err(|source| CredentialsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A fresh admin token: 32 random bytes, hex.
+fn new_token() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn generate_pki(hosts: &[String]) -> Result<(String, String, String), CredentialsError> {
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "everynode-ca");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let server_key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "everynode-apiserver");
+    for host in hosts {
+        params
+            .subject_alt_names
+            .push(match host.parse::<std::net::IpAddr>() {
+                Ok(ip) => SanType::IpAddress(ip),
+                Err(_) => SanType::DnsName(host.clone().try_into()?),
+            });
+    }
+    let cert = params.signed_by(&server_key, &issuer)?;
+    Ok((ca_cert.pem(), cert.pem(), server_key.serialize_pem()))
+}
+
+/// Loads the credentials in `dir`, creating whatever is missing. `hosts` are the names and
+/// addresses the serving certificate is valid for (used only when it is generated).
+pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsError> {
+    let pki = dir.join("pki");
+    let (ca_path, cert_path, key_path) = (
+        pki.join("ca.crt"),
+        pki.join("apiserver.crt"),
+        pki.join("apiserver.key"),
+    );
+    if !(ca_path.exists() && cert_path.exists() && key_path.exists()) {
+        let (ca, cert, key) = generate_pki(hosts)?;
+        write_file(&ca_path, ca.as_bytes(), 0o644)?;
+        write_file(&key_path, key.as_bytes(), 0o600)?;
+        write_file(&cert_path, cert.as_bytes(), 0o644)?;
+    }
+    let token_path = dir.join("admin.token");
+    if !token_path.exists() {
+        write_file(&token_path, new_token().as_bytes(), 0o600)?;
+    }
+    let token = read(&token_path)?.trim().to_owned();
+    if token.is_empty() {
+        return Err(CredentialsError::Unusable {
+            path: token_path,
+            what: "token",
+        });
+    }
+    Ok(Credentials {
+        ca_pem: read(&ca_path)?,
+        cert_pem: read(&cert_path)?,
+        key_pem: read(&key_path)?,
+        token,
+    })
+}
+
+/// A kubeconfig for the admin user. `ca_pem` is `None` for plain HTTP.
+pub fn kubeconfig(server_url: &str, ca_pem: Option<&str>, token: &str) -> String {
+    let ca_line = ca_pem
+        .map(|pem| {
+            format!(
+                "    certificate-authority-data: {}\n",
+                base64::engine::general_purpose::STANDARD.encode(pem)
+            )
+        })
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: everynode\n  cluster:\n    server: {server_url}\n{ca_line}users:\n- name: everynode-admin\n  user:\n    token: {token}\ncontexts:\n- name: everynode\n  context:\n    cluster: everynode\n    user: everynode-admin\n    namespace: default\ncurrent-context: everynode\n"
+    )
+}
+
+/// The rustls configuration serving these credentials, offering HTTP/2 and HTTP/1.1.
+pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, CredentialsError> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut creds.cert_pem.as_bytes())
+        .filter_map(Result::ok)
+        .collect();
+    let key = rustls_pemfile::private_key(&mut creds.key_pem.as_bytes())
+        .ok()
+        .flatten()
+        .ok_or_else(|| CredentialsError::Unusable {
+            path: PathBuf::from("pki/apiserver.key"),
+            what: "private key",
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn generated_once_secrets_private() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let first =
+            ensure(dir.path(), &["localhost".into(), "127.0.0.1".into()]).expect("generate");
+        let again = ensure(dir.path(), &[]).expect("reuse");
+        assert_eq!(first.token, again.token);
+        assert_eq!(first.ca_pem, again.ca_pem);
+        for secret in ["admin.token", "pki/apiserver.key"] {
+            let mode = std::fs::metadata(dir.path().join(secret))
+                .expect("exists")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600, "{secret}");
+        }
+        tls_config(&first).expect("rustls accepts the generated pair");
+        let kc = kubeconfig("https://127.0.0.1:6443", Some(&first.ca_pem), &first.token);
+        assert!(kc.contains("certificate-authority-data: ") && kc.contains(&first.token));
+    }
+}

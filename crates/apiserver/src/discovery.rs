@@ -1,0 +1,122 @@
+//! Discovery documents: `/version`, `/api`, `/api/v1`, `/apis`, `/apis/{group}[/{version}]`.
+
+use everynode_api::registry::{self, Resource, VERBS};
+use serde_json::{Value, json};
+
+/// The Kubernetes version everynode serves. kubectl's dispatcher picks its binary from the minor.
+pub const KUBERNETES_MINOR: &str = "33";
+
+/// `/version`.
+pub fn version() -> Value {
+    json!({
+        "major": "1",
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v1.{KUBERNETES_MINOR}.0-everynode.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else { std::env::consts::ARCH }),
+    })
+}
+
+/// `/api`.
+pub fn core_versions() -> Value {
+    json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})
+}
+
+fn group_doc(group: &str) -> Value {
+    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
+}
+
+/// `/apis`.
+pub fn groups() -> Value {
+    let groups: Vec<Value> = registry::groups().into_iter().map(group_doc).collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/{group}`, if served.
+pub fn group(name: &str) -> Option<Value> {
+    registry::groups().contains(&name).then(|| {
+        let mut g = group_doc(name);
+        g["kind"] = json!("APIGroup");
+        g["apiVersion"] = json!("v1");
+        g
+    })
+}
+
+fn resource_entries(r: &Resource) -> Vec<Value> {
+    let mut main = json!({
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": VERBS,
+    });
+    if !r.short_names.is_empty() {
+        main["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        main["categories"] = json!(r.categories);
+    }
+    let mut out = vec![main];
+    for sub in r.subresources {
+        let (kind, verbs): (&str, &[&str]) = match *sub {
+            "binding" => ("Binding", &["create"]),
+            "finalize" => (r.kind, &["update"]),
+            _ => (r.kind, &["get", "patch", "update"]),
+        };
+        out.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
+    }
+    out
+}
+
+/// `/api/v1` or `/apis/{group}/{version}`, if served.
+pub fn resources(group: &str, version: &str) -> Option<Value> {
+    let list: Vec<Value> = registry::RESOURCES
+        .iter()
+        .filter(|r| r.group == group && r.version == version)
+        .flat_map(resource_entries)
+        .collect();
+    if list.is_empty() {
+        return None;
+    }
+    let gv = if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    };
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents() {
+        let apps = resources("apps", "v1").expect("apps");
+        let ds = apps["resources"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["name"] == "daemonsets")
+            .expect("ds");
+        assert_eq!(ds["shortNames"], json!(["ds"]));
+        assert_eq!(ds["categories"], json!(["all"]));
+        let core = resources("", "v1").expect("core");
+        assert!(
+            core["resources"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .any(|r| r["name"] == "pods/binding" && r["kind"] == "Binding")
+        );
+        assert!(group("apps").is_some() && group("batch").is_none());
+        assert_eq!(version()["minor"], "33");
+    }
+}

@@ -1,0 +1,171 @@
+//! Watch responses: one JSON event per line, streamed as the cache delivers them.
+
+use crate::api::Api;
+use crate::cache::{CacheError, Filter, WatchHandle};
+use crate::error::{ApiError, ApiResult};
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use bytes::{BufMut, Bytes, BytesMut};
+use everynode_api::registry::Resource;
+use everynode_store::Revision;
+use rand::Rng;
+use serde_json::json;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What the client asked of the watch.
+pub struct WatchParams {
+    pub filter: Filter,
+    /// Replay after this revision; `None` starts with the current objects as ADDED.
+    pub after: Option<Revision>,
+    pub bookmarks: bool,
+    /// `sendInitialEvents=true`: end the initial ADDED events with an annotated bookmark.
+    pub initial_events_end: bool,
+    pub timeout: Option<Duration>,
+}
+
+fn event_line(kind: &str, object: &[u8]) -> Bytes {
+    let mut b = BytesMut::with_capacity(object.len() + 32);
+    b.put_slice(b"{\"type\":\"");
+    b.put_slice(kind.as_bytes());
+    b.put_slice(b"\",\"object\":");
+    b.put_slice(object);
+    b.put_slice(b"}\n");
+    b.freeze()
+}
+
+fn bookmark_line(res: &Resource, revision: Revision, initial_end: bool) -> Bytes {
+    let mut meta = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        meta["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let obj = json!({"kind": res.kind, "apiVersion": res.api_version(), "metadata": meta});
+    event_line("BOOKMARK", &serde_json::to_vec(&obj).unwrap_or_default())
+}
+
+fn error_line(e: &ApiError) -> Bytes {
+    event_line(
+        "ERROR",
+        &serde_json::to_vec(&e.to_status()).unwrap_or_default(),
+    )
+}
+
+struct Stream {
+    handle: Option<WatchHandle>,
+    res: &'static Resource,
+    deadline: Instant,
+    bookmark_every: Option<Duration>,
+    next_bookmark: Instant,
+    pending_initial_end: Option<usize>,
+    last_sent: Revision,
+    pending: Option<Bytes>,
+}
+
+impl Stream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(p) = self.pending.take() {
+            return Some(p);
+        }
+        let handle = self.handle.as_mut()?;
+        if self.pending_initial_end == Some(0) {
+            self.pending_initial_end = None;
+            let rev = handle.dispatched_revision().max(self.last_sent);
+            return Some(bookmark_line(self.res, rev, true));
+        }
+        loop {
+            let bookmark_at = self.bookmark_every.map(|_| self.next_bookmark);
+            tokio::select! {
+                item = handle.next() => {
+                    let (kind, obj) = item?;
+                    self.last_sent = self.last_sent.max(obj.revision);
+                    if let Some(n) = self.pending_initial_end.as_mut() { *n = n.saturating_sub(1); }
+                    return Some(event_line(kind.as_str(), &obj.json));
+                }
+                () = tokio::time::sleep_until(self.deadline) => {
+                    self.handle = None;
+                    return None;
+                }
+                () = sleep_until_opt(bookmark_at) => {
+                    self.next_bookmark = Instant::now() + self.bookmark_every.unwrap_or(Duration::MAX / 4);
+                    // Everything up to this revision is already queued for us; send the queue first.
+                    let dispatched = handle.dispatched_revision();
+                    if let Some((kind, obj)) = handle.try_next() {
+                        self.last_sent = self.last_sent.max(obj.revision);
+                        self.pending = Some(bookmark_line(self.res, dispatched.max(obj.revision), false));
+                        return Some(event_line(kind.as_str(), &obj.json));
+                    }
+                    let rev = dispatched.max(self.last_sent);
+                    return Some(bookmark_line(self.res, rev, false));
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn streaming(body: Body) -> Response {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Body::empty()))
+}
+
+/// Starts a watch and returns the streaming response.
+pub async fn serve(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    params: WatchParams,
+) -> ApiResult<Response> {
+    if params.after.is_none() {
+        api.fresh_cache().await?;
+    }
+    let handle = match api.cache.watch(params.filter, params.after) {
+        Ok(h) => h,
+        Err(e @ CacheError::Gone { .. }) => {
+            // Upstream establishes the watch and then reports the expiry as an ERROR event.
+            let line = error_line(&ApiError::gone(e.to_string()));
+            return Ok(streaming(Body::from(line)));
+        }
+        Err(e) => return Err(ApiError::timeout(e.to_string())),
+    };
+    // Upstream picks a random duration between the minimum request timeout and twice it.
+    let timeout = params
+        .timeout
+        .unwrap_or_else(|| Duration::from_secs(rand::rng().random_range(1800..3600)));
+    let initial = if params.initial_events_end && params.after.is_none() {
+        Some(handle_initial_len(&handle))
+    } else {
+        None
+    };
+    let bookmark_every = params.bookmarks.then_some(api.options.bookmark_interval);
+    let state = Stream {
+        handle: Some(handle),
+        res,
+        deadline: Instant::now() + timeout,
+        bookmark_every,
+        next_bookmark: Instant::now() + bookmark_every.unwrap_or(Duration::from_secs(3600)),
+        pending_initial_end: initial,
+        last_sent: 0,
+        pending: None,
+    };
+    let stream = futures::stream::unfold(state, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<_, Infallible>(chunk), s))
+    });
+    Ok(streaming(Body::from_stream(stream)))
+}
+
+fn handle_initial_len(handle: &WatchHandle) -> usize {
+    handle.initial_len()
+}
