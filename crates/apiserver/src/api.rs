@@ -249,7 +249,7 @@ impl Api {
                 .cache
                 .get(&key)
                 .ok_or_else(|| ApiError::not_found(res, name))?;
-            return serde_json::from_slice(&cached.json).map_err(|e| ApiError::storage(e));
+            return serde_json::from_slice(&cached.json).map_err(ApiError::storage);
         }
         let kv = self
             .store

@@ -161,7 +161,17 @@ fn field_validation(q: &Query) -> ApiResult<FieldValidation> {
 }
 
 /// Checks a body for undeclared fields: 400 under Strict, warnings under Warn.
-fn check_fields(res: &Resource, raw: &Value, mode: FieldValidation) -> ApiResult<Vec<String>> {
+///
+/// Under Strict the message starts as upstream's strict decoding error; when the object is also
+/// invalid once the unknown fields are gone (fields one level too high usually leave required ones
+/// missing), that is said too, so one round trip shows everything to fix. Every problem is also a
+/// `details.causes` entry with its field path.
+fn check_fields(
+    res: &'static Resource,
+    namespace: Option<&str>,
+    raw: &Value,
+    mode: FieldValidation,
+) -> ApiResult<Vec<String>> {
     if mode == FieldValidation::Ignore {
         return Ok(Vec::new());
     }
@@ -169,18 +179,43 @@ fn check_fields(res: &Resource, raw: &Value, mode: FieldValidation) -> ApiResult
         // Type errors are reported by the decode that follows, with their own message.
         return Ok(Vec::new());
     };
-    let unknown: Vec<String> = everynode_api::registry::unknown_fields(raw, &decoded)
-        .into_iter()
+    let paths = everynode_api::registry::unknown_fields(raw, &decoded);
+    let unknown: Vec<String> = paths
+        .iter()
         .map(|p| format!("unknown field \"{p}\""))
         .collect();
     if mode == FieldValidation::Strict && !unknown.is_empty() {
-        return Err(ApiError::bad_request(format!(
+        let mut causes: Vec<Value> = paths
+            .iter()
+            .map(|p| json!({"reason": "FieldValueUnknown", "message": "unknown field", "field": p}))
+            .collect();
+        let mut message = format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
             res.kind,
             res.version,
             res.kind,
             unknown.join(", ")
-        )));
+        );
+        let mut obj = decoded;
+        if res.namespaced
+            && let Some(ns) = namespace
+        {
+            crate::object::set_meta(&mut obj, "namespace", json!(ns));
+        }
+        everynode_api::defaults::apply(res.id, &mut obj);
+        let invalid = everynode_api::validation::validate_create(res, &obj);
+        if !invalid.is_empty() {
+            message.push_str(&format!(
+                "; without them the object is invalid: {}",
+                everynode_api::field::aggregate_message(&invalid)
+            ));
+            causes.extend(invalid.iter().map(|e| json!({"reason": e.kind.cause_reason(), "message": e.body(), "field": e.field.as_str()})));
+        }
+        let name = crate::object::meta_str(raw, "name").unwrap_or_default();
+        let mut err = ApiError::bad_request(message);
+        err.details =
+            Some(json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes}));
+        return Err(err);
     }
     Ok(unknown)
 }
@@ -222,7 +257,7 @@ async fn dispatch(
         }
         (Method::POST, None, None) => {
             let raw = json_body(headers, &body)?;
-            let warnings = check_fields(res, &raw, field_validation(&q)?)?;
+            let warnings = check_fields(res, ns, &raw, field_validation(&q)?)?;
             let obj = api.create(res, ns, raw, q.dry_run()?).await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &obj),
@@ -253,7 +288,7 @@ async fn dispatch(
                 UpdateMode::Main
             };
             let raw = json_body(headers, &body)?;
-            let warnings = check_fields(res, &raw, field_validation(&q)?)?;
+            let warnings = check_fields(res, ns, &raw, field_validation(&q)?)?;
             let (obj, created) = api.replace(res, ns, name, raw, mode, q.dry_run()?).await?;
             Ok(with_warnings(
                 json_response(
@@ -318,6 +353,9 @@ async fn dispatch(
     }
 }
 
+/// Applies a parsed patch document to an object.
+type PatchFn = Box<dyn Fn(&mut Value) -> Result<(), String> + Send + Sync>;
+
 #[allow(clippy::too_many_arguments)]
 async fn patch(
     api: &Arc<Api>,
@@ -335,7 +373,7 @@ async fn patch(
     let ct = content_type(headers);
     let parsed: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    let apply: Box<dyn Fn(&mut Value) -> Result<(), String> + Send + Sync> = match ct.as_str() {
+    let apply: PatchFn = match ct.as_str() {
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_value(parsed)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
@@ -380,7 +418,7 @@ async fn patch(
                 .get("metadata")
                 .and_then(|m| m.get("resourceVersion"))
                 .cloned();
-            let found = check_fields(res, &doc, validation)?;
+            let found = check_fields(res, ns, &doc, validation)?;
             *warnings
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = found;

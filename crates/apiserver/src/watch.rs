@@ -61,12 +61,13 @@ struct Stream {
     next_bookmark: Instant,
     pending_initial_end: Option<usize>,
     last_sent: Revision,
-    pending: Option<Bytes>,
+    /// Lines decided but not yet sent (a drained queue and its bookmark).
+    pending: std::collections::VecDeque<Bytes>,
 }
 
 impl Stream {
     async fn next_chunk(&mut self) -> Option<Bytes> {
-        if let Some(p) = self.pending.take() {
+        if let Some(p) = self.pending.pop_front() {
             return Some(p);
         }
         let handle = self.handle.as_mut()?;
@@ -75,31 +76,29 @@ impl Stream {
             let rev = handle.dispatched_revision().max(self.last_sent);
             return Some(bookmark_line(self.res, rev, true));
         }
-        loop {
-            let bookmark_at = self.bookmark_every.map(|_| self.next_bookmark);
-            tokio::select! {
-                item = handle.next() => {
-                    let (kind, obj) = item?;
+        let bookmark_at = self.bookmark_every.map(|_| self.next_bookmark);
+        tokio::select! {
+            item = handle.next() => {
+                let (kind, obj) = item?;
+                self.last_sent = self.last_sent.max(obj.revision);
+                if let Some(n) = self.pending_initial_end.as_mut() { *n = n.saturating_sub(1); }
+                Some(event_line(kind.as_str(), &obj.json))
+            }
+            () = tokio::time::sleep_until(self.deadline) => {
+                self.handle = None;
+                None
+            }
+            () = sleep_until_opt(bookmark_at) => {
+                self.next_bookmark = Instant::now() + self.bookmark_every.unwrap_or(Duration::MAX / 4);
+                // Every event up to `dispatched` is already queued for us: send the whole queue,
+                // then the bookmark, so resuming from it can lose nothing.
+                let dispatched = handle.dispatched_revision();
+                while let Some((kind, obj)) = handle.try_next() {
                     self.last_sent = self.last_sent.max(obj.revision);
-                    if let Some(n) = self.pending_initial_end.as_mut() { *n = n.saturating_sub(1); }
-                    return Some(event_line(kind.as_str(), &obj.json));
+                    self.pending.push_back(event_line(kind.as_str(), &obj.json));
                 }
-                () = tokio::time::sleep_until(self.deadline) => {
-                    self.handle = None;
-                    return None;
-                }
-                () = sleep_until_opt(bookmark_at) => {
-                    self.next_bookmark = Instant::now() + self.bookmark_every.unwrap_or(Duration::MAX / 4);
-                    // Everything up to this revision is already queued for us; send the queue first.
-                    let dispatched = handle.dispatched_revision();
-                    if let Some((kind, obj)) = handle.try_next() {
-                        self.last_sent = self.last_sent.max(obj.revision);
-                        self.pending = Some(bookmark_line(self.res, dispatched.max(obj.revision), false));
-                        return Some(event_line(kind.as_str(), &obj.json));
-                    }
-                    let rev = dispatched.max(self.last_sent);
-                    return Some(bookmark_line(self.res, rev, false));
-                }
+                self.pending.push_back(bookmark_line(self.res, dispatched.max(self.last_sent), false));
+                self.pending.pop_front()
             }
         }
     }
@@ -157,7 +156,7 @@ pub async fn serve(
         next_bookmark: Instant::now() + bookmark_every.unwrap_or(Duration::from_secs(3600)),
         pending_initial_end: initial,
         last_sent: 0,
-        pending: None,
+        pending: std::collections::VecDeque::new(),
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         let chunk = s.next_chunk().await?;

@@ -32,6 +32,16 @@ enum StoreKind {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run everything on this machine with the embedded store. Today that is the API server;
+    /// controllers, the scheduler and node agents join it as they are built.
+    Up {
+        /// Where data, credentials and the kubeconfig live.
+        #[arg(long, default_value = "everynode-data")]
+        data_dir: PathBuf,
+        /// Address to listen on (HTTPS).
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        listen: SocketAddr,
+    },
     /// Run the API server.
     Server {
         /// Where data, credentials and the kubeconfig live.
@@ -118,6 +128,23 @@ fn kubeconfig_path(data_dir: &Path) -> PathBuf {
 
 async fn run(cli: Cli) -> Result<(), Error> {
     match cli.command {
+        Command::Up { data_dir, listen } => {
+            let server = Command::Server {
+                data_dir: data_dir.clone(),
+                listen,
+                insecure_plain_http: false,
+                store: StoreKind::Embedded,
+                tls_sans: Vec::new(),
+                watch_history: 50_000,
+                bookmark_interval_seconds: 30,
+            };
+            let kubeconfig = kubeconfig_path(&data_dir);
+            eprintln!(
+                "everynode: once it is ready, use kubectl with:\n  export KUBECONFIG={}\n  kubectl get ns",
+                kubeconfig.display()
+            );
+            Box::pin(run(Cli { command: server })).await
+        }
         Command::Kubeconfig { data_dir } => {
             let path = kubeconfig_path(&data_dir);
             let text =

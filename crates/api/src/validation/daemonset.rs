@@ -333,10 +333,10 @@ mod tests {
             o.remove("selector");
         }
         merge(&mut ds["spec"], rest);
-        if ds["spec"]["selector"].is_null() {
-            if let Some(spec) = ds["spec"].as_object_mut() {
-                spec.remove("selector");
-            }
+        if ds["spec"]["selector"].is_null()
+            && let Some(spec) = ds["spec"].as_object_mut()
+        {
+            spec.remove("selector");
         }
         ds
     }
