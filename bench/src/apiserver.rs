@@ -1,0 +1,202 @@
+//! API server benchmarks against a real `everynode server` process on this machine:
+//! pod creates per second, and watch fan-out (every event to N watchers).
+//!
+//! `cargo build --release -p everynode -p everynode-bench && target/release/apiserver-bench`
+
+use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, PostParams, WatchEvent, WatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use serde_json::json;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks the everynode API server: creates per second and watch fan-out.")]
+struct Args {
+    /// The everynode binary to start (a release build).
+    #[arg(long, default_value = "target/release/everynode")]
+    everynode: String,
+    /// Pods to create in the create benchmark.
+    #[arg(long, default_value_t = 10_000)]
+    creates: usize,
+    /// Concurrent creating clients.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Watchers in the fan-out benchmark.
+    #[arg(long, default_value_t = 1_000)]
+    watchers: usize,
+    /// Events each watcher must receive in the fan-out benchmark.
+    #[arg(long, default_value_t = 100)]
+    events: usize,
+    /// Store backend of the server.
+    #[arg(long, default_value = "embedded")]
+    store: String,
+}
+
+struct Server {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(args: &Args) -> Result<Server, String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut child = Command::new(&args.everynode)
+        .args(["server", "--listen", "127.0.0.1:0", "--store", &args.store, "--data-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", args.everynode))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+    if !line.contains("listening on") {
+        return Err(format!("server did not start: {line}"));
+    }
+    Ok(Server { child, dir })
+}
+
+async fn client(server: &Server) -> Result<Client, String> {
+    let kc = Kubeconfig::read_from(server.dir.path().join("kubeconfig")).map_err(|e| e.to_string())?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| e.to_string())?;
+    Client::try_from(config).map_err(|e| e.to_string())
+}
+
+fn pod(name: &str, labels: serde_json::Value) -> Result<Pod, String> {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": labels},
+        "spec": {"containers": [{"name": "agent", "image": "fluentd:v1.16", "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}}}]}
+    }))
+    .map_err(|e| e.to_string())
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn creates(client: &Client, args: &Args) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..args.concurrency {
+        let (pods, next, total) = (pods.clone(), Arc::clone(&next), args.creates);
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= total {
+                    return Ok::<_, String>(latencies);
+                }
+                let p = pod(&format!("create-{i}"), json!({"bench": "create"}))?;
+                let t = Instant::now();
+                pods.create(&PostParams::default(), &p).await.map_err(|e| e.to_string())?;
+                latencies.push(t.elapsed());
+            }
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.map_err(|e| e.to_string())??);
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    println!(
+        "creates: {} pods, {} clients: {:.1} s, {:.0} creates/s; latency p50 {} p99 {} max {}",
+        args.creates,
+        args.concurrency,
+        elapsed.as_secs_f64(),
+        args.creates as f64 / elapsed.as_secs_f64(),
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies.last().copied().unwrap_or_default()),
+    );
+    Ok(())
+}
+
+async fn fan_out(client: &Client, args: &Args) -> Result<(), String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let start_rv = pods.list(&kube::api::ListParams::default().limit(1)).await.map_err(|e| e.to_string())?.metadata.resource_version.unwrap_or_default();
+    let params = WatchParams::default().labels("bench=fanout").timeout(290);
+    let mut watchers = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.watchers);
+    for _ in 0..args.watchers {
+        let (pods, params, rv, events, ready) = (pods.clone(), params.clone(), start_rv.clone(), args.events, ready_tx.clone());
+        watchers.push(tokio::spawn(async move {
+            let mut stream = pods.watch(&params, &rv).await.map_err(|e| e.to_string())?.boxed();
+            let _ = ready.send(()).await;
+            let mut received = Vec::with_capacity(events);
+            while received.len() < events {
+                match stream.try_next().await.map_err(|e| e.to_string())? {
+                    Some(WatchEvent::Added(p)) => received.push((p.metadata.name.unwrap_or_default(), Instant::now())),
+                    Some(_) => {}
+                    None => return Err("watch ended early".to_owned()),
+                }
+            }
+            Ok::<_, String>(received)
+        }));
+    }
+    for _ in 0..args.watchers {
+        ready_rx.recv().await.ok_or("watchers did not start")?;
+    }
+    let started = Instant::now();
+    let mut acked = std::collections::HashMap::new();
+    for i in 0..args.events {
+        let name = format!("fanout-{i}");
+        pods.create(&PostParams::default(), &pod(&name, json!({"bench": "fanout"}))?).await.map_err(|e| e.to_string())?;
+        acked.insert(name, Instant::now());
+    }
+    let mut delays = Vec::with_capacity(args.watchers * args.events);
+    let mut last = started;
+    for w in watchers {
+        for (name, at) in w.await.map_err(|e| e.to_string())?? {
+            let sent = acked.get(&name).copied().unwrap_or(started);
+            delays.push(at.saturating_duration_since(sent));
+            last = last.max(at);
+        }
+    }
+    delays.sort();
+    let total = last.duration_since(started);
+    println!(
+        "fan-out: {} watchers x {} events = {} deliveries in {:.2} s ({:.0} deliveries/s); create-ack to receipt p50 {} p99 {} max {}",
+        args.watchers,
+        args.events,
+        delays.len(),
+        total.as_secs_f64(),
+        delays.len() as f64 / total.as_secs_f64(),
+        ms(percentile(&delays, 0.5)),
+        ms(percentile(&delays, 0.99)),
+        ms(delays.last().copied().unwrap_or_default()),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), String> {
+    let args = Args::parse();
+    let server = start(&args)?;
+    let client = client(&server).await?;
+    creates(&client, &args).await?;
+    fan_out(&client, &args).await?;
+    Ok(())
+}
