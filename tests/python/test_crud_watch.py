@@ -309,3 +309,15 @@ def test_bookmarks_cover_everything_before_them_and_resume_cleanly(tmp_data_dir)
         client.close()
     finally:
         server.kill()
+
+
+def test_delete_collection_and_dry_run_writes(api):
+    c = core(api)
+    for i, tier in enumerate(["web", "web", "db"]):
+        c.create_namespaced_config_map("default", {"metadata": {"name": f"cm-{i}", "labels": {"tier": tier}}})
+    c.delete_namespaced_config_map("cm-2", "default", dry_run="All")
+    c.patch_namespaced_config_map("cm-2", "default", {"data": {"x": "y"}}, dry_run="All", _content_type=MERGE)
+    still = c.read_namespaced_config_map("cm-2", "default")
+    assert still.data is None, "dry-run writes change nothing"
+    c.delete_collection_namespaced_config_map("default", label_selector="tier=web")
+    assert [x.metadata.name for x in c.list_namespaced_config_map("default").items] == ["cm-2"]
