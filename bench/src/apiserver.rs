@@ -53,7 +53,14 @@ impl Drop for Server {
 fn start(args: &Args) -> Result<Server, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut child = Command::new(&args.everynode)
-        .args(["server", "--listen", "127.0.0.1:0", "--store", &args.store, "--data-dir"])
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            &args.store,
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -61,7 +68,9 @@ fn start(args: &Args) -> Result<Server, String> {
         .map_err(|e| format!("cannot start {}: {e}", args.everynode))?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| e.to_string())?;
     if !line.contains("listening on") {
         return Err(format!("server did not start: {line}"));
     }
@@ -69,8 +78,11 @@ fn start(args: &Args) -> Result<Server, String> {
 }
 
 async fn client(server: &Server) -> Result<Client, String> {
-    let kc = Kubeconfig::read_from(server.dir.path().join("kubeconfig")).map_err(|e| e.to_string())?;
-    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.map_err(|e| e.to_string())?;
+    let kc =
+        Kubeconfig::read_from(server.dir.path().join("kubeconfig")).map_err(|e| e.to_string())?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     Client::try_from(config).map_err(|e| e.to_string())
 }
 
@@ -110,7 +122,9 @@ async fn creates(client: &Client, args: &Args) -> Result<(), String> {
                 }
                 let p = pod(&format!("create-{i}"), json!({"bench": "create"}))?;
                 let t = Instant::now();
-                pods.create(&PostParams::default(), &p).await.map_err(|e| e.to_string())?;
+                pods.create(&PostParams::default(), &p)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 latencies.push(t.elapsed());
             }
         }));
@@ -136,19 +150,37 @@ async fn creates(client: &Client, args: &Args) -> Result<(), String> {
 
 async fn fan_out(client: &Client, args: &Args) -> Result<(), String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let start_rv = pods.list(&kube::api::ListParams::default().limit(1)).await.map_err(|e| e.to_string())?.metadata.resource_version.unwrap_or_default();
+    let start_rv = pods
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| e.to_string())?
+        .metadata
+        .resource_version
+        .unwrap_or_default();
     let params = WatchParams::default().labels("bench=fanout").timeout(290);
     let mut watchers = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(args.watchers);
     for _ in 0..args.watchers {
-        let (pods, params, rv, events, ready) = (pods.clone(), params.clone(), start_rv.clone(), args.events, ready_tx.clone());
+        let (pods, params, rv, events, ready) = (
+            pods.clone(),
+            params.clone(),
+            start_rv.clone(),
+            args.events,
+            ready_tx.clone(),
+        );
         watchers.push(tokio::spawn(async move {
-            let mut stream = pods.watch(&params, &rv).await.map_err(|e| e.to_string())?.boxed();
+            let mut stream = pods
+                .watch(&params, &rv)
+                .await
+                .map_err(|e| e.to_string())?
+                .boxed();
             let _ = ready.send(()).await;
             let mut received = Vec::with_capacity(events);
             while received.len() < events {
                 match stream.try_next().await.map_err(|e| e.to_string())? {
-                    Some(WatchEvent::Added(p)) => received.push((p.metadata.name.unwrap_or_default(), Instant::now())),
+                    Some(WatchEvent::Added(p)) => {
+                        received.push((p.metadata.name.unwrap_or_default(), Instant::now()))
+                    }
                     Some(_) => {}
                     None => return Err("watch ended early".to_owned()),
                 }
@@ -163,7 +195,12 @@ async fn fan_out(client: &Client, args: &Args) -> Result<(), String> {
     let mut acked = std::collections::HashMap::new();
     for i in 0..args.events {
         let name = format!("fanout-{i}");
-        pods.create(&PostParams::default(), &pod(&name, json!({"bench": "fanout"}))?).await.map_err(|e| e.to_string())?;
+        pods.create(
+            &PostParams::default(),
+            &pod(&name, json!({"bench": "fanout"}))?,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         acked.insert(name, Instant::now());
     }
     let mut delays = Vec::with_capacity(args.watchers * args.events);

@@ -9,7 +9,9 @@ pub mod names;
 pub mod quantity;
 pub mod registry;
 pub mod selector;
+pub mod strategic_merge;
 pub mod strategy;
+pub mod table;
 pub mod validation;
 
 pub use k8s_openapi;

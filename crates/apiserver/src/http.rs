@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use everynode_api::registry::{Kind, Resource};
+use everynode_api::table::{IncludeObject, table};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -102,6 +103,26 @@ async fn resource_request(
             e.into_response()
         }
     }
+}
+
+/// `Accept: application/json;as=Table;v=v1;g=meta.k8s.io` asks for a Table; `includeObject`
+/// says what each row carries.
+fn table_request(headers: &HeaderMap, q: &Query) -> Option<IncludeObject> {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let wants = accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"as=Table")
+            && params.contains(&"g=meta.k8s.io")
+            && (params.contains(&"v=v1") || params.contains(&"v=v1beta1"))
+    });
+    wants.then(|| match q.get("includeObject") {
+        Some("None") => IncludeObject::None,
+        Some("Object") => IncludeObject::Object,
+        _ => IncludeObject::Metadata,
+    })
 }
 
 fn content_type(headers: &HeaderMap) -> String {
@@ -247,13 +268,27 @@ async fn dispatch(
         rp.name.as_deref(),
         rp.subresource.as_deref(),
     ) {
-        (Method::GET, None, None) if q.flag("watch") => watch(api, &rp, &q).await,
-        (Method::GET, None, None) => list(api, &rp, &q).await,
+        (Method::GET, None, None) if q.flag("watch") => {
+            watch(api, &rp, &q, table_request(headers, &q)).await
+        }
+        (Method::GET, None, None) => list(api, &rp, &q, table_request(headers, &q)).await,
         (Method::GET, Some(name), None | Some("status")) => {
             let obj = api
                 .get(res, ns, name, q.get("resourceVersion") == Some("0"))
                 .await?;
-            Ok(ok(&obj))
+            match table_request(headers, &q) {
+                Some(include) => {
+                    let rv = obj["metadata"]["resourceVersion"].clone();
+                    Ok(ok(&table(
+                        res,
+                        std::slice::from_ref(&obj),
+                        json!({"resourceVersion": rv}),
+                        api.clock.now(),
+                        include,
+                    )))
+                }
+                None => Ok(ok(&obj)),
+            }
         }
         (Method::POST, None, None) => {
             let raw = json_body(headers, &body)?;
@@ -390,6 +425,19 @@ async fn patch(
                 Ok(())
             })
         }
+        "application/strategic-merge-patch+json" => {
+            if !parsed.is_object() {
+                return Err(ApiError::bad_request(
+                    "error decoding patch: a strategic merge patch must be a JSON object",
+                ));
+            }
+            let kind = res.id;
+            Box::new(move |doc| {
+                *doc = everynode_api::strategic_merge::apply(doc, &parsed, kind)
+                    .map_err(|e| e.to_string())?;
+                Ok(())
+            })
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     let obj = api
@@ -510,7 +558,12 @@ fn decode_continue(token: &str) -> ApiResult<String> {
         .ok_or_else(bad)
 }
 
-async fn list(api: &Arc<Api>, rp: &ResourcePath, q: &Query) -> ApiResult<Response> {
+async fn list(
+    api: &Arc<Api>,
+    rp: &ResourcePath,
+    q: &Query,
+    as_table: Option<IncludeObject>,
+) -> ApiResult<Response> {
     let res = rp.res;
     let filter = Api::filter(
         res,
@@ -558,6 +611,20 @@ async fn list(api: &Arc<Api>, rp: &ResourcePath, q: &Query) -> ApiResult<Respons
     if let Some(after) = &page.continue_after {
         metadata["continue"] = json!(encode_continue(page.revision, after));
     }
+    if let Some(include) = as_table {
+        let objects: Vec<Value> = page
+            .items
+            .iter()
+            .filter_map(|o| serde_json::from_slice(&o.json).ok())
+            .collect();
+        return Ok(ok(&table(
+            res,
+            &objects,
+            metadata,
+            api.clock.now(),
+            include,
+        )));
+    }
     // Items are spliced in as the cache holds them, already serialized.
     let head =
         json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": metadata});
@@ -579,7 +646,12 @@ async fn list(api: &Arc<Api>, rp: &ResourcePath, q: &Query) -> ApiResult<Respons
         .into_response())
 }
 
-async fn watch(api: &Arc<Api>, rp: &ResourcePath, q: &Query) -> ApiResult<Response> {
+async fn watch(
+    api: &Arc<Api>,
+    rp: &ResourcePath,
+    q: &Query,
+    as_table: Option<IncludeObject>,
+) -> ApiResult<Response> {
     let res = rp.res;
     let filter = Api::filter(
         res,
@@ -601,6 +673,23 @@ async fn watch(api: &Arc<Api>, rp: &ResourcePath, q: &Query) -> ApiResult<Respon
         bookmarks: q.flag("allowWatchBookmarks"),
         initial_events_end: q.flag("sendInitialEvents"),
         timeout,
+        render: as_table.map(|include| {
+            let clock = Arc::clone(&api.clock);
+            let render: crate::watch::Render = Arc::new(move |json: &[u8]| {
+                let obj: Value = serde_json::from_slice(json).unwrap_or(Value::Null);
+                let rv = obj["metadata"]["resourceVersion"].clone();
+                serde_json::to_vec(&table(
+                    res,
+                    &[obj],
+                    json!({"resourceVersion": rv}),
+                    clock.now(),
+                    include,
+                ))
+                .unwrap_or_default()
+                .into()
+            });
+            render
+        }),
     };
     watch::serve(api, res, params).await
 }

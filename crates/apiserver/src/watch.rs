@@ -25,7 +25,12 @@ pub struct WatchParams {
     /// `sendInitialEvents=true`: end the initial ADDED events with an annotated bookmark.
     pub initial_events_end: bool,
     pub timeout: Option<Duration>,
+    /// Re-renders each object (as a Table, for `kubectl get -w`).
+    pub render: Option<Render>,
 }
+
+/// Turns an object's JSON into what the watch sends instead.
+pub type Render = Arc<dyn Fn(&[u8]) -> Bytes + Send + Sync>;
 
 fn event_line(kind: &str, object: &[u8]) -> Bytes {
     let mut b = BytesMut::with_capacity(object.len() + 32);
@@ -61,8 +66,16 @@ struct Stream {
     next_bookmark: Instant,
     pending_initial_end: Option<usize>,
     last_sent: Revision,
+    render: Option<Render>,
     /// Lines decided but not yet sent (a drained queue and its bookmark).
     pending: std::collections::VecDeque<Bytes>,
+}
+
+fn rendered_line(render: Option<&Render>, kind: &str, json: &[u8]) -> Bytes {
+    match render {
+        Some(render) => event_line(kind, &render(json)),
+        None => event_line(kind, json),
+    }
 }
 
 impl Stream {
@@ -82,7 +95,7 @@ impl Stream {
                 let (kind, obj) = item?;
                 self.last_sent = self.last_sent.max(obj.revision);
                 if let Some(n) = self.pending_initial_end.as_mut() { *n = n.saturating_sub(1); }
-                Some(event_line(kind.as_str(), &obj.json))
+                Some(rendered_line(self.render.as_ref(), kind.as_str(), &obj.json))
             }
             () = tokio::time::sleep_until(self.deadline) => {
                 self.handle = None;
@@ -95,7 +108,8 @@ impl Stream {
                 let dispatched = handle.dispatched_revision();
                 while let Some((kind, obj)) = handle.try_next() {
                     self.last_sent = self.last_sent.max(obj.revision);
-                    self.pending.push_back(event_line(kind.as_str(), &obj.json));
+                    let line = rendered_line(self.render.as_ref(), kind.as_str(), &obj.json);
+                    self.pending.push_back(line);
                 }
                 self.pending.push_back(bookmark_line(self.res, dispatched.max(self.last_sent), false));
                 self.pending.pop_front()
@@ -157,6 +171,7 @@ pub async fn serve(
         pending_initial_end: initial,
         last_sent: 0,
         pending: std::collections::VecDeque::new(),
+        render: params.render,
     };
     let stream = futures::stream::unfold(state, |mut s| async move {
         let chunk = s.next_chunk().await?;
