@@ -6,6 +6,7 @@
 pub mod defaults;
 pub mod field;
 pub mod names;
+pub mod openapi;
 pub mod quantity;
 pub mod registry;
 pub mod selector;

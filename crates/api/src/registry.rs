@@ -41,6 +41,8 @@ pub struct Resource {
     /// Subresources beyond the object itself, e.g. "status", "binding".
     pub subresources: &'static [&'static str],
     decode: fn(Value) -> Result<Value, DecodeError>,
+    /// Registers the type's OpenAPI schema and returns a reference to it.
+    pub(crate) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
 
 /// A body that does not decode into the resource's type.
@@ -126,6 +128,7 @@ macro_rules! resource {
             categories: $cats,
             subresources: $subs,
             decode: roundtrip::<$ty>,
+            schema: |generator| generator.subschema_for::<$ty>(),
         }
     };
 }

@@ -68,6 +68,8 @@ pub fn router(api: Arc<Api>, tokens: Tokens) -> Router {
                 },
             ),
         )
+        .route("/openapi/v3", get(crate::openapi::index))
+        .route("/openapi/v3/{*path}", get(crate::openapi::document))
         .fallback(resource_request)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn_with_state(tokens, authenticate))

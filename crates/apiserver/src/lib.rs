@@ -11,6 +11,7 @@ pub mod error;
 pub mod http;
 pub mod namespaces;
 pub mod object;
+pub mod openapi;
 pub mod request;
 pub mod server;
 pub mod watch;
