@@ -163,6 +163,18 @@ pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
             schema.insert("x-kubernetes-group-version-kind".into(), json!([gvk]));
         }
     }
+    // Patch strategies, where kubectl looks for them (it builds apply patches from these).
+    for (schema_name, property, ext) in crate::strategic_merge::openapi_extensions() {
+        if let Some(prop) = schemas
+            .get_mut(schema_name)
+            .and_then(|s| s.get_mut("properties"))
+            .and_then(|p| p.get_mut(property))
+            .and_then(Value::as_object_mut)
+            && let Some(ext) = ext.as_object()
+        {
+            prop.extend(ext.clone());
+        }
+    }
     let mut paths = Map::new();
     for res in &served {
         paths_for(res, &mut paths);
@@ -221,6 +233,13 @@ mod tests {
                 .iter()
                 .any(|p| p["name"] == "fieldValidation")
         );
+        let containers =
+            &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
+        assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
+        assert_eq!(containers["x-kubernetes-patch-strategy"], "merge");
+        let env =
+            &doc["components"]["schemas"]["io.k8s.api.core.v1.Container"]["properties"]["env"];
+        assert_eq!(env["x-kubernetes-list-map-keys"], json!(["name"]));
         let text = doc.to_string();
         assert!(
             !text.contains("#/$defs/"),

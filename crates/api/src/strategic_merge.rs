@@ -59,43 +59,120 @@ enum ListStrategy {
     MergeSet,
 }
 
+use ListStrategy::{MergeOn, MergeSet};
+
+/// Fields leading to typed structs (for navigation).
+const OBJECT_FIELDS: &[(Ty, &str, Ty)] = &[
+    (Ty::Root(Kind::DaemonSet), "spec", Ty::DaemonSetSpec),
+    (Ty::Root(Kind::DaemonSet), "status", Ty::DaemonSetStatus),
+    (Ty::Root(Kind::Pod), "spec", Ty::PodSpec),
+    (Ty::Root(Kind::Pod), "status", Ty::PodStatus),
+    (Ty::Root(Kind::Node), "spec", Ty::NodeSpec),
+    (Ty::Root(Kind::Node), "status", Ty::NodeStatus),
+    (Ty::Root(Kind::Service), "spec", Ty::ServiceSpec),
+    (Ty::DaemonSetSpec, "template", Ty::PodTemplateSpec),
+    (Ty::PodTemplateSpec, "spec", Ty::PodSpec),
+    (Ty::PodTemplateSpec, "metadata", Ty::ObjectMeta),
+];
+
+/// Every list field with a patch strategy: `patchStrategy`/`patchMergeKey` upstream. The same
+/// table is published in the OpenAPI documents, which is where kubectl reads it from.
+const LIST_FIELDS: &[(Ty, &str, Ty, ListStrategy)] = &[
+    (Ty::ObjectMeta, "finalizers", Ty::Leaf, MergeSet),
+    (Ty::ObjectMeta, "ownerReferences", Ty::Leaf, MergeOn("uid")),
+    (Ty::DaemonSetStatus, "conditions", Ty::Leaf, MergeOn("type")),
+    (Ty::PodStatus, "conditions", Ty::Leaf, MergeOn("type")),
+    (Ty::PodStatus, "podIPs", Ty::Leaf, MergeOn("ip")),
+    (Ty::NodeStatus, "conditions", Ty::Leaf, MergeOn("type")),
+    (Ty::NodeStatus, "addresses", Ty::Leaf, MergeOn("type")),
+    (Ty::PodSpec, "containers", Ty::Container, MergeOn("name")),
+    (
+        Ty::PodSpec,
+        "initContainers",
+        Ty::Container,
+        MergeOn("name"),
+    ),
+    (
+        Ty::PodSpec,
+        "ephemeralContainers",
+        Ty::Container,
+        MergeOn("name"),
+    ),
+    (Ty::PodSpec, "volumes", Ty::Volume, MergeOn("name")),
+    (Ty::PodSpec, "imagePullSecrets", Ty::Leaf, MergeOn("name")),
+    (Ty::PodSpec, "resourceClaims", Ty::Leaf, MergeOn("name")),
+    (Ty::PodSpec, "schedulingGates", Ty::Leaf, MergeOn("name")),
+    (Ty::PodSpec, "hostAliases", Ty::Leaf, MergeOn("ip")),
+    (Ty::Container, "env", Ty::Leaf, MergeOn("name")),
+    (Ty::Container, "ports", Ty::Leaf, MergeOn("containerPort")),
+    (
+        Ty::Container,
+        "volumeMounts",
+        Ty::Leaf,
+        MergeOn("mountPath"),
+    ),
+    (
+        Ty::Container,
+        "volumeDevices",
+        Ty::Leaf,
+        MergeOn("devicePath"),
+    ),
+    (Ty::ServiceSpec, "ports", Ty::Leaf, MergeOn("port")),
+];
+
 /// The type of `field` inside `ty`, and how it is patched if it is a list.
 fn field(ty: Ty, name: &str) -> (Ty, ListStrategy) {
-    use ListStrategy::{MergeOn, MergeSet, Replace};
-    match (ty, name) {
-        (Ty::Root(_), "metadata") | (Ty::PodTemplateSpec, "metadata") => (Ty::ObjectMeta, Replace),
-        (Ty::Root(Kind::DaemonSet), "spec") => (Ty::DaemonSetSpec, Replace),
-        (Ty::Root(Kind::DaemonSet), "status") => (Ty::DaemonSetStatus, Replace),
-        (Ty::Root(Kind::Pod), "spec") => (Ty::PodSpec, Replace),
-        (Ty::Root(Kind::Pod), "status") => (Ty::PodStatus, Replace),
-        (Ty::Root(Kind::Node), "spec") => (Ty::NodeSpec, Replace),
-        (Ty::Root(Kind::Node), "status") => (Ty::NodeStatus, Replace),
-        (Ty::Root(Kind::Service), "spec") => (Ty::ServiceSpec, Replace),
-        (Ty::ObjectMeta, "finalizers") => (Ty::Leaf, MergeSet),
-        (Ty::ObjectMeta, "ownerReferences") => (Ty::Leaf, MergeOn("uid")),
-        (Ty::DaemonSetSpec, "template") => (Ty::PodTemplateSpec, Replace),
-        (Ty::DaemonSetStatus, "conditions")
-        | (Ty::PodStatus, "conditions")
-        | (Ty::NodeStatus, "conditions") => (Ty::Leaf, MergeOn("type")),
-        (Ty::NodeStatus, "addresses") => (Ty::Leaf, MergeOn("type")),
-        (Ty::PodStatus, "podIPs") => (Ty::Leaf, MergeOn("ip")),
-        (Ty::PodTemplateSpec, "spec") => (Ty::PodSpec, Replace),
-        (Ty::PodSpec, "containers" | "initContainers" | "ephemeralContainers") => {
-            (Ty::Container, MergeOn("name"))
-        }
-        (Ty::PodSpec, "volumes") => (Ty::Volume, MergeOn("name")),
-        (Ty::PodSpec, "imagePullSecrets" | "resourceClaims" | "schedulingGates") => {
-            (Ty::Leaf, MergeOn("name"))
-        }
-        (Ty::PodSpec, "hostAliases") => (Ty::Leaf, MergeOn("ip")),
-        (Ty::Container, "env") => (Ty::Leaf, MergeOn("name")),
-        (Ty::Container, "ports") => (Ty::Leaf, MergeOn("containerPort")),
-        (Ty::Container, "volumeMounts") => (Ty::Leaf, MergeOn("mountPath")),
-        (Ty::Container, "volumeDevices") => (Ty::Leaf, MergeOn("devicePath")),
-        (Ty::Container, "resizePolicy") => (Ty::Leaf, Replace),
-        (Ty::ServiceSpec, "ports") => (Ty::Leaf, MergeOn("port")),
-        _ => (Ty::Any, Replace),
+    if let Some((_, _, child, strategy)) = LIST_FIELDS
+        .iter()
+        .find(|(t, f, _, _)| *t == ty && *f == name)
+    {
+        return (*child, *strategy);
     }
+    if let Some((_, _, child)) = OBJECT_FIELDS
+        .iter()
+        .find(|(t, f, _)| *t == ty && *f == name)
+    {
+        return (*child, ListStrategy::Replace);
+    }
+    if name == "metadata" && matches!(ty, Ty::Root(_)) {
+        return (Ty::ObjectMeta, ListStrategy::Replace);
+    }
+    (Ty::Any, ListStrategy::Replace)
+}
+
+fn schema_type_name(ty: Ty) -> Option<&'static str> {
+    Some(match ty {
+        Ty::ObjectMeta => "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
+        Ty::DaemonSetStatus => "io.k8s.api.apps.v1.DaemonSetStatus",
+        Ty::PodStatus => "io.k8s.api.core.v1.PodStatus",
+        Ty::NodeStatus => "io.k8s.api.core.v1.NodeStatus",
+        Ty::PodSpec => "io.k8s.api.core.v1.PodSpec",
+        Ty::Container => "io.k8s.api.core.v1.Container",
+        Ty::ServiceSpec => "io.k8s.api.core.v1.ServiceSpec",
+        _ => return None,
+    })
+}
+
+/// OpenAPI extensions for each list field with a patch strategy, as upstream publishes them:
+/// `(schema name, property, extensions)`.
+pub fn openapi_extensions() -> Vec<(&'static str, &'static str, Value)> {
+    LIST_FIELDS
+        .iter()
+        .filter_map(|(ty, name, _, strategy)| {
+            let schema = schema_type_name(*ty)?;
+            let ext = match strategy {
+                MergeOn(key) => {
+                    let keys: Vec<&str> = if *name == "ports" && *ty == Ty::Container { vec![key, "protocol"] } else { vec![key] };
+                    let patch_strategy = if *name == "volumes" { "merge,retainKeys" } else { "merge" };
+                    serde_json::json!({"x-kubernetes-patch-merge-key": key, "x-kubernetes-patch-strategy": patch_strategy,
+                        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": keys})
+                }
+                MergeSet => serde_json::json!({"x-kubernetes-patch-strategy": "merge", "x-kubernetes-list-type": "set"}),
+                ListStrategy::Replace => return None,
+            };
+            Some((schema, *name, ext))
+        })
+        .collect()
 }
 
 /// Applies a strategic merge patch to an object of `kind`.

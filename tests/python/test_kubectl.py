@@ -1,0 +1,210 @@
+"""Real kubectl (the machine's, which picks 1.33 from /version), default flags, against a real
+server: one test per command users run on DaemonSets, asserting on what kubectl prints."""
+
+import json
+import os
+import stat
+import textwrap
+
+import yaml
+
+from conftest import EXAMPLES
+
+DS = textwrap.dedent("""\
+    apiVersion: apps/v1
+    kind: DaemonSet
+    metadata:
+      name: fluentd
+      labels: {k8s-app: fluentd-logging}
+    spec:
+      selector:
+        matchLabels: {name: fluentd}
+      template:
+        metadata:
+          labels: {name: fluentd}
+        spec:
+          tolerations:
+          - {key: node-role.kubernetes.io/control-plane, operator: Exists, effect: NoSchedule}
+          containers:
+          - name: fluentd
+            image: fluentd:v1.16
+            env:
+            - {name: A, value: "1"}
+    """)
+
+NODE = textwrap.dedent("""\
+    apiVersion: v1
+    kind: Node
+    metadata:
+      name: node-1
+      labels: {kubernetes.io/hostname: node-1, node-role.kubernetes.io/worker: ""}
+    status:
+      conditions:
+      - {type: Ready, status: "True", reason: KubeletReady, message: ready}
+      nodeInfo: {kubeletVersion: v1.33.0, osImage: Debian GNU/Linux 12, kernelVersion: 6.1.0, containerRuntimeVersion: everynode://0.1.0,
+                 machineID: m, systemUUID: s, bootID: b, kubeProxyVersion: "", operatingSystem: linux, architecture: amd64}
+      addresses:
+      - {type: InternalIP, address: 10.0.0.1}
+    """)
+
+
+def create_ds(server, text=DS):
+    return server.kubectl("create", "-f", "-", input=text)
+
+
+def header(out):
+    return out.splitlines()[0].split()
+
+
+def test_create_with_default_validation(server):
+    out = create_ds(server).stdout
+    assert out.strip() == "daemonset.apps/fluentd created"
+
+
+def test_create_rejects_misplaced_fields_by_path(server):
+    result = server.kubectl("create", "-f", str(EXAMPLES / "k8s-docs-fluentd.yaml"), check=False)
+    assert result.returncode == 1
+    assert "Error from server (BadRequest)" in result.stderr
+    for field in ("spec.template.tolerations", "spec.template.containers"):
+        assert f'unknown field "{field}"' in result.stderr
+    assert server.kubectl("get", "ds", "-A", "-o", "name").stdout == ""
+
+
+def test_apply_twice_then_unchanged(server):
+    assert server.kubectl("apply", "-f", "-", input=DS).stdout.strip() == "daemonset.apps/fluentd created"
+    changed = DS.replace("fluentd:v1.16", "fluentd:v1.17").replace('{name: A, value: "1"}', '{name: B, value: "2"}')
+    assert server.kubectl("apply", "-f", "-", input=changed).stdout.strip() == "daemonset.apps/fluentd configured"
+    obj = json.loads(server.kubectl("get", "ds", "fluentd", "-o", "json").stdout)
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "fluentd:v1.17"
+    assert container["env"] == [{"name": "B", "value": "2"}], "the three-way patch removed what the old config had"
+    assert obj["metadata"]["generation"] == 2
+    assert server.kubectl("apply", "-f", "-", input=changed).stdout.strip() == "daemonset.apps/fluentd unchanged"
+
+
+def test_get_wide_yaml_json_jsonpath(server):
+    create_ds(server)
+    out = server.kubectl("get", "ds").stdout
+    assert header(out) == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE", "NODE", "SELECTOR", "AGE"]
+    assert out.splitlines()[1].split()[:7] == ["fluentd", "0", "0", "0", "0", "0", "<none>"]
+    wide = server.kubectl("get", "ds", "-o", "wide").stdout
+    assert header(wide)[-3:] == ["CONTAINERS", "IMAGES", "SELECTOR"]
+    assert wide.splitlines()[1].split()[-3:] == ["fluentd", "fluentd:v1.16", "name=fluentd"]
+    assert yaml.safe_load(server.kubectl("get", "ds", "fluentd", "-o", "yaml").stdout)["kind"] == "DaemonSet"
+    assert json.loads(server.kubectl("get", "ds", "fluentd", "-o", "json").stdout)["spec"]["revisionHistoryLimit"] == 10
+    path = server.kubectl("get", "ds", "fluentd", "-o", "jsonpath={.spec.updateStrategy.type}").stdout
+    assert path == "RollingUpdate"
+
+
+def test_get_watch_prints_changes(server):
+    create_ds(server)
+    import subprocess
+    import time
+    env = dict(os.environ, KUBECONFIG=server.kubeconfig, HOME=str(server.data_dir / "home"))
+    from conftest import kubectl_binary
+    proc = subprocess.Popen([kubectl_binary(), "get", "ds", "-w"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        first = proc.stdout.readline()
+        assert first.split()[0] == "NAME"
+        assert proc.stdout.readline().split()[0] == "fluentd"
+        time.sleep(0.2)
+        server.kubectl("label", "ds", "fluentd", "tier=logging")
+        assert proc.stdout.readline().split()[0] == "fluentd", "the change arrives as a new row"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_describe_daemonset(server, api):
+    create_ds(server)
+    import kubernetes
+    ds = kubernetes.client.AppsV1Api(api).read_namespaced_daemon_set("fluentd", "default")
+    event = {"metadata": {"name": "fluentd.1"}, "involvedObject": {"kind": "DaemonSet", "namespace": "default", "name": "fluentd", "uid": ds.metadata.uid, "apiVersion": "apps/v1"},
+             "reason": "SuccessfulCreate", "message": "Created pod: fluentd-abcde", "type": "Normal", "source": {"component": "daemonset-controller"}, "count": 1,
+             "firstTimestamp": ds.metadata.creation_timestamp.isoformat().replace("+00:00", "Z"), "lastTimestamp": ds.metadata.creation_timestamp.isoformat().replace("+00:00", "Z")}
+    kubernetes.client.CoreV1Api(api).create_namespaced_event("default", event)
+    out = server.kubectl("describe", "ds", "fluentd").stdout
+    assert "Name:           fluentd" in out
+    assert "Selector:       name=fluentd" in out
+    assert "Desired Number of Nodes Scheduled: 0" in out
+    assert "Image:      fluentd:v1.16" in out
+    assert "SuccessfulCreate" in out and "Created pod: fluentd-abcde" in out
+
+
+def test_edit_with_editor_script(server):
+    create_ds(server)
+    editor = server.data_dir / "editor.sh"
+    editor.write_text("#!/bin/sh\nsed -i 's/fluentd:v1.16/fluentd:v2.0/' \"$1\"\n")
+    editor.chmod(editor.stat().st_mode | stat.S_IEXEC)
+    out = server.kubectl("edit", "ds", "fluentd", env={"EDITOR": str(editor)}).stdout
+    assert out.strip() == "daemonset.apps/fluentd edited"
+    image = server.kubectl("get", "ds", "fluentd", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert image == "fluentd:v2.0"
+
+
+def test_label_and_annotate(server):
+    create_ds(server)
+    assert server.kubectl("label", "ds", "fluentd", "tier=logging").stdout.strip() == "daemonset.apps/fluentd labeled"
+    assert server.kubectl("annotate", "ds", "fluentd", "owner=platform").stdout.strip() == "daemonset.apps/fluentd annotated"
+    meta = json.loads(server.kubectl("get", "ds", "fluentd", "-o", "json").stdout)["metadata"]
+    assert meta["labels"]["tier"] == "logging" and meta["annotations"]["owner"] == "platform"
+    assert server.kubectl("label", "ds", "fluentd", "tier-").stdout.strip() == "daemonset.apps/fluentd unlabeled"
+    refused = server.kubectl("label", "ds", "fluentd", "k8s-app=other", check=False)
+    assert refused.returncode == 1 and "'k8s-app' already has a value (fluentd-logging)" in refused.stderr
+
+
+def test_patch_all_three_types(server):
+    create_ds(server)
+    strategic = server.kubectl("patch", "ds", "fluentd", "-p", '{"spec":{"template":{"spec":{"containers":[{"name":"fluentd","env":[{"name":"B","value":"2"}]}]}}}}')
+    assert strategic.stdout.strip() == "daemonset.apps/fluentd patched"
+    env = json.loads(server.kubectl("get", "ds", "fluentd", "-o", "jsonpath={.spec.template.spec.containers[0].env}").stdout)
+    assert env == [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}], "strategic merge merges env by name"
+    server.kubectl("patch", "ds", "fluentd", "--type=merge", "-p", '{"spec":{"minReadySeconds":5}}')
+    server.kubectl("patch", "ds", "fluentd", "--type=json", "-p", '[{"op":"replace","path":"/spec/revisionHistoryLimit","value":3}]')
+    spec = json.loads(server.kubectl("get", "ds", "fluentd", "-o", "json").stdout)["spec"]
+    assert (spec["minReadySeconds"], spec["revisionHistoryLimit"]) == (5, 3)
+    bad = server.kubectl("patch", "ds", "fluentd", "--type=merge", "-p", '{"spec":{"minReadySeconds":-1}}', check=False)
+    assert bad.returncode == 1
+    assert 'The DaemonSet "fluentd" is invalid: spec.minReadySeconds: Invalid value: -1: must be greater than or equal to 0' in bad.stderr
+
+
+def test_delete_cascades(server):
+    for name in ("bg", "fg", "orphan"):
+        create_ds(server, DS.replace("name: fluentd\n  labels", f"name: {name}\n  labels"))
+    assert server.kubectl("delete", "ds", "bg", "--cascade=background").stdout.strip() == 'daemonset.apps "bg" deleted'
+    # Foreground and orphan deletion wait for the garbage collector to remove the finalizer; here
+    # we check what the API does with them and do not wait.
+    server.kubectl("delete", "ds", "fg", "--cascade=foreground", "--wait=false")
+    server.kubectl("delete", "ds", "orphan", "--cascade=orphan", "--wait=false")
+    fins = {d["metadata"]["name"]: d["metadata"].get("finalizers") for d in json.loads(server.kubectl("get", "ds", "-o", "json").stdout)["items"]}
+    assert fins == {"fg": ["foregroundDeletion"], "orphan": ["orphan"]}
+
+
+def test_get_nodes_taint_cordon_uncordon(server):
+    server.kubectl("create", "-f", "-", input=NODE)
+    out = server.kubectl("get", "nodes").stdout
+    assert header(out) == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"]
+    assert out.splitlines()[1].split()[:3] == ["node-1", "Ready", "worker"]
+    wide = server.kubectl("get", "nodes", "-o", "wide").stdout
+    assert "INTERNAL-IP" in header(wide) and "10.0.0.1" in wide
+    assert server.kubectl("taint", "nodes", "node-1", "dedicated=gpu:NoSchedule").stdout.strip() == "node/node-1 tainted"
+    taints = json.loads(server.kubectl("get", "node", "node-1", "-o", "jsonpath={.spec.taints}").stdout)
+    assert taints == [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]
+    assert server.kubectl("taint", "nodes", "node-1", "dedicated:NoSchedule-").stdout.strip() == "node/node-1 untainted"
+    assert server.kubectl("cordon", "node-1").stdout.strip() == "node/node-1 cordoned"
+    assert server.kubectl("get", "nodes").stdout.splitlines()[1].split()[1] == "Ready,SchedulingDisabled"
+    assert server.kubectl("uncordon", "node-1").stdout.strip() == "node/node-1 uncordoned"
+
+
+def test_api_resources(server):
+    out = server.kubectl("api-resources").stdout
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert rows["daemonsets"] == ["daemonsets", "ds", "apps/v1", "true", "DaemonSet"]
+    assert rows["nodes"] == ["nodes", "no", "v1", "false", "Node"]
+
+
+def test_explain_update_strategy(server):
+    out = server.kubectl("explain", "ds.spec.updateStrategy").stdout
+    assert "KIND:       DaemonSet" in out
+    assert "FIELD: updateStrategy <DaemonSetUpdateStrategy>" in out
+    assert "rollingUpdate\t<RollingUpdateDaemonSet>" in out
