@@ -3,12 +3,14 @@
 //!
 //! Pure: no I/O and no clock. Everything here is a function of its arguments.
 
+pub mod daemonset;
 pub mod defaults;
 pub mod field;
 pub mod names;
 pub mod openapi;
 pub mod quantity;
 pub mod registry;
+pub mod scheduling;
 pub mod selector;
 pub mod strategic_merge;
 pub mod strategy;

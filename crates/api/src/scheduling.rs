@@ -1,0 +1,165 @@
+//! Placement predicates shared by the DaemonSet controller and the scheduler: taints and
+//! tolerations, node selectors and required node affinity (with `matchFields`).
+
+use k8s_openapi::api::core::v1::{
+    Node, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration,
+};
+use std::collections::BTreeMap;
+
+/// Whether `t` tolerates `taint` (`Toleration.ToleratesTaint` upstream).
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    let effect = t.effect.as_deref().unwrap_or("");
+    if !effect.is_empty() && effect != taint.effect {
+        return false;
+    }
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or(""),
+        _ => false,
+    }
+}
+
+/// The first taint with one of `effects` that no toleration tolerates.
+pub fn untolerated<'a>(
+    taints: &'a [Taint],
+    tolerations: &[Toleration],
+    effects: &[&str],
+) -> Option<&'a Taint> {
+    taints.iter().find(|taint| {
+        effects.contains(&taint.effect.as_str()) && !tolerations.iter().any(|t| tolerates(t, taint))
+    })
+}
+
+fn node_labels(node: &Node) -> BTreeMap<String, String> {
+    node.metadata.labels.clone().unwrap_or_default()
+}
+
+fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
+    let values = req.values.as_deref().unwrap_or_default();
+    match req.operator.as_str() {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        "Gt" | "Lt" => {
+            let (Some(have), Some(want)) = (
+                value.and_then(|v| v.parse::<i64>().ok()),
+                values.first().and_then(|v| v.parse::<i64>().ok()),
+            ) else {
+                return false;
+            };
+            if req.operator == "Gt" {
+                have > want
+            } else {
+                have < want
+            }
+        }
+        _ => false,
+    }
+}
+
+/// Whether a node selector term matches: AND over its expressions and fields; an empty term
+/// matches nothing.
+pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
+    let exprs = term.match_expressions.as_deref().unwrap_or_default();
+    let fields = term.match_fields.as_deref().unwrap_or_default();
+    if exprs.is_empty() && fields.is_empty() {
+        return false;
+    }
+    let labels = node_labels(node);
+    let name = node.metadata.name.clone().unwrap_or_default();
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key)))
+        && fields
+            .iter()
+            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+}
+
+/// `nodeSelector` and required node affinity (OR over terms).
+pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
+    let labels = node_labels(node);
+    if let Some(sel) = &spec.node_selector
+        && !sel.iter().all(|(k, v)| labels.get(k) == Some(v))
+    {
+        return false;
+    }
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|na| {
+            na.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    match required {
+        Some(sel) => sel
+            .node_selector_terms
+            .iter()
+            .any(|t| term_matches(t, node)),
+        None => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node(v: serde_json::Value) -> Node {
+        serde_json::from_value(v).expect("node")
+    }
+
+    #[test]
+    fn toleration_matching() {
+        let taint = Taint {
+            key: "dedicated".into(),
+            value: Some("user1".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
+        let tol =
+            |v: serde_json::Value| -> Toleration { serde_json::from_value(v).expect("toleration") };
+        assert!(tolerates(
+            &tol(json!({"key": "dedicated", "value": "user1", "effect": "NoSchedule"})),
+            &taint
+        ));
+        assert!(tolerates(
+            &tol(json!({"key": "dedicated", "operator": "Exists"})),
+            &taint
+        ));
+        assert!(tolerates(&tol(json!({"operator": "Exists"})), &taint));
+        assert!(!tolerates(
+            &tol(json!({"key": "dedicated", "value": "user2"})),
+            &taint
+        ));
+        assert!(!tolerates(
+            &tol(json!({"key": "dedicated", "operator": "Exists", "effect": "NoExecute"})),
+            &taint
+        ));
+    }
+
+    #[test]
+    fn affinity_terms_and_fields() {
+        let n =
+            node(json!({"metadata": {"name": "node-1", "labels": {"color": "blue", "rank": "5"}}}));
+        let spec: PodSpec = serde_json::from_value(json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "color", "operator": "In", "values": ["red"]}]},
+            {"matchExpressions": [{"key": "rank", "operator": "Gt", "values": ["3"]}], "matchFields": [{"key": "metadata.name", "operator": "In", "values": ["node-1"]}]}
+        ]}}}})).expect("spec");
+        assert!(node_matches(&spec, &n));
+        let empty_term: PodSpec = serde_json::from_value(json!({"containers": [], "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{}]}}}})).expect("spec");
+        assert!(
+            !node_matches(&empty_term, &n),
+            "an empty term matches nothing"
+        );
+        let selector: PodSpec =
+            serde_json::from_value(json!({"containers": [], "nodeSelector": {"color": "green"}}))
+                .expect("spec");
+        assert!(!node_matches(&selector, &n));
+    }
+}
