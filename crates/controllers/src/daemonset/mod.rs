@@ -1,0 +1,8 @@
+//! The DaemonSet controller: one pod per eligible node (spec §2). `pass` decides, purely;
+//! `controller` watches the API and carries the decisions out.
+
+pub mod backoff;
+pub mod pass;
+
+#[cfg(test)]
+mod scenarios;

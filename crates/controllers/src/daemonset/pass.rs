@@ -1,0 +1,799 @@
+//! One sync pass of the DaemonSet controller as a pure function (spec §2.2):
+//! `(DaemonSet, nodes, pods, revisions, backoff, now) → Plan`. The I/O wrapper executes the plan.
+//!
+//! As upstream's unit tests observe their own writes at once, the pass simulates the effect of
+//! manage's creates and deletes before the rolling update and the status computation, so one
+//! pass gives the counts the scenarios of spec §5 state.
+
+use super::backoff::Backoff;
+use everynode_api::daemonset::{self as rules, HASH_LABEL};
+use everynode_api::selector::{self, Selector};
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
+use k8s_openapi::jiff::Timestamp;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// The most creates and the most deletes one pass issues (upstream `BurstReplicas`).
+pub const BURST_REPLICAS: usize = 250;
+
+/// Why a pass did nothing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Skip {
+    /// The DaemonSet is being deleted (§2.14).
+    BeingDeleted,
+    /// A legacy empty selector (§2.2 step 4).
+    SelectingAll,
+}
+
+/// An event to record on the DaemonSet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlannedEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// History writes, in the order they must happen (before pods are touched).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HistoryOp {
+    /// A legacy revision without the hash label gets its name as the label.
+    LabelLegacy { name: String },
+    /// A new revision for the current template.
+    Create(Box<ControllerRevision>),
+    /// The current revision takes the next revision number (rollback).
+    Renumber { name: String, revision: i64 },
+    /// A pod of a duplicate current revision is relabelled to the kept hash.
+    RelabelPod { name: String, hash: String },
+    /// A duplicate current revision is removed.
+    Delete { name: String },
+}
+
+/// Everything one pass decided.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    pub skip: Option<Skip>,
+    pub hash: String,
+    pub adopt_pods: Vec<String>,
+    pub release_pods: Vec<String>,
+    pub adopt_revisions: Vec<String>,
+    pub release_revisions: Vec<String>,
+    pub history: Vec<HistoryOp>,
+    /// Nodes to create a daemon pod for.
+    pub creates: Vec<String>,
+    /// Pods to delete.
+    pub deletes: Vec<String>,
+    /// Old revisions to delete after the pods are handled.
+    pub cleanup: Vec<String>,
+    pub events: Vec<PlannedEvent>,
+    /// Backoff keys whose attempt is recorded now.
+    pub backoff_next: Vec<String>,
+    pub requeue_after: Option<Duration>,
+    /// The status to write, when it differs from the stored one.
+    pub status: Option<DaemonSetStatus>,
+    /// A failure that ends the pass (retried with backoff).
+    pub error: Option<String>,
+}
+
+/// What a pass reads.
+pub struct PassInput<'a> {
+    pub ds: &'a DaemonSet,
+    pub nodes: &'a [Node],
+    /// Pods in the DaemonSet's namespace.
+    pub pods: &'a [Pod],
+    /// ControllerRevisions in the DaemonSet's namespace.
+    pub revisions: &'a [ControllerRevision],
+    pub backoff: &'a Backoff,
+    /// Whether every create and delete of earlier passes has been observed.
+    pub expectations_satisfied: bool,
+    pub now: Timestamp,
+}
+
+fn name_of(meta: &ObjectMeta) -> String {
+    meta.name.clone().unwrap_or_default()
+}
+
+fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
+    meta.owner_references
+        .as_ref()?
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+fn deleting(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+}
+
+/// The claim procedure (§2.5) over objects' metadata: (claimed, to adopt, to release).
+fn claim<'a>(
+    ds: &DaemonSet,
+    sel: &Selector,
+    items: impl Iterator<Item = (&'a ObjectMeta, bool)>,
+) -> (Vec<usize>, Vec<String>, Vec<String>) {
+    let uid = ds.metadata.uid.as_deref().unwrap_or("");
+    let ds_deleting = deleting(&ds.metadata);
+    let (mut claimed, mut adopt, mut release) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, (meta, may_adopt)) in items.enumerate() {
+        let labels = meta.labels.clone().unwrap_or_default();
+        let matches = sel.matches(&labels);
+        match controller_uid(meta) {
+            Some(owner) if owner != uid => {}
+            Some(_) if matches => claimed.push(i),
+            Some(_) => {
+                if !ds_deleting {
+                    release.push(name_of(meta));
+                }
+            }
+            None if matches && !ds_deleting && may_adopt && !deleting(meta) => {
+                claimed.push(i);
+                adopt.push(name_of(meta));
+            }
+            None => {}
+        }
+    }
+    (claimed, adopt, release)
+}
+
+/// Claimed pods grouped by target node (§2.5), each node's pods in primary order.
+fn by_node(pods: &[Pod], include_deleted_terminal: bool) -> BTreeMap<String, Vec<Pod>> {
+    let mut map: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
+    for p in pods {
+        let terminal = matches!(phase(p), "Failed" | "Succeeded");
+        if terminal && deleting(&p.metadata) && !include_deleted_terminal {
+            continue;
+        }
+        if let Some(node) = rules::target_node(p) {
+            map.entry(node).or_default().push(p.clone());
+        }
+    }
+    for list in map.values_mut() {
+        list.sort_by(rules::primary_order);
+    }
+    map
+}
+
+struct Ctx<'a> {
+    ds: &'a DaemonSet,
+    nodes: &'a [Node],
+    now: Timestamp,
+    hash: String,
+    template_generation: Option<i64>,
+    min_ready: i32,
+}
+
+impl Ctx<'_> {
+    fn available(&self, p: &Pod) -> bool {
+        rules::is_available(p, self.min_ready, self.now)
+    }
+    fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes
+            .iter()
+            .find(|n| n.metadata.name.as_deref() == Some(name))
+    }
+    fn allows_surge(&self) -> bool {
+        let strategy = self
+            .ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.update_strategy.as_ref());
+        strategy.is_some_and(|s| s.type_.as_deref() == Some("RollingUpdate"))
+            && strategy
+                .and_then(|s| s.rolling_update.as_ref())
+                .and_then(|r| r.max_surge.as_ref())
+                .is_some_and(|ms| rules::scale(Some(ms), 1).is_ok_and(|v| v > 0))
+    }
+}
+
+/// The pod manage creates, as the simulation sees it (observed at once, not Ready).
+fn simulated_pod(ctx: &Ctx<'_>, node: &str) -> Pod {
+    let mut p = rules::new_pod(ctx.ds, node, &ctx.hash);
+    p.metadata.name = Some(format!("{}-new-{node}", name_of(&ctx.ds.metadata)));
+    p.metadata.creation_timestamp = Some(Time(ctx.now));
+    p
+}
+
+/// `manage` (§2.6): creates, deletes, events and backoff for one pass.
+fn manage(ctx: &Ctx<'_>, map: &BTreeMap<String, Vec<Pod>>, backoff: &Backoff, plan: &mut Plan) {
+    let uid = ctx.ds.metadata.uid.as_deref().unwrap_or("");
+    let observed_gen = ctx
+        .ds
+        .status
+        .as_ref()
+        .and_then(|s| s.observed_generation)
+        .unwrap_or(0);
+    let ns = ctx.ds.metadata.namespace.clone().unwrap_or_default();
+    let surge = ctx.allows_surge();
+    for node in ctx.nodes {
+        let node_name = name_of(&node.metadata);
+        let e = rules::node_should_run(node, ctx.ds);
+        let pods = map.get(&node_name);
+        if e.should_run && pods.is_none() {
+            plan.creates.push(node_name);
+            continue;
+        }
+        let Some(pods) = pods else { continue };
+        if !e.should_continue_running {
+            plan.deletes.extend(
+                pods.iter()
+                    .filter(|p| !deleting(&p.metadata))
+                    .map(|p| name_of(&p.metadata)),
+            );
+            continue;
+        }
+        let mut running: Vec<&Pod> = Vec::new();
+        for p in pods.iter().filter(|p| !deleting(&p.metadata)) {
+            let pod_name = name_of(&p.metadata);
+            match phase(p) {
+                "Failed" => {
+                    let key = format!("{uid}/{observed_gen}/{node_name}");
+                    if backoff.in_backoff(&key, ctx.now) {
+                        let delay = backoff.delay(&key);
+                        plan.requeue_after =
+                            Some(plan.requeue_after.map_or(delay, |d| d.min(delay)));
+                        continue;
+                    }
+                    plan.backoff_next.push(key);
+                    plan.events.push(PlannedEvent {
+                        warning: true,
+                        reason: "FailedDaemonPod",
+                        message: format!("Found failed daemon pod {ns}/{pod_name} on node {node_name}, will try to kill it"),
+                    });
+                    plan.deletes.push(pod_name);
+                }
+                "Succeeded" => {
+                    plan.events.push(PlannedEvent {
+                        warning: false,
+                        reason: "SucceededDaemonPod",
+                        message: format!("Found succeeded daemon pod {ns}/{pod_name} on node {node_name}, will try to delete it"),
+                    });
+                    plan.deletes.push(pod_name);
+                }
+                _ => running.push(p),
+            }
+        }
+        if !surge {
+            // Keep the oldest scheduled pod; a lone terminating pod is not replaced yet.
+            plan.deletes
+                .extend(running.iter().skip(1).map(|p| name_of(&p.metadata)));
+            continue;
+        }
+        if running.is_empty() {
+            if e.should_run {
+                plan.creates.push(node_name);
+            }
+            continue;
+        }
+        if running.len() == 1 {
+            continue;
+        }
+        let is_new =
+            |p: &Pod| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&ctx.hash);
+        let oldest_new = running.iter().position(|p| is_new(p));
+        let oldest_old = running.iter().position(|p| !is_new(p));
+        for (i, p) in running.iter().enumerate() {
+            if Some(i) != oldest_new && Some(i) != oldest_old {
+                plan.deletes.push(name_of(&p.metadata));
+            }
+        }
+        if let (Some(n), Some(o)) = (oldest_new, oldest_old)
+            && (!rules::is_ready(running[o]) || ctx.available(running[n]))
+        {
+            plan.deletes.push(name_of(&running[o].metadata));
+        }
+    }
+    // Unscheduled pods whose target node is gone (PodGC cannot clean those).
+    let known: BTreeSet<String> = ctx.nodes.iter().map(|n| name_of(&n.metadata)).collect();
+    for (node, pods) in map {
+        if known.contains(node) {
+            continue;
+        }
+        for p in pods {
+            let unscheduled = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_none_or(String::is_empty);
+            if unscheduled && !deleting(&p.metadata) {
+                plan.deletes.push(name_of(&p.metadata));
+            }
+        }
+    }
+}
+
+/// Applies creates and deletes to the per-node map, as if observed.
+fn simulate(
+    ctx: &Ctx<'_>,
+    map: &mut BTreeMap<String, Vec<Pod>>,
+    creates: &[String],
+    deletes: &[String],
+) {
+    let gone: BTreeSet<&String> = deletes.iter().collect();
+    for pods in map.values_mut() {
+        pods.retain(|p| !gone.contains(&name_of(&p.metadata)));
+    }
+    map.retain(|_, pods| !pods.is_empty());
+    for node in creates {
+        let pods = map.entry(node.clone()).or_default();
+        pods.push(simulated_pod(ctx, node));
+        pods.sort_by(rules::primary_order);
+    }
+}
+
+/// `findUpdatedPodsOnNode`: (new, old, ok).
+fn updated_on_node<'p>(ctx: &Ctx<'_>, pods: &'p [Pod]) -> (Option<&'p Pod>, Option<&'p Pod>, bool) {
+    let (mut new, mut old) = (None, None);
+    for p in pods.iter().filter(|p| !deleting(&p.metadata)) {
+        let slot = if rules::is_updated(p, &ctx.hash, ctx.template_generation) {
+            &mut new
+        } else {
+            &mut old
+        };
+        if slot.is_some() {
+            return (None, None, false);
+        }
+        *slot = Some(p);
+    }
+    (new, old, true)
+}
+
+/// `rollingUpdate` (§2.9): returns (creates, deletes) or a scaling / lookup error.
+fn rolling_update(
+    ctx: &Ctx<'_>,
+    map: &BTreeMap<String, Vec<Pod>>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut entries: BTreeMap<String, Vec<Pod>> = map.clone();
+    let mut desired = 0;
+    for node in ctx.nodes {
+        if rules::node_should_run(node, ctx.ds).should_run {
+            desired += 1;
+            entries.entry(name_of(&node.metadata)).or_default();
+        }
+    }
+    let ru = ctx
+        .ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|s| s.rolling_update.as_ref());
+    let max_unavailable_raw = ru
+        .and_then(|r| r.max_unavailable.as_ref())
+        .ok_or_else(|| "nil value for IntOrString".to_owned())?;
+    let mut max_unavailable = rules::scale(Some(max_unavailable_raw), desired)?;
+    let max_surge = rules::scale(ru.and_then(|r| r.max_surge.as_ref()), desired)?;
+    if desired > 0 && max_unavailable == 0 && max_surge == 0 {
+        max_unavailable = 1;
+    }
+    let (mut creates, mut deletes) = (Vec::new(), Vec::new());
+    if max_surge == 0 {
+        let mut unavailable = 0;
+        let (mut allowed, mut candidates) = (Vec::new(), Vec::new());
+        for pods in entries.values() {
+            let (new, old, ok) = updated_on_node(ctx, pods);
+            if !ok {
+                unavailable += 1;
+                continue;
+            }
+            match (new, old) {
+                (None, None) | (Some(_), Some(_)) => unavailable += 1,
+                (Some(n), None) => {
+                    if !ctx.available(n) {
+                        unavailable += 1;
+                    }
+                }
+                (None, Some(o)) => {
+                    if !ctx.available(o) {
+                        allowed.push(name_of(&o.metadata));
+                        unavailable += 1;
+                    } else if unavailable < max_unavailable {
+                        candidates.push(name_of(&o.metadata));
+                    }
+                }
+            }
+        }
+        let remaining = (max_unavailable - unavailable).clamp(0, candidates.len() as i32) as usize;
+        deletes.extend(allowed);
+        deletes.extend(candidates.into_iter().take(remaining));
+        return Ok((creates, deletes));
+    }
+    let (mut surge, mut available) = (0, 0);
+    let (mut should_not_run_old, mut candidate_nodes, mut allowed_nodes) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for (node_name, pods) in &entries {
+        let (new, old, ok) = updated_on_node(ctx, pods);
+        if !ok {
+            surge += 1;
+            continue;
+        }
+        match (old, new) {
+            (Some(o), _) if ctx.available(o) => available += 1,
+            (None, Some(n)) if ctx.available(n) => available += 1,
+            _ => {}
+        }
+        match (old, new) {
+            (None, _) => {}
+            (Some(o), None) => {
+                let node = ctx.node(node_name).ok_or_else(|| {
+                    format!(
+                        "node {node_name:?} of pod {} no longer exists",
+                        name_of(&o.metadata)
+                    )
+                })?;
+                let should_run = rules::node_should_run(node, ctx.ds).should_run;
+                if !ctx.available(o) {
+                    if should_run {
+                        allowed_nodes.push(node_name.clone());
+                    } else {
+                        deletes.push(name_of(&o.metadata));
+                    }
+                } else if !should_run {
+                    should_not_run_old.push(name_of(&o.metadata));
+                } else if surge < max_surge {
+                    candidate_nodes.push(node_name.clone());
+                }
+            }
+            (Some(o), Some(n)) => {
+                if ctx.available(n) {
+                    deletes.push(name_of(&o.metadata));
+                } else {
+                    surge += 1;
+                }
+            }
+        }
+    }
+    let remaining_surge = (max_surge - surge).clamp(0, candidate_nodes.len() as i32) as usize;
+    let extra = available - desired;
+    if extra > 0 {
+        deletes.extend(should_not_run_old.into_iter().take(extra as usize));
+    }
+    creates.extend(allowed_nodes);
+    creates.extend(candidate_nodes.into_iter().take(remaining_surge));
+    Ok((creates, deletes))
+}
+
+/// Status (§2.12) from the per-node map.
+fn compute_status(
+    ctx: &Ctx<'_>,
+    map: &BTreeMap<String, Vec<Pod>>,
+    observed: bool,
+) -> DaemonSetStatus {
+    let (mut desired, mut current, mut ready, mut available, mut updated, mut misscheduled) =
+        (0, 0, 0, 0, 0, 0);
+    for node in ctx.nodes {
+        let pods = map
+            .get(node.metadata.name.as_deref().unwrap_or(""))
+            .filter(|p| !p.is_empty());
+        if rules::node_should_run(node, ctx.ds).should_run {
+            desired += 1;
+            let Some(pods) = pods else { continue };
+            current += 1;
+            let p = &pods[0];
+            if rules::is_ready(p) {
+                ready += 1;
+                if ctx.available(p) {
+                    available += 1;
+                }
+            }
+            if rules::is_updated(p, &ctx.hash, ctx.template_generation) {
+                updated += 1;
+            }
+        } else if pods.is_some() {
+            misscheduled += 1;
+        }
+    }
+    let stored = ctx.ds.status.clone().unwrap_or_default();
+    let generation = ctx.ds.metadata.generation.unwrap_or(0);
+    DaemonSetStatus {
+        current_number_scheduled: current,
+        number_misscheduled: misscheduled,
+        desired_number_scheduled: desired,
+        number_ready: ready,
+        updated_number_scheduled: Some(updated),
+        number_available: Some(available),
+        number_unavailable: Some(desired - available),
+        observed_generation: if observed {
+            Some(generation.max(stored.observed_generation.unwrap_or(0)))
+        } else {
+            stored.observed_generation
+        },
+        collision_count: stored.collision_count,
+        conditions: stored.conditions,
+    }
+}
+
+/// Whether the status must be written: a counter differs, or observedGeneration rises (§2.12).
+fn status_changed(old: Option<&DaemonSetStatus>, new: &DaemonSetStatus) -> bool {
+    let Some(old) = old else { return true };
+    let counters = |s: &DaemonSetStatus| {
+        (
+            s.current_number_scheduled,
+            s.number_misscheduled,
+            s.desired_number_scheduled,
+            s.number_ready,
+            s.updated_number_scheduled.unwrap_or(0),
+            s.number_available.unwrap_or(0),
+            s.number_unavailable.unwrap_or(0),
+        )
+    };
+    counters(old) != counters(new)
+        || new.observed_generation.unwrap_or(0) > old.observed_generation.unwrap_or(0)
+}
+
+/// `constructHistory` (§2.11): history writes and the current hash.
+fn history(
+    input: &PassInput<'_>,
+    revisions: &[&ControllerRevision],
+    claimed_pods: &[Pod],
+    plan: &mut Plan,
+) -> (String, Vec<ControllerRevision>) {
+    let ds = input.ds;
+    let data = serde_json::to_value(rules::revision_data(ds)).unwrap_or_default();
+    let mut current: Vec<ControllerRevision> = Vec::new();
+    let mut old: Vec<ControllerRevision> = Vec::new();
+    for r in revisions {
+        let mut r = (*r).clone();
+        let has_label = r
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(HASH_LABEL));
+        if !has_label {
+            let name = name_of(&r.metadata);
+            plan.history
+                .push(HistoryOp::LabelLegacy { name: name.clone() });
+            r.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(HASH_LABEL.into(), name);
+        }
+        if r.data.as_ref().map(|d| &d.0) == Some(&data) {
+            current.push(r)
+        } else {
+            old.push(r)
+        }
+    }
+    let next = old.iter().map(|r| r.revision).max().unwrap_or(0) + 1;
+    let kept = match current.len() {
+        0 => {
+            let collision = ds.status.as_ref().and_then(|s| s.collision_count);
+            let template = ds
+                .spec
+                .as_ref()
+                .map(|s| s.template.clone())
+                .unwrap_or_default();
+            let hash = rules::template_hash(&template, collision);
+            let mut labels = template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            labels.insert(HASH_LABEL.into(), hash.clone());
+            let rev = ControllerRevision {
+                metadata: ObjectMeta {
+                    name: Some(format!("{}-{hash}", name_of(&ds.metadata))),
+                    namespace: ds.metadata.namespace.clone(),
+                    labels: Some(labels),
+                    annotations: ds.metadata.annotations.clone(),
+                    owner_references: Some(vec![rules::controller_ref(ds)]),
+                    ..Default::default()
+                },
+                data: Some(RawExtension(data)),
+                revision: next,
+            };
+            plan.history.push(HistoryOp::Create(Box::new(rev.clone())));
+            rev
+        }
+        _ => {
+            // Several revisions match (a race): keep the highest, move pods onto it, drop the rest.
+            let keep_index = current
+                .iter()
+                .enumerate()
+                .max_by_key(|(i, r)| (r.revision, *i))
+                .map_or(0, |(i, _)| i);
+            let kept = current.remove(keep_index);
+            let kept_hash = kept
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(HASH_LABEL))
+                .cloned()
+                .unwrap_or_default();
+            for dup in &current {
+                for p in claimed_pods {
+                    if p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL))
+                        != Some(&kept_hash)
+                    {
+                        let op = HistoryOp::RelabelPod {
+                            name: name_of(&p.metadata),
+                            hash: kept_hash.clone(),
+                        };
+                        if !plan.history.contains(&op) {
+                            plan.history.push(op);
+                        }
+                    }
+                }
+                plan.history.push(HistoryOp::Delete {
+                    name: name_of(&dup.metadata),
+                });
+            }
+            if kept.revision < next {
+                plan.history.push(HistoryOp::Renumber {
+                    name: name_of(&kept.metadata),
+                    revision: next,
+                });
+            }
+            kept
+        }
+    };
+    let hash = kept
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(HASH_LABEL))
+        .cloned()
+        .unwrap_or_default();
+    (hash, old)
+}
+
+/// `cleanupHistory` (§2.11): old revisions beyond the limit that no pod uses, oldest first.
+fn cleanup(ds: &DaemonSet, mut old: Vec<ControllerRevision>, pods: &[Pod]) -> Vec<String> {
+    let limit = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10)
+        .max(0) as usize;
+    let mut to_kill = old.len().saturating_sub(limit);
+    if to_kill == 0 {
+        return Vec::new();
+    }
+    let used: BTreeSet<String> = pods
+        .iter()
+        .filter_map(|p| p.metadata.labels.as_ref()?.get(HASH_LABEL).cloned())
+        .collect();
+    old.sort_by_key(|r| r.revision);
+    let mut out = Vec::new();
+    for r in old {
+        if to_kill == 0 {
+            break;
+        }
+        let hash = r
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        if used.contains(&hash) {
+            continue;
+        }
+        out.push(name_of(&r.metadata));
+        to_kill -= 1;
+    }
+    out
+}
+
+/// One sync pass (§2.2).
+pub fn sync(input: &PassInput<'_>) -> Plan {
+    let ds = input.ds;
+    let mut plan = Plan::default();
+    let raw_selector = ds.spec.as_ref().map(|s| &s.selector);
+    if raw_selector.is_some_and(|s| {
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|m| m.is_empty())
+    }) {
+        plan.skip = Some(Skip::SelectingAll);
+        plan.events.push(PlannedEvent {
+            warning: true,
+            reason: "SelectingAll",
+            message: "This daemon set is selecting all pods. A non-empty selector is required."
+                .into(),
+        });
+        return plan;
+    }
+    if deleting(&ds.metadata) {
+        plan.skip = Some(Skip::BeingDeleted);
+        return plan;
+    }
+    let sel = match selector::from_label_selector(raw_selector) {
+        Ok(s) => s,
+        Err(e) => {
+            plan.error = Some(e);
+            return plan;
+        }
+    };
+    let (claimed_idx, adopt, release) =
+        claim(ds, &sel, input.pods.iter().map(|p| (&p.metadata, true)));
+    plan.adopt_pods = adopt;
+    plan.release_pods = release;
+    let claimed: Vec<Pod> = claimed_idx
+        .into_iter()
+        .map(|i| input.pods[i].clone())
+        .collect();
+    let (rev_idx, adopt_r, release_r) = claim(
+        ds,
+        &sel,
+        input.revisions.iter().map(|r| (&r.metadata, true)),
+    );
+    plan.adopt_revisions = adopt_r;
+    plan.release_revisions = release_r;
+    let revisions: Vec<&ControllerRevision> =
+        rev_idx.into_iter().map(|i| &input.revisions[i]).collect();
+    let (hash, old) = history(input, &revisions, &claimed, &mut plan);
+    plan.hash = hash.clone();
+    let ctx = Ctx {
+        ds,
+        nodes: input.nodes,
+        now: input.now,
+        hash,
+        template_generation: rules::template_generation(ds),
+        min_ready: ds
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0),
+    };
+    let mut map = by_node(&claimed, false);
+    if !input.expectations_satisfied {
+        let status = compute_status(&ctx, &map, false);
+        if status_changed(ds.status.as_ref(), &status) {
+            plan.status = Some(status);
+        }
+        return plan;
+    }
+    manage(&ctx, &map, input.backoff, &mut plan);
+    plan.creates.truncate(BURST_REPLICAS);
+    plan.deletes.truncate(BURST_REPLICAS);
+    simulate(&ctx, &mut map, &plan.creates.clone(), &plan.deletes.clone());
+    let rolling = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.update_strategy.as_ref())
+        .and_then(|s| s.type_.as_deref())
+        == Some("RollingUpdate");
+    if rolling {
+        match rolling_update(&ctx, &map) {
+            Ok((creates, deletes)) => {
+                let deletes: Vec<String> = deletes
+                    .into_iter()
+                    .filter(|d| !plan.deletes.contains(d))
+                    .collect();
+                let creates: Vec<String> = creates
+                    .into_iter()
+                    .filter(|c| !plan.creates.contains(c))
+                    .collect();
+                simulate(&ctx, &mut map, &creates, &deletes);
+                plan.creates.extend(creates);
+                plan.deletes.extend(deletes);
+                plan.creates.truncate(BURST_REPLICAS);
+                plan.deletes.truncate(BURST_REPLICAS);
+            }
+            Err(e) => plan.error = Some(e),
+        }
+    }
+    if plan.error.is_none() {
+        let all = by_node(&claimed, true)
+            .into_values()
+            .flatten()
+            .collect::<Vec<_>>();
+        plan.cleanup = cleanup(ds, old, &all);
+    }
+    let status = compute_status(&ctx, &map, true);
+    if status_changed(ds.status.as_ref(), &status) {
+        plan.status = Some(status.clone());
+    }
+    if ctx.min_ready > 0 && status.number_ready != status.number_available.unwrap_or(0) {
+        let wait = Duration::from_secs(ctx.min_ready as u64);
+        plan.requeue_after = Some(plan.requeue_after.map_or(wait, |d| d.min(wait)));
+    }
+    plan
+}

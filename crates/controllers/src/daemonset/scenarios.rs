@@ -1,0 +1,1489 @@
+//! Spec §5.2–§5.6 scenarios, one test each, named after the scenario. Each runs the pure pass
+//! against an in-memory world that applies plans the way upstream's test fakes do: a pass's
+//! writes are observed at once.
+
+use super::backoff::Backoff;
+use super::pass::{HistoryOp, PassInput, Plan, Skip, sync};
+use everynode_api::daemonset::{self as rules, HASH_LABEL};
+use everynode_api::registry::Kind;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn l1() -> Value {
+    json!({"name": "simple-daemon", "type": "production"})
+}
+/// L1 with the hash of an older template.
+fn old() -> Value {
+    json!({"name": "simple-daemon", "type": "production", HASH_LABEL: "old-hash"})
+}
+fn l2() -> Value {
+    json!({"name": "simple-daemon", "type": "test"})
+}
+
+/// DaemonSet `foo` as the API server stores it (defaulted), with a spec patch merged in.
+fn ds_with(spec_patch: Value) -> DaemonSet {
+    let mut v = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "foo", "namespace": "default", "uid": "foo-uid", "generation": 1,
+            "annotations": {"deprecated.daemonset.template.generation": "1"}, "creationTimestamp": "2026-01-01T00:00:00Z"},
+        "spec": {"selector": {"matchLabels": l1()}, "template": {"metadata": {"labels": l1()},
+            "spec": {"containers": [{"name": "foo", "image": "foo/bar"}]}}}});
+    merge(&mut v["spec"], spec_patch);
+    everynode_api::defaults::apply(Kind::DaemonSet, &mut v);
+    serde_json::from_value(v).expect("ds")
+}
+
+fn merge(t: &mut Value, p: Value) {
+    match (t, p) {
+        (Value::Object(t), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(t.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (t, p) => *t = p,
+    }
+}
+
+fn ds() -> DaemonSet {
+    ds_with(json!({}))
+}
+
+fn node(name: &str, extra: Value) -> Node {
+    let mut v = json!({"metadata": {"name": name, "labels": {}}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}});
+    merge(&mut v, extra);
+    serde_json::from_value(v).expect("node")
+}
+
+fn nodes(n: usize) -> Vec<Node> {
+    (0..n)
+        .map(|i| node(&format!("node-{i}"), json!({})))
+        .collect()
+}
+
+fn blue() -> Value {
+    json!({"metadata": {"labels": {"color": "blue", "speed": "fast"}}})
+}
+
+fn t(secs: i64) -> Timestamp {
+    Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + secs)
+}
+
+struct World {
+    ds: DaemonSet,
+    nodes: Vec<Node>,
+    pods: Vec<Pod>,
+    revisions: Vec<ControllerRevision>,
+    backoff: Backoff,
+    now: Timestamp,
+    made: usize,
+    last: Plan,
+}
+
+impl World {
+    fn new(ds: DaemonSet, nodes: Vec<Node>) -> Self {
+        World {
+            ds,
+            nodes,
+            pods: Vec::new(),
+            revisions: Vec::new(),
+            backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(900)),
+            now: t(0),
+            made: 0,
+            last: Plan::default(),
+        }
+    }
+
+    /// A pod on `node` with `labels`, owned by foo unless `owned` is false, created at `created`.
+    fn add_pod(&mut self, node: &str, labels: Value, owned: bool, created: i64) -> String {
+        self.made += 1;
+        let name = format!("pod-{}", self.made);
+        let mut v = json!({"metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"), "labels": labels,
+            "creationTimestamp": Time(t(created))}, "spec": {"nodeName": node, "containers": [{"name": "foo", "image": "foo/bar"}]}, "status": {"phase": "Running"}});
+        if owned {
+            v["metadata"]["ownerReferences"] =
+                json!([serde_json::to_value(rules::controller_ref(&self.ds)).expect("ref")]);
+        }
+        // As upstream's `newPod`: a pod made for this DaemonSet's selector carries the current hash.
+        if labels == l1() {
+            let spec = self.ds.spec.as_ref().expect("spec");
+            let collision = self.ds.status.as_ref().and_then(|s| s.collision_count);
+            v["metadata"]["labels"][HASH_LABEL] =
+                json!(rules::template_hash(&spec.template, collision));
+        }
+        self.pods.push(serde_json::from_value(v).expect("pod"));
+        name
+    }
+
+    fn pod(&mut self, name: &str) -> &mut Pod {
+        self.pods
+            .iter_mut()
+            .find(|p| p.metadata.name.as_deref() == Some(name))
+            .expect("pod exists")
+    }
+
+    fn hash_of_current(&self) -> String {
+        self.last.hash.clone()
+    }
+
+    fn set_ready(pod: &mut Pod, ready: bool, at: Timestamp) {
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.phase = Some("Running".into());
+        status.conditions = Some(vec![k8s_openapi::api::core::v1::PodCondition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            last_transition_time: Some(Time(at)),
+            ..Default::default()
+        }]);
+    }
+
+    /// Marks every pod Ready (as the "ready" step of the update scenarios).
+    fn ready_all(&mut self) {
+        let now = self.now;
+        for p in &mut self.pods {
+            if !rules::is_ready(p) {
+                World::set_ready(p, true, now);
+            }
+        }
+    }
+
+    /// One pass, applied; returns (creates, deletes).
+    fn pass(&mut self) -> (usize, usize) {
+        let plan = sync(&PassInput {
+            ds: &self.ds,
+            nodes: &self.nodes,
+            pods: &self.pods,
+            revisions: &self.revisions,
+            backoff: &self.backoff,
+            expectations_satisfied: true,
+            now: self.now,
+        });
+        self.apply(&plan);
+        let counts = (plan.creates.len(), plan.deletes.len());
+        self.last = plan;
+        counts
+    }
+
+    fn apply(&mut self, plan: &Plan) {
+        let owner = serde_json::to_value(rules::controller_ref(&self.ds)).expect("ref");
+        for name in &plan.adopt_pods {
+            let p = self.pod(name);
+            p.metadata.owner_references =
+                Some(vec![serde_json::from_value(owner.clone()).expect("ref")]);
+        }
+        for name in &plan.release_pods {
+            self.pod(name).metadata.owner_references = None;
+        }
+        for op in &plan.history {
+            match op {
+                HistoryOp::Create(r) => self.revisions.push((**r).clone()),
+                HistoryOp::Renumber { name, revision } => {
+                    if let Some(r) = self
+                        .revisions
+                        .iter_mut()
+                        .find(|r| r.metadata.name.as_deref() == Some(name))
+                    {
+                        r.revision = *revision;
+                    }
+                }
+                HistoryOp::Delete { name } => self
+                    .revisions
+                    .retain(|r| r.metadata.name.as_deref() != Some(name)),
+                HistoryOp::RelabelPod { name, hash } => {
+                    self.pod(name)
+                        .metadata
+                        .labels
+                        .get_or_insert_with(Default::default)
+                        .insert(HASH_LABEL.into(), hash.clone());
+                }
+                HistoryOp::LabelLegacy { name } => {
+                    if let Some(r) = self
+                        .revisions
+                        .iter_mut()
+                        .find(|r| r.metadata.name.as_deref() == Some(name))
+                    {
+                        r.metadata
+                            .labels
+                            .get_or_insert_with(Default::default)
+                            .insert(HASH_LABEL.into(), name.clone());
+                    }
+                }
+            }
+        }
+        for node in &plan.creates {
+            self.made += 1;
+            let mut p = rules::new_pod(&self.ds, node, &plan.hash);
+            p.metadata.name = Some(format!("foo-{}", self.made));
+            p.metadata.creation_timestamp = Some(Time(self.now));
+            p.status = Some(k8s_openapi::api::core::v1::PodStatus {
+                phase: Some("Pending".into()),
+                ..Default::default()
+            });
+            self.pods.push(p);
+        }
+        self.pods.retain(|p| {
+            !plan
+                .deletes
+                .contains(p.metadata.name.as_ref().expect("name"))
+        });
+        self.revisions.retain(|r| {
+            !plan
+                .cleanup
+                .contains(r.metadata.name.as_ref().expect("name"))
+        });
+        for key in &plan.backoff_next {
+            self.backoff.next(key, self.now);
+        }
+        if let Some(s) = &plan.status {
+            self.ds.status = Some(s.clone());
+        }
+    }
+
+    /// Changes the image, as a client update does (generation and template generation rise).
+    /// Binds every pod to its target node, as the scheduler does.
+    fn bind_all(&mut self) {
+        for p in &mut self.pods {
+            let node = rules::target_node(p);
+            p.spec.get_or_insert_with(Default::default).node_name = node;
+        }
+    }
+
+    fn set_image(&mut self, image: &str) {
+        let spec = self.ds.spec.as_mut().expect("spec");
+        spec.template.spec.as_mut().expect("pod spec").containers[0].image = Some(image.into());
+        self.ds.metadata.generation = Some(self.ds.metadata.generation.unwrap_or(1) + 1);
+        let tg = rules::template_generation(&self.ds).unwrap_or(1) + 1;
+        self.ds
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(
+                "deprecated.daemonset.template.generation".into(),
+                tg.to_string(),
+            );
+    }
+
+    fn set_strategy(&mut self, strategy: Value) {
+        let mut v = serde_json::to_value(&self.ds).expect("json");
+        v["spec"]["updateStrategy"] = strategy;
+        self.ds = serde_json::from_value(v).expect("ds");
+    }
+}
+
+fn pass_once(ds: DaemonSet, nodes: Vec<Node>) -> (usize, usize) {
+    World::new(ds, nodes).pass()
+}
+
+// §5.2 Placement
+
+#[test]
+fn s020_simple_launch() {
+    for strategy in [
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+        json!({"type": "OnDelete"}),
+    ] {
+        let mut w = World::new(ds_with(json!({"updateStrategy": strategy})), nodes(5));
+        assert_eq!(w.pass(), (5, 0));
+        let mut targets: Vec<String> = w.pods.iter().filter_map(rules::target_node).collect();
+        targets.sort();
+        assert_eq!(
+            targets,
+            (0..5).map(|i| format!("node-{i}")).collect::<Vec<_>>()
+        );
+        assert!(
+            w.pods
+                .iter()
+                .all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_none())
+        );
+        assert_eq!(w.revisions.len(), 1);
+        assert_eq!(w.revisions[0].revision, 1);
+        assert_eq!(
+            w.revisions[0].metadata.name.clone().expect("name"),
+            format!("foo-{}", w.hash_of_current())
+        );
+        w.ready_all();
+        w.pass();
+        let s = w.ds.status.clone().expect("status");
+        assert_eq!(
+            (
+                s.desired_number_scheduled,
+                s.current_number_scheduled,
+                s.number_ready,
+                s.updated_number_scheduled,
+                s.number_available,
+                s.number_unavailable,
+                s.number_misscheduled,
+                s.observed_generation
+            ),
+            (5, 5, 5, Some(5), Some(5), Some(0), 0, Some(1))
+        );
+    }
+}
+
+#[test]
+fn s021_no_nodes() {
+    let mut w = World::new(ds(), vec![]);
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(w.revisions.len(), 1, "a revision is still created");
+    let s = w.ds.status.clone().expect("status written");
+    assert_eq!(
+        (s.desired_number_scheduled, s.observed_generation),
+        (0, Some(1))
+    );
+}
+
+#[test]
+fn s022_single_node() {
+    assert_eq!(pass_once(ds(), vec![node("only-node", json!({}))]), (1, 0));
+}
+
+#[test]
+fn s023_not_ready_node_without_taints_still_gets_a_pod() {
+    assert_eq!(
+        pass_once(
+            ds(),
+            vec![node(
+                "n",
+                json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}})
+            )]
+        ),
+        (1, 0)
+    );
+}
+
+#[test]
+fn s024_resources_are_not_the_controllers_concern() {
+    let d = ds_with(
+        json!({"template": {"spec": {"nodeName": "too-much-mem", "containers": [{"name": "foo", "image": "foo/bar", "resources": {"requests": {"memory": "75M", "cpu": "75m"}}}]}}}),
+    );
+    let mut w = World::new(
+        d,
+        vec![node(
+            "too-much-mem",
+            json!({"status": {"allocatable": {"memory": "100M", "cpu": "200m"}}}),
+        )],
+    );
+    w.add_pod("too-much-mem", json!({"app": "other"}), false, 0);
+    assert_eq!(w.pass(), (1, 0));
+    assert!(w.last.events.is_empty());
+}
+
+#[test]
+fn s025_network_unavailable() {
+    let cond =
+        json!({"status": {"conditions": [{"type": "NetworkUnavailable", "status": "True"}]}});
+    assert_eq!(pass_once(ds(), vec![node("n", cond)]), (1, 0));
+    let taint = json!({"spec": {"taints": [{"key": "node.kubernetes.io/network-unavailable", "effect": "NoSchedule"}]}});
+    assert_eq!(pass_once(ds(), vec![node("n", taint.clone())]), (0, 0));
+    assert_eq!(
+        pass_once(
+            ds_with(json!({"template": {"spec": {"hostNetwork": true}}})),
+            vec![node("n", taint)]
+        ),
+        (1, 0)
+    );
+}
+
+#[test]
+fn s026_being_deleted_no_action() {
+    let mut d = ds();
+    d.metadata.deletion_timestamp = Some(Time(t(0)));
+    let mut w = World::new(d, nodes(1));
+    w.add_pod("node-0", l1(), false, 0);
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(w.last.skip, Some(Skip::BeingDeleted));
+    assert!(w.last.status.is_none() && w.last.adopt_pods.is_empty());
+}
+
+#[test]
+fn s028_own_pod_with_host_port_is_kept() {
+    let d = ds_with(
+        json!({"template": {"spec": {"nodeName": "port-conflict", "containers": [{"name": "foo", "image": "foo/bar", "ports": [{"containerPort": 666, "hostPort": 666}]}]}}}),
+    );
+    let mut w = World::new(d, vec![node("port-conflict", json!({}))]);
+    w.add_pod("port-conflict", l1(), true, 0);
+    assert_eq!(w.pass(), (0, 0));
+}
+
+#[test]
+fn s029_foreign_pod_with_a_different_host_port() {
+    let mut w = World::new(ds(), nodes(1));
+    w.add_pod("node-0", json!({"app": "other"}), false, 0);
+    assert_eq!(w.pass(), (1, 0));
+}
+
+#[test]
+fn s030_legacy_empty_selector() {
+    let mut d = ds_with(json!({"template": {"spec": {"nodeSelector": {"foo": "bar"}}}}));
+    d.spec.as_mut().expect("spec").selector = Default::default();
+    let mut w = World::new(
+        d,
+        vec![node(
+            "node1",
+            json!({"metadata": {"labels": {"foo": "bar"}}}),
+        )],
+    );
+    let foreign = w.add_pod("node1", json!({"bang": "boom"}), false, 0);
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(
+        w.last
+            .events
+            .iter()
+            .filter(|e| e.reason == "SelectingAll" && e.warning)
+            .count(),
+        1
+    );
+    assert!(
+        w.pods
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(&foreign))
+    );
+}
+
+fn s031_state(strategy: Value) -> World {
+    let mut w = World::new(ds_with(json!({"updateStrategy": strategy})), nodes(5));
+    w.add_pod("node-1", l1(), true, 1);
+    for i in 0..2 {
+        w.add_pod("node-2", l1(), true, i);
+    }
+    for i in 0..5 {
+        w.add_pod("node-3", l1(), true, i);
+    }
+    for i in 0..2 {
+        w.add_pod("node-4", l2(), true, i);
+    }
+    w
+}
+
+#[test]
+fn s031_existing_pods_dedupe_and_release() {
+    for strategy in [
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+        json!({"type": "OnDelete"}),
+    ] {
+        let mut w = s031_state(strategy);
+        let oldest_on_3 = w
+            .pods
+            .iter()
+            .find(|p| rules::target_node(p).as_deref() == Some("node-3"))
+            .and_then(|p| p.metadata.name.clone())
+            .expect("pod");
+        assert_eq!(w.pass(), (2, 5));
+        let mut created = w.last.creates.clone();
+        created.sort();
+        assert_eq!(created, ["node-0", "node-4"]);
+        assert_eq!(w.last.release_pods.len(), 2);
+        assert!(
+            w.pods
+                .iter()
+                .any(|p| p.metadata.name.as_deref() == Some(&oldest_on_3)),
+            "the oldest pod is kept"
+        );
+    }
+}
+
+#[test]
+fn s032_node_selector_launch() {
+    let mut ns = nodes(4);
+    ns.extend((4..7).map(|i| node(&format!("node-{i}"), blue())));
+    assert_eq!(
+        pass_once(
+            ds_with(json!({"template": {"spec": {"nodeSelector": {"color": "blue"}}}})),
+            ns
+        ),
+        (3, 0)
+    );
+}
+
+fn ten_nodes_five_blue() -> Vec<Node> {
+    (0..10)
+        .map(|i| {
+            if i < 5 {
+                node(&format!("node-{i}"), json!({}))
+            } else {
+                node(&format!("node-{i}"), blue())
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn s033_node_selector_delete() {
+    let mut w = World::new(
+        ds_with(json!({"template": {"spec": {"nodeSelector": {"color": "blue"}}}})),
+        ten_nodes_five_blue(),
+    );
+    w.add_pod("node-0", l2(), true, 0);
+    w.add_pod("node-0", l2(), true, 0);
+    for _ in 0..3 {
+        w.add_pod("node-1", l1(), true, 0);
+    }
+    w.add_pod("node-1", l2(), true, 0);
+    w.add_pod("node-4", l1(), true, 0);
+    assert_eq!(w.pass(), (5, 4));
+    assert_eq!(w.last.release_pods.len(), 3);
+}
+
+#[test]
+fn s034_node_selector_with_mixed_existing_pods() {
+    let mut w = World::new(
+        ds_with(
+            json!({"updateStrategy": {"type": "OnDelete"}, "template": {"spec": {"nodeSelector": {"color": "blue"}}}}),
+        ),
+        ten_nodes_five_blue(),
+    );
+    let add = |w: &mut World, node: &str, labels: Value, n: usize| {
+        for i in 0..n {
+            w.add_pod(node, labels.clone(), true, i as i64);
+        }
+    };
+    add(&mut w, "node-0", l1(), 1);
+    add(&mut w, "node-1", l1(), 3);
+    add(&mut w, "node-1", l2(), 2);
+    add(&mut w, "node-2", l1(), 4);
+    add(&mut w, "node-6", l1(), 13);
+    add(&mut w, "node-7", l2(), 4);
+    add(&mut w, "node-9", l1(), 1);
+    add(&mut w, "node-9", l2(), 1);
+    assert_eq!(w.pass(), (3, 20));
+    let mut created = w.last.creates.clone();
+    created.sort();
+    assert_eq!(created, ["node-5", "node-7", "node-8"]);
+}
+
+#[test]
+fn s035_node_selector_matching_nothing() {
+    assert_eq!(
+        pass_once(
+            ds_with(json!({"template": {"spec": {"nodeSelector": {"color": "nowhere"}}}})),
+            nodes(4)
+        ),
+        (0, 0)
+    );
+}
+
+#[test]
+fn s036_to_s039_template_node_name() {
+    assert_eq!(
+        pass_once(
+            ds_with(json!({"template": {"spec": {"nodeName": "node-0"}}})),
+            nodes(5)
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        pass_once(
+            ds_with(json!({"template": {"spec": {"nodeName": "node-10"}}})),
+            nodes(5)
+        ),
+        (0, 0)
+    );
+    assert_eq!(
+        pass_once(
+            ds_with(
+                json!({"template": {"spec": {"nodeName": "node-6", "nodeSelector": {"color": "blue"}}}})
+            ),
+            ten_nodes_five_blue()
+        ),
+        (1, 0)
+    );
+    assert_eq!(
+        pass_once(
+            ds_with(
+                json!({"template": {"spec": {"nodeName": "node-0", "nodeSelector": {"color": "blue"}}}})
+            ),
+            ten_nodes_five_blue()
+        ),
+        (0, 0)
+    );
+}
+
+#[test]
+fn s040_required_node_affinity() {
+    let mut ns = nodes(4);
+    ns.extend((4..7).map(|i| node(&format!("node-{i}"), blue())));
+    let affinity = json!({"template": {"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "color", "operator": "In", "values": ["blue"]}]}]}}}}}});
+    let mut w = World::new(ds_with(affinity), ns);
+    assert_eq!(w.pass(), (3, 0));
+    for p in &w.pods {
+        let terms = &p
+            .spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .expect("affinity")
+            .node_selector_terms;
+        assert!(terms.len() == 1 && terms[0].match_expressions.is_none());
+    }
+}
+
+#[test]
+fn s042_number_ready() {
+    let mut w = World::new(
+        ds_with(json!({"template": {"spec": {"nodeSelector": {"color": "blue"}}}})),
+        vec![node("node-0", blue()), node("node-1", blue())],
+    );
+    assert_eq!(w.pass(), (2, 0));
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(w.ds.status.as_ref().map(|s| s.number_ready), Some(0));
+    w.ready_all();
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(w.ds.status.as_ref().map(|s| s.number_ready), Some(2));
+}
+
+#[test]
+fn s043_observed_generation() {
+    let mut w = World::new(ds(), nodes(1));
+    w.pass();
+    assert_eq!(
+        w.ds.status.as_ref().and_then(|s| s.observed_generation),
+        Some(1)
+    );
+}
+
+#[test]
+fn s044_failed_pods() {
+    for (failed, normal, want, events) in [
+        (0, 1, (0, 0), 0),
+        (0, 0, (1, 0), 0),
+        (1, 0, (0, 1), 1),
+        (1, 3, (0, 3), 1),
+    ] {
+        let mut w = World::new(
+            ds_with(json!({"updateStrategy": {"type": "OnDelete"}})),
+            nodes(1),
+        );
+        for i in 0..normal {
+            w.add_pod("node-0", l1(), true, 10 + i);
+        }
+        for _ in 0..failed {
+            let name = w.add_pod("node-0", l1(), true, 0);
+            w.pod(&name).status.as_mut().expect("status").phase = Some("Failed".into());
+        }
+        assert_eq!(w.pass(), want, "failed {failed} normal {normal}");
+        assert_eq!(
+            w.last
+                .events
+                .iter()
+                .filter(|e| e.reason == "FailedDaemonPod")
+                .count(),
+            events
+        );
+    }
+}
+
+#[test]
+fn s045_failed_pod_backoff() {
+    let mut w = World::new(
+        ds_with(json!({"updateStrategy": {"type": "OnDelete"}})),
+        nodes(1),
+    );
+    // A DaemonSet already observed at generation 1, so the backoff key is stable across passes.
+    w.ds.status = Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
+        observed_generation: Some(1),
+        ..Default::default()
+    });
+    let fail = |w: &mut World| {
+        let name = w.add_pod("node-0", l1(), true, 0);
+        w.pod(&name).status.as_mut().expect("status").phase = Some("Failed".into());
+    };
+    fail(&mut w);
+    assert_eq!(w.pass(), (0, 1));
+    let key = "foo-uid/1/node-0";
+    assert_eq!(w.backoff.delay(key), Duration::from_millis(50));
+    fail(&mut w);
+    assert_eq!(w.pass(), (0, 0), "still in backoff");
+    assert_eq!(w.last.requeue_after, Some(Duration::from_millis(50)));
+    w.now = w.now + SignedDuration::from_millis(49);
+    assert_eq!(w.pass(), (0, 0));
+    w.now = w.now + SignedDuration::from_millis(1);
+    assert_eq!(w.pass(), (0, 1), "the delay has passed");
+    assert_eq!(
+        w.backoff.delay(key),
+        Duration::from_millis(100),
+        "and doubled"
+    );
+}
+
+#[test]
+fn s046_succeeded_pods() {
+    let mut w = World::new(ds(), nodes(1));
+    let name = w.add_pod("node-0", l1(), true, 0);
+    w.pod(&name).status.as_mut().expect("status").phase = Some("Succeeded".into());
+    assert_eq!(w.pass().1, 1);
+    assert_eq!(
+        w.last
+            .events
+            .iter()
+            .filter(|e| e.reason == "SucceededDaemonPod" && !e.warning)
+            .count(),
+        1
+    );
+    assert!(w.last.backoff_next.is_empty());
+}
+
+fn tainted(effect: &str) -> Node {
+    node(
+        "node-0",
+        json!({"spec": {"taints": [{"key": "dedicated", "value": "user1", "effect": effect}]}}),
+    )
+}
+
+#[test]
+fn s047_no_schedule_taint_keeps_running_pod() {
+    let mut w = World::new(ds(), vec![tainted("NoSchedule")]);
+    w.add_pod("node-0", l1(), true, 0);
+    assert_eq!(w.pass(), (0, 0));
+    let s = w.ds.status.clone().expect("status");
+    assert_eq!((s.desired_number_scheduled, s.number_misscheduled), (0, 1));
+}
+
+#[test]
+fn s048_no_execute_taint_evicts() {
+    let mut w = World::new(ds(), vec![tainted("NoExecute")]);
+    w.add_pod("node-0", l1(), true, 0);
+    assert_eq!(w.pass(), (0, 1));
+    assert_eq!(w.pass(), (0, 0), "no replacement");
+}
+
+#[test]
+fn s049_to_s051_taints_and_tolerations() {
+    assert_eq!(pass_once(ds(), vec![tainted("NoSchedule")]), (0, 0));
+    let tolerating = ds_with(
+        json!({"template": {"spec": {"tolerations": [{"key": "dedicated", "value": "user1", "effect": "NoSchedule"}]}}}),
+    );
+    assert_eq!(
+        pass_once(tolerating.clone(), vec![tainted("NoSchedule")]),
+        (1, 0)
+    );
+    assert_eq!(pass_once(tolerating, nodes(1)), (1, 0));
+}
+
+#[test]
+fn s052_not_ready_and_unreachable_no_execute() {
+    for key in [
+        "node.kubernetes.io/not-ready",
+        "node.kubernetes.io/unreachable",
+    ] {
+        assert_eq!(
+            pass_once(
+                ds(),
+                vec![node(
+                    "n",
+                    json!({"spec": {"taints": [{"key": key, "effect": "NoExecute"}]}})
+                )]
+            ),
+            (1, 0)
+        );
+    }
+}
+
+#[test]
+fn s053_real_not_ready_node_both_taints() {
+    let n = node(
+        "node-0",
+        json!({"spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}, {"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]}}),
+    );
+    assert_eq!(pass_once(ds(), vec![n.clone()]), (0, 0));
+    let mut w = World::new(ds(), vec![n]);
+    w.add_pod("node-0", l1(), true, 0);
+    assert_eq!(w.pass(), (0, 0), "the existing pod is kept");
+    let s = w.ds.status.clone().expect("status");
+    assert_eq!((s.desired_number_scheduled, s.number_misscheduled), (0, 1));
+}
+
+#[test]
+fn s054_pressure_taints() {
+    let taints: Vec<Value> = ["disk-pressure", "memory-pressure", "pid-pressure"]
+        .iter()
+        .map(|k| json!({"key": format!("node.kubernetes.io/{k}"), "effect": "NoSchedule"}))
+        .collect();
+    assert_eq!(
+        pass_once(ds(), vec![node("n", json!({"spec": {"taints": taints}}))]),
+        (1, 0)
+    );
+}
+
+#[test]
+fn s055_cordoned_node() {
+    let n = node(
+        "n",
+        json!({"spec": {"unschedulable": true, "taints": [{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"}]}}),
+    );
+    assert_eq!(pass_once(ds(), vec![n]), (1, 0));
+}
+
+#[test]
+fn s056_terminating_pod_is_not_replaced_yet() {
+    let mut w = World::new(ds(), nodes(1));
+    let name = w.add_pod("node-0", l1(), true, 0);
+    w.pod(&name).metadata.deletion_timestamp = Some(Time(t(0)));
+    assert_eq!(w.pass(), (0, 0));
+    w.pods.clear();
+    assert_eq!(w.pass(), (1, 0), "replaced once gone");
+}
+
+#[test]
+fn s057_unscheduled_pod_targeting_a_vanished_node() {
+    let mut w = World::new(ds(), nodes(1));
+    w.add_pod("node-0", l1(), true, 0);
+    w.add_pod("node-1", l1(), true, 0);
+    let mut unscheduled = rules::new_pod(&w.ds, "node-2", "x");
+    unscheduled.metadata.name = Some("unscheduled".into());
+    w.pods.push(unscheduled);
+    let (_, deletes) = w.pass();
+    assert_eq!(deletes, 1);
+    assert_eq!(w.last.deletes, vec!["unscheduled".to_owned()]);
+}
+
+#[test]
+fn s058_node_deleted() {
+    let mut w = World::new(ds(), nodes(3));
+    w.pass();
+    w.bind_all();
+    w.nodes.pop();
+    assert_eq!(w.pass(), (0, 0), "the bound pod is left for pod GC");
+    assert_eq!(
+        w.ds.status.as_ref().map(|s| s.desired_number_scheduled),
+        Some(2)
+    );
+}
+
+#[test]
+fn s059_node_added_and_relabelled() {
+    let mut w = World::new(
+        ds_with(json!({"template": {"spec": {"nodeSelector": {"color": "blue"}}}})),
+        vec![],
+    );
+    w.pass();
+    w.nodes.push(node("node-0", blue()));
+    assert_eq!(w.pass(), (1, 0));
+    w.nodes[0] = node(
+        "node-0",
+        json!({"metadata": {"labels": {"color": "green"}}}),
+    );
+    assert_eq!(w.pass(), (0, 1));
+    w.nodes[0] = node("node-0", blue());
+    assert_eq!(w.pass(), (1, 0));
+}
+
+#[test]
+fn s063_pod_grouping() {
+    let mut w = World::new(ds(), nodes(2));
+    w.add_pod("node-0", l1(), true, 0);
+    w.add_pod("node-0", l1(), false, 1);
+    let succeeded = w.add_pod("node-1", l1(), true, 0);
+    w.pod(&succeeded).status.as_mut().expect("status").phase = Some("Succeeded".into());
+    let gone = w.add_pod("node-1", l1(), true, 0);
+    w.pod(&gone).status.as_mut().expect("status").phase = Some("Failed".into());
+    w.pod(&gone).metadata.deletion_timestamp = Some(Time(t(0)));
+    w.add_pod("node-1", l2(), true, 0);
+    let mut other = rules::controller_ref(&w.ds);
+    other.uid = "foo2-uid".into();
+    let foreign = w.add_pod("node-1", l1(), false, 0);
+    w.pod(&foreign).metadata.owner_references = Some(vec![other]);
+    w.pass();
+    assert_eq!(w.last.adopt_pods.len(), 1);
+    assert_eq!(w.last.release_pods.len(), 1);
+    assert!(
+        w.pods
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(&foreign)),
+        "other controllers' pods are untouched"
+    );
+}
+
+#[test]
+fn s065_orphan_adoption_without_recreation() {
+    let mut w = World::new(ds(), nodes(3));
+    let orphan = w.add_pod("node-0", l1(), false, 0);
+    assert_eq!(w.pass(), (2, 0));
+    assert_eq!(w.last.adopt_pods, vec![orphan]);
+    assert!(!w.last.creates.contains(&"node-0".to_owned()));
+}
+
+#[test]
+fn s066_release_on_label_change() {
+    let mut w = World::new(ds(), nodes(2));
+    w.pass();
+    let on1 = w
+        .pods
+        .iter()
+        .find(|p| rules::target_node(p).as_deref() == Some("node-1"))
+        .and_then(|p| p.metadata.name.clone())
+        .expect("pod");
+    w.pod(&on1).metadata.labels = Some(serde_json::from_value(l2()).expect("labels"));
+    assert_eq!(w.pass(), (1, 0));
+    assert_eq!(w.last.release_pods, vec![on1]);
+}
+
+#[test]
+fn s067_pods_of_other_controllers_are_ignored() {
+    let mut w = World::new(ds(), nodes(1));
+    let rs = w.add_pod("node-0", l1(), false, 0);
+    w.pod(&rs).metadata.owner_references = Some(vec![
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: "rs".into(),
+            uid: "rs-uid".into(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        },
+    ]);
+    assert_eq!(w.pass(), (1, 0));
+    assert!(w.last.adopt_pods.is_empty() && w.last.deletes.is_empty());
+}
+
+#[test]
+fn s074_burst_replicas() {
+    let mut w = World::new(ds(), nodes(300));
+    assert_eq!(w.pass(), (250, 0));
+    assert_eq!(w.pass(), (50, 0));
+}
+
+// §5.3 Surge placement
+
+fn surge_ds() -> DaemonSet {
+    ds_with(
+        json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}}),
+    )
+}
+
+#[test]
+fn s080_surge_dedupe() {
+    let mut w = World::new(surge_ds(), nodes(5));
+    w.pass();
+    let hash = w.hash_of_current();
+    w.pods.clear();
+    let cur = json!({"name": "simple-daemon", "type": "production", HASH_LABEL: hash});
+    w.add_pod("node-1", cur.clone(), true, 1);
+    for i in 0..2 {
+        w.add_pod("node-2", cur.clone(), true, i);
+    }
+    for i in 0..5 {
+        w.add_pod("node-3", cur.clone(), true, i);
+    }
+    for i in 0..2 {
+        w.add_pod("node-4", l2(), true, i);
+    }
+    assert_eq!(w.pass(), (2, 5));
+}
+
+fn surge_world(min_ready: i32) -> (World, Value) {
+    let mut d = surge_ds();
+    d.spec.as_mut().expect("spec").min_ready_seconds = Some(min_ready);
+    let mut w = World::new(d, nodes(5));
+    w.pass();
+    let hash = w.hash_of_current();
+    w.pods.clear();
+    (
+        w,
+        json!({"name": "simple-daemon", "type": "production", HASH_LABEL: hash}),
+    )
+}
+
+#[test]
+fn s081_keep_ready_old_and_newest() {
+    let (mut w, cur) = surge_world(0);
+    w.add_pod("node-1", cur.clone(), true, 100);
+    let old50 = w.add_pod("node-1", old(), true, 50);
+    let old60 = w.add_pod("node-1", old(), true, 60);
+    World::set_ready(w.pod(&old50), true, t(50));
+    World::set_ready(w.pod(&old60), true, t(60));
+    w.add_pod("node-2", cur, true, 0);
+    assert_eq!(w.pass(), (3, 1));
+    assert_eq!(w.last.deletes, vec![old60]);
+}
+
+#[test]
+fn s082_create_while_old_pod_terminates() {
+    let (mut w, cur) = surge_world(0);
+    w.add_pod("node-0", cur, true, 10);
+    for n in 0..5 {
+        let old = w.add_pod(&format!("node-{n}"), old(), true, 0);
+        World::set_ready(w.pod(&old), true, t(0));
+        if n == 4 {
+            w.pod(&old).metadata.deletion_timestamp = Some(Time(t(5)));
+        }
+    }
+    assert_eq!(w.pass(), (1, 0));
+    assert_eq!(w.last.creates, vec!["node-4".to_owned()]);
+}
+
+#[test]
+fn s083_unready_old_pod_removed() {
+    let (mut w, cur) = surge_world(0);
+    w.add_pod("node-1", cur, true, 100);
+    w.add_pod("node-1", old(), true, 50);
+    let old60 = w.add_pod("node-1", old(), true, 60);
+    World::set_ready(w.pod(&old60), true, t(60));
+    assert_eq!(w.pass(), (4, 2));
+}
+
+#[test]
+fn s084_s085_min_ready_seconds_and_surge() {
+    for (now, want_deletes) in [(60, 1), (70, 2)] {
+        let (mut w, cur) = surge_world(15);
+        let new = w.add_pod("node-1", cur.clone(), true, 50);
+        World::set_ready(w.pod(&new), true, t(50));
+        let o50 = w.add_pod("node-1", old(), true, 50);
+        World::set_ready(w.pod(&o50), true, t(50));
+        let o60 = w.add_pod("node-1", old(), true, 60);
+        World::set_ready(w.pod(&o60), true, t(60));
+        w.now = t(now);
+        assert_eq!(w.pass().1, want_deletes, "now {now}");
+    }
+}
+
+// §5.4 Rolling updates
+
+/// 5 nodes, OnDelete, converged and Ready; then the image changes and the strategy is set.
+fn updated_world(node_count: usize, strategy: Value) -> World {
+    let mut w = World::new(
+        ds_with(json!({"updateStrategy": {"type": "OnDelete"}})),
+        nodes(node_count),
+    );
+    w.pass();
+    w.ready_all();
+    w.pass();
+    w.set_image("foo2/bar2");
+    w.set_strategy(strategy);
+    w
+}
+
+fn passes(w: &mut World, script: &[&str]) {
+    for (i, step) in script.iter().enumerate() {
+        if *step == "ready" {
+            w.ready_all();
+            continue;
+        }
+        let want: Vec<usize> = step
+            .split(',')
+            .map(|n| n.parse().expect("number"))
+            .collect();
+        assert_eq!(w.pass(), (want[0], want[1]), "step {i} of {script:?}");
+    }
+}
+
+#[test]
+fn s090_max_unavailable_2() {
+    let mut w = updated_world(
+        5,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}}),
+    );
+    // One pass runs manage and the rolling update; replacements come in the pass after the deletes.
+    passes(
+        &mut w,
+        &[
+            "0,2", "2,0", "ready", "0,2", "2,0", "ready", "0,1", "1,0", "ready", "0,0",
+        ],
+    );
+}
+
+#[test]
+fn s091_max_surge_2() {
+    let mut w = updated_world(
+        5,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 2}}),
+    );
+    passes(
+        &mut w,
+        &[
+            "2,0", "0,0", "ready", "2,2", "0,0", "ready", "1,2", "0,0", "ready", "0,1", "0,0",
+        ],
+    );
+}
+
+#[test]
+fn s093_new_pods_never_become_ready() {
+    let mut w = updated_world(
+        5,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 3, "maxSurge": 0}}),
+    );
+    passes(&mut w, &["0,3", "3,0", "0,0", "0,0"]);
+}
+
+#[test]
+fn s097_all_old_pods_unready() {
+    let mut w = World::new(
+        ds_with(json!({"updateStrategy": {"type": "OnDelete"}})),
+        nodes(5),
+    );
+    w.pass();
+    w.set_image("foo2/bar2");
+    w.set_strategy(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 3, "maxSurge": 0}}),
+    );
+    passes(&mut w, &["0,5", "5,0", "0,0"]);
+}
+
+#[test]
+fn s099_strategy_change_without_template_change() {
+    let mut w = World::new(
+        ds_with(json!({"updateStrategy": {"type": "OnDelete"}})),
+        nodes(5),
+    );
+    w.pass();
+    w.ready_all();
+    w.set_strategy(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 3, "maxSurge": 0}}),
+    );
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(w.revisions.len(), 1);
+}
+
+#[test]
+fn s104_on_delete() {
+    let mut w = World::new(
+        ds_with(json!({"updateStrategy": {"type": "OnDelete"}})),
+        nodes(3),
+    );
+    w.pass();
+    w.ready_all();
+    w.pass();
+    let first_hash = w.hash_of_current();
+    w.set_image("foo2/bar2");
+    assert_eq!(w.pass(), (0, 0), "no pod is replaced for a template change");
+    assert_eq!(w.revisions.len(), 2);
+    assert_ne!(w.hash_of_current(), first_hash);
+    assert_eq!(
+        w.ds.status
+            .as_ref()
+            .and_then(|s| s.updated_number_scheduled),
+        Some(0)
+    );
+    w.pods.remove(0);
+    assert_eq!(w.pass(), (1, 0));
+    assert_eq!(
+        w.ds.status
+            .as_ref()
+            .and_then(|s| s.updated_number_scheduled),
+        Some(1)
+    );
+}
+
+// §5.5 History
+
+#[test]
+fn s110_first_revision() {
+    let mut w = World::new(ds(), nodes(2));
+    w.pass();
+    let r = &w.revisions[0];
+    let hash = w.hash_of_current();
+    assert_eq!(
+        r.metadata.name.as_deref(),
+        Some(format!("foo-{hash}").as_str())
+    );
+    assert_eq!(r.revision, 1);
+    assert_eq!(
+        r.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)),
+        Some(&hash)
+    );
+    assert_eq!(
+        r.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get("deprecated.daemonset.template.generation"))
+            .map(String::as_str),
+        Some("1")
+    );
+    let owner = &r.metadata.owner_references.as_ref().expect("owner")[0];
+    assert_eq!(
+        (owner.controller, owner.block_owner_deletion),
+        (Some(true), Some(true))
+    );
+    assert_eq!(
+        r.data
+            .as_ref()
+            .map(|d| d.0["spec"]["template"]["$patch"].clone()),
+        Some(json!("replace"))
+    );
+    assert!(
+        w.pods
+            .iter()
+            .all(|p| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash))
+    );
+}
+
+#[test]
+fn s111_s112_template_change_then_rollback_renumbers() {
+    let mut w = World::new(ds(), nodes(2));
+    w.pass();
+    let h1 = w.hash_of_current();
+    w.set_image("foo/bar:2");
+    w.pass();
+    let h2 = w.hash_of_current();
+    assert_ne!(h1, h2);
+    let numbered = |w: &World| {
+        let mut v: Vec<(String, i64)> = w
+            .revisions
+            .iter()
+            .map(|r| {
+                (
+                    r.metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|l| l.get(HASH_LABEL))
+                        .cloned()
+                        .unwrap_or_default(),
+                    r.revision,
+                )
+            })
+            .collect();
+        v.sort_by_key(|(_, n)| *n);
+        v
+    };
+    assert_eq!(numbered(&w), vec![(h1.clone(), 1), (h2.clone(), 2)]);
+    w.set_image("foo/bar");
+    w.pass();
+    assert_eq!(w.hash_of_current(), h1);
+    assert_eq!(
+        numbered(&w),
+        vec![(h2, 2), (h1, 3)],
+        "rollback renumbers instead of creating"
+    );
+}
+
+#[test]
+fn s113_history_limit() {
+    let mut w = World::new(ds_with(json!({"revisionHistoryLimit": 2})), nodes(1));
+    w.pass();
+    for i in 2..=6 {
+        w.set_image(&format!("foo/bar:{i}"));
+        for _ in 0..4 {
+            w.pass();
+            w.ready_all();
+        }
+    }
+    let mut numbers: Vec<i64> = w.revisions.iter().map(|r| r.revision).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![4, 5, 6]);
+}
+
+#[test]
+fn s115_revisions_still_used_are_kept() {
+    let mut w = World::new(
+        ds_with(json!({"revisionHistoryLimit": 0, "updateStrategy": {"type": "OnDelete"}})),
+        nodes(2),
+    );
+    w.pass();
+    for i in 2..=4 {
+        w.set_image(&format!("foo/bar:{i}"));
+        w.pass();
+    }
+    let mut numbers: Vec<i64> = w.revisions.iter().map(|r| r.revision).collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, vec![1, 4]);
+}
+
+#[test]
+fn s116_duplicate_current_revisions() {
+    let mut w = World::new(ds(), nodes(1));
+    w.pass();
+    let mut a = w.revisions[0].clone();
+    a.metadata.name = Some("foo-aaaa".into());
+    a.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(HASH_LABEL.into(), "aaaa".into());
+    a.revision = 2;
+    let mut b = a.clone();
+    b.metadata.name = Some("foo-bbbb".into());
+    b.metadata
+        .labels
+        .get_or_insert_with(Default::default)
+        .insert(HASH_LABEL.into(), "bbbb".into());
+    b.revision = 5;
+    w.revisions = vec![a, b];
+    for p in &mut w.pods {
+        p.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert(HASH_LABEL.into(), "aaaa".into());
+    }
+    assert_eq!(w.pass(), (0, 0), "no pod is restarted");
+    assert_eq!(
+        w.revisions
+            .iter()
+            .map(|r| r.metadata.name.clone().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["foo-bbbb"]
+    );
+    assert!(w.pods.iter().all(|p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL))
+            .map(String::as_str)
+            == Some("bbbb")
+    }));
+}
+
+#[test]
+fn s118_legacy_revision_without_hash_label() {
+    let mut w = World::new(ds(), nodes(1));
+    w.pass();
+    w.revisions[0]
+        .metadata
+        .labels
+        .as_mut()
+        .expect("labels")
+        .remove(HASH_LABEL);
+    let name = w.revisions[0].metadata.name.clone().expect("name");
+    w.pass();
+    assert!(
+        w.last
+            .history
+            .contains(&HistoryOp::LabelLegacy { name: name.clone() })
+    );
+    assert_eq!(
+        w.revisions[0]
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL)),
+        Some(&name)
+    );
+}
+
+#[test]
+fn s119_revision_adoption_scope() {
+    let mut w = World::new(ds(), nodes(1));
+    w.pass();
+    let mut orphan = w.revisions[0].clone();
+    orphan.metadata.name = Some("foo-orphan".into());
+    orphan.metadata.owner_references = None;
+    orphan.revision = 7;
+    orphan.data = Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+        json!({"spec": {"template": {"$patch": "replace"}}}),
+    ));
+    w.revisions.push(orphan);
+    w.pass();
+    assert_eq!(w.last.adopt_revisions, vec!["foo-orphan".to_owned()]);
+}
+
+// §5.6 Status
+
+#[test]
+fn s130_min_ready_seconds_in_status() {
+    let mut w = World::new(ds_with(json!({"minReadySeconds": 30})), nodes(3));
+    w.pass();
+    w.ready_all();
+    w.pass();
+    let s = w.ds.status.clone().expect("status");
+    assert_eq!(
+        (s.number_ready, s.number_available, s.number_unavailable),
+        (3, Some(0), Some(3))
+    );
+    assert_eq!(
+        w.last.requeue_after,
+        Some(Duration::from_secs(30)),
+        "the controller requeues itself"
+    );
+    w.now = w.now + SignedDuration::from_secs(31);
+    w.pass();
+    let s = w.ds.status.clone().expect("status");
+    assert_eq!(
+        (s.number_available, s.number_unavailable),
+        (Some(3), Some(0))
+    );
+}
+
+#[test]
+fn s131_misscheduled_count() {
+    let mut w = World::new(
+        ds_with(
+            json!({"updateStrategy": {"type": "OnDelete"}, "template": {"spec": {"nodeSelector": {"color": "blue"}}}}),
+        ),
+        vec![node("node-0", blue()), node("node-1", blue())],
+    );
+    w.pass();
+    w.nodes[1] = node(
+        "node-1",
+        json!({"metadata": {"labels": {"color": "green"}}}),
+    );
+    // The pass that deletes reports the state after the delete, as observed at once.
+    assert_eq!(w.pass(), (0, 1));
+    let s = w.ds.status.clone().expect("status");
+    assert_eq!(
+        (
+            s.desired_number_scheduled,
+            s.current_number_scheduled,
+            s.number_misscheduled
+        ),
+        (1, 1, 0)
+    );
+}
+
+#[test]
+fn s133_surge_in_progress_counts_the_oldest_pod() {
+    let (mut w, cur) = surge_world(0);
+    for n in 0..5 {
+        let old = w.add_pod(&format!("node-{n}"), old(), true, 0);
+        World::set_ready(w.pod(&old), true, t(0));
+    }
+    w.add_pod("node-0", cur, true, 10);
+    w.pass();
+    let s = w.ds.status.clone().expect("status");
+    assert_eq!(
+        s.updated_number_scheduled,
+        Some(0),
+        "node-0's primary pod is still the old one"
+    );
+    assert_eq!(s.number_ready, 5);
+}
+
+#[test]
+fn s134_observed_generation_lags_while_expectations_pending() {
+    let mut w = World::new(ds(), nodes(1));
+    w.pass();
+    w.set_image("foo/bar:2");
+    let plan = sync(&PassInput {
+        ds: &w.ds,
+        nodes: &w.nodes,
+        pods: &w.pods,
+        revisions: &w.revisions,
+        backoff: &w.backoff,
+        expectations_satisfied: false,
+        now: w.now,
+    });
+    assert!(plan.creates.is_empty() && plan.deletes.is_empty());
+    assert!(
+        plan.status
+            .as_ref()
+            .is_none_or(|s| s.observed_generation == Some(1))
+    );
+    w.pass();
+    assert_eq!(
+        w.ds.status.as_ref().and_then(|s| s.observed_generation),
+        Some(2)
+    );
+}
+
+#[test]
+fn s135_conditions_are_preserved() {
+    let mut w = World::new(ds(), nodes(1));
+    w.pass();
+    w.ds.status.as_mut().expect("status").conditions =
+        Some(vec![k8s_openapi::api::apps::v1::DaemonSetCondition {
+            type_: "Custom".into(),
+            status: "True".into(),
+            ..Default::default()
+        }]);
+    w.ready_all();
+    w.pass();
+    assert_eq!(
+        w.ds.status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .map(Vec::len),
+        Some(1)
+    );
+}

@@ -1,0 +1,4 @@
+//! everynode's controllers. Each is an API client only: it watches through the Kubernetes API
+//! and writes through it, so it runs the same against everynode's API server or any other.
+
+pub mod daemonset;
