@@ -453,10 +453,7 @@ mod tests {
                 should_continue_running: false
             }
         );
-        assert_eq!(
-            node_should_run(&tainted("PreferNoSchedule"), &d).should_run,
-            true
-        );
+        assert!(node_should_run(&tainted("PreferNoSchedule"), &d).should_run);
         let not_ready = node(
             json!({"metadata": {"name": "n"}, "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoExecute"}]}}),
         );

@@ -129,11 +129,8 @@ fn claim<'a>(
         match controller_uid(meta) {
             Some(owner) if owner != uid => {}
             Some(_) if matches => claimed.push(i),
-            Some(_) => {
-                if !ds_deleting {
-                    release.push(name_of(meta));
-                }
-            }
+            Some(_) if !ds_deleting => release.push(name_of(meta)),
+            Some(_) => {}
             None if matches && !ds_deleting && may_adopt && !deleting(meta) => {
                 claimed.push(i);
                 adopt.push(name_of(meta));

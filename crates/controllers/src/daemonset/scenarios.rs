@@ -700,9 +700,9 @@ fn s045_failed_pod_backoff() {
     fail(&mut w);
     assert_eq!(w.pass(), (0, 0), "still in backoff");
     assert_eq!(w.last.requeue_after, Some(Duration::from_millis(50)));
-    w.now = w.now + SignedDuration::from_millis(49);
+    w.now += SignedDuration::from_millis(49);
     assert_eq!(w.pass(), (0, 0));
-    w.now = w.now + SignedDuration::from_millis(1);
+    w.now += SignedDuration::from_millis(1);
     assert_eq!(w.pass(), (0, 1), "the delay has passed");
     assert_eq!(
         w.backoff.delay(key),
@@ -1387,7 +1387,7 @@ fn s130_min_ready_seconds_in_status() {
         Some(Duration::from_secs(30)),
         "the controller requeues itself"
     );
-    w.now = w.now + SignedDuration::from_secs(31);
+    w.now += SignedDuration::from_secs(31);
     w.pass();
     let s = w.ds.status.clone().expect("status");
     assert_eq!(
