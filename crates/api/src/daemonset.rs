@@ -242,8 +242,32 @@ pub fn revision_data(ds: &DaemonSet) -> Value {
     )
     .unwrap_or(json!({}));
     let mut t = template;
+    // Go encodes a few zero values that serde omits; kubectl's "skipped rollback" check compares
+    // revision data with Go's bytes, so write them as Go does (v1.33): the template's zero
+    // creationTimestamp as null and a missing container `resources` as {}.
     if let Some(o) = t.as_object_mut() {
         o.insert("$patch".into(), json!("replace"));
+        if let Some(m) = o
+            .entry("metadata")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+        {
+            m.entry("creationTimestamp").or_insert(Value::Null);
+        }
+        if let Some(spec) = o.get_mut("spec").and_then(Value::as_object_mut) {
+            for key in ["initContainers", "containers"] {
+                for c in spec
+                    .get_mut(key)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(c) = c.as_object_mut() {
+                        c.entry("resources").or_insert_with(|| json!({}));
+                    }
+                }
+            }
+        }
     }
     sorted(&json!({"spec": {"template": t}}))
 }
@@ -549,6 +573,11 @@ mod tests {
             "the collision count salts it"
         );
         let data = revision_data(&d);
+        assert_eq!(
+            data.to_string(),
+            r#"{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"name":"simple-daemon","type":"production"}},"spec":{"containers":[{"image":"foo/bar","name":"foo","resources":{}}]}}}}"#,
+            "the bytes Go's encoder gives kubectl"
+        );
         assert_eq!(data["spec"]["template"]["$patch"], "replace");
         assert_eq!(
             data.to_string().find("$patch"),

@@ -105,6 +105,14 @@ impl Quantity {
     }
 }
 
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+    /// Saturating: requests summed over a node cannot overflow into nonsense.
+    fn add(self, other: Quantity) -> Quantity {
+        Quantity(self.0.saturating_add(other.0))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,10 @@ pub struct DecodeError {
 /// value, but upstream tells "missing" from "empty" (a null selector matches nothing, `{}`
 /// everything), so a value absent from the body and empty after decoding is dropped again.
 fn prune_invented(raw: &Value, decoded: &mut Value) {
+    // A subtree that decoded unchanged (free-form data such as a RawExtension) invented nothing.
+    if raw == decoded {
+        return;
+    }
     let is_empty = |v: &Value| match v {
         Value::Object(o) => o.is_empty(),
         Value::Array(a) => a.is_empty(),

@@ -2,3 +2,6 @@
 //! and writes through it, so it runs the same against everynode's API server or any other.
 
 pub mod daemonset;
+pub mod gc;
+pub mod scheduler;
+pub mod stores;

@@ -30,6 +30,34 @@ enum StoreKind {
     Memory,
 }
 
+/// Which controllers the server runs in-process, as API clients of itself.
+#[derive(clap::Args, Clone, Copy, Debug)]
+struct ControllerFlags {
+    /// Do not run the DaemonSet controller.
+    #[arg(long)]
+    no_daemonset_controller: bool,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    no_scheduler: bool,
+    /// Do not run the garbage collector.
+    #[arg(long)]
+    no_garbage_collector: bool,
+    /// Most pod creates (and deletes) one DaemonSet sync issues (upstream's burstReplicas).
+    #[arg(long, default_value_t = 250)]
+    daemonset_burst: usize,
+}
+
+impl Default for ControllerFlags {
+    fn default() -> Self {
+        ControllerFlags {
+            no_daemonset_controller: false,
+            no_scheduler: false,
+            no_garbage_collector: false,
+            daemonset_burst: 250,
+        }
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run everything on this machine with the embedded store. Today that is the API server;
@@ -65,6 +93,8 @@ enum Command {
         /// Seconds between watch bookmarks for clients that allow them.
         #[arg(long, default_value_t = 30)]
         bookmark_interval_seconds: u64,
+        #[command(flatten)]
+        controllers: ControllerFlags,
     },
     /// Print the admin kubeconfig of a data directory.
     Kubeconfig {
@@ -122,6 +152,33 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Starts the enabled controllers as clients of this server, through its kubeconfig.
+async fn start_controllers(kubeconfig: &Path, flags: ControllerFlags) -> Result<(), Error> {
+    if flags.no_daemonset_controller && flags.no_scheduler && flags.no_garbage_collector {
+        return Ok(());
+    }
+    let kc = kube::config::Kubeconfig::read_from(kubeconfig)
+        .map_err(|e| Error::Startup(format!("reading {}: {e}", kubeconfig.display())))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Startup(e.to_string()))?;
+    let client = kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))?;
+    if !flags.no_daemonset_controller {
+        tokio::spawn(everynode_controllers::daemonset::controller::run(
+            client.clone(),
+            flags.daemonset_burst,
+        ));
+    }
+    if !flags.no_scheduler {
+        tokio::spawn(everynode_controllers::scheduler::run(client.clone()));
+    }
+    if !flags.no_garbage_collector {
+        tokio::spawn(everynode_controllers::gc::run(client));
+    }
+    Ok(())
+}
+
 fn kubeconfig_path(data_dir: &Path) -> PathBuf {
     data_dir.join("kubeconfig")
 }
@@ -137,6 +194,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 tls_sans: Vec::new(),
                 watch_history: 50_000,
                 bookmark_interval_seconds: 30,
+                controllers: ControllerFlags::default(),
             };
             let kubeconfig = kubeconfig_path(&data_dir);
             eprintln!(
@@ -160,6 +218,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             tls_sans,
             watch_history,
             bookmark_interval_seconds,
+            controllers,
         } => {
             if insecure_plain_http && !listen.ip().is_loopback() {
                 return Err(Error::Usage(format!(
@@ -241,17 +300,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 0o600,
             )?;
             tracing::info!(%url, kubeconfig = %kubeconfig.display(), "everynode API server ready");
+            let serving = tokio::spawn(server::serve(listener, router, tls));
+            start_controllers(&kubeconfig, controllers).await?;
             // One line on stdout for scripts and tests that start the server and wait for it.
             println!(
                 "everynode apiserver listening on {url} kubeconfig {}",
                 kubeconfig.display()
             );
-            server::serve(listener, router, tls)
-                .await
-                .map_err(|source| Error::Listen {
+            match serving.await {
+                Ok(result) => result.map_err(|source| Error::Listen {
                     addr: listen,
                     source,
-                })
+                }),
+                Err(e) => Err(Error::Startup(e.to_string())),
+            }
         }
     }
 }

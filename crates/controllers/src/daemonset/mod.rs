@@ -2,6 +2,7 @@
 //! `controller` watches the API and carries the decisions out.
 
 pub mod backoff;
+pub mod controller;
 pub mod pass;
 
 #[cfg(test)]

@@ -1,0 +1,417 @@
+//! The scheduler: binds pods whose `schedulerName` is `default-scheduler` to a node that passes
+//! upstream's filters (NodeUnschedulable, NodeAffinity, TaintToleration, NodeResourcesFit,
+//! NodePorts). When none does, the pod gets `PodScheduled=False` with upstream's message and a
+//! FailedScheduling event, and is retried with backoff (1 s doubling to 10 s).
+
+use crate::stores::spawn_store_notifying;
+use everynode_api::quantity::Quantity;
+use everynode_api::scheduling;
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Taint};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
+
+fn requests(pod: &Pod) -> BTreeMap<String, Quantity> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut total: BTreeMap<String, Quantity> = BTreeMap::new();
+    let add = |into: &mut BTreeMap<String, Quantity>, c: &k8s_openapi::api::core::v1::Container| {
+        for (k, v) in c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default()
+        {
+            if let Ok(q) = Quantity::parse(&v.0) {
+                let cur = into.get(&k).copied().unwrap_or(Quantity::ZERO);
+                into.insert(k, cur + q);
+            }
+        }
+    };
+    for c in &spec.containers {
+        add(&mut total, c);
+    }
+    // Init containers run one at a time: the pod needs the largest of them if that is more.
+    for c in spec.init_containers.iter().flatten() {
+        let mut one = BTreeMap::new();
+        add(&mut one, c);
+        for (k, v) in one {
+            let cur = total.get(&k).copied().unwrap_or(Quantity::ZERO);
+            if v > cur {
+                total.insert(k, v);
+            }
+        }
+    }
+    total
+}
+
+fn host_ports(pod: &Pod) -> Vec<(i32, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            p.host_port
+                .filter(|h| *h > 0)
+                .map(|h| (h, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        })
+        .collect()
+}
+
+fn taint_text(t: &Taint) -> String {
+    format!("{{{}: {}}}", t.key, t.value.clone().unwrap_or_default())
+}
+
+/// Whether `pod` fits `node` with `others` already there; the reasons when it does not.
+pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let tolerations = spec.tolerations.clone().unwrap_or_default();
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
+    if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+        let t = Taint {
+            key: UNSCHEDULABLE_TAINT.into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        };
+        if !tolerations.iter().any(|tol| scheduling::tolerates(tol, &t)) {
+            return Err(vec!["node(s) were unschedulable".into()]);
+        }
+    }
+    if !scheduling::node_matches(&spec, node) {
+        return Err(vec![
+            "node(s) didn't match Pod's node affinity/selector".into(),
+        ]);
+    }
+    if let Some(t) = scheduling::untolerated(&taints, &tolerations, &["NoSchedule", "NoExecute"]) {
+        return Err(vec![format!(
+            "node(s) had untolerated taint {}",
+            taint_text(t)
+        )]);
+    }
+    let mut reasons = Vec::new();
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.clone())
+        .unwrap_or_default();
+    let live: Vec<&&Pod> = others
+        .iter()
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .collect();
+    let max_pods = allocatable
+        .get("pods")
+        .and_then(|q| Quantity::parse(&q.0).ok())
+        .map_or(110, |q| q.units_ceil());
+    if live.len() as i128 + 1 > max_pods {
+        reasons.push("Too many pods".into());
+    }
+    let wanted = requests(pod);
+    for (resource, want) in &wanted {
+        if *want == Quantity::ZERO {
+            continue;
+        }
+        let have = allocatable
+            .get(resource)
+            .and_then(|q| Quantity::parse(&q.0).ok())
+            .unwrap_or(Quantity::ZERO);
+        let used = live.iter().fold(Quantity::ZERO, |acc, p| {
+            acc + requests(p).get(resource).copied().unwrap_or(Quantity::ZERO)
+        });
+        if used + *want > have {
+            reasons.push(format!("Insufficient {resource}"));
+        }
+    }
+    let taken: Vec<(i32, String)> = live.iter().flat_map(|p| host_ports(p)).collect();
+    if host_ports(pod).iter().any(|p| taken.contains(p)) {
+        reasons.push("node(s) didn't have free ports for the requested pod ports".into());
+    }
+    if reasons.is_empty() {
+        Ok(())
+    } else {
+        Err(reasons)
+    }
+}
+
+/// Upstream's message: `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match ...`.
+pub fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) -> String {
+    let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    if parts.is_empty() {
+        format!("0/{total} nodes are available.")
+    } else {
+        format!("0/{total} nodes are available: {}.", parts.join(", "))
+    }
+}
+
+/// Picks a node for `pod`: the feasible one with the fewest pods (then by name).
+pub fn choose<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Arc<Pod>]) -> Result<&'a Node, String> {
+    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in pods {
+        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            by_node.entry(n).or_default().push(p);
+        }
+    }
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<(&Node, usize)> = None;
+    for node in nodes {
+        let name = node.metadata.name.as_deref().unwrap_or("");
+        let others = by_node.get(name).cloned().unwrap_or_default();
+        match fits(pod, node, &others) {
+            Ok(()) => {
+                if best.is_none_or(|(b, count)| {
+                    others.len() < count
+                        || (others.len() == count && node.metadata.name < b.metadata.name)
+                }) {
+                    best = Some((node, others.len()));
+                }
+            }
+            Err(rs) => {
+                for r in rs {
+                    *reasons.entry(r).or_default() += 1;
+                }
+            }
+        }
+    }
+    best.map(|(n, _)| n)
+        .ok_or_else(|| unschedulable_message(nodes.len(), &reasons))
+}
+
+struct Retry {
+    at: Instant,
+    delay: Duration,
+    message: String,
+}
+
+/// Runs the scheduler until the process ends.
+pub async fn run(client: Client) {
+    let changed = Arc::new(tokio::sync::Notify::new());
+    let pods = spawn_store_notifying(Api::<Pod>::all(client.clone()), Arc::clone(&changed));
+    let nodes = spawn_store_notifying(Api::<Node>::all(client.clone()), Arc::clone(&changed));
+    if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
+        tracing::error!("scheduler caches never became ready");
+        return;
+    }
+    let mut retries: HashMap<String, Retry> = HashMap::new();
+    loop {
+        let all_pods = pods.state();
+        let all_nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+        let mut next_wake = Duration::from_secs(10);
+        for pod in all_pods.iter() {
+            let spec = pod.spec.as_ref();
+            let unbound = spec
+                .and_then(|s| s.node_name.as_deref())
+                .is_none_or(str::is_empty);
+            let ours = spec
+                .and_then(|s| s.scheduler_name.as_deref())
+                .is_none_or(|s| s == "default-scheduler");
+            if !unbound || !ours || pod.metadata.deletion_timestamp.is_some() {
+                continue;
+            }
+            let key = pod.metadata.uid.clone().unwrap_or_default();
+            if let Some(r) = retries.get(&key)
+                && r.at > Instant::now()
+            {
+                next_wake = next_wake.min(r.at - Instant::now());
+                continue;
+            }
+            let ns = pod.namespace().unwrap_or_default();
+            let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            match choose(pod, &all_nodes, &all_pods) {
+                Ok(node) => {
+                    let binding = Binding {
+                        metadata: ObjectMeta {
+                            name: Some(pod.name_any()),
+                            namespace: Some(ns.clone()),
+                            ..Default::default()
+                        },
+                        target: ObjectReference {
+                            api_version: Some("v1".into()),
+                            kind: Some("Node".into()),
+                            name: node.metadata.name.clone(),
+                            ..Default::default()
+                        },
+                    };
+                    let body = serde_json::to_vec(&binding).unwrap_or_default();
+                    let req = http_post(
+                        &format!("/api/v1/namespaces/{ns}/pods/{}/binding", pod.name_any()),
+                        body,
+                    );
+                    match client.request_text(req).await {
+                        Ok(_) => {
+                            retries.remove(&key);
+                        }
+                        Err(e) => {
+                            tracing::debug!(pod = %pod.name_any(), error = %e, "binding failed; will retry")
+                        }
+                    }
+                }
+                Err(message) => {
+                    let previous = retries.get(&key);
+                    let delay = previous.map_or(Duration::from_secs(1), |r| {
+                        (r.delay * 2).min(Duration::from_secs(10))
+                    });
+                    let changed_message = previous.is_none_or(|r| r.message != message);
+                    if changed_message {
+                        let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null,
+                            "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())}]}});
+                        if let Err(e) = api
+                            .patch_status(
+                                &pod.name_any(),
+                                &PatchParams::default(),
+                                &Patch::Strategic(&patch),
+                            )
+                            .await
+                        {
+                            tracing::debug!(error = %e, "could not record the scheduling failure");
+                        }
+                        record_failed_scheduling(&client, pod, &message).await;
+                    }
+                    retries.insert(
+                        key,
+                        Retry {
+                            at: Instant::now() + delay,
+                            delay,
+                            message,
+                        },
+                    );
+                    next_wake = next_wake.min(delay);
+                }
+            }
+        }
+        retries.retain(|uid, _| {
+            all_pods
+                .iter()
+                .any(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
+        });
+        let _ = tokio::time::timeout(next_wake, changed.notified()).await;
+    }
+}
+
+fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
+    let mut req = http::Request::new(body);
+    *req.method_mut() = http::Method::POST;
+    *req.uri_mut() = path.parse().unwrap_or_default();
+    req.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    req
+}
+
+async fn record_failed_scheduling(client: &Client, pod: &Pod, message: &str) {
+    let ns = pod.namespace().unwrap_or_default();
+    let now =
+        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
+    let event = k8s_openapi::api::core::v1::Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", pod.name_any())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name_any()),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        reason: Some("FailedScheduling".into()),
+        message: Some(message.into()),
+        type_: Some("Warning".into()),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some("default-scheduler".into()),
+            host: None,
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        reporting_component: Some("default-scheduler".into()),
+        ..Default::default()
+    };
+    let _ = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &event)
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(v: serde_json::Value) -> Node {
+        serde_json::from_value(v).expect("node")
+    }
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).expect("pod")
+    }
+
+    #[test]
+    fn filters_and_message() {
+        let small = node(
+            json!({"metadata": {"name": "small"}, "status": {"allocatable": {"cpu": "1", "memory": "1Gi", "pods": "110"}}}),
+        );
+        let tainted = node(
+            json!({"metadata": {"name": "gpu"}, "spec": {"taints": [{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]}, "status": {"allocatable": {"cpu": "8"}}}),
+        );
+        let cordoned = node(
+            json!({"metadata": {"name": "cordoned"}, "spec": {"unschedulable": true}, "status": {"allocatable": {"cpu": "8"}}}),
+        );
+        let big = pod(
+            json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}}),
+        );
+        let err = choose(&big, &[small.clone(), tainted, cordoned], &[]).expect_err("nothing fits");
+        assert_eq!(
+            err,
+            "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
+        );
+        let fitting = pod(
+            json!({"metadata": {"name": "q"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}}),
+        );
+        assert_eq!(
+            choose(&fitting, std::slice::from_ref(&small), &[])
+                .ok()
+                .and_then(|n| n.metadata.name.clone())
+                .as_deref(),
+            Some("small")
+        );
+        let resident = Arc::new(pod(
+            json!({"metadata": {"name": "r"}, "spec": {"nodeName": "small", "containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]}}),
+        ));
+        assert!(
+            choose(&fitting, &[small], &[resident]).is_err(),
+            "the resident pod's requests count"
+        );
+    }
+
+    #[test]
+    fn daemon_pod_tolerates_cordon_and_targets_its_node() {
+        let cordoned = node(json!({"metadata": {"name": "n1"}, "spec": {"unschedulable": true}}));
+        let other = node(json!({"metadata": {"name": "n2"}}));
+        let daemon = pod(
+            json!({"metadata": {"name": "d"}, "spec": {"containers": [{"name": "c"}],
+            "tolerations": [{"key": UNSCHEDULABLE_TAINT, "operator": "Exists", "effect": "NoSchedule"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}}),
+        );
+        assert_eq!(
+            choose(&daemon, &[other, cordoned], &[])
+                .ok()
+                .and_then(|n| n.metadata.name.clone())
+                .as_deref(),
+            Some("n1")
+        );
+    }
+}
