@@ -93,9 +93,14 @@ def tmp_data_dir():
     shutil.rmtree(d, ignore_errors=True)
 
 
+# API tests run the server alone, so what they observe is the API's doing; controller tests use
+# `cluster`, which runs the DaemonSet controller, scheduler and garbage collector too.
+API_ONLY = ["--no-daemonset-controller", "--no-scheduler", "--no-garbage-collector"]
+
+
 @pytest.fixture
 def server(tmp_data_dir):
-    s = Server(tmp_data_dir).start()
+    s = Server(tmp_data_dir, API_ONLY).start()
     yield s
     s.kill()
 
@@ -103,6 +108,20 @@ def server(tmp_data_dir):
 @pytest.fixture
 def api(server):
     client = server.client()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def cluster(tmp_data_dir):
+    s = Server(tmp_data_dir).start()
+    yield s
+    s.kill()
+
+
+@pytest.fixture
+def cluster_api(cluster):
+    client = cluster.client()
     yield client
     client.close()
 

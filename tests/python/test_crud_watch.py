@@ -8,7 +8,7 @@ import kubernetes
 import pytest
 from kubernetes import watch
 
-from conftest import MERGE, Server, daemonset
+from conftest import API_ONLY, MERGE, Server, daemonset
 
 core = kubernetes.client.CoreV1Api
 apps = kubernetes.client.AppsV1Api
@@ -233,7 +233,7 @@ def test_watch_with_label_selector_sees_objects_leave(api):
 
 
 def test_compacted_watch_gets_410(tmp_data_dir):
-    server = Server(tmp_data_dir, ["--watch-history", "20"]).start()
+    server = Server(tmp_data_dir, ["--watch-history", "20", *API_ONLY]).start()
     try:
         client = server.client()
         c = core(client)
@@ -280,7 +280,7 @@ def test_namespace_deletion_deletes_contents(api):
 
 
 def test_bookmarks_cover_everything_before_them_and_resume_cleanly(tmp_data_dir):
-    server = Server(tmp_data_dir, ["--bookmark-interval-seconds", "1"]).start()
+    server = Server(tmp_data_dir, ["--bookmark-interval-seconds", "1", *API_ONLY]).start()
     try:
         client = server.client()
         c = core(client)

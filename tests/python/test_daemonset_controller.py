@@ -50,116 +50,116 @@ def status(api, name="foo"):
     return (s.desired_number_scheduled, s.current_number_scheduled, s.number_ready, s.updated_number_scheduled or 0, s.number_available or 0)
 
 
-def test_node_joins_and_label_and_taint_changes(server, api):
-    c = core(api)
-    with AgentSim(server):
-        apps(api).create_namespaced_daemon_set("default", daemonset())
+def test_node_joins_and_label_and_taint_changes(cluster, cluster_api):
+    c = core(cluster_api)
+    with AgentSim(cluster):
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
         c.create_node(node("node-0"))
-        wait_for(lambda: status(api) == (1, 1, 1, 1, 1), what="one pod on node-0")
+        wait_for(lambda: status(cluster_api) == (1, 1, 1, 1, 1), what="one pod on node-0")
         c.create_node(node("node-1"))
-        wait_for(lambda: status(api) == (2, 2, 2, 2, 2), what="node-1 joins")
+        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="node-1 joins")
         # nodeSelector: only blue nodes.
-        apps(api).patch_namespaced_daemon_set("foo", "default", {"spec": {"template": {"spec": {"nodeSelector": {"color": "blue"}}}}}, _content_type=MERGE)
-        wait_for(lambda: status(api)[0] == 0 and daemon_pods(api) == [], what="pods leave unlabelled nodes")
+        apps(cluster_api).patch_namespaced_daemon_set("foo", "default", {"spec": {"template": {"spec": {"nodeSelector": {"color": "blue"}}}}}, _content_type=MERGE)
+        wait_for(lambda: status(cluster_api)[0] == 0 and daemon_pods(cluster_api) == [], what="pods leave unlabelled nodes")
         c.patch_node("node-1", {"metadata": {"labels": {"color": "blue"}}})
-        wait_for(lambda: [p.spec.node_name for p in daemon_pods(api)] == ["node-1"], what="a pod on the node labelled blue")
+        wait_for(lambda: [p.spec.node_name for p in daemon_pods(cluster_api)] == ["node-1"], what="a pod on the node labelled blue")
         c.patch_node("node-1", {"spec": {"taints": [{"key": "dedicated", "value": "x", "effect": "NoExecute"}]}})
-        wait_for(lambda: daemon_pods(api) == [], what="a NoExecute taint removes the pod")
+        wait_for(lambda: daemon_pods(cluster_api) == [], what="a NoExecute taint removes the pod")
 
 
-def test_rolling_update_never_exceeds_max_unavailable_and_rollout_status(server, api):
-    c = core(api)
+def test_rolling_update_never_exceeds_max_unavailable_and_rollout_status(cluster, cluster_api):
+    c = core(cluster_api)
     for i in range(4):
         c.create_node(node(f"node-{i}"))
-    with AgentSim(server):
-        apps(api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: status(api) == (4, 4, 4, 4, 4), what="converged")
-        out = server.kubectl("rollout", "status", "ds/foo", "--timeout=60s").stdout
+    with AgentSim(cluster):
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
+        wait_for(lambda: status(cluster_api) == (4, 4, 4, 4, 4), what="converged")
+        out = cluster.kubectl("rollout", "status", "ds/foo", "--timeout=60s").stdout
         assert out.strip().splitlines()[-1] == 'daemon set "foo" successfully rolled out'
         worst = 0
-        apps(api).patch_namespaced_daemon_set("foo", "default", {"spec": {"template": {"spec": {"containers": [{"name": "foo", "image": "foo/bar:2"}]}}}}, _content_type=MERGE)
+        apps(cluster_api).patch_namespaced_daemon_set("foo", "default", {"spec": {"template": {"spec": {"containers": [{"name": "foo", "image": "foo/bar:2"}]}}}}, _content_type=MERGE)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            pods = daemon_pods(api)
+            pods = daemon_pods(cluster_api)
             available_nodes = {p.spec.node_name for p in pods if p.metadata.deletion_timestamp is None and p.spec.node_name
                                and any(cd.type == "Ready" and cd.status == "True" for cd in (p.status.conditions or []))}
             worst = max(worst, 4 - len(available_nodes))
-            if status(api) == (4, 4, 4, 4, 4) and len(pods) == 4 and all(p.spec.containers[0].image == "foo/bar:2" for p in pods):
+            if status(cluster_api) == (4, 4, 4, 4, 4) and len(pods) == 4 and all(p.spec.containers[0].image == "foo/bar:2" for p in pods):
                 break
             time.sleep(0.02)
         else:
             raise AssertionError("the rollout did not finish")
         assert worst <= 1, f"at some observation {worst} nodes had no available pod"
-        rollout = server.kubectl("rollout", "status", "ds/foo", "--timeout=60s").stdout
+        rollout = cluster.kubectl("rollout", "status", "ds/foo", "--timeout=60s").stdout
         assert 'daemon set "foo" successfully rolled out' in rollout
 
 
-def test_rollout_history_and_undo_restores_without_restarting(server, api):
-    c = core(api)
+def test_rollout_history_and_undo_restores_without_restarting(cluster, cluster_api):
+    c = core(cluster_api)
     for i in range(2):
         c.create_node(node(f"node-{i}"))
-    with AgentSim(server):
-        apps(api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: status(api) == (2, 2, 2, 2, 2), what="converged")
-        first_uids = {p.metadata.uid for p in daemon_pods(api)}
-        server.kubectl("annotate", "ds/foo", "kubernetes.io/change-cause=update image")
-        server.kubectl("set", "image", "ds/foo", "foo=foo/bar:2")
-        wait_for(lambda: status(api) == (2, 2, 2, 2, 2) and all(p.spec.containers[0].image == "foo/bar:2" for p in daemon_pods(api)), what="updated")
-        history = server.kubectl("rollout", "history", "ds/foo").stdout
+    with AgentSim(cluster):
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
+        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="converged")
+        first_uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
+        cluster.kubectl("annotate", "ds/foo", "kubernetes.io/change-cause=update image")
+        cluster.kubectl("set", "image", "ds/foo", "foo=foo/bar:2")
+        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2) and all(p.spec.containers[0].image == "foo/bar:2" for p in daemon_pods(cluster_api)), what="updated")
+        history = cluster.kubectl("rollout", "history", "ds/foo").stdout
         rows = [line.split(None, 1) for line in history.strip().splitlines()[2:]]
         assert [r[0] for r in rows] == ["1", "2"], history
         assert rows[1][1].strip() == "update image"
-        undone = server.kubectl("rollout", "undo", "ds/foo").stdout
+        undone = cluster.kubectl("rollout", "undo", "ds/foo").stdout
         assert undone.strip() == "daemonset.apps/foo rolled back"
-        wait_for(lambda: status(api) == (2, 2, 2, 2, 2) and all(p.spec.containers[0].image == "foo/bar" for p in daemon_pods(api)), what="rolled back")
-        revisions = {r.revision for r in apps(api).list_namespaced_controller_revision("default").items}
+        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2) and all(p.spec.containers[0].image == "foo/bar" for p in daemon_pods(cluster_api)), what="rolled back")
+        revisions = {r.revision for r in apps(cluster_api).list_namespaced_controller_revision("default").items}
         assert revisions == {2, 3}, "the old revision was renumbered, not recreated"
         # Undo to the revision the pods already run: kubectl skips it, nothing restarts.
-        rolled_back_uids = {p.metadata.uid for p in daemon_pods(api)}
-        skipped = server.kubectl("rollout", "undo", "ds/foo", "--to-revision=3").stdout
+        rolled_back_uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
+        skipped = cluster.kubectl("rollout", "undo", "ds/foo", "--to-revision=3").stdout
         assert "skipped rollback (current template already matches revision 3)" in skipped
         time.sleep(1)
-        assert {p.metadata.uid for p in daemon_pods(api)} == rolled_back_uids
+        assert {p.metadata.uid for p in daemon_pods(cluster_api)} == rolled_back_uids
         assert first_uids.isdisjoint(rolled_back_uids)
 
 
-def test_delete_orphan_then_recreate_adopts_without_restart(server, api):
-    c = core(api)
+def test_delete_orphan_then_recreate_adopts_without_restart(cluster, cluster_api):
+    c = core(cluster_api)
     for i in range(2):
         c.create_node(node(f"node-{i}"))
-    with AgentSim(server):
-        apps(api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: status(api) == (2, 2, 2, 2, 2), what="converged")
-        uids = {p.metadata.uid for p in daemon_pods(api)}
-        out = server.kubectl("delete", "ds", "foo", "--cascade=orphan").stdout
+    with AgentSim(cluster):
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
+        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="converged")
+        uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
+        out = cluster.kubectl("delete", "ds", "foo", "--cascade=orphan").stdout
         assert out.strip() == 'daemonset.apps "foo" deleted'
         pods = c.list_namespaced_pod("default").items
         assert {p.metadata.uid for p in pods} == uids and all(not p.metadata.owner_references for p in pods)
-        apps(api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: {p.metadata.uid for p in daemon_pods(api)} == uids, what="adopted")
-        wait_for(lambda: status(api) == (2, 2, 2, 2, 2), what="status after adoption")
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
+        wait_for(lambda: {p.metadata.uid for p in daemon_pods(cluster_api)} == uids, what="adopted")
+        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="status after adoption")
         time.sleep(1)
         assert {p.metadata.uid for p in c.list_namespaced_pod("default").items} == uids, "nothing restarted"
 
 
-def test_background_delete_removes_pods(server, api):
-    core(api).create_node(node("node-0"))
-    with AgentSim(server):
-        apps(api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: status(api) == (1, 1, 1, 1, 1), what="converged")
-        server.kubectl("delete", "ds", "foo")
-        wait_for(lambda: core(api).list_namespaced_pod("default").items == [], what="pods garbage-collected")
-        wait_for(lambda: apps(api).list_namespaced_controller_revision("default").items == [], what="revisions garbage-collected")
+def test_background_delete_removes_pods(cluster, cluster_api):
+    core(cluster_api).create_node(node("node-0"))
+    with AgentSim(cluster):
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
+        wait_for(lambda: status(cluster_api) == (1, 1, 1, 1, 1), what="converged")
+        cluster.kubectl("delete", "ds", "foo")
+        wait_for(lambda: core(cluster_api).list_namespaced_pod("default").items == [], what="pods garbage-collected")
+        wait_for(lambda: apps(cluster_api).list_namespaced_controller_revision("default").items == [], what="revisions garbage-collected")
 
 
-def test_pod_that_cannot_fit_stays_pending_with_upstream_message(server, api):
-    core(api).create_node(node("small", cpu="1"))
+def test_pod_that_cannot_fit_stays_pending_with_upstream_message(cluster, cluster_api):
+    core(cluster_api).create_node(node("small", cpu="1"))
     ds = daemonset()
     ds["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "2"}}
-    apps(api).create_namespaced_daemon_set("default", ds)
+    apps(cluster_api).create_namespaced_daemon_set("default", ds)
 
     def condition():
-        for p in daemon_pods(api):
+        for p in daemon_pods(cluster_api):
             for cd in p.status.conditions or []:
                 if cd.type == "PodScheduled" and cd.status == "False":
                     return cd
@@ -168,24 +168,24 @@ def test_pod_that_cannot_fit_stays_pending_with_upstream_message(server, api):
     cd = wait_for(condition, what="PodScheduled=False")
     assert cd.reason == "Unschedulable"
     assert cd.message == "0/1 nodes are available: 1 Insufficient cpu."
-    out = server.kubectl("get", "pods").stdout
+    out = cluster.kubectl("get", "pods").stdout
     assert out.splitlines()[1].split()[2] == "Pending"
-    events = core(api).list_namespaced_event("default", field_selector="reason=FailedScheduling").items
+    events = core(cluster_api).list_namespaced_event("default", field_selector="reason=FailedScheduling").items
     assert events and events[0].message == "0/1 nodes are available: 1 Insufficient cpu."
 
 
-def test_controller_events_and_on_delete(server, api):
-    core(api).create_node(node("node-0"))
-    with AgentSim(server):
-        apps(api).create_namespaced_daemon_set("default", daemonset(updateStrategy={"type": "OnDelete"}))
-        wait_for(lambda: status(api) == (1, 1, 1, 1, 1), what="converged")
-        events = core(api).list_namespaced_event("default", field_selector="involvedObject.kind=DaemonSet,involvedObject.name=foo").items
+def test_controller_events_and_on_delete(cluster, cluster_api):
+    core(cluster_api).create_node(node("node-0"))
+    with AgentSim(cluster):
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset(updateStrategy={"type": "OnDelete"}))
+        wait_for(lambda: status(cluster_api) == (1, 1, 1, 1, 1), what="converged")
+        events = core(cluster_api).list_namespaced_event("default", field_selector="involvedObject.kind=DaemonSet,involvedObject.name=foo").items
         assert any(e.reason == "SuccessfulCreate" and e.message.startswith("Created pod: foo-") for e in events)
-        apps(api).patch_namespaced_daemon_set("foo", "default", {"spec": {"template": {"spec": {"containers": [{"name": "foo", "image": "foo/bar:2"}]}}}}, _content_type=MERGE)
-        wait_for(lambda: status(api)[3] == 0, what="updatedNumberScheduled drops to 0")
-        old = daemon_pods(api)[0]
+        apps(cluster_api).patch_namespaced_daemon_set("foo", "default", {"spec": {"template": {"spec": {"containers": [{"name": "foo", "image": "foo/bar:2"}]}}}}, _content_type=MERGE)
+        wait_for(lambda: status(cluster_api)[3] == 0, what="updatedNumberScheduled drops to 0")
+        old = daemon_pods(cluster_api)[0]
         assert old.spec.containers[0].image == "foo/bar", "OnDelete does not replace pods"
-        out = server.kubectl("rollout", "status", "ds/foo", check=False)
+        out = cluster.kubectl("rollout", "status", "ds/foo", check=False)
         assert out.returncode != 0 and "rollout status is only available for RollingUpdate strategy type" in out.stderr
-        core(api).delete_namespaced_pod(old.metadata.name, "default")
-        wait_for(lambda: [p.spec.containers[0].image for p in daemon_pods(api) if not p.metadata.deletion_timestamp] == ["foo/bar:2"], what="replacement uses the new template")
+        core(cluster_api).delete_namespaced_pod(old.metadata.name, "default")
+        wait_for(lambda: [p.spec.containers[0].image for p in daemon_pods(cluster_api) if not p.metadata.deletion_timestamp] == ["foo/bar:2"], what="replacement uses the new template")

@@ -6,7 +6,7 @@ import time
 
 import kubernetes
 
-from conftest import MERGE, Server
+from conftest import API_ONLY, MERGE, Server
 
 
 def writer(server, index, acked, stop):
@@ -28,7 +28,7 @@ def writer(server, index, acked, stop):
 
 
 def test_acknowledged_writes_survive_sigkill(tmp_data_dir):
-    server = Server(tmp_data_dir).start()
+    server = Server(tmp_data_dir, API_ONLY).start()
     acked_per_writer = [dict() for _ in range(4)]
     stop = threading.Event()
     threads = [threading.Thread(target=writer, args=(server, i, acked_per_writer[i], stop)) for i in range(4)]

@@ -31,7 +31,16 @@ impl Drop for Server {
 fn start_server() -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_everynode"))
-        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        // API semantics only: no controllers writing alongside the test.
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-daemonset-controller",
+            "--no-scheduler",
+            "--no-garbage-collector",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
