@@ -44,6 +44,50 @@ fn dependents<'a>(
         .collect()
 }
 
+/// Patches (strategic) or deletes a dependent, whichever kind it is; NotFound and a failed
+/// precondition mean someone else already did it.
+async fn on_dependent(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    is_pod: bool,
+    patch: Option<&serde_json::Value>,
+    dp: &DeleteParams,
+) -> Result<(), kube::Error> {
+    async fn act<K>(
+        api: Api<K>,
+        name: &str,
+        patch: Option<&serde_json::Value>,
+        dp: &DeleteParams,
+    ) -> Result<(), kube::Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match patch {
+            Some(p) => api
+                .patch(name, &PatchParams::default(), &Patch::Strategic(p))
+                .await
+                .map(|_| ()),
+            None => api.delete(name, dp).await.map(|_| ()),
+        }
+    }
+    let result = if is_pod {
+        act(Api::<Pod>::namespaced(client.clone(), ns), name, patch, dp).await
+    } else {
+        act(
+            Api::<ControllerRevision>::namespaced(client.clone(), ns),
+            name,
+            patch,
+            dp,
+        )
+        .await
+    };
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
+        other => other,
+    }
+}
+
 async fn remove_finalizer(
     api: &Api<DaemonSet>,
     ds: &DaemonSet,
@@ -83,21 +127,15 @@ async fn pass(
             for (meta, is_pod) in &deps {
                 let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": meta.uid}});
                 let name = meta.name.clone().unwrap_or_default();
-                let result = if *is_pod {
-                    Api::<Pod>::namespaced(client.clone(), &ns)
-                        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                        .await
-                        .map(|_| ())
-                } else {
-                    Api::<ControllerRevision>::namespaced(client.clone(), &ns)
-                        .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
-                        .await
-                        .map(|_| ())
-                };
-                match result {
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    other => other?,
-                }
+                on_dependent(
+                    client,
+                    &ns,
+                    &name,
+                    *is_pod,
+                    Some(&patch),
+                    &DeleteParams::default(),
+                )
+                .await?;
             }
             remove_finalizer(&api, ds, ORPHAN).await?;
         } else if ds.finalizers().iter().any(|f| f == FOREGROUND) {
@@ -111,21 +149,7 @@ async fn pass(
                     propagation_policy: Some(PropagationPolicy::Background),
                     ..Default::default()
                 };
-                let result = if *is_pod {
-                    Api::<Pod>::namespaced(client.clone(), &ns)
-                        .delete(&name, &dp)
-                        .await
-                        .map(|_| ())
-                } else {
-                    Api::<ControllerRevision>::namespaced(client.clone(), &ns)
-                        .delete(&name, &dp)
-                        .await
-                        .map(|_| ())
-                };
-                match result {
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    other => other?,
-                }
+                on_dependent(client, &ns, &name, *is_pod, None, &dp).await?;
             }
         }
     }
@@ -173,21 +197,7 @@ async fn pass(
             }),
             ..Default::default()
         };
-        let result = if is_pod {
-            Api::<Pod>::namespaced(client.clone(), &ns)
-                .delete(&name, &dp)
-                .await
-                .map(|_| ())
-        } else {
-            Api::<ControllerRevision>::namespaced(client.clone(), &ns)
-                .delete(&name, &dp)
-                .await
-                .map(|_| ())
-        };
-        match result {
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-            other => other?,
-        }
+        on_dependent(client, &ns, &name, is_pod, None, &dp).await?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use everynode_api::quantity::Quantity;
 use everynode_api::scheduling;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap};
@@ -313,39 +313,23 @@ fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
 }
 
 async fn record_failed_scheduling(client: &Client, pod: &Pod, message: &str) {
-    let ns = pod.namespace().unwrap_or_default();
-    let now =
-        k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now());
-    let event = k8s_openapi::api::core::v1::Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", pod.name_any())),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.name_any()),
-            namespace: Some(ns.clone()),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
-        },
-        reason: Some("FailedScheduling".into()),
-        message: Some(message.into()),
-        type_: Some("Warning".into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("default-scheduler".into()),
-            host: None,
-        }),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
-        reporting_component: Some("default-scheduler".into()),
+    let involved = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name_any()),
+        namespace: pod.namespace(),
+        uid: pod.metadata.uid.clone(),
         ..Default::default()
     };
-    let _ = Api::<k8s_openapi::api::core::v1::Event>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &event)
-        .await;
+    crate::events::record(
+        client,
+        involved,
+        "default-scheduler",
+        true,
+        "FailedScheduling",
+        message,
+    )
+    .await;
 }
 
 #[cfg(test)]

@@ -7,24 +7,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 
-/// Starts a reflector for `api` and returns its store; the task runs until the process ends.
-pub fn spawn_store<K>(api: Api<K>) -> Store<K>
-where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
-        .default_backoff()
-        .applied_objects();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while stream.next().await.is_some() {}
-    });
-    reader
-}
-
-/// Like [`spawn_store`], and wakes `changed` after every event, so a loop can react to changes.
+/// Starts a reflector for `api` and returns its store, waking `changed` after every event so a
+/// loop can react to changes; the task runs until the process ends.
 pub fn spawn_store_notifying<K>(
     api: Api<K>,
     changed: std::sync::Arc<tokio::sync::Notify>,

@@ -7,8 +7,7 @@ use crate::stores::reflect;
 use everynode_api::daemonset as rules;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::api::core::v1::{Event, Node, ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -88,45 +87,24 @@ impl Context {
 }
 
 async fn record_event(client: &Client, ds: &DaemonSet, e: &PlannedEvent) {
-    let ns = ds.namespace().unwrap_or_default();
-    let time = Time(now());
-    let suffix: String = (0..8)
-        .map(|_| format!("{:x}", rand::random::<u8>() % 16))
-        .collect();
-    let event = Event {
-        metadata: ObjectMeta {
-            name: Some(format!("{}.{suffix}", ds.name_any())),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("apps/v1".into()),
-            kind: Some("DaemonSet".into()),
-            name: Some(ds.name_any()),
-            namespace: Some(ns.clone()),
-            uid: ds.metadata.uid.clone(),
-            resource_version: ds.metadata.resource_version.clone(),
-            ..Default::default()
-        },
-        reason: Some(e.reason.into()),
-        message: Some(e.message.clone()),
-        type_: Some(if e.warning { "Warning" } else { "Normal" }.into()),
-        source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some("daemonset-controller".into()),
-            host: None,
-        }),
-        first_timestamp: Some(time.clone()),
-        last_timestamp: Some(time),
-        count: Some(1),
-        reporting_component: Some("daemonset-controller".into()),
+    let involved = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("DaemonSet".into()),
+        name: Some(ds.name_any()),
+        namespace: ds.namespace(),
+        uid: ds.metadata.uid.clone(),
+        resource_version: ds.metadata.resource_version.clone(),
         ..Default::default()
     };
-    if let Err(err) = Api::<Event>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &event)
-        .await
-    {
-        tracing::debug!(error = %err, "could not record event");
-    }
+    crate::events::record(
+        client,
+        involved,
+        "daemonset-controller",
+        e.warning,
+        e.reason,
+        &e.message,
+    )
+    .await;
 }
 
 fn not_found(e: &kube::Error) -> bool {
@@ -209,6 +187,36 @@ async fn run_history(client: &Client, ds: &DaemonSet, plan: &Plan) -> Result<(),
     Ok(())
 }
 
+/// Adds the controller reference, with the object's uid as precondition.
+async fn adopt<K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
+    api: &Api<K>,
+    name: &str,
+    owner: &serde_json::Value,
+    uid: &str,
+) -> Result<(), Error> {
+    let patch = json!({"metadata": {"ownerReferences": [owner], "uid": uid}});
+    api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Removes the reference to the DaemonSet `owner_uid`; an object already gone or changed is fine.
+async fn release<K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
+    api: &Api<K>,
+    name: &str,
+    owner_uid: &str,
+    uid: &str,
+) -> Result<(), Error> {
+    let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner_uid}], "uid": uid}});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+        .await
+    {
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => Ok(()),
+        other => other.map(|_| ()).map_err(Error::from),
+    }
+}
+
 /// Adopts and releases (§2.5): adoption re-reads the DaemonSet first, so a deleted one adopts nothing.
 async fn run_claims(
     client: &Client,
@@ -262,42 +270,16 @@ async fn run_claims(
     let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let rev_api: Api<ControllerRevision> = Api::namespaced(client.clone(), &ns);
     for name in &plan.adopt_pods {
-        let patch =
-            json!({"metadata": {"ownerReferences": [owner], "uid": uid_of(name, &pod_uids)}});
-        pod_api
-            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await?;
+        adopt(&pod_api, name, &owner, &uid_of(name, &pod_uids)).await?;
     }
     for name in &plan.release_pods {
-        let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": uid_of(name, &pod_uids)}});
-        match pod_api
-            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await
-        {
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
-            other => {
-                other?;
-            }
-        }
+        release(&pod_api, name, &uid, &uid_of(name, &pod_uids)).await?;
     }
     for name in &plan.adopt_revisions {
-        let patch =
-            json!({"metadata": {"ownerReferences": [owner], "uid": uid_of(name, &rev_uids)}});
-        rev_api
-            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await?;
+        adopt(&rev_api, name, &owner, &uid_of(name, &rev_uids)).await?;
     }
     for name in &plan.release_revisions {
-        let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": uid_of(name, &rev_uids)}});
-        match rev_api
-            .patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
-            .await
-        {
-            Err(kube::Error::Api(s)) if s.code == 404 || s.code == 422 => {}
-            other => {
-                other?;
-            }
-        }
+        release(&rev_api, name, &uid, &uid_of(name, &rev_uids)).await?;
     }
     Ok(())
 }
