@@ -7,6 +7,7 @@ import datetime
 import threading
 
 import kubernetes
+import urllib3
 from kubernetes import watch
 
 
@@ -16,6 +17,7 @@ class AgentSim:
         self.core = kubernetes.client.CoreV1Api(self.client)
         self.hold = set(hold)
         self.stop_event = threading.Event()
+        self.errors = []
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def __enter__(self):
@@ -26,6 +28,9 @@ class AgentSim:
         self.stop_event.set()
         self.thread.join(10)
         self.client.close()
+        # A failing stand-in would otherwise show up only as a test timing out.
+        if self.errors and exc[0] is None:
+            raise AssertionError(f"the agent stand-in failed: {self.errors[0]!r}")
 
     def handle(self, pod):
         node = pod.spec.node_name
@@ -58,6 +63,12 @@ class AgentSim:
                         break
                     if ev["type"] != "DELETED":
                         self.handle(ev["object"])
-            except Exception:  # the server went away or the watch expired: start again
+            except kubernetes.client.ApiException as e:
+                if e.status != 410:  # an expired watch just starts again
+                    self.errors.append(e)
+                    return
+            except urllib3.exceptions.HTTPError as e:  # connection trouble
                 if self.stop_event.is_set():
                     return
+                self.errors.append(e)
+                return

@@ -656,7 +656,6 @@ impl Api {
     ) -> Filter {
         Filter {
             prefix: res.list_prefix(namespace),
-            name: None,
             labels,
             fields,
         }

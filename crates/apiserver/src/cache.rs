@@ -61,7 +61,6 @@ struct CacheEvent {
 pub struct Filter {
     /// Storage prefix: the resource, or one namespace of it.
     pub prefix: String,
-    pub name: Option<String>,
     pub labels: Selector,
     pub fields: FieldSelector,
 }
@@ -69,10 +68,6 @@ pub struct Filter {
 impl Filter {
     fn matches(&self, o: &CachedObject) -> bool {
         o.key.starts_with(&self.prefix)
-            && self
-                .name
-                .as_deref()
-                .is_none_or(|n| o.key.rsplit('/').next() == Some(n))
             && self.labels.matches(&o.labels)
             && self.fields.matches(&o.fields)
     }
@@ -598,7 +593,6 @@ mod tests {
     fn filter(fields: &str, labels: &str) -> Filter {
         Filter {
             prefix: "/core/pods/".into(),
-            name: None,
             labels: parse_label_selector(labels).expect("labels"),
             fields: parse_field_selector(fields).expect("fields"),
         }
@@ -676,7 +670,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pagination_and_gone() {
+    async fn pagination_and_slow_watchers() {
         let (cache, store) = started().await;
         for i in 0..5 {
             store
@@ -718,5 +712,40 @@ mod tests {
         }
         assert!(got < 25, "a watcher that falls behind is closed, got {got}");
         assert_eq!(cache.watcher_count(), 0);
+    }
+
+    #[tokio::test]
+    async fn watch_from_a_revision_older_than_the_history_is_gone() {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new(1000));
+        let cache = WatchCache::new(3, 16);
+        tokio::spawn(Arc::clone(&cache).run(Arc::clone(&store)));
+        cache
+            .wait_for(0, Duration::from_secs(5))
+            .await
+            .expect("following the store");
+        for i in 0..6 {
+            store
+                .create(
+                    &format!("/core/pods/default/p{i}"),
+                    pod(&format!("p{i}"), "n", "x"),
+                )
+                .await
+                .expect("create");
+        }
+        cache
+            .wait_for(6, Duration::from_secs(5))
+            .await
+            .expect("applied");
+        assert!(matches!(
+            cache.watch(filter("", ""), Some(1)),
+            Err(CacheError::Gone {
+                requested: 1,
+                oldest: 3
+            })
+        ));
+        let mut kept = cache
+            .watch(filter("", ""), Some(3))
+            .expect("within the history");
+        assert_eq!(kept.next().await.expect("event").1.revision, 4);
     }
 }

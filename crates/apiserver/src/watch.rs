@@ -157,7 +157,7 @@ pub async fn serve(
         .timeout
         .unwrap_or_else(|| Duration::from_secs(rand::rng().random_range(1800..3600)));
     let initial = if params.initial_events_end && params.after.is_none() {
-        Some(handle_initial_len(&handle))
+        Some(handle.initial_len())
     } else {
         None
     };
@@ -178,8 +178,4 @@ pub async fn serve(
         Some((Ok::<_, Infallible>(chunk), s))
     });
     Ok(streaming(Body::from_stream(stream)))
-}
-
-fn handle_initial_len(handle: &WatchHandle) -> usize {
-    handle.initial_len()
 }

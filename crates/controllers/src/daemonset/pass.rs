@@ -118,12 +118,12 @@ fn deleting(meta: &ObjectMeta) -> bool {
 fn claim<'a>(
     ds: &DaemonSet,
     sel: &Selector,
-    items: impl Iterator<Item = (&'a ObjectMeta, bool)>,
+    items: impl Iterator<Item = &'a ObjectMeta>,
 ) -> (Vec<usize>, Vec<String>, Vec<String>) {
     let uid = ds.metadata.uid.as_deref().unwrap_or("");
     let ds_deleting = deleting(&ds.metadata);
     let (mut claimed, mut adopt, mut release) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, (meta, may_adopt)) in items.enumerate() {
+    for (i, meta) in items.enumerate() {
         let labels = meta.labels.clone().unwrap_or_default();
         let matches = sel.matches(&labels);
         match controller_uid(meta) {
@@ -131,7 +131,7 @@ fn claim<'a>(
             Some(_) if matches => claimed.push(i),
             Some(_) if !ds_deleting => release.push(name_of(meta)),
             Some(_) => {}
-            None if matches && !ds_deleting && may_adopt && !deleting(meta) => {
+            None if matches && !ds_deleting && !deleting(meta) => {
                 claimed.push(i);
                 adopt.push(name_of(meta));
             }
@@ -708,19 +708,15 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
             return plan;
         }
     };
-    let (claimed_idx, adopt, release) =
-        claim(ds, &sel, input.pods.iter().map(|p| (&p.metadata, true)));
+    let (claimed_idx, adopt, release) = claim(ds, &sel, input.pods.iter().map(|p| &p.metadata));
     plan.adopt_pods = adopt;
     plan.release_pods = release;
     let claimed: Vec<Pod> = claimed_idx
         .into_iter()
         .map(|i| input.pods[i].clone())
         .collect();
-    let (rev_idx, adopt_r, release_r) = claim(
-        ds,
-        &sel,
-        input.revisions.iter().map(|r| (&r.metadata, true)),
-    );
+    let (rev_idx, adopt_r, release_r) =
+        claim(ds, &sel, input.revisions.iter().map(|r| &r.metadata));
     plan.adopt_revisions = adopt_r;
     plan.release_revisions = release_r;
     let revisions: Vec<&ControllerRevision> =
