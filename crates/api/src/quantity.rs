@@ -42,6 +42,11 @@ impl Quantity {
     pub const ZERO: Quantity = Quantity(0);
 
     /// Parses a quantity string.
+    /// The value in nano-units (1 = 1e-9).
+    pub fn nanos(self) -> i128 {
+        self.0
+    }
+
     pub fn parse(s: &str) -> Result<Quantity, String> {
         let s = s.trim();
         let err = || QUANTITY_FORMAT_MSG.to_owned();

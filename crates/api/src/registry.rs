@@ -176,7 +176,7 @@ pub static RESOURCES: &[Resource] = &[
         &["po"],
         true,
         &["all"],
-        &["status", "binding"]
+        &["status", "binding", "log"]
     ),
     resource!(
         ConfigMap,

@@ -1,8 +1,9 @@
 //! Placement predicates shared by the DaemonSet controller and the scheduler: taints and
 //! tolerations, node selectors and required node affinity (with `matchFields`).
 
+use crate::quantity::Quantity;
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, PodSpec, Taint, Toleration,
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, Taint, Toleration,
 };
 use std::collections::BTreeMap;
 
@@ -103,6 +104,55 @@ pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
             .any(|t| term_matches(t, node)),
         None => true,
     }
+}
+
+/// What a pod asks of a node: the sum of its containers' requests, or the largest init
+/// container's when that is more (init containers run one at a time).
+pub fn pod_requests(pod: &Pod) -> BTreeMap<String, Quantity> {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let mut total: BTreeMap<String, Quantity> = BTreeMap::new();
+    let add = |into: &mut BTreeMap<String, Quantity>, c: &k8s_openapi::api::core::v1::Container| {
+        for (k, v) in c
+            .resources
+            .as_ref()
+            .and_then(|r| r.requests.clone())
+            .unwrap_or_default()
+        {
+            if let Ok(q) = Quantity::parse(&v.0) {
+                let cur = into.get(&k).copied().unwrap_or(Quantity::ZERO);
+                into.insert(k, cur + q);
+            }
+        }
+    };
+    for c in &spec.containers {
+        add(&mut total, c);
+    }
+    // Init containers run one at a time: the pod needs the largest of them if that is more.
+    for c in spec.init_containers.iter().flatten() {
+        let mut one = BTreeMap::new();
+        add(&mut one, c);
+        for (k, v) in one {
+            let cur = total.get(&k).copied().unwrap_or(Quantity::ZERO);
+            if v > cur {
+                total.insert(k, v);
+            }
+        }
+    }
+    total
+}
+
+/// The (hostPort, protocol) pairs a pod claims on its node.
+pub fn host_ports(pod: &Pod) -> Vec<(i32, String)> {
+    pod.spec
+        .iter()
+        .flat_map(|s| s.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter_map(|p| {
+            p.host_port
+                .filter(|h| *h > 0)
+                .map(|h| (h, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -28,6 +28,8 @@ pub struct Options {
     pub cache_wait: Duration,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
+    /// Bearer token presented to node agents when proxying `pods/log`.
+    pub agent_token: Option<String>,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
         Options {
             cache_wait: Duration::from_secs(3),
             bookmark_interval: Duration::from_secs(30),
+            agent_token: None,
         }
     }
 }

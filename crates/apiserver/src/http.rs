@@ -301,6 +301,9 @@ async fn dispatch(
                 &warnings,
             ))
         }
+        (Method::GET, Some(name), Some("log")) => {
+            crate::logs::proxy(api, ns.unwrap_or("default"), name, &q).await
+        }
         (Method::POST, Some(name), Some("binding")) => {
             let binding = json_body(headers, &body)?;
             let target = binding

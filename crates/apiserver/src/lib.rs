@@ -9,6 +9,7 @@ pub mod credentials;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod logs;
 pub mod namespaces;
 pub mod object;
 pub mod openapi;

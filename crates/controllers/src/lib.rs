@@ -4,5 +4,6 @@
 pub mod daemonset;
 pub mod events;
 pub mod gc;
+pub mod nodelifecycle;
 pub mod scheduler;
 pub mod stores;

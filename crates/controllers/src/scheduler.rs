@@ -18,52 +18,6 @@ use tokio::time::Instant;
 
 const UNSCHEDULABLE_TAINT: &str = "node.kubernetes.io/unschedulable";
 
-fn requests(pod: &Pod) -> BTreeMap<String, Quantity> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let mut total: BTreeMap<String, Quantity> = BTreeMap::new();
-    let add = |into: &mut BTreeMap<String, Quantity>, c: &k8s_openapi::api::core::v1::Container| {
-        for (k, v) in c
-            .resources
-            .as_ref()
-            .and_then(|r| r.requests.clone())
-            .unwrap_or_default()
-        {
-            if let Ok(q) = Quantity::parse(&v.0) {
-                let cur = into.get(&k).copied().unwrap_or(Quantity::ZERO);
-                into.insert(k, cur + q);
-            }
-        }
-    };
-    for c in &spec.containers {
-        add(&mut total, c);
-    }
-    // Init containers run one at a time: the pod needs the largest of them if that is more.
-    for c in spec.init_containers.iter().flatten() {
-        let mut one = BTreeMap::new();
-        add(&mut one, c);
-        for (k, v) in one {
-            let cur = total.get(&k).copied().unwrap_or(Quantity::ZERO);
-            if v > cur {
-                total.insert(k, v);
-            }
-        }
-    }
-    total
-}
-
-fn host_ports(pod: &Pod) -> Vec<(i32, String)> {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.containers.iter())
-        .flat_map(|c| c.ports.iter().flatten())
-        .filter_map(|p| {
-            p.host_port
-                .filter(|h| *h > 0)
-                .map(|h| (h, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
-        })
-        .collect()
-}
-
 fn taint_text(t: &Taint) -> String {
     format!("{{{}: {}}}", t.key, t.value.clone().unwrap_or_default())
 }
@@ -120,7 +74,7 @@ pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> 
     if live.len() as i128 + 1 > max_pods {
         reasons.push("Too many pods".into());
     }
-    let wanted = requests(pod);
+    let wanted = scheduling::pod_requests(pod);
     for (resource, want) in &wanted {
         if *want == Quantity::ZERO {
             continue;
@@ -130,14 +84,23 @@ pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> 
             .and_then(|q| Quantity::parse(&q.0).ok())
             .unwrap_or(Quantity::ZERO);
         let used = live.iter().fold(Quantity::ZERO, |acc, p| {
-            acc + requests(p).get(resource).copied().unwrap_or(Quantity::ZERO)
+            acc + scheduling::pod_requests(p)
+                .get(resource)
+                .copied()
+                .unwrap_or(Quantity::ZERO)
         });
         if used + *want > have {
             reasons.push(format!("Insufficient {resource}"));
         }
     }
-    let taken: Vec<(i32, String)> = live.iter().flat_map(|p| host_ports(p)).collect();
-    if host_ports(pod).iter().any(|p| taken.contains(p)) {
+    let taken: Vec<(i32, String)> = live
+        .iter()
+        .flat_map(|p| scheduling::host_ports(p))
+        .collect();
+    if scheduling::host_ports(pod)
+        .iter()
+        .any(|p| taken.contains(p))
+    {
         reasons.push("node(s) didn't have free ports for the requested pod ports".into());
     }
     if reasons.is_empty() {

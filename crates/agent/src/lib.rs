@@ -1,0 +1,12 @@
+//! The everynode node agent: registers its Node, renews its Lease, and runs the pods bound to
+//! it through a `Runtime` (host processes, or hollow for scale tests). It is an API client only.
+
+pub mod agent;
+pub mod env;
+pub mod events;
+pub mod logs;
+pub mod node;
+pub mod pod;
+pub mod probe;
+pub mod runtime;
+pub mod volumes;

@@ -1,0 +1,574 @@
+//! One container across its restarts: start (or adopt after an agent restart), postStart,
+//! probes, exit, restart with backoff per `restartPolicy`, and graceful termination (preStop,
+//! SIGTERM, grace period, SIGKILL).
+
+use super::backoff::{self, CrashBackoff};
+use super::status::State;
+use super::{Kind, PodCtx};
+use crate::probe::{self, Action, Timing};
+use crate::runtime::{Container, Exit, Launch};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container as Spec, Pod, Probe};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+
+/// How a supervised container ended for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// The pod is being stopped.
+    Stopped,
+}
+
+/// Waits until a stop is requested; yields the grace period in seconds.
+pub async fn stop_requested(stop: &mut watch::Receiver<Option<i64>>) -> i64 {
+    loop {
+        if let Some(g) = *stop.borrow_and_update() {
+            return g;
+        }
+        if stop.changed().await.is_err() {
+            return 0;
+        }
+    }
+}
+
+fn terminated_state(exit: Exit, started_at: Timestamp, id: &str, message: Option<String>) -> State {
+    State::Terminated {
+        exit_code: exit.code,
+        signal: exit.signal,
+        reason: if exit.code == 0 { "Completed" } else { "Error" }.into(),
+        message,
+        started_at: Some(started_at),
+        finished_at: Timestamp::now(),
+        container_id: Some(id.to_owned()),
+    }
+}
+
+/// Runs a lifecycle hook, bounded by `timeout`.
+async fn run_hook(
+    ctx: &PodCtx,
+    spec: &Spec,
+    container: &dyn Container,
+    action: &Action,
+    timeout: Duration,
+) -> Result<(), String> {
+    let ports = spec.ports.clone().unwrap_or_default();
+    match tokio::time::timeout(
+        timeout,
+        probe::run(action, container, &ctx.pod_ip(), &ports, timeout),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(format!("hook timed out after {}s", timeout.as_secs())),
+    }
+}
+
+/// Graceful termination: preStop, SIGTERM, then SIGKILL when the grace period is over
+/// (with kubelet's 2 s extension when preStop used it all).
+pub async fn terminate(
+    ctx: &PodCtx,
+    pod: &Pod,
+    spec: &Spec,
+    container: &dyn Container,
+    grace: Duration,
+) -> Exit {
+    let deadline = Instant::now() + grace;
+    if !grace.is_zero()
+        && let Some(action) = spec
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(Action::of_hook)
+        && let Err(message) = run_hook(ctx, spec, container, &action, grace).await
+    {
+        ctx.node
+            .events
+            .pod(
+                pod,
+                Some(&spec.name),
+                true,
+                "FailedPreStopHook",
+                &format!("PreStopHook failed: {message}"),
+            )
+            .await;
+    }
+    if grace.is_zero() {
+        container.signal(true);
+        return container.wait().await;
+    }
+    container.signal(false);
+    let remaining = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(2));
+    match tokio::time::timeout(remaining, container.wait()).await {
+        Ok(exit) => exit,
+        Err(_) => {
+            container.signal(true);
+            container.wait().await
+        }
+    }
+}
+
+/// The pod's grace period: `deletionGracePeriodSeconds` when deleting, else the spec's.
+pub fn grace_seconds(pod: &Pod) -> i64 {
+    pod.metadata
+        .deletion_grace_period_seconds
+        .unwrap_or_else(|| {
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+        })
+}
+
+enum Ended {
+    Exited(Exit),
+    ProbeFailed(String, Duration),
+    Stop(i64),
+}
+
+/// Supervises container `index` of `kind` until it is done for good.
+pub async fn supervise(
+    ctx: Arc<PodCtx>,
+    kind: Kind,
+    index: usize,
+    spec: Spec,
+    mut launch: Launch,
+    mut stop: watch::Receiver<Option<i64>>,
+) -> Outcome {
+    let Some(pod) = ctx.current() else {
+        return Outcome::Stopped;
+    };
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.clone())
+        .unwrap_or_else(|| "Always".into());
+    let mut backoff = CrashBackoff::default();
+    let mut restart_count = ctx.container(kind, index).map_or(0, |c| c.restart_count);
+    let mut first = true;
+    let log_dir = ctx.node.log_dir(&pod).join(&spec.name);
+    loop {
+        if stop.borrow().is_some() {
+            return Outcome::Stopped;
+        }
+        let adopted = if first {
+            ctx.node.runtime.adopt(&launch.key).await
+        } else {
+            None
+        };
+        let adopting = adopted.is_some();
+        first = false;
+        let container: Arc<dyn Container> = match adopted {
+            Some(c) => Arc::from(c),
+            None => {
+                launch.log_path = log_dir.join(format!("{restart_count}.log"));
+                // Keep this start's log and the previous one (`kubectl logs --previous`).
+                if restart_count >= 2 {
+                    let _ =
+                        std::fs::remove_file(log_dir.join(format!("{}.log", restart_count - 2)));
+                }
+                match ctx.node.runtime.start(launch.clone()).await {
+                    Ok(c) => Arc::from(c),
+                    Err(e) => {
+                        let message = e.to_string();
+                        ctx.update_container(kind, index, |c| {
+                            c.state = State::Waiting {
+                                reason: e.reason().into(),
+                                message: Some(message.clone()),
+                            };
+                        });
+                        ctx.node
+                            .events
+                            .pod(
+                                &pod,
+                                Some(&spec.name),
+                                true,
+                                "Failed",
+                                &format!("Error: {message}"),
+                            )
+                            .await;
+                        let delay = backoff.on_exit(Duration::ZERO).max(Duration::from_secs(1));
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => continue,
+                            _ = stop_requested(&mut stop) => return Outcome::Stopped,
+                        }
+                    }
+                }
+            }
+        };
+        let id = container.id();
+        let started_at = if adopting {
+            // Keep the start time and counters the pod already reports.
+            ctx.container(kind, index)
+                .and_then(|c| match c.state {
+                    State::Running { started_at } => Some(started_at),
+                    _ => None,
+                })
+                .unwrap_or_else(Timestamp::now)
+        } else {
+            Timestamp::now()
+        };
+        let ran_from = Instant::now();
+        let probes_run = ctx.node.runtime.runs_processes() && kind == Kind::Regular;
+        let needs_probe_gate =
+            probes_run && (spec.startup_probe.is_some() || spec.readiness_probe.is_some());
+        ctx.update_container(kind, index, |c| {
+            c.state = State::Running { started_at };
+            c.container_id = Some(id.clone());
+            c.restart_count = restart_count;
+            c.started = !probes_run || spec.startup_probe.is_none();
+            c.ready = kind == Kind::Regular && !needs_probe_gate;
+        });
+        if !adopting {
+            ctx.node
+                .events
+                .pod(
+                    &pod,
+                    Some(&spec.name),
+                    false,
+                    "Started",
+                    &format!("Started container {}", spec.name),
+                )
+                .await;
+        }
+        let grace = Duration::from_secs(grace_seconds(&pod).max(0) as u64);
+        let mut post_start_failed = None;
+        if !adopting
+            && let Some(action) = spec
+                .lifecycle
+                .as_ref()
+                .and_then(|l| l.post_start.as_ref())
+                .and_then(Action::of_hook)
+            && let Err(message) = run_hook(
+                &ctx,
+                &spec,
+                container.as_ref(),
+                &action,
+                grace.max(Duration::from_secs(1)),
+            )
+            .await
+        {
+            ctx.node
+                .events
+                .pod(
+                    &pod,
+                    Some(&spec.name),
+                    true,
+                    "FailedPostStartHook",
+                    &format!("PostStartHook failed: {message}"),
+                )
+                .await;
+            post_start_failed = Some(message);
+        }
+        let (fail_tx, fail_rx) = oneshot::channel();
+        let probes = if probes_run && post_start_failed.is_none() {
+            Some(tokio::spawn(probe_loops(
+                Arc::clone(&ctx),
+                index,
+                spec.clone(),
+                Arc::clone(&container),
+                fail_tx,
+            )))
+        } else {
+            None
+        };
+        let ended = if let Some(message) = post_start_failed.clone() {
+            Ended::ProbeFailed(message, grace)
+        } else {
+            tokio::select! {
+                exit = container.wait() => Ended::Exited(exit),
+                Ok((message, grace)) = fail_rx => Ended::ProbeFailed(message, grace),
+                g = stop_requested(&mut stop) => Ended::Stop(g),
+            }
+        };
+        if let Some(p) = probes {
+            p.abort();
+        }
+        let (exit, stopped, message) = match ended {
+            Ended::Exited(exit) => (exit, false, None),
+            Ended::ProbeFailed(message, grace) => {
+                ctx.node
+                    .events
+                    .pod(&pod, Some(&spec.name), false, "Killing", &message)
+                    .await;
+                let exit = tokio::select! {
+                    exit = terminate(&ctx, &pod, &spec, container.as_ref(), grace) => exit,
+                    g = stop_requested(&mut stop) => {
+                        terminate(&ctx, &pod, &spec, container.as_ref(), Duration::from_secs(g.max(0) as u64)).await
+                    }
+                };
+                (exit, stop.borrow().is_some(), None)
+            }
+            Ended::Stop(g) => {
+                ctx.node
+                    .events
+                    .pod(
+                        &pod,
+                        Some(&spec.name),
+                        false,
+                        "Killing",
+                        &format!("Stopping container {}", spec.name),
+                    )
+                    .await;
+                let exit = terminate(
+                    &ctx,
+                    &pod,
+                    &spec,
+                    container.as_ref(),
+                    Duration::from_secs(g.max(0) as u64),
+                )
+                .await;
+                (exit, true, None)
+            }
+        };
+        let terminated = terminated_state(exit, started_at, &id, message);
+        ctx.update_container(kind, index, |c| {
+            c.state = terminated.clone();
+            c.ready = false;
+        });
+        if stopped {
+            return Outcome::Stopped;
+        }
+        let succeeded = exit.code == 0;
+        let restart = match (kind, policy.as_str()) {
+            (_, "Never") => false,
+            (Kind::Init, _) | (Kind::Regular, "OnFailure") => !succeeded,
+            (Kind::Regular, _) => true,
+        };
+        if !restart {
+            return if succeeded {
+                Outcome::Succeeded
+            } else {
+                Outcome::Failed
+            };
+        }
+        restart_count += 1;
+        let delay = backoff.on_exit(ran_from.elapsed());
+        ctx.update_container(kind, index, |c| {
+            c.last_terminated = Some(terminated.clone());
+            c.restart_count = restart_count;
+            if !delay.is_zero() {
+                c.state = State::Waiting {
+                    reason: "CrashLoopBackOff".into(),
+                    message: Some(backoff::message(
+                        delay,
+                        &spec.name,
+                        pod.metadata.name.as_deref().unwrap_or(""),
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        &ctx.uid,
+                    )),
+                };
+            }
+        });
+        if !delay.is_zero() {
+            ctx.node
+                .events
+                .pod(
+                    &pod,
+                    Some(&spec.name),
+                    true,
+                    "BackOff",
+                    &format!(
+                        "Back-off restarting failed container {} in pod {}_{}({})",
+                        spec.name,
+                        pod.metadata.name.as_deref().unwrap_or(""),
+                        pod.metadata.namespace.as_deref().unwrap_or(""),
+                        ctx.uid
+                    ),
+                )
+                .await;
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = stop_requested(&mut stop) => return Outcome::Stopped,
+            }
+        }
+    }
+}
+
+/// Repeats `probe` until it reaches `target` consecutive results (success when `want_success`),
+/// reporting each failure; returns the last failure message.
+async fn probe_until(
+    ctx: &PodCtx,
+    pod: &Pod,
+    spec: &Spec,
+    container: &dyn Container,
+    probe: &Probe,
+    label: &str,
+) -> String {
+    let timing = Timing::of(probe);
+    let Some(action) = Action::of_probe(probe) else {
+        return String::new();
+    };
+    let ports = spec.ports.clone().unwrap_or_default();
+    let mut failures = 0;
+    loop {
+        match probe::run(&action, container, &ctx.pod_ip(), &ports, timing.timeout).await {
+            Ok(()) => failures = 0,
+            Err(message) => {
+                failures += 1;
+                ctx.node
+                    .events
+                    .pod(
+                        pod,
+                        Some(&spec.name),
+                        true,
+                        "Unhealthy",
+                        &format!("{label} probe failed: {message}"),
+                    )
+                    .await;
+                if failures >= timing.failure_threshold {
+                    return message;
+                }
+            }
+        }
+        tokio::time::sleep(timing.period).await;
+    }
+}
+
+/// Startup, then liveness and readiness probes of one running container. A failed startup or
+/// liveness probe sends (message, grace) on `fail` and ends.
+async fn probe_loops(
+    ctx: Arc<PodCtx>,
+    index: usize,
+    spec: Spec,
+    container: Arc<dyn Container>,
+    fail: oneshot::Sender<(String, Duration)>,
+) {
+    let Some(pod) = ctx.current() else {
+        return;
+    };
+    let pod_grace = Duration::from_secs(grace_seconds(&pod).max(0) as u64);
+    let grace_of = |p: &Probe| {
+        p.termination_grace_period_seconds
+            .map_or(pod_grace, |g| Duration::from_secs(g.max(0) as u64))
+    };
+    if let Some(startup) = &spec.startup_probe {
+        let timing = Timing::of(startup);
+        tokio::time::sleep(timing.initial_delay).await;
+        let Some(action) = Action::of_probe(startup) else {
+            return;
+        };
+        let ports = spec.ports.clone().unwrap_or_default();
+        let mut failures = 0;
+        loop {
+            match probe::run(
+                &action,
+                container.as_ref(),
+                &ctx.pod_ip(),
+                &ports,
+                timing.timeout,
+            )
+            .await
+            {
+                Ok(()) => break,
+                Err(message) => {
+                    failures += 1;
+                    ctx.node
+                        .events
+                        .pod(
+                            &pod,
+                            Some(&spec.name),
+                            true,
+                            "Unhealthy",
+                            &format!("Startup probe failed: {message}"),
+                        )
+                        .await;
+                    if failures >= timing.failure_threshold {
+                        let _ = fail.send((
+                            format!(
+                                "Container {} failed startup probe, will be restarted",
+                                spec.name
+                            ),
+                            grace_of(startup),
+                        ));
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(timing.period).await;
+        }
+        ctx.update_container(Kind::Regular, index, |c| {
+            c.started = true;
+            if spec.readiness_probe.is_none() {
+                c.ready = true;
+            }
+        });
+    }
+    let liveness = async {
+        if let Some(p) = &spec.liveness_probe {
+            tokio::time::sleep(Timing::of(p).initial_delay).await;
+            probe_until(&ctx, &pod, &spec, container.as_ref(), p, "Liveness").await;
+            return Some(grace_of(p));
+        }
+        std::future::pending::<Option<Duration>>().await
+    };
+    let readiness = async {
+        let Some(p) = &spec.readiness_probe else {
+            return std::future::pending::<()>().await;
+        };
+        let timing = Timing::of(p);
+        let Some(action) = Action::of_probe(p) else {
+            return std::future::pending::<()>().await;
+        };
+        let ports = spec.ports.clone().unwrap_or_default();
+        tokio::time::sleep(timing.initial_delay).await;
+        let (mut successes, mut failures) = (0, 0);
+        loop {
+            match probe::run(
+                &action,
+                container.as_ref(),
+                &ctx.pod_ip(),
+                &ports,
+                timing.timeout,
+            )
+            .await
+            {
+                Ok(()) => {
+                    successes += 1;
+                    failures = 0;
+                    if successes >= timing.success_threshold
+                        && ctx
+                            .container(Kind::Regular, index)
+                            .is_some_and(|c| !c.ready)
+                    {
+                        ctx.update_container(Kind::Regular, index, |c| c.ready = true);
+                    }
+                }
+                Err(message) => {
+                    failures += 1;
+                    successes = 0;
+                    ctx.node
+                        .events
+                        .pod(
+                            &pod,
+                            Some(&spec.name),
+                            true,
+                            "Unhealthy",
+                            &format!("Readiness probe failed: {message}"),
+                        )
+                        .await;
+                    if failures >= timing.failure_threshold
+                        && ctx.container(Kind::Regular, index).is_some_and(|c| c.ready)
+                    {
+                        ctx.update_container(Kind::Regular, index, |c| c.ready = false);
+                    }
+                }
+            }
+            tokio::time::sleep(timing.period).await;
+        }
+    };
+    tokio::select! {
+        Some(grace) = liveness => {
+            let _ = fail.send((
+                format!("Container {} failed liveness probe, will be restarted", spec.name),
+                grace,
+            ));
+        }
+        () = readiness => {}
+    }
+}

@@ -1,0 +1,641 @@
+//! One pod's lifecycle as typed states, in the manner of krustlet:
+//! `Admission → Volumes → InitContainers → Running → Terminating → Terminated`.
+//! Each state is a function that returns the next one; a deletion (or the pod vanishing) moves
+//! any state to `Terminating`.
+
+use super::admission;
+use super::container::{Outcome, grace_seconds, supervise};
+use super::status::{ContainerView, PodView, State, pod_status};
+use super::{Kind, PodCtx};
+use crate::env::{self, Sources};
+use crate::runtime::Launch;
+use crate::volumes::{self, VolumeData};
+use everynode_api::quantity::Quantity;
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// The lifecycle states. Data a state needs from its predecessor travels inside it.
+enum PodState {
+    Admission,
+    Volumes,
+    InitContainers {
+        launches: Launches,
+    },
+    Running {
+        launches: Launches,
+    },
+    /// The pod is finished (terminal phase, or rejected) and waits to be deleted.
+    Finished,
+    Terminating,
+    Terminated,
+}
+
+/// Per-container launch specs, resolved once volumes and env are ready.
+struct Launches {
+    init: Vec<Launch>,
+    regular: Vec<Launch>,
+}
+
+/// What ends a state early.
+enum Interrupt {
+    Delete,
+}
+
+fn deleting(pod: &Option<Arc<Pod>>) -> bool {
+    pod.as_ref()
+        .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+}
+
+/// Resolves when the pod is being deleted or is gone.
+async fn deletion(rx: &mut watch::Receiver<Option<Arc<Pod>>>) -> Interrupt {
+    loop {
+        if deleting(&rx.borrow_and_update()) {
+            return Interrupt::Delete;
+        }
+        if rx.changed().await.is_err() {
+            return Interrupt::Delete;
+        }
+    }
+}
+
+fn is_terminal(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// Starts the view from what the pod already reports, so an agent restart continues counters
+/// (restartCount, start times) rather than resetting them.
+fn initial_view(pod: &Pod, host_ip: &str, pod_ip: &str) -> PodView {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let status = pod.status.clone().unwrap_or_default();
+    let recover =
+        |c: &Container, statuses: &Option<Vec<k8s_openapi::api::core::v1::ContainerStatus>>| {
+            let mut view = ContainerView::new(&c.name, c.image.as_deref().unwrap_or(""));
+            if let Some(s) = statuses.iter().flatten().find(|s| s.name == c.name) {
+                view.restart_count = s.restart_count;
+                if let Some(started_at) = s
+                    .state
+                    .as_ref()
+                    .and_then(|st| st.running.as_ref())
+                    .and_then(|r| r.started_at.as_ref())
+                {
+                    view.state = State::Running {
+                        started_at: started_at.0,
+                    };
+                }
+            }
+            view
+        };
+    PodView {
+        rejected: None,
+        sandbox_ready: false,
+        initialized: spec.init_containers.as_ref().is_none_or(Vec::is_empty)
+            || status
+                .conditions
+                .iter()
+                .flatten()
+                .any(|c| c.type_ == "Initialized" && c.status == "True"),
+        init_containers: spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| recover(c, &status.init_container_statuses))
+            .collect(),
+        containers: spec
+            .containers
+            .iter()
+            .map(|c| recover(c, &status.container_statuses))
+            .collect(),
+        start_time: status
+            .start_time
+            .map(|t| t.0)
+            .or(Some(jiff::Timestamp::now())),
+        host_ip: host_ip.to_owned(),
+        pod_ip: pod_ip.to_owned(),
+    }
+}
+
+/// Runs the pod until it is terminated and its API object deleted.
+pub async fn run(ctx: Arc<PodCtx>) {
+    let Some(pod) = ctx.current() else {
+        return;
+    };
+    let pod_ip = if ctx.node.runtime.runs_processes() {
+        // Process containers share the host's network.
+        ctx.node.host_ip.clone()
+    } else {
+        hollow_pod_ip(&ctx.uid)
+    };
+    ctx.update_view(|v| *v = initial_view(&pod, &ctx.node.host_ip, &pod_ip));
+    let writer = tokio::spawn(status_writer(Arc::clone(&ctx)));
+    let mut state = if is_terminal(&pod) {
+        PodState::Finished
+    } else {
+        PodState::Admission
+    };
+    loop {
+        state = match state {
+            PodState::Admission => admission_state(&ctx).await,
+            PodState::Volumes => volumes_state(&ctx).await,
+            PodState::InitContainers { launches } => init_state(&ctx, launches).await,
+            PodState::Running { launches } => running_state(&ctx, launches).await,
+            PodState::Finished => {
+                let mut rx = ctx.pod.clone();
+                let Interrupt::Delete = deletion(&mut rx).await;
+                PodState::Terminated
+            }
+            PodState::Terminating => PodState::Terminated,
+            PodState::Terminated => break,
+        };
+    }
+    writer.abort();
+    finish(&ctx).await;
+}
+
+/// A stable, unique address for a hollow pod (10.x.y.z from its uid), so pod IPs look real.
+fn hollow_pod_ip(uid: &str) -> String {
+    let h = uid.bytes().fold(0x811c9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x01000193)
+    });
+    format!(
+        "10.{}.{}.{}",
+        (h >> 16) & 0xff,
+        (h >> 8) & 0xff,
+        (h & 0xfe).max(2)
+    )
+}
+
+async fn admission_state(ctx: &Arc<PodCtx>) -> PodState {
+    let Some(pod) = ctx.current() else {
+        return PodState::Terminated;
+    };
+    if deleting(&Some(Arc::clone(&pod))) {
+        return PodState::Terminated;
+    }
+    let node = ctx.node.node.borrow().clone();
+    let result = {
+        let Ok(mut admitted) = ctx.node.admitted.lock() else {
+            return PodState::Terminated;
+        };
+        let others: Vec<&Pod> = admitted
+            .iter()
+            .filter(|(uid, _)| **uid != ctx.uid)
+            .map(|(_, p)| p.as_ref())
+            .collect();
+        let result = admission::admit(&pod, &node, &others);
+        if result.is_ok() {
+            admitted.insert(ctx.uid.clone(), Arc::clone(&pod));
+        }
+        result
+    };
+    match result {
+        Ok(()) => PodState::Volumes,
+        Err((reason, message)) => {
+            ctx.node
+                .events
+                .pod(&pod, None, true, &reason, &message)
+                .await;
+            ctx.update_view(|v| v.rejected = Some((reason, message)));
+            PodState::Finished
+        }
+    }
+}
+
+async fn fetch<K>(api: Api<K>, names: &[String]) -> HashMap<String, K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = HashMap::new();
+    for name in names {
+        if let Ok(Some(obj)) = api.get_opt(name).await {
+            out.insert(name.clone(), obj);
+        }
+    }
+    out
+}
+
+/// Key → text, per ConfigMap or Secret name.
+type TextData = HashMap<String, BTreeMap<String, String>>;
+
+/// ConfigMap/Secret data as text (env) and bytes (volumes).
+fn decode(
+    cms: &HashMap<String, ConfigMap>,
+    secrets: &HashMap<String, Secret>,
+) -> (VolumeData, TextData, TextData) {
+    let mut data = VolumeData::default();
+    let mut cm_text = HashMap::new();
+    let mut secret_text = HashMap::new();
+    for (name, cm) in cms {
+        let mut bytes: BTreeMap<String, Vec<u8>> = cm
+            .data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.into_bytes()))
+            .collect();
+        for (k, v) in cm.binary_data.clone().unwrap_or_default() {
+            bytes.insert(k, v.0);
+        }
+        cm_text.insert(name.clone(), cm.data.clone().unwrap_or_default());
+        data.config_maps.insert(name.clone(), bytes);
+    }
+    for (name, s) in secrets {
+        let mut bytes: BTreeMap<String, Vec<u8>> = s
+            .data
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(k, v)| (k, v.0))
+            .collect();
+        for (k, v) in s.string_data.clone().unwrap_or_default() {
+            bytes.insert(k, v.into_bytes());
+        }
+        secret_text.insert(
+            name.clone(),
+            bytes
+                .iter()
+                .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v).into_owned()))
+                .collect(),
+        );
+        data.secrets.insert(name.clone(), bytes);
+    }
+    (data, cm_text, secret_text)
+}
+
+fn launch_for(
+    ctx: &PodCtx,
+    pod: &Pod,
+    c: &Container,
+    env: Vec<(String, String)>,
+    volume_paths: &HashMap<String, std::path::PathBuf>,
+) -> Launch {
+    let limits = c
+        .resources
+        .as_ref()
+        .and_then(|r| r.limits.clone())
+        .unwrap_or_default();
+    let limit = |name: &str| limits.get(name).and_then(|q| Quantity::parse(&q.0).ok());
+    let security = c.security_context.clone().unwrap_or_default();
+    let pod_security = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.security_context.clone())
+        .unwrap_or_default();
+    let mut full_env = vec![
+        (
+            "PATH".to_owned(),
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        ),
+        (
+            "HOSTNAME".to_owned(),
+            pod.metadata.name.clone().unwrap_or_default(),
+        ),
+    ];
+    for (k, v) in env {
+        full_env.retain(|(name, _)| *name != k);
+        full_env.push((k, v));
+    }
+    let argv = env::argv(c, &full_env);
+    Launch {
+        key: format!("{}/{}", ctx.uid, c.name),
+        argv,
+        env: full_env,
+        working_dir: c
+            .working_dir
+            .clone()
+            .filter(|d| !d.is_empty())
+            .map(Into::into),
+        mounts: volumes::mounts_for(c, volume_paths, pod),
+        run_as_user: security
+            .run_as_user
+            .or(pod_security.run_as_user)
+            .map(|u| u as u32),
+        run_as_group: security
+            .run_as_group
+            .or(pod_security.run_as_group)
+            .map(|g| g as u32),
+        memory_limit_bytes: limit("memory").map(|q| q.units_ceil() as i64),
+        cpu_limit_millis: limit("cpu").map(|q| q.milli_ceil() as i64),
+        log_path: Default::default(),
+        log_max_bytes: ctx.node.log_max_bytes,
+        log_max_files: ctx.node.log_max_files,
+    }
+}
+
+/// Sets up volumes and resolves every container's environment, retrying with backoff
+/// (2 s doubling to 2 min) while something they need is missing.
+async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
+    let mut delay = Duration::from_secs(2);
+    let mut last_error = String::new();
+    let mut rx = ctx.pod.clone();
+    loop {
+        let Some(pod) = ctx.current() else {
+            return PodState::Terminating;
+        };
+        let ns = pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let (mut cms, mut secrets) = volumes::referenced_sources(&pod);
+        let (env_cms, env_secrets) = env::referenced_sources(&pod);
+        cms.extend(env_cms);
+        secrets.extend(env_secrets);
+        cms.sort();
+        cms.dedup();
+        secrets.sort();
+        secrets.dedup();
+        let cm_objs = fetch(
+            Api::<ConfigMap>::namespaced(ctx.node.client.clone(), &ns),
+            &cms,
+        )
+        .await;
+        let secret_objs = fetch(
+            Api::<Secret>::namespaced(ctx.node.client.clone(), &ns),
+            &secrets,
+        )
+        .await;
+        let (data, cm_text, secret_text) = decode(&cm_objs, &secret_objs);
+        let node = ctx.node.node.borrow().clone();
+        let sources = Sources {
+            config_maps: cm_text,
+            secrets: secret_text,
+            node_name: ctx.node.node_name.clone(),
+            host_ip: ctx.node.host_ip.clone(),
+            pod_ip: ctx.pod_ip(),
+            node_allocatable: node
+                .status
+                .as_ref()
+                .and_then(|s| s.allocatable.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k, q)))
+                .collect(),
+        };
+        let result = if ctx.node.runtime.runs_processes() {
+            volumes::set_up(&pod, &ctx.node.pod_dir(&ctx.uid), &data, &sources)
+                .map_err(|e| ("FailedMount", e.to_string(), e.retryable))
+        } else {
+            Ok(HashMap::new())
+        };
+        let outcome = result.and_then(|paths| {
+            let spec = pod.spec.clone().unwrap_or_default();
+            let build = |list: &[Container]| -> Result<Vec<Launch>, (&'static str, String, bool)> {
+                list.iter()
+                    .map(|c| {
+                        env::container_env(&pod, c, &sources)
+                            .map(|e| launch_for(ctx, &pod, c, e, &paths))
+                            .map_err(|e| ("Failed", format!("Error: {e}"), true))
+                    })
+                    .collect()
+            };
+            Ok(Launches {
+                init: build(spec.init_containers.as_deref().unwrap_or_default())?,
+                regular: build(&spec.containers)?,
+            })
+        });
+        match outcome {
+            Ok(launches) => {
+                ctx.update_view(|v| v.sandbox_ready = true);
+                return PodState::InitContainers { launches };
+            }
+            Err((reason, message, retryable)) => {
+                if message != last_error {
+                    ctx.node
+                        .events
+                        .pod(&pod, None, true, reason, &message)
+                        .await;
+                    if reason == "Failed" {
+                        let text = message.trim_start_matches("Error: ").to_owned();
+                        ctx.update_view(|v| {
+                            for c in v.containers.iter_mut().chain(v.init_containers.iter_mut()) {
+                                c.state = State::Waiting {
+                                    reason: "CreateContainerConfigError".into(),
+                                    message: Some(text.clone()),
+                                };
+                            }
+                        });
+                    }
+                    last_error = message;
+                }
+                if !retryable {
+                    let Interrupt::Delete = deletion(&mut rx).await;
+                    return PodState::Terminating;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    Interrupt::Delete = deletion(&mut rx) => return PodState::Terminating,
+                }
+                delay = (delay * 2).min(Duration::from_secs(120));
+            }
+        }
+    }
+}
+
+async fn init_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
+    let initialized = ctx.view.lock().map(|v| v.initialized).unwrap_or(false);
+    if initialized {
+        return PodState::Running { launches };
+    }
+    let Some(pod) = ctx.current() else {
+        return PodState::Terminating;
+    };
+    let specs = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.init_containers.clone())
+        .unwrap_or_default();
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let mut rx = ctx.pod.clone();
+    for (index, (spec, launch)) in specs
+        .into_iter()
+        .zip(launches.init.iter().cloned())
+        .enumerate()
+    {
+        let run = supervise(
+            Arc::clone(ctx),
+            Kind::Init,
+            index,
+            spec,
+            launch,
+            stop_rx.clone(),
+        );
+        tokio::pin!(run);
+        let outcome = tokio::select! {
+            o = &mut run => o,
+            Interrupt::Delete = deletion(&mut rx) => {
+                let _ = stop_tx.send(Some(ctx.current().map_or(2, |p| grace_seconds(&p))));
+                run.await;
+                return PodState::Terminating;
+            }
+        };
+        match outcome {
+            Outcome::Succeeded => {}
+            Outcome::Failed => return PodState::Finished,
+            Outcome::Stopped => return PodState::Terminating,
+        }
+    }
+    ctx.update_view(|v| v.initialized = true);
+    PodState::Running { launches }
+}
+
+async fn running_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
+    let Some(pod) = ctx.current() else {
+        return PodState::Terminating;
+    };
+    let specs = pod.spec.clone().unwrap_or_default().containers;
+    let (stop_tx, stop_rx) = watch::channel(None);
+    let mut set = tokio::task::JoinSet::new();
+    for (index, (spec, launch)) in specs.into_iter().zip(launches.regular).enumerate() {
+        set.spawn(supervise(
+            Arc::clone(ctx),
+            Kind::Regular,
+            index,
+            spec,
+            launch,
+            stop_rx.clone(),
+        ));
+    }
+    let mut rx = ctx.pod.clone();
+    loop {
+        tokio::select! {
+            next = set.join_next() => {
+                if next.is_none() {
+                    // Every container is done for good (restartPolicy Never / OnFailure).
+                    return PodState::Finished;
+                }
+            }
+            Interrupt::Delete = deletion(&mut rx) => {
+                let grace = ctx.current().map_or(2, |p| grace_seconds(&p));
+                let _ = stop_tx.send(Some(grace));
+                while set.join_next().await.is_some() {}
+                return PodState::Terminating;
+            }
+        }
+    }
+}
+
+/// Reports the view whenever it changes.
+async fn status_writer(ctx: Arc<PodCtx>) {
+    let mut last = None;
+    loop {
+        sync_status(&ctx, &mut last).await;
+        ctx.changed.notified().await;
+    }
+}
+
+async fn sync_status(ctx: &PodCtx, last: &mut Option<serde_json::Value>) {
+    let Some(pod) = ctx.current() else {
+        return;
+    };
+    let view = match ctx.view.lock() {
+        Ok(v) => v.clone(),
+        Err(_) => return,
+    };
+    let status = pod_status(&pod, &view, jiff::Timestamp::now());
+    let Ok(value) = serde_json::to_value(&status) else {
+        return;
+    };
+    if last.as_ref() == Some(&value) {
+        return;
+    }
+    let ns = pod
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.node.client.clone(), &ns);
+    let patch = serde_json::json!({"status": value});
+    match api
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => *last = Some(value),
+        Err(kube::Error::Api(e)) if e.code == 404 => *last = Some(value),
+        Err(e) => {
+            tracing::warn!(pod = %name, error = %e, "could not report pod status; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            ctx.changed.notify_one();
+        }
+    }
+}
+
+/// Containers are stopped: report the final status, delete the API object when it is being
+/// deleted (as kubelet, with grace 0 and the uid as precondition), and clean up.
+async fn finish(ctx: &Arc<PodCtx>) {
+    let pod = ctx.current();
+    if let Some(pod) = &pod {
+        let mut last = None;
+        sync_status(ctx, &mut last).await;
+        if pod.metadata.deletion_timestamp.is_some() {
+            let ns = pod
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into());
+            let api: Api<Pod> = Api::namespaced(ctx.node.client.clone(), &ns);
+            let dp = DeleteParams {
+                grace_period_seconds: Some(0),
+                preconditions: Some(Preconditions {
+                    uid: Some(ctx.uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            if let Err(e) = api
+                .delete(pod.metadata.name.as_deref().unwrap_or(""), &dp)
+                .await
+                && !matches!(&e, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+            {
+                tracing::warn!(error = %e, "could not delete a terminated pod");
+            }
+        }
+    }
+    if let Ok(mut admitted) = ctx.node.admitted.lock() {
+        admitted.remove(&ctx.uid);
+    }
+    ctx.node.events.forget(&ctx.uid);
+    if pod
+        .as_ref()
+        .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
+    {
+        let _ = std::fs::remove_dir_all(ctx.node.pod_dir(&ctx.uid));
+        if let Some(p) = &pod {
+            let _ = std::fs::remove_dir_all(ctx.node.log_dir(p));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hollow_pod_ips_are_stable_and_valid() {
+        let a = hollow_pod_ip("3f1c-uid");
+        assert_eq!(a, hollow_pod_ip("3f1c-uid"));
+        assert!(a.parse::<std::net::Ipv4Addr>().is_ok(), "{a}");
+    }
+
+    #[test]
+    fn initial_view_recovers_restart_counts() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+            "status": {"containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": true,
+                "restartCount": 4, "state": {"running": {"startedAt": "2026-11-25T10:00:00Z"}}}]}
+        }))
+        .expect("pod");
+        let v = initial_view(&pod, "10.0.0.1", "10.0.0.1");
+        assert_eq!(v.containers[0].restart_count, 4);
+        assert!(matches!(v.containers[0].state, State::Running { .. }));
+        assert!(v.initialized);
+    }
+}

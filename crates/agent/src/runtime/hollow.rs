@@ -1,0 +1,102 @@
+//! The `hollow` runtime: nothing runs. A container "starts" after a configurable delay and runs
+//! until it is signalled; exec (probes, hooks) succeeds. Everything above it (admission, status,
+//! restarts, termination) is the real agent, which is what scale tests need to exercise.
+
+use super::{Container, ExecResult, Exit, Launch, Runtime, RuntimeError};
+use async_trait::async_trait;
+use std::time::Duration;
+use tokio::sync::watch;
+
+pub struct HollowRuntime {
+    start_delay: Duration,
+}
+
+impl HollowRuntime {
+    pub fn new(start_delay: Duration) -> HollowRuntime {
+        HollowRuntime { start_delay }
+    }
+}
+
+struct HollowContainer {
+    id: String,
+    exit_tx: watch::Sender<Option<Exit>>,
+}
+
+#[async_trait]
+impl Container for HollowContainer {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    async fn wait(&self) -> Exit {
+        let mut rx = self.exit_tx.subscribe();
+        loop {
+            if let Some(exit) = *rx.borrow_and_update() {
+                return exit;
+            }
+            if rx.changed().await.is_err() {
+                return Exit {
+                    code: 137,
+                    signal: Some(9),
+                };
+            }
+        }
+    }
+
+    fn signal(&self, kill: bool) {
+        // A hollow container stops at once: exit 0 on SIGTERM as a well-behaved daemon would.
+        let exit = if kill {
+            Exit {
+                code: 137,
+                signal: Some(9),
+            }
+        } else {
+            Exit {
+                code: 0,
+                signal: None,
+            }
+        };
+        self.exit_tx.send_if_modified(|current| {
+            if current.is_none() {
+                *current = Some(exit);
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    async fn exec(&self, _argv: &[String], _timeout: Duration) -> Result<ExecResult, RuntimeError> {
+        Ok(ExecResult {
+            code: 0,
+            output: String::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl Runtime for HollowRuntime {
+    fn version(&self) -> String {
+        format!("hollow://{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    fn runs_processes(&self) -> bool {
+        false
+    }
+
+    async fn start(&self, launch: Launch) -> Result<Box<dyn Container>, RuntimeError> {
+        if !self.start_delay.is_zero() {
+            tokio::time::sleep(self.start_delay).await;
+        }
+        Ok(Box::new(HollowContainer {
+            id: format!("hollow://{}", launch.key.replace('/', "-")),
+            exit_tx: watch::channel(None).0,
+        }))
+    }
+
+    async fn adopt(&self, _key: &str) -> Option<Box<dyn Container>> {
+        None
+    }
+
+    async fn remove_others(&self, _keep: &[String]) {}
+}

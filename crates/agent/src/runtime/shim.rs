@@ -1,0 +1,335 @@
+//! The container shim (`everynode shim DIR`), the process runtime's equivalent of
+//! containerd-shim or conmon. The agent starts one per container start; it outlives the agent,
+//! so a crashed or restarted agent leaves containers running and finds them again.
+//!
+//! It reads `DIR/launch.json`, then:
+//! 1. with mounts, enters a private mount namespace and bind-mounts each volume at its path;
+//! 2. joins cgroup v1 memory and cpu groups with the limits, where the host allows it;
+//! 3. starts the command in its own process group (so a signal reaches its children too),
+//!    as `runAsUser`/`runAsGroup`, and writes its pid to `DIR/pid`;
+//! 4. copies stdout and stderr into the log file in CRI format (`<RFC 3339 time> stdout F text`),
+//!    rotating by size;
+//! 5. writes the exit code to `DIR/exit` and ends.
+
+use super::{Launch, Mount};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// What `DIR/exit` holds.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct ExitRecord {
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+/// Runs the shim for the container described in `dir`; returns when the container has exited.
+pub fn run(dir: &Path) -> ExitCode {
+    match run_inner(dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // The agent reads this (stderr goes to DIR/shim.log) into the container's status.
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_inner(dir: &Path) -> Result<(), String> {
+    let text = std::fs::read(dir.join("launch.json"))
+        .map_err(|e| format!("reading {}: {e}", dir.join("launch.json").display()))?;
+    let launch: Launch =
+        serde_json::from_slice(&text).map_err(|e| format!("bad launch.json: {e}"))?;
+    if !launch.mounts.is_empty() {
+        private_mounts(&launch.mounts)?;
+    }
+    join_cgroups(&launch);
+    let (program, args) = launch
+        .argv
+        .split_first()
+        .ok_or_else(|| "no command to run".to_owned())?;
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .env_clear()
+        .envs(launch.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    if let Some(dir) = &launch.working_dir {
+        command.current_dir(dir);
+    }
+    if let Some(gid) = launch.run_as_group.or(launch.run_as_user.map(|_| 0)) {
+        command.gid(gid);
+    }
+    if let Some(uid) = launch.run_as_user {
+        command.uid(uid);
+    }
+    let mut child = command.spawn().map_err(|e| {
+        format!(
+            "failed to start container process: exec: \"{program}\": {}",
+            match e.kind() {
+                std::io::ErrorKind::NotFound => "executable file not found in $PATH".to_owned(),
+                _ => e.to_string(),
+            }
+        )
+    })?;
+    write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())
+        .map_err(|e| format!("writing pid: {e}"))?;
+    let log = Arc::new(Mutex::new(LogWriter::open(
+        launch.log_path.clone(),
+        launch.log_max_bytes,
+        launch.log_max_files,
+    )));
+    let mut copiers = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        copiers.push(copy_lines(out, "stdout", log.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        copiers.push(copy_lines(err, "stderr", log.clone()));
+    }
+    let status = child.wait().map_err(|e| format!("waiting: {e}"))?;
+    for c in copiers {
+        let _ = c.join();
+    }
+    let record = ExitRecord {
+        code: status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        signal: status.signal(),
+    };
+    let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
+    write_atomic(&dir.join("exit"), &json).map_err(|e| format!("writing exit: {e}"))
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(tmp, path)
+}
+
+/// A private mount namespace with every volume bind-mounted at its `mountPath`. Mount points
+/// that do not exist on the host are created (a directory, or an empty file for a file volume).
+fn private_mounts(mounts: &[Mount]) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).map_err(|e| {
+        format!("volumes need a private mount namespace, which requires root: unshare: {e}")
+    })?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making mounts private: {e}"))?;
+    for m in mounts {
+        let source_is_dir = m.source.is_dir();
+        if !m.target.exists() {
+            let made = if source_is_dir {
+                std::fs::create_dir_all(&m.target)
+            } else {
+                m.target
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::File::create(&m.target).map(|_| ()))
+            };
+            made.map_err(|e| format!("creating mount point {}: {e}", m.target.display()))?;
+        }
+        mount(
+            Some(&m.source),
+            &m.target,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(|e| {
+            format!(
+                "mounting {} at {}: {e}",
+                m.source.display(),
+                m.target.display()
+            )
+        })?;
+        if m.read_only {
+            mount(
+                None::<&str>,
+                &m.target,
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(|e| format!("making {} read-only: {e}", m.target.display()))?;
+        }
+    }
+    Ok(())
+}
+
+/// cgroup v1 limits. Hosts that forbid them (no write access, EPERM) run the container
+/// without: the reason goes to the shim log and the container still starts.
+fn join_cgroups(launch: &Launch) {
+    let name = launch.key.replace('/', "_");
+    let pid = std::process::id().to_string();
+    let mut limits: Vec<(&str, Vec<(&str, String)>)> = Vec::new();
+    if let Some(bytes) = launch.memory_limit_bytes {
+        limits.push(("memory", vec![("memory.limit_in_bytes", bytes.to_string())]));
+    }
+    if let Some(millis) = launch.cpu_limit_millis {
+        // 100 ms period, as kubelet uses.
+        limits.push((
+            "cpu",
+            vec![
+                ("cpu.cfs_period_us", "100000".to_owned()),
+                ("cpu.cfs_quota_us", (millis * 100).max(1000).to_string()),
+            ],
+        ));
+    }
+    for (controller, files) in limits {
+        let group = PathBuf::from(CGROUP_ROOT)
+            .join(controller)
+            .join("everynode")
+            .join(&name);
+        let result = std::fs::create_dir_all(&group).and_then(|()| {
+            for (file, value) in &files {
+                std::fs::write(group.join(file), value)?;
+            }
+            std::fs::write(group.join("cgroup.procs"), &pid)
+        });
+        if let Err(e) = result {
+            eprintln!(
+                "cgroup {controller} limit not applied ({}): {e}",
+                group.display()
+            );
+        }
+    }
+}
+
+/// Removes the cgroups of a container key (after it has exited for good); errors ignored.
+pub fn remove_cgroups(key: &str) {
+    let name = key.replace('/', "_");
+    for controller in ["memory", "cpu"] {
+        let _ = std::fs::remove_dir(
+            PathBuf::from(CGROUP_ROOT)
+                .join(controller)
+                .join("everynode")
+                .join(&name),
+        );
+    }
+}
+
+/// The container log in CRI format, rotated when it grows past `max_bytes`: the current file
+/// moves to `NAME.1`, `NAME.1` to `NAME.2`, ... keeping `max_files` files in all.
+pub struct LogWriter {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    written: u64,
+    max_bytes: u64,
+    max_files: usize,
+}
+
+impl LogWriter {
+    pub fn open(path: PathBuf, max_bytes: u64, max_files: usize) -> LogWriter {
+        if let Some(parent) = path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
+        let written = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        LogWriter {
+            path,
+            file,
+            written,
+            max_bytes,
+            max_files: max_files.max(1),
+        }
+    }
+
+    pub fn write_line(&mut self, stream: &str, text: &[u8]) {
+        let mut line = format!("{} {stream} F ", jiff::Timestamp::now()).into_bytes();
+        line.extend_from_slice(text);
+        line.push(b'\n');
+        if self.max_bytes > 0 && self.written + line.len() as u64 > self.max_bytes {
+            self.rotate();
+        }
+        if let Some(f) = self.file.as_mut()
+            && f.write_all(&line).is_ok()
+        {
+            self.written += line.len() as u64;
+        }
+    }
+
+    fn rotate(&mut self) {
+        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
+        if self.max_files <= 1 {
+            let _ = std::fs::remove_file(&self.path);
+        } else {
+            for n in (1..self.max_files - 1).rev() {
+                let _ = std::fs::rename(numbered(n), numbered(n + 1));
+            }
+            let _ = std::fs::rename(&self.path, numbered(1));
+        }
+        self.file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .ok();
+        self.written = 0;
+    }
+}
+
+fn copy_lines(
+    from: impl Read + Send + 'static,
+    stream: &'static str,
+    log: Arc<Mutex<LogWriter>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(from);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {
+                    if buf.last() == Some(&b'\n') {
+                        buf.pop();
+                    }
+                    if let Ok(mut w) = log.lock() {
+                        w.write_line(stream, &buf);
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_rotation_keeps_max_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("0.log");
+        let mut w = LogWriter::open(path.clone(), 200, 3);
+        for i in 0..40 {
+            w.write_line("stdout", format!("line {i}").as_bytes());
+        }
+        assert!(path.exists());
+        assert!(dir.path().join("0.log.1").exists());
+        assert!(dir.path().join("0.log.2").exists());
+        assert!(!dir.path().join("0.log.3").exists());
+        let current = std::fs::read_to_string(&path).expect("read");
+        assert!(current.contains(" stdout F line 39\n"), "{current}");
+        assert!(std::fs::metadata(&path).expect("meta").len() <= 200);
+    }
+}

@@ -1,0 +1,452 @@
+//! Pod volumes on the host: hostPath (with every `type` check and upstream's error text),
+//! emptyDir, configMap, secret and downwardAPI. Each volume becomes a host path that the runtime
+//! bind-mounts at the container's `mountPath`.
+
+use crate::env::{Sources, field_value, resource_value};
+use crate::runtime::Mount;
+use k8s_openapi::api::core::v1::{Container, KeyToPath, Pod, Volume};
+use std::collections::{BTreeMap, HashMap};
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// A volume that could not be set up: the `FailedMount` event says
+/// `MountVolume.SetUp failed for volume "<volume>" : <message>`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("MountVolume.SetUp failed for volume \"{volume}\" : {message}")]
+pub struct VolumeError {
+    pub volume: String,
+    pub message: String,
+    /// Whether it can be fixed by something outside the pod changing (a ConfigMap created, a
+    /// directory made), so the agent retries; unsupported kinds are permanent.
+    pub retryable: bool,
+}
+
+/// The ConfigMaps and Secrets a pod's volumes refer to: (config maps, secrets).
+pub fn referenced_sources(pod: &Pod) -> (Vec<String>, Vec<String>) {
+    let mut cms = Vec::new();
+    let mut secrets = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        if let Some(c) = &v.config_map {
+            cms.push(c.name.clone());
+        }
+        if let Some(s) = &v.secret
+            && let Some(name) = &s.secret_name
+        {
+            secrets.push(name.clone());
+        }
+        for p in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(c) = &p.config_map {
+                cms.push(c.name.clone());
+            }
+            if let Some(s) = &p.secret {
+                secrets.push(s.name.clone());
+            }
+        }
+    }
+    (cms, secrets)
+}
+
+/// Upstream's hostPath type check (pkg/volume/hostpath): creates what the `*OrCreate` types
+/// allow, and otherwise reports what the path is not.
+pub fn check_host_path(path: &Path, kind: &str) -> Result<(), String> {
+    let failed = |what: &str| {
+        Err(format!(
+            "hostPath type check failed: {} is not {what}",
+            path.display()
+        ))
+    };
+    let meta = std::fs::metadata(path);
+    match kind {
+        "" => Ok(()),
+        "DirectoryOrCreate" => match meta {
+            Err(_) => {
+                std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755));
+                Ok(())
+            }
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => failed("a directory"),
+        },
+        "Directory" => match meta {
+            Ok(m) if m.is_dir() => Ok(()),
+            _ => failed("a directory"),
+        },
+        "FileOrCreate" => match meta {
+            Err(_) => {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| e.to_string())?;
+                let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644));
+                Ok(())
+            }
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => failed("a file"),
+        },
+        "File" => match meta {
+            Ok(m) if m.is_file() => Ok(()),
+            _ => failed("a file"),
+        },
+        "Socket" => match meta {
+            Ok(m) if m.file_type().is_socket() => Ok(()),
+            _ => failed("a socket file"),
+        },
+        "CharDevice" => match meta {
+            Ok(m) if m.file_type().is_char_device() => Ok(()),
+            _ => failed("a character device"),
+        },
+        "BlockDevice" => match meta {
+            Ok(m) if m.file_type().is_block_device() => Ok(()),
+            _ => failed("a block device"),
+        },
+        other => Err(format!("invalid HostPathType: {other}")),
+    }
+}
+
+/// Writes `data` as files under `dir` (all keys, or `items`), with `mode` unless an item
+/// sets its own. The directory is replaced as a whole so removed keys disappear.
+fn write_files(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<KeyToPath>>,
+    mode: i32,
+    what: &str,
+) -> Result<(), String> {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let files: Vec<(String, &Vec<u8>, i32)> = match items {
+        Some(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                let value = data.get(&item.key).ok_or_else(|| {
+                    format!("configmap references non-existent config key: {}", item.key)
+                        .replace("configmap", what)
+                })?;
+                out.push((item.path.clone(), value, item.mode.unwrap_or(mode)));
+            }
+            out
+        }
+        None => data.iter().map(|(k, v)| (k.clone(), v, mode)).collect(),
+    };
+    for (rel, bytes, mode) in files {
+        if rel.split('/').any(|p| p == "..") {
+            return Err(format!("invalid path {rel:?}"));
+        }
+        let path = dir.join(&rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+        }
+        std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode as u32 & 0o777))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Fetched ConfigMaps and Secrets, with binary data, for volumes.
+#[derive(Default, Debug)]
+pub struct VolumeData {
+    pub config_maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+}
+
+/// Sets up every volume of `pod` under `pod_dir`; returns volume name → host path.
+pub fn set_up(
+    pod: &Pod,
+    pod_dir: &Path,
+    data: &VolumeData,
+    env_sources: &Sources,
+) -> Result<HashMap<String, PathBuf>, VolumeError> {
+    let mut paths = HashMap::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path =
+            set_up_one(pod, v, pod_dir, data, env_sources).map_err(|(message, retryable)| {
+                VolumeError {
+                    volume: v.name.clone(),
+                    message,
+                    retryable,
+                }
+            })?;
+        paths.insert(v.name.clone(), path);
+    }
+    Ok(paths)
+}
+
+fn set_up_one(
+    pod: &Pod,
+    v: &Volume,
+    pod_dir: &Path,
+    data: &VolumeData,
+    env_sources: &Sources,
+) -> Result<PathBuf, (String, bool)> {
+    let dir_for = |plugin: &str| pod_dir.join("volumes").join(plugin).join(&v.name);
+    let retry = |m: String| (m, true);
+    if let Some(h) = &v.host_path {
+        let path = PathBuf::from(&h.path);
+        check_host_path(&path, h.type_.as_deref().unwrap_or("")).map_err(retry)?;
+        return Ok(path);
+    }
+    if v.empty_dir.is_some() {
+        let dir = dir_for("kubernetes.io~empty-dir");
+        std::fs::create_dir_all(&dir).map_err(|e| retry(e.to_string()))?;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
+        return Ok(dir);
+    }
+    if let Some(c) = &v.config_map {
+        let dir = dir_for("kubernetes.io~configmap");
+        match data.config_maps.get(&c.name) {
+            Some(d) => write_files(
+                &dir,
+                d,
+                c.items.as_ref(),
+                c.default_mode.unwrap_or(0o644),
+                "configmap",
+            )
+            .map_err(retry)?,
+            None if c.optional == Some(true) => {
+                std::fs::create_dir_all(&dir).map_err(|e| retry(e.to_string()))?;
+            }
+            None => return Err(retry(format!("configmap \"{}\" not found", c.name))),
+        }
+        return Ok(dir);
+    }
+    if let Some(s) = &v.secret {
+        let dir = dir_for("kubernetes.io~secret");
+        let name = s.secret_name.clone().unwrap_or_default();
+        match data.secrets.get(&name) {
+            Some(d) => write_files(
+                &dir,
+                d,
+                s.items.as_ref(),
+                s.default_mode.unwrap_or(0o644),
+                "secret",
+            )
+            .map_err(retry)?,
+            None if s.optional == Some(true) => {
+                std::fs::create_dir_all(&dir).map_err(|e| retry(e.to_string()))?;
+            }
+            None => return Err(retry(format!("secret \"{name}\" not found"))),
+        }
+        return Ok(dir);
+    }
+    if let Some(d) = &v.downward_api {
+        let dir = dir_for("kubernetes.io~downward-api");
+        let mut files = BTreeMap::new();
+        let mut items = Vec::new();
+        for item in d.items.iter().flatten() {
+            let value = if let Some(f) = &item.field_ref {
+                field_value(pod, &f.field_path, env_sources).map_err(|e| (e.to_string(), false))?
+            } else if let Some(r) = &item.resource_field_ref {
+                let container = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| {
+                        s.containers
+                            .iter()
+                            .find(|c| Some(&c.name) == r.container_name.as_ref())
+                    })
+                    .cloned()
+                    .unwrap_or_default();
+                resource_value(
+                    &container,
+                    &r.resource,
+                    r.divisor.as_ref().map(|q| q.0.as_str()),
+                    env_sources,
+                )
+                .map_err(|e| (e.to_string(), false))?
+            } else {
+                continue;
+            };
+            files.insert(item.path.clone(), value.into_bytes());
+            items.push(KeyToPath {
+                key: item.path.clone(),
+                path: item.path.clone(),
+                mode: item.mode,
+            });
+        }
+        write_files(
+            &dir,
+            &files,
+            Some(&items),
+            d.default_mode.unwrap_or(0o644),
+            "downwardAPI",
+        )
+        .map_err(retry)?;
+        return Ok(dir);
+    }
+    if let Some(pvc) = &v.persistent_volume_claim {
+        return Err((
+            format!(
+                "persistentVolumeClaim volumes (claim \"{}\") are not supported by everynode yet; use a hostPath volume",
+                pvc.claim_name
+            ),
+            false,
+        ));
+    }
+    if v.projected.is_some() {
+        // Projected service-account tokens: there is no token issuer; an empty directory keeps
+        // pods that merely mount `kube-api-access-*` running.
+        let dir = dir_for("kubernetes.io~projected");
+        std::fs::create_dir_all(&dir).map_err(|e| retry(e.to_string()))?;
+        return Ok(dir);
+    }
+    Err((
+        "this volume type is not supported by everynode yet".into(),
+        false,
+    ))
+}
+
+/// The bind mounts for one container: each `volumeMount` at its `mountPath` (with `subPath`).
+pub fn mounts_for(
+    container: &Container,
+    volumes: &HashMap<String, PathBuf>,
+    pod: &Pod,
+) -> Vec<Mount> {
+    let always_read_only = |name: &str| {
+        pod.spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .find(|v| v.name == name)
+            .is_some_and(|v| {
+                v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some()
+            })
+    };
+    container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .filter_map(|m| {
+            let base = volumes.get(&m.name)?;
+            let source = match m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                Some(sub) => {
+                    let p = base.join(sub);
+                    if !p.exists() {
+                        let _ = std::fs::create_dir_all(&p);
+                    }
+                    p
+                }
+                None => base.clone(),
+            };
+            Some(Mount {
+                source,
+                target: PathBuf::from(&m.mount_path),
+                read_only: m.read_only == Some(true) || always_read_only(&m.name),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_path_type_checks_use_upstream_wording() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("nope");
+        assert_eq!(
+            check_host_path(&missing, "Directory"),
+            Err(format!(
+                "hostPath type check failed: {} is not a directory",
+                missing.display()
+            ))
+        );
+        assert_eq!(
+            check_host_path(&missing, "File"),
+            Err(format!(
+                "hostPath type check failed: {} is not a file",
+                missing.display()
+            ))
+        );
+        assert_eq!(check_host_path(&missing, "DirectoryOrCreate"), Ok(()));
+        assert!(missing.is_dir());
+        assert_eq!(
+            check_host_path(&missing, "FileOrCreate"),
+            Err(format!(
+                "hostPath type check failed: {} is not a file",
+                missing.display()
+            ))
+        );
+        let file = dir.path().join("f");
+        assert_eq!(check_host_path(&file, "FileOrCreate"), Ok(()));
+        assert!(file.is_file());
+        assert!(check_host_path(&file, "Socket").is_err());
+        assert!(check_host_path(&file, "CharDevice").is_err());
+        assert_eq!(
+            check_host_path(Path::new("/dev/null"), "CharDevice"),
+            Ok(())
+        );
+        assert_eq!(check_host_path(&file, ""), Ok(()));
+    }
+
+    #[test]
+    fn config_map_volume_writes_items_with_modes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "volumeMounts": [
+                {"name": "cfg", "mountPath": "/etc/cfg"},
+                {"name": "info", "mountPath": "/etc/info"}
+            ]}], "volumes": [
+                {"name": "cfg", "configMap": {"name": "settings", "items": [{"key": "a", "path": "sub/a.txt", "mode": 256}]}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+                {"name": "missing", "secret": {"secretName": "nope", "optional": true}}
+            ]}
+        }))
+        .expect("pod");
+        let mut data = VolumeData::default();
+        data.config_maps.insert(
+            "settings".into(),
+            BTreeMap::from([
+                ("a".to_owned(), b"1".to_vec()),
+                ("b".to_owned(), b"2".to_vec()),
+            ]),
+        );
+        let paths = set_up(&pod, dir.path(), &data, &Sources::default()).expect("set up");
+        let cfg = &paths["cfg"];
+        assert_eq!(
+            std::fs::read_to_string(cfg.join("sub/a.txt")).expect("a"),
+            "1"
+        );
+        assert!(!cfg.join("b").exists());
+        let mode = std::fs::metadata(cfg.join("sub/a.txt"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o400);
+        assert_eq!(
+            std::fs::read_to_string(paths["info"].join("labels")).expect("labels"),
+            "a=\"b\""
+        );
+        let mounts = mounts_for(
+            &pod.spec.as_ref().expect("spec").containers[0],
+            &paths,
+            &pod,
+        );
+        assert_eq!(mounts.len(), 2);
+        assert!(mounts.iter().all(|m| m.read_only));
+    }
+
+    #[test]
+    fn missing_config_map_names_the_volume() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {"containers": [], "volumes": [{"name": "cfg", "configMap": {"name": "settings"}}]}
+        }))
+        .expect("pod");
+        let err = set_up(
+            &pod,
+            dir.path(),
+            &VolumeData::default(),
+            &Sources::default(),
+        )
+        .expect_err("missing");
+        assert_eq!(
+            err.to_string(),
+            "MountVolume.SetUp failed for volume \"cfg\" : configmap \"settings\" not found"
+        );
+        assert!(err.retryable);
+    }
+}

@@ -1,0 +1,198 @@
+//! `GET pods/{name}/log`: resolves the container and the pod's node, then proxies to the node
+//! agent's `/containerLogs` endpoint over HTTPS with the agent token, streaming the answer
+//! (so `kubectl logs -f` follows). Upstream's messages for the cases kubectl users meet.
+
+use crate::api::Api;
+use crate::error::{ApiError, ApiResult};
+use crate::request::Query;
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use everynode_api::registry::{self};
+use futures::StreamExt;
+use serde_json::Value;
+use std::sync::Arc;
+
+/// Query parameters passed through to the agent.
+const PASSED: [&str; 7] = [
+    "follow",
+    "previous",
+    "tailLines",
+    "sinceSeconds",
+    "sinceTime",
+    "timestamps",
+    "limitBytes",
+];
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Which container's log to read: the one asked for, the pod's only container, or the one the
+/// `kubectl.kubernetes.io/default-container` annotation names.
+fn pick_container(pod: &Value, asked: Option<&str>) -> ApiResult<String> {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let containers = names(&pod["spec"]["containers"]);
+    let init = names(&pod["spec"]["initContainers"]);
+    if let Some(c) = asked.filter(|c| !c.is_empty()) {
+        if containers.iter().chain(&init).any(|n| n == c) {
+            return Ok(c.to_owned());
+        }
+        return Err(ApiError::bad_request(format!(
+            "container {c} is not valid for pod {name}"
+        )));
+    }
+    if let Some(default) =
+        pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"].as_str()
+        && containers.iter().any(|n| n == default)
+    {
+        return Ok(default.to_owned());
+    }
+    match containers.as_slice() {
+        [only] => Ok(only.clone()),
+        _ => {
+            let mut message = format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            );
+            if !init.is_empty() {
+                message.push_str(&format!(
+                    " or one of the init containers: [{}]",
+                    init.join(" ")
+                ));
+            }
+            Err(ApiError::bad_request(message))
+        }
+    }
+}
+
+/// The agent's address for `node`: its InternalIP (else any address) and kubelet endpoint port.
+fn agent_address(node: &Value) -> Option<String> {
+    let addresses = node["status"]["addresses"].as_array()?;
+    let ip = addresses
+        .iter()
+        .find(|a| a["type"] == "InternalIP")
+        .or_else(|| addresses.first())?["address"]
+        .as_str()?;
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_i64()?;
+    let host = if ip.contains(':') {
+        format!("[{ip}]")
+    } else {
+        ip.to_owned()
+    };
+    Some(format!("{host}:{port}"))
+}
+
+pub async fn proxy(api: &Arc<Api>, namespace: &str, name: &str, q: &Query) -> ApiResult<Response> {
+    let pods = registry::find("", "v1", "pods").ok_or_else(ApiError::no_route)?;
+    let nodes = registry::find("", "v1", "nodes").ok_or_else(ApiError::no_route)?;
+    for key in ["tailLines", "sinceSeconds", "limitBytes"] {
+        if q.number(key)?
+            .is_some_and(|n| n < 0 || (key != "tailLines" && n == 0))
+        {
+            return Err(ApiError::bad_request(format!(
+                "{key}: Invalid value: must be greater than 0"
+            )));
+        }
+    }
+    let pod = api.get(pods, Some(namespace), name, false).await?;
+    let container = pick_container(&pod, q.get("container"))?;
+    let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
+        return Err(ApiError::bad_request(format!(
+            "pod \"{name}\" does not have a host assigned"
+        )));
+    };
+    let node = api.get(nodes, None, node_name, false).await?;
+    let Some(address) = agent_address(&node) else {
+        return Err(ApiError::bad_request(format!(
+            "node \"{node_name}\" has no agent endpoint to read logs from"
+        )));
+    };
+    let mut url = format!("https://{address}/containerLogs/{namespace}/{name}/{container}");
+    let passed: Vec<(String, String)> = PASSED
+        .iter()
+        .filter_map(|k| q.get(k).map(|v| ((*k).to_owned(), v.to_owned())))
+        .collect();
+    if !passed.is_empty() {
+        url.push('?');
+        url.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
+    }
+    // Like upstream without --kubelet-certificate-authority, the agent's certificate is not
+    // verified; the agent authenticates us by the token.
+    let client = reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut request = client.get(&url);
+    if let Some(token) = &api.options.agent_token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.map_err(|e| {
+        ApiError::internal(format!(
+            "Get \"{url}\": cannot reach the agent of node \"{node_name}\": {e}"
+        ))
+    })?;
+    let status = response.status();
+    if !status.is_success() {
+        let text = response.text().await.unwrap_or_default();
+        let code =
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut err = ApiError::bad_request(text.trim().to_owned());
+        err.code = if code == StatusCode::UNAUTHORIZED {
+            StatusCode::INTERNAL_SERVER_ERROR
+        } else {
+            code
+        };
+        if err.code == StatusCode::NOT_FOUND {
+            err.reason = "NotFound";
+        }
+        return Err(err);
+    }
+    let stream = response
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn container_choice_follows_upstream() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        assert_eq!(
+            pick_container(&pod, None).map_err(|e| e.message),
+            Err("a container name must be specified for pod p, choose one of: [a b] or one of the init containers: [i]".into())
+        );
+        assert_eq!(
+            pick_container(&pod, Some("i")).map_err(|e| e.message),
+            Ok("i".into())
+        );
+        assert_eq!(
+            pick_container(&pod, Some("z")).map_err(|e| e.message),
+            Err("container z is not valid for pod p".into())
+        );
+        let one = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(
+            pick_container(&one, None).map_err(|e| e.message),
+            Ok("a".into())
+        );
+    }
+
+    #[test]
+    fn agent_address_uses_internal_ip_and_kubelet_port() {
+        let node = json!({"status": {"addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 40001}}}});
+        assert_eq!(agent_address(&node), Some("127.0.0.1:40001".into()));
+    }
+}

@@ -1,0 +1,323 @@
+//! `everynode agent`: one node (process runtime), or a fleet of hollow nodes for scale work.
+
+use crate::Error;
+use everynode_agent::agent::{self, AgentConfig};
+use everynode_agent::logs::{self, LogServer};
+use everynode_agent::node::{NodeConfig, host_info};
+use everynode_agent::runtime::Runtime;
+use everynode_agent::runtime::hollow::HollowRuntime;
+use everynode_agent::runtime::process::ProcessRuntime;
+use k8s_openapi::api::core::v1::Taint;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum, PartialEq, Eq)]
+pub enum RuntimeKind {
+    /// Containers are supervised host processes (command and args run as they are).
+    Process,
+    /// Nothing runs; pods become Running and Ready after --hollow-start-delay-ms.
+    Hollow,
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct AgentArgs {
+    /// API server URL (with --token). Alternatively --kubeconfig.
+    #[arg(long, requires = "token")]
+    pub server: Option<String>,
+    /// Bearer token for the API server; the API server presents the same token to read logs.
+    #[arg(long, env = "EVERYNODE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// CA certificate (PEM) of the API server, with --server.
+    #[arg(long)]
+    pub certificate_authority: Option<PathBuf>,
+    /// kubeconfig to reach the API server (the one `everynode server` writes).
+    #[arg(long, conflicts_with = "server")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Node name (default: this host's name). With --hollow-nodes, the prefix of the names.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// The node's InternalIP; also the process runtime's pod IP (pods share the host network).
+    #[arg(long, default_value = "127.0.0.1")]
+    pub node_ip: String,
+    /// Address of the agent's HTTPS endpoint (logs). Port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    pub listen: SocketAddr,
+    /// Where the agent keeps pod volumes, container state and logs.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Process)]
+    pub runtime: RuntimeKind,
+    /// Run this many hollow nodes in this process (requires --runtime hollow).
+    #[arg(long, default_value_t = 1)]
+    pub hollow_nodes: usize,
+    /// How long a hollow container takes to start.
+    #[arg(long, default_value_t = 500)]
+    pub hollow_start_delay_ms: u64,
+    /// Extra node labels, `key=value,key2=value2`.
+    #[arg(long, value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Taints set when the node registers, `key=value:Effect,key:Effect`.
+    #[arg(long, value_delimiter = ',')]
+    pub register_with_taints: Vec<String>,
+    /// Extended resources the node offers, `name=quantity` (e.g. `nvidia.com/gpu=2`).
+    #[arg(long = "extended-resource")]
+    pub extended_resources: Vec<String>,
+    /// CPU capacity (default: this host's cores; 4 for hollow nodes).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Memory capacity (default: this host's memory; 8Gi for hollow nodes).
+    #[arg(long)]
+    pub memory: Option<String>,
+    #[arg(long, default_value_t = 110)]
+    pub max_pods: u32,
+    /// Lease duration; the lease is renewed every quarter of it.
+    #[arg(long, default_value_t = 40)]
+    pub node_lease_duration_seconds: i32,
+    /// Seconds between node status checks (patched when changed).
+    #[arg(long, default_value_t = 10)]
+    pub node_status_update_frequency: u64,
+    /// Rotate a container log when it reaches this many bytes.
+    #[arg(long, default_value_t = 10 * 1024 * 1024)]
+    pub container_log_max_size: u64,
+    /// Log files kept per container start, the live one included.
+    #[arg(long, default_value_t = 5)]
+    pub container_log_max_files: usize,
+}
+
+fn parse_taint(text: &str) -> Result<Taint, Error> {
+    let bad = || {
+        Error::Usage(format!(
+            "invalid taint {text:?}: want key=value:Effect or key:Effect"
+        ))
+    };
+    let (kv, effect) = text.rsplit_once(':').ok_or_else(bad)?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(bad());
+    }
+    let (key, value) = match kv.split_once('=') {
+        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+        None => (kv.to_owned(), None),
+    };
+    Ok(Taint {
+        key,
+        value,
+        effect: effect.to_owned(),
+        time_added: None,
+    })
+}
+
+fn parse_pairs(items: &[String], what: &str) -> Result<BTreeMap<String, String>, Error> {
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| Error::Usage(format!("invalid {what} {s:?}: want name=value")))
+        })
+        .collect()
+}
+
+async fn client(args: &AgentArgs) -> Result<(kube::Client, String), Error> {
+    if let Some(path) = &args.kubeconfig {
+        let kc = kube::config::Kubeconfig::read_from(path)
+            .map_err(|e| Error::Startup(format!("reading {}: {e}", path.display())))?;
+        let token = kc
+            .auth_infos
+            .first()
+            .and_then(|a| a.auth_info.as_ref())
+            .and_then(|a| a.token.as_ref())
+            .map(secrecy_expose)
+            .or_else(|| args.token.clone())
+            .ok_or_else(|| Error::Usage("the kubeconfig has no token; pass --token".into()))?;
+        let client = crate::server::client_from_kubeconfig(path).await?;
+        return Ok((client, token));
+    }
+    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+        return Err(Error::Usage(
+            "an agent needs --kubeconfig, or --server and --token".into(),
+        ));
+    };
+    let url: http::Uri = server
+        .parse()
+        .map_err(|e| Error::Usage(format!("invalid --server {server:?}: {e}")))?;
+    let mut config = kube::Config::new(url);
+    config.auth_info.token = Some(token.clone().into());
+    if let Some(ca) = &args.certificate_authority {
+        let pem = std::fs::read(ca).map_err(|source| Error::Read {
+            path: ca.clone(),
+            source,
+        })?;
+        let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
+            .filter_map(Result::ok)
+            .map(|c| c.to_vec())
+            .collect();
+        config.root_cert = Some(certs);
+    }
+    let client = kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))?;
+    Ok((client, token.clone()))
+}
+
+fn secrecy_expose(t: &secrecy::SecretString) -> String {
+    use secrecy::ExposeSecret;
+    t.expose_secret().to_owned()
+}
+
+pub async fn run(args: AgentArgs) -> Result<(), Error> {
+    let hollow = args.runtime == RuntimeKind::Hollow;
+    if args.hollow_nodes != 1 && !hollow {
+        return Err(Error::Usage(
+            "--hollow-nodes requires --runtime hollow".into(),
+        ));
+    }
+    let (client, token) = client(&args).await?;
+    let base_name = args.name.clone().unwrap_or_else(|| {
+        nix::unistd::gethostname()
+            .ok()
+            .and_then(|h| h.into_string().ok())
+            .unwrap_or_else(|| "node".into())
+            .to_lowercase()
+    });
+    let state_root = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("everynode-agent").join(&base_name));
+    std::fs::create_dir_all(&state_root).map_err(|source| Error::Read {
+        path: state_root.clone(),
+        source,
+    })?;
+    let runtime: Arc<dyn Runtime> = if hollow {
+        Arc::new(HollowRuntime::new(Duration::from_millis(
+            args.hollow_start_delay_ms,
+        )))
+    } else {
+        let exe = std::env::current_exe().map_err(|e| {
+            Error::Startup(format!("cannot find this executable for the shim: {e}"))
+        })?;
+        Arc::new(ProcessRuntime::new(&state_root, exe))
+    };
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| Error::Listen {
+            addr: args.listen,
+            source,
+        })?
+        .port();
+    let (cpus, memory, info) = host_info(&runtime.version());
+    let mut capacity = BTreeMap::from([
+        (
+            "cpu".to_owned(),
+            args.cpu
+                .clone()
+                .unwrap_or_else(|| if hollow { "4".into() } else { cpus.to_string() }),
+        ),
+        (
+            "memory".to_owned(),
+            args.memory.clone().unwrap_or_else(|| {
+                if hollow {
+                    "8Gi".into()
+                } else {
+                    format!("{}Ki", memory / 1024)
+                }
+            }),
+        ),
+        ("pods".to_owned(), args.max_pods.to_string()),
+        ("ephemeral-storage".to_owned(), "100Gi".to_owned()),
+    ]);
+    capacity.extend(parse_pairs(&args.extended_resources, "extended resource")?);
+    let labels = parse_pairs(&args.node_labels, "node label")?;
+    let taints = args
+        .register_with_taints
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_taint(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let names: Vec<String> = if hollow && args.hollow_nodes > 1 {
+        (1..=args.hollow_nodes)
+            .map(|i| format!("{base_name}-{i:05}"))
+            .collect()
+    } else {
+        vec![base_name.clone()]
+    };
+    let configs: Vec<AgentConfig> = names
+        .iter()
+        .map(|name| AgentConfig {
+            node: NodeConfig {
+                name: name.clone(),
+                ip: args.node_ip.clone(),
+                labels: labels.clone(),
+                taints: taints.clone(),
+                capacity: capacity.clone(),
+                info: info.clone(),
+                port,
+                lease_duration_seconds: args.node_lease_duration_seconds,
+                status_update_frequency: Duration::from_secs(
+                    args.node_status_update_frequency.max(1),
+                ),
+                status_report_frequency: Duration::from_secs(300),
+            },
+            state_dir: if names.len() == 1 {
+                state_root.clone()
+            } else {
+                state_root.join(name)
+            },
+            log_max_bytes: args.container_log_max_size,
+            log_max_files: args.container_log_max_files,
+            normal_events: !hollow,
+        })
+        .collect();
+    let log_server = LogServer {
+        state_dirs: Arc::new(configs.iter().map(|c| c.state_dir.clone()).collect()),
+        token: Arc::new(token),
+    };
+    let cert_names = vec![args.node_ip.clone(), base_name.clone(), "localhost".into()];
+    tokio::spawn(async move {
+        if let Err(e) = logs::serve(listener, log_server, cert_names).await {
+            tracing::error!(error = %e, "the agent endpoint stopped");
+        }
+    });
+    eprintln!(
+        "everynode agent: {} node(s) ({}), endpoint port {port}, state in {}",
+        configs.len(),
+        if hollow { "hollow" } else { "process" },
+        state_root.display()
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        crate::stop_signal().await;
+        tracing::info!("stopping: pods on this node are stopped first");
+        let _ = stop_tx.send(true);
+    });
+    agent::run(client, configs, runtime, stop_rx).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taints_parse_like_kubelet_flags() {
+        let t = parse_taint("dedicated=gpu:NoSchedule").expect("taint");
+        assert_eq!(
+            (t.key.as_str(), t.value.as_deref(), t.effect.as_str()),
+            ("dedicated", Some("gpu"), "NoSchedule")
+        );
+        let t = parse_taint("edge:NoExecute").expect("taint");
+        assert_eq!(
+            (t.key.as_str(), t.value, t.effect.as_str()),
+            ("edge", None, "NoExecute")
+        );
+        assert!(parse_taint("x=y:Sometimes").is_err());
+        assert!(parse_taint("novalue").is_err());
+    }
+}

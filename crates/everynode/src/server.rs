@@ -1,0 +1,273 @@
+//! `everynode server`: the API server with the controllers running in-process as its clients.
+
+use crate::{Error, kubeconfig_path};
+use everynode_apiserver::api::Options;
+use everynode_apiserver::clock::SystemClock;
+use everynode_apiserver::credentials;
+use everynode_apiserver::server::{self, CacheSizes};
+use everynode_controllers::nodelifecycle;
+use everynode_store::{EmbeddedStore, MemoryStore, Store};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum StoreKind {
+    /// Durable embedded database in --data-dir (default).
+    Embedded,
+    /// In memory only: everything is lost when the process ends. For tests.
+    Memory,
+}
+
+/// Which controllers the server runs in-process, as API clients of itself.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct ControllerFlags {
+    /// Do not run the DaemonSet controller.
+    #[arg(long)]
+    pub no_daemonset_controller: bool,
+    /// Do not run the scheduler.
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// Do not run the garbage collector.
+    #[arg(long)]
+    pub no_garbage_collector: bool,
+    /// Do not run the node lifecycle controller (Unknown conditions, taints, eviction).
+    #[arg(long)]
+    pub no_node_lifecycle_controller: bool,
+    /// Most pod creates (and deletes) one DaemonSet sync issues (upstream's burstReplicas).
+    #[arg(long, default_value_t = 250)]
+    pub daemonset_burst: usize,
+    /// Seconds without a Lease renewal before a node's conditions become Unknown.
+    #[arg(long, default_value_t = 50)]
+    pub node_monitor_grace_period: u64,
+    /// The same for a node that has never reported Ready.
+    #[arg(long, default_value_t = 60)]
+    pub node_startup_grace_period: u64,
+    /// Seconds between node health checks.
+    #[arg(long, default_value_t = 5)]
+    pub node_monitor_period: u64,
+}
+
+impl Default for ControllerFlags {
+    fn default() -> Self {
+        ControllerFlags {
+            no_daemonset_controller: false,
+            no_scheduler: false,
+            no_garbage_collector: false,
+            no_node_lifecycle_controller: false,
+            daemonset_burst: 250,
+            node_monitor_grace_period: 50,
+            node_startup_grace_period: 60,
+            node_monitor_period: 5,
+        }
+    }
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ServerArgs {
+    /// Where data, credentials and the kubeconfig live.
+    #[arg(long, default_value = "everynode-data")]
+    pub data_dir: PathBuf,
+    /// Address to listen on. Anything but loopback requires TLS (the default).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: SocketAddr,
+    /// Serve plain HTTP instead of HTTPS. Allowed only on a loopback address.
+    #[arg(long)]
+    pub insecure_plain_http: bool,
+    /// Storage backend.
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    pub store: StoreKind,
+    /// Extra DNS names or IP addresses for the serving certificate (used when it is first generated).
+    #[arg(long = "tls-san")]
+    pub tls_sans: Vec<String>,
+    /// Watch events kept in memory for watches that resume from a resourceVersion.
+    #[arg(long, default_value_t = 50_000)]
+    pub watch_history: usize,
+    /// Seconds between watch bookmarks for clients that allow them.
+    #[arg(long, default_value_t = 30)]
+    pub bookmark_interval_seconds: u64,
+    #[command(flatten)]
+    pub controllers: ControllerFlags,
+}
+
+impl ServerArgs {
+    pub fn defaults(data_dir: PathBuf, listen: SocketAddr) -> ServerArgs {
+        ServerArgs {
+            data_dir,
+            listen,
+            insecure_plain_http: false,
+            store: StoreKind::Embedded,
+            tls_sans: Vec::new(),
+            watch_history: 50_000,
+            bookmark_interval_seconds: 30,
+            controllers: ControllerFlags::default(),
+        }
+    }
+}
+
+/// A server that is listening, with its controllers started.
+pub struct Started {
+    pub url: String,
+    pub kubeconfig: PathBuf,
+    listen: SocketAddr,
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Started {
+    /// Serves until the listener fails.
+    pub async fn serve(self) -> Result<(), Error> {
+        match self.serving.await {
+            Ok(result) => result.map_err(|source| Error::Listen {
+                addr: self.listen,
+                source,
+            }),
+            Err(e) => Err(Error::Startup(e.to_string())),
+        }
+    }
+}
+
+/// Starts the enabled controllers as clients of this server, through its kubeconfig.
+async fn start_controllers(kubeconfig: &Path, flags: ControllerFlags) -> Result<(), Error> {
+    let client = client_from_kubeconfig(kubeconfig).await?;
+    if !flags.no_daemonset_controller {
+        tokio::spawn(everynode_controllers::daemonset::controller::run(
+            client.clone(),
+            flags.daemonset_burst,
+        ));
+    }
+    if !flags.no_scheduler {
+        tokio::spawn(everynode_controllers::scheduler::run(client.clone()));
+    }
+    if !flags.no_garbage_collector {
+        tokio::spawn(everynode_controllers::gc::run(client.clone()));
+    }
+    if !flags.no_node_lifecycle_controller {
+        tokio::spawn(nodelifecycle::run(
+            client,
+            nodelifecycle::Settings {
+                monitor_period: Duration::from_secs(flags.node_monitor_period.max(1)),
+                grace_period: Duration::from_secs(flags.node_monitor_grace_period),
+                startup_grace_period: Duration::from_secs(flags.node_startup_grace_period),
+            },
+        ));
+    }
+    Ok(())
+}
+
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| Error::Startup(format!("reading {}: {e}", path.display())))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|e| Error::Startup(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))
+}
+
+pub async fn start(args: ServerArgs) -> Result<Started, Error> {
+    let ServerArgs {
+        data_dir,
+        listen,
+        insecure_plain_http,
+        store,
+        tls_sans,
+        watch_history,
+        bookmark_interval_seconds,
+        controllers,
+    } = args;
+    if insecure_plain_http && !listen.ip().is_loopback() {
+        return Err(Error::Usage(format!(
+            "--insecure-plain-http is allowed only on a loopback address, not {listen}; drop it to serve HTTPS with the generated CA"
+        )));
+    }
+    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Read {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    if !listen.ip().is_unspecified() {
+        hosts.push(listen.ip().to_string());
+    }
+    hosts.extend(tls_sans);
+    let creds = credentials::ensure(&data_dir, &hosts)?;
+    let store: Arc<dyn Store> = match store {
+        StoreKind::Embedded => Arc::new(EmbeddedStore::open(
+            &data_dir.join("everynode.redb"),
+            100_000,
+        )?),
+        StoreKind::Memory => Arc::new(MemoryStore::new(100_000)),
+    };
+    let options = Options {
+        bookmark_interval: Duration::from_secs(bookmark_interval_seconds.max(1)),
+        agent_token: Some(creds.token.clone()),
+        ..Options::default()
+    };
+    let sizes = CacheSizes {
+        history: watch_history,
+        ..CacheSizes::default()
+    };
+    let (_api, router) = server::start(
+        store,
+        Arc::new(SystemClock),
+        options,
+        sizes,
+        vec![creds.token.clone()],
+    )
+    .await
+    .map_err(|e| Error::Startup(e.to_string()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| Error::Listen {
+        addr: listen,
+        source,
+    })?;
+    let host = if local.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        local.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let (scheme, tls, ca) = if insecure_plain_http {
+        ("http", None, None)
+    } else {
+        (
+            "https",
+            Some(credentials::tls_config(&creds)?),
+            Some(creds.ca_pem.as_str()),
+        )
+    };
+    let url = format!("{scheme}://{host}:{}", local.port());
+    let kubeconfig = kubeconfig_path(&data_dir);
+    credentials::write_file(
+        &kubeconfig,
+        credentials::kubeconfig(&url, ca, &creds.token).as_bytes(),
+        0o600,
+    )?;
+    tracing::info!(%url, kubeconfig = %kubeconfig.display(), "everynode API server ready");
+    let serving = tokio::spawn(server::serve(listener, router, tls));
+    start_controllers(&kubeconfig, controllers).await?;
+    // One line on stdout for scripts and tests that start the server and wait for it.
+    println!(
+        "everynode apiserver listening on {url} kubeconfig {}",
+        kubeconfig.display()
+    );
+    Ok(Started {
+        url,
+        kubeconfig,
+        listen,
+        serving,
+    })
+}
