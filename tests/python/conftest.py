@@ -95,7 +95,12 @@ def tmp_data_dir():
 
 # API tests run the server alone, so what they observe is the API's doing; controller tests use
 # `cluster`, which runs the DaemonSet controller, scheduler and garbage collector too.
-API_ONLY = ["--no-daemonset-controller", "--no-scheduler", "--no-garbage-collector"]
+API_ONLY = [
+    "--no-daemonset-controller",
+    "--no-scheduler",
+    "--no-garbage-collector",
+    "--no-node-lifecycle-controller",
+]
 
 
 @pytest.fixture
@@ -114,7 +119,9 @@ def api(server):
 
 @pytest.fixture
 def cluster(tmp_data_dir):
-    s = Server(tmp_data_dir).start()
+    # Nodes here are API objects without agents: the lifecycle controller would mark them
+    # Unknown, so it runs only where agents do (`nodes` below).
+    s = Server(tmp_data_dir, ["--no-node-lifecycle-controller"]).start()
     yield s
     s.kill()
 
@@ -142,3 +149,81 @@ def daemonset(name="foo", labels=None, **spec_overrides):
 
 # Patches in these tests are JSON merge patches; strategic merge patch has its own tests.
 MERGE = "application/merge-patch+json"
+
+
+class Agent:
+    """One `everynode agent` process for a node, with its own state directory."""
+
+    def __init__(self, server, name, extra_args=()):
+        self.server = server
+        self.name = name
+        self.state_dir = server.data_dir / "agents" / name
+        self.extra_args = list(extra_args)
+        self.proc = None
+
+    def start(self):
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.server.data_dir / f"agent-{self.name}.log", "ab")
+        self.proc = subprocess.Popen(
+            [
+                everynode_binary(), "agent",
+                "--kubeconfig", self.server.kubeconfig,
+                "--name", self.name,
+                "--state-dir", str(self.state_dir),
+                "--listen", "127.0.0.1:0",
+                # Short heartbeats so the lifecycle tests see a lost node in seconds.
+                "--node-lease-duration-seconds", "4",
+                "--node-status-update-frequency", "1",
+                *self.extra_args,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=60)
+
+
+FAST_LIFECYCLE = ["--node-monitor-grace-period", "4", "--node-monitor-period", "1", "--node-startup-grace-period", "10"]
+
+
+def wait_for(what, check, timeout=90, interval=0.25):
+    """Polls `check` until it returns something truthy; fails naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except kubernetes.client.exceptions.ApiException as e:
+            last = e
+            if e.status != 404:
+                raise
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
+
+
+@pytest.fixture
+def nodes(tmp_data_dir):
+    """A server with every controller and three process-runtime agents: node-1..node-3."""
+    s = Server(tmp_data_dir, ["--store", "memory", *FAST_LIFECYCLE]).start()
+    agents = {f"node-{i}": Agent(s, f"node-{i}").start() for i in (1, 2, 3)}
+    s.agents = agents
+    client = s.client()
+    core = kubernetes.client.CoreV1Api(client)
+
+    def all_ready():
+        items = core.list_node().items
+        ready = [n for n in items if any(c.type == "Ready" and c.status == "True" for c in ((n.status and n.status.conditions) or []))]
+        return len(ready) == 3
+
+    wait_for("three Ready nodes", all_ready)
+    yield s
+    client.close()
+    for a in agents.values():
+        a.stop()
+    s.kill()

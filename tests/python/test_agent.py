@@ -1,0 +1,313 @@
+"""The node agent running pods for real (process runtime), with real kubectl: issue 5's cases.
+
+Every test runs a server with all controllers and three `everynode agent` processes (fixture
+`nodes`), except the first, which runs `everynode up --nodes 3` as a user would.
+"""
+
+import json
+import os
+import pathlib
+import signal
+import subprocess
+import tempfile
+import time
+
+import kubernetes
+import yaml
+
+from conftest import EXAMPLES, Agent, everynode_binary, kubectl_binary, wait_for
+
+
+def loop_ds(name, command, **pod_spec):
+    spec = {"containers": [{"name": "main", "image": "busybox", "command": ["sh", "-c", command],
+                            "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]}]}
+    spec.update(pod_spec)
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": spec}},
+    }
+
+
+def apply(server, obj):
+    server.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
+
+
+def pods_of(core, name):
+    return core.list_namespaced_pod("default", label_selector=f"app={name}").items
+
+
+def ready(pod):
+    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+
+
+def ds_status(apps, name):
+    s = apps.read_namespaced_daemon_set(name, "default").status
+    return (s.desired_number_scheduled, s.current_number_scheduled, s.number_ready or 0,
+            s.updated_number_scheduled or 0, s.number_available or 0)
+
+
+def test_up_three_nodes_runs_a_daemonset_with_logs(tmp_data_dir):
+    """`everynode up --nodes 3`, `kubectl apply` a shell-loop DaemonSet: one Running, Ready pod per
+    node, `kubectl logs` shows their output, `kubectl get ds` shows 3 3 3 3 3."""
+    data = pathlib.Path(tmp_data_dir)
+    log = open(data / "up.log", "ab")
+    up = subprocess.Popen([everynode_binary(), "up", "--nodes", "3", "--listen", "127.0.0.1:0",
+                           "--data-dir", str(data / "cluster")], stdout=subprocess.PIPE, stderr=log)
+    try:
+        line = up.stdout.readline().decode()
+        assert "listening on" in line, line
+        env = dict(os.environ, KUBECONFIG=str(data / "cluster" / "kubeconfig"), HOME=str(data))
+
+        def kubectl(*args, input=None):
+            r = subprocess.run([kubectl_binary(), *args], capture_output=True, text=True, env=env, input=input, timeout=60)
+            assert r.returncode == 0, r.stderr
+            return r.stdout
+
+        wait_for("3 Ready nodes", lambda: kubectl("get", "nodes").count(" Ready ") == 3)
+        marker = f"tick-{os.getpid()}-{time.monotonic_ns()}"
+        kubectl("apply", "-f", "-", input=yaml.safe_dump(
+            loop_ds("ticker", f"i=0; while true; do echo {marker} $i on $NODE; i=$((i+1)); sleep 1; done")))
+        wait_for("ds 3 3 3 3 3", lambda: kubectl("get", "ds", "ticker", "--no-headers").split()[1:6] == ["3"] * 5)
+        wide = kubectl("get", "pods", "-l", "app=ticker", "-o", "wide", "--no-headers")
+        rows = [r.split() for r in wide.strip().splitlines()]
+        assert sorted(r[6] for r in rows) == ["node-1", "node-2", "node-3"], wide
+        assert all(r[1] == "1/1" and r[2] == "Running" for r in rows), wide
+        header = kubectl("get", "ds", "ticker").splitlines()[0].split()
+        assert header[:6] == ["NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE", "AVAILABLE"]
+        for r in rows:
+            out = wait_for("log lines", lambda: kubectl("logs", r[0]).strip())
+            assert f"{marker} 0 on {r[6]}" in out, out
+        # `logs -f ds/NAME` follows one of the pods: new lines keep arriving.
+        follow = subprocess.Popen([kubectl_binary(), "logs", "-f", "ds/ticker", "--tail", "1"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        try:
+            first = int(follow.stdout.readline().split()[1])
+            second = int(follow.stdout.readline().split()[1])
+            assert second == first + 1
+        finally:
+            follow.kill()
+            follow.wait()
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+    # Stopping `up` stops the agents, and they stop their containers.
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.strip()
+    assert left == "", f"containers still running after up stopped: {left}"
+
+
+def test_logs_follow_previous_and_tail(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apply(nodes, loop_ds("talker", "echo start $NODE; i=0; while [ $i -lt 3 ]; do echo line $i; i=$((i+1)); sleep 0.3; done; exit 1"))
+    pods = wait_for("restarted pods", lambda: [p for p in pods_of(core, "talker")
+                                               if p.status.container_statuses and p.status.container_statuses[0].restart_count >= 1])
+    name = pods[0].metadata.name
+    previous = nodes.kubectl("logs", name, "--previous").stdout
+    assert previous.splitlines()[:2] == [f"start {pods[0].spec.node_name}", "line 0"], previous
+    tail = wait_for("tail", lambda: nodes.kubectl("logs", name, "--tail", "1", "--previous").stdout)
+    assert tail == "line 2\n"
+    stamped = nodes.kubectl("logs", name, "--previous", "--timestamps").stdout.splitlines()[0]
+    assert stamped.split(" ", 1)[1].startswith("start "), stamped
+    missing = nodes.kubectl("logs", name, "-c", "nope", check=False)
+    assert missing.returncode != 0 and f"container nope is not valid for pod {name}" in missing.stderr
+    client.close()
+
+
+def test_deleted_pod_is_replaced(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apply(nodes, loop_ds("keeper", "while true; do sleep 1; done"))
+    pods = wait_for("3 ready pods", lambda: len([p for p in pods_of(core, "keeper") if ready(p)]) == 3 and pods_of(core, "keeper"))
+    victim = next(p for p in pods if p.spec.node_name == "node-2")
+    nodes.kubectl("delete", "pod", victim.metadata.name)
+    replacement = wait_for("a new Ready pod on node-2", lambda: [
+        p for p in pods_of(core, "keeper")
+        if p.spec.node_name == "node-2" and p.metadata.uid != victim.metadata.uid and ready(p)])
+    assert len(replacement) == 1
+    client.close()
+
+
+def test_crashing_container_backs_off_with_growing_delay(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apply(nodes, loop_ds("crasher", "echo boom; exit 3"))
+    seen = set()
+
+    def backoff_messages():
+        for p in pods_of(core, "crasher"):
+            for c in p.status.container_statuses or []:
+                w = c.state.waiting
+                if w and w.reason == "CrashLoopBackOff":
+                    seen.add(w.message.split(" restarting")[0])
+                    assert c.last_state.terminated.exit_code == 3
+        return {"back-off 10s", "back-off 20s"} <= seen
+
+    wait_for("back-off 10s then 20s", backoff_messages, timeout=120)
+    out = nodes.kubectl("get", "pods", "-l", "app=crasher").stdout
+    assert "CrashLoopBackOff" in out, out
+    described = nodes.kubectl("describe", "pods", "-l", "app=crasher").stdout
+    assert "Back-off restarting failed container main in pod" in described, described
+    client.close()
+
+
+def test_failing_readiness_probe_lowers_number_ready(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apps = kubernetes.client.AppsV1Api(client)
+    flags = tempfile.mkdtemp(prefix="everynode-ready-")
+    for n in ("node-1", "node-2", "node-3"):
+        pathlib.Path(flags, n).touch()
+    ds = loop_ds("probed", "while true; do sleep 1; done")
+    ds["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {
+        "exec": {"command": ["sh", "-c", f"test -f {flags}/$NODE"]}, "periodSeconds": 1, "failureThreshold": 1}
+    apply(nodes, ds)
+    wait_for("3 ready", lambda: ds_status(apps, "probed")[2] == 3)
+    os.remove(os.path.join(flags, "node-2"))
+    wait_for("numberReady 2", lambda: ds_status(apps, "probed")[2] == 2)
+    pod = next(p for p in pods_of(core, "probed") if p.spec.node_name == "node-2")
+    assert pod.status.phase == "Running" and not ready(pod)
+    cond = next(c for c in pod.status.conditions if c.type == "Ready")
+    assert cond.reason == "ContainersNotReady" and cond.message == "containers with unready status: [main]"
+    pathlib.Path(flags, "node-2").touch()
+    wait_for("3 ready again", lambda: ds_status(apps, "probed")[2] == 3)
+    client.close()
+
+
+def test_failing_liveness_probe_restarts_the_container(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    ds = loop_ds("lively", "while true; do sleep 1; done")
+    ds["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] = {
+        "exec": {"command": ["sh", "-c", "exit 1"]}, "periodSeconds": 1, "failureThreshold": 2}
+    ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    apply(nodes, ds)
+    wait_for("a liveness restart", lambda: any(
+        c.restart_count >= 1 for p in pods_of(core, "lively") for c in (p.status.container_statuses or [])))
+    described = nodes.kubectl("describe", "pods", "-l", "app=lively").stdout
+    assert "Container main failed liveness probe, will be restarted" in described, described
+    assert "Liveness probe failed:" in described
+    client.close()
+
+
+def test_prestop_runs_before_sigterm_and_grace_period_is_honoured(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    out = tempfile.mkdtemp(prefix="everynode-stop-")
+    ds = loop_ds("stopper", f"trap 'echo term >> {out}/$NODE; exit 0' TERM; while true; do sleep 0.1; done")
+    spec = ds["spec"]["template"]["spec"]
+    spec["terminationGracePeriodSeconds"] = 2
+    spec["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["sh", "-c", f"echo prestop >> {out}/$NODE"]}}}
+    # A second container ignores SIGTERM: it is killed when the grace period ends.
+    spec["containers"].append({"name": "stubborn", "image": "busybox",
+                               "command": ["sh", "-c", "trap '' TERM; while true; do sleep 0.1; done"]})
+    apply(nodes, ds)
+    wait_for("3 ready", lambda: len([p for p in pods_of(core, "stopper") if ready(p)]) == 3)
+    victim = next(p for p in pods_of(core, "stopper") if p.spec.node_name == "node-1")
+    w = kubernetes.watch.Watch()
+    last = None
+    nodes.kubectl("delete", "pod", victim.metadata.name, "--wait=false")
+    for event in w.stream(core.list_namespaced_pod, "default", field_selector=f"metadata.name={victim.metadata.name}",
+                          resource_version=victim.metadata.resource_version, timeout_seconds=60):
+        if event["type"] == "DELETED":
+            break
+        last = event["object"]
+    w.stop()
+    assert pathlib.Path(out, "node-1").read_text().split() == ["prestop", "term"]
+    statuses = {c.name: c.state.terminated for c in last.status.container_statuses}
+    assert statuses["main"].exit_code == 0
+    assert statuses["stubborn"].exit_code == 137
+    client.close()
+
+
+def test_killed_agent_node_goes_unknown_then_recovers_without_a_second_pod(nodes):
+    """S-150 end to end: the node goes Ready=Unknown with the unreachable taints, the daemon pod
+    stays (not Ready); a restarted agent adopts the still-running container."""
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apps = kubernetes.client.AppsV1Api(client)
+    apply(nodes, loop_ds("survivor", "while true; do sleep 1; done"))
+    wait_for("3 ready", lambda: ds_status(apps, "survivor")[2] == 3)
+    before = next(p for p in pods_of(core, "survivor") if p.spec.node_name == "node-2")
+    nodes.agents["node-2"].stop(signal.SIGKILL)
+
+    def unknown_and_tainted():
+        n = core.read_node("node-2")
+        cond = next(c for c in n.status.conditions if c.type == "Ready")
+        taints = {(t.key, t.effect) for t in (n.spec.taints or [])}
+        return cond.status == "Unknown" and {
+            ("node.kubernetes.io/unreachable", "NoSchedule"),
+            ("node.kubernetes.io/unreachable", "NoExecute")} <= taints and cond.reason == "NodeStatusUnknown"
+
+    wait_for("node-2 Unknown and tainted", unknown_and_tainted)
+    wait_for("numberReady 2, desired 2", lambda: ds_status(apps, "survivor")[0] == 2 and ds_status(apps, "survivor")[2] == 2)
+    kept = [p for p in pods_of(core, "survivor") if p.spec.node_name == "node-2"]
+    assert [p.metadata.uid for p in kept] == [before.metadata.uid], "the daemon pod must stay"
+    assert not ready(kept[0])
+    out = nodes.kubectl("get", "nodes").stdout
+    assert "node-2   NotReady" in out, out
+    nodes.agents["node-2"] = Agent(nodes, "node-2").start()
+
+    def recovered():
+        n = core.read_node("node-2")
+        on_node = [p for p in pods_of(core, "survivor") if p.spec.node_name == "node-2"]
+        assert len(on_node) <= 1, "never two daemon pods on one node"
+        return not (n.spec.taints or []) and len(on_node) == 1 and ready(on_node[0]) and on_node
+
+    after = wait_for("node-2 recovered", recovered)
+    assert after[0].metadata.uid == before.metadata.uid
+    assert after[0].status.container_statuses[0].restart_count == 0, "the running container is adopted, not restarted"
+    wait_for("3 ready again", lambda: ds_status(apps, "survivor") == (3, 3, 3, 3, 3))
+    client.close()
+
+
+def test_rolling_update_across_three_nodes_never_has_two_unavailable(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apps = kubernetes.client.AppsV1Api(client)
+    apply(nodes, loop_ds("roller", "while true; do sleep 1; done"))
+    wait_for("3 ready", lambda: ds_status(apps, "roller")[2] == 3)
+    w = kubernetes.watch.Watch()
+    pods = {p.metadata.uid: p for p in pods_of(core, "roller")}
+    rv = core.list_namespaced_pod("default", label_selector="app=roller").metadata.resource_version
+    ds = loop_ds("roller", "while true; do sleep 2; done")
+    apply(nodes, ds)
+    worst = 0
+    for event in w.stream(core.list_namespaced_pod, "default", label_selector="app=roller", resource_version=rv, timeout_seconds=120):
+        p = event["object"]
+        if event["type"] == "DELETED":
+            pods.pop(p.metadata.uid, None)
+        else:
+            pods[p.metadata.uid] = p
+        available = {q.spec.node_name for q in pods.values() if ready(q) and q.metadata.deletion_timestamp is None}
+        worst = max(worst, 3 - len(available))
+        new = [q for q in pods.values() if ready(q) and q.spec.containers[0].command[-1].endswith("sleep 2; done")]
+        if len(new) == 3 and len(pods) == 3:
+            break
+    w.stop()
+    assert worst <= 1, f"{worst} nodes without an available pod at once"
+    out = nodes.kubectl("rollout", "status", "ds/roller", "--timeout=60s").stdout
+    assert 'daemon set "roller" successfully rolled out' in out
+    client.close()
+
+
+def test_example_manifest_missing_host_path_directory_fails_with_upstream_message(nodes):
+    doc = yaml.safe_load((EXAMPLES / "dce-hwameistor-zh.yaml").read_text())
+    for field in ("uid", "resourceVersion", "generation", "creationTimestamp"):
+        doc["metadata"].pop(field, None)
+    doc.pop("status", None)
+    volumes = doc["spec"]["template"]["spec"]["volumes"]
+    missing = next(v["hostPath"]["path"] for v in volumes
+                   if v.get("hostPath", {}).get("type") == "Directory" and not os.path.isdir(v["hostPath"]["path"]))
+    volume = next(v["name"] for v in volumes if v.get("hostPath", {}).get("path") == missing)
+    nodes.kubectl("apply", "-f", "-", input=yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hwameistor"}}))
+    nodes.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    expected = f'MountVolume.SetUp failed for volume "{volume}" : hostPath type check failed: {missing} is not a directory'
+    described = wait_for("FailedMount in describe", lambda: (lambda out: expected in out and out)(
+        nodes.kubectl("describe", "pods", "-n", "hwameistor").stdout))
+    assert "FailedMount" in described
+    pods = json.loads(nodes.kubectl("get", "pods", "-n", "hwameistor", "-o", "json").stdout)["items"]
+    assert len(pods) == 3
+    assert all(p["status"]["phase"] == "Pending" for p in pods)
+    waiting = {c["state"]["waiting"]["reason"] for p in pods for c in p["status"]["containerStatuses"]}
+    assert waiting == {"ContainerCreating"}
