@@ -221,9 +221,11 @@ def nodes(tmp_data_dir):
         ready = [n for n in items if any(c.type == "Ready" and c.status == "True" for c in ((n.status and n.status.conditions) or []))]
         return len(ready) == 3
 
-    wait_for("three Ready nodes", all_ready)
-    yield s
-    client.close()
-    for a in agents.values():
-        a.stop()
-    s.kill()
+    try:
+        wait_for("three Ready nodes", all_ready)
+        yield s
+    finally:
+        client.close()
+        for a in s.agents.values():
+            a.stop()
+        s.kill()

@@ -311,3 +311,29 @@ def test_example_manifest_missing_host_path_directory_fails_with_upstream_messag
     assert all(p["status"]["phase"] == "Pending" for p in pods)
     waiting = {c["state"]["waiting"]["reason"] for p in pods for c in p["status"]["containerStatuses"]}
     assert waiting == {"ContainerCreating"}
+
+
+def test_hollow_fleet_of_100_nodes_runs_a_daemonset(tmp_data_dir):
+    """The CI smoke test of the scale path: 100 hollow nodes in one agent process, a DaemonSet on
+    all of them. Asserts completion, never speed (speed is bench/RESULTS.md's business)."""
+    from conftest import Server
+    server = Server(tmp_data_dir, ["--store", "memory"]).start()
+    fleet = Agent(server, "hollow", ["--runtime", "hollow", "--hollow-nodes", "100", "--hollow-start-delay-ms", "100"])
+    fleet.start()
+    client = server.client()
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        apps = kubernetes.client.AppsV1Api(client)
+        wait_for("100 Ready nodes", lambda: sum(
+            1 for n in core.list_node().items
+            if any(c.type == "Ready" and c.status == "True" for c in ((n.status and n.status.conditions) or []))) == 100)
+        apply(server, loop_ds("everywhere", "true"))
+        wait_for("100 pods Ready", lambda: ds_status(apps, "everywhere") == (100, 100, 100, 100, 100), timeout=180)
+        nodes_with_pods = {p.spec.node_name for p in pods_of(core, "everywhere")}
+        assert len(nodes_with_pods) == 100
+        hosts = {p.status.pod_ip for p in pods_of(core, "everywhere")}
+        assert len(hosts) > 90, "hollow pods get distinct addresses"
+    finally:
+        client.close()
+        fleet.stop()
+        server.kill()
