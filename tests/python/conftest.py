@@ -100,6 +100,7 @@ API_ONLY = [
     "--no-scheduler",
     "--no-garbage-collector",
     "--no-node-lifecycle-controller",
+    "--no-pod-gc",
 ]
 
 

@@ -337,3 +337,46 @@ def test_hollow_fleet_of_100_nodes_runs_a_daemonset(tmp_data_dir):
         client.close()
         fleet.stop()
         server.kill()
+
+
+def test_static_pod_runs_and_is_mirrored(tmp_data_dir):
+    from conftest import Server
+    server = Server(tmp_data_dir, ["--store", "memory"]).start()
+    manifests = pathlib.Path(tmp_data_dir) / "manifests"
+    manifests.mkdir()
+    marker = f"static-{os.getpid()}-{time.monotonic_ns()}"
+    (manifests / "web.yaml").write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "c", "image": "busybox",
+                                 "command": ["sh", "-c", f"echo {marker}; while true; do sleep 1; done"]}]}}))
+    agent = Agent(server, "solo", ["--pod-manifest-path", str(manifests)]).start()
+    client = server.client()
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        pod = wait_for("the mirror pod Running", lambda: (lambda p: p.status.phase == "Running" and ready(p) and p)(
+            core.read_namespaced_pod("web-solo", "default")))
+        assert pod.metadata.annotations["kubernetes.io/config.source"] == "file"
+        assert pod.metadata.annotations["kubernetes.io/config.mirror"] == pod.metadata.annotations["kubernetes.io/config.hash"]
+        assert pod.metadata.owner_references[0].kind == "Node"
+        assert wait_for("its log", lambda: marker in server.kubectl("logs", "web-solo").stdout)
+        (manifests / "web.yaml").unlink()
+        wait_for("the mirror pod gone", lambda: not [p for p in core.list_namespaced_pod("default").items if p.metadata.name == "web-solo"], timeout=90)
+        wait_for("the container stopped", lambda: subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 1)
+    finally:
+        client.close()
+        agent.stop()
+        server.kill()
+
+
+def test_pods_of_a_deleted_node_are_garbage_collected(nodes):
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apps = kubernetes.client.AppsV1Api(client)
+    apply(nodes, loop_ds("collected", "while true; do sleep 1; done"))
+    wait_for("3 ready", lambda: ds_status(apps, "collected")[2] == 3)
+    nodes.agents["node-3"].stop()
+    core.delete_node("node-3")
+    # Pod GC deletes the pod after the 40 s quarantine; the DaemonSet then wants 2.
+    wait_for("no pod on node-3", lambda: not [p for p in pods_of(core, "collected") if p.spec.node_name == "node-3"], timeout=120)
+    wait_for("ds 2 2 2 2 2", lambda: ds_status(apps, "collected") == (2, 2, 2, 2, 2))
+    client.close()

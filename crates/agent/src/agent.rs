@@ -26,6 +26,8 @@ pub struct AgentConfig {
     pub log_max_files: usize,
     /// Record Normal pod events (hollow fleets turn this off to spare the API).
     pub normal_events: bool,
+    /// Directory of static pod manifests, scanned every 20 s.
+    pub pod_manifest_path: Option<PathBuf>,
 }
 
 /// What the pod watch tells one node.
@@ -189,6 +191,16 @@ async fn run_node(
 ) {
     let node_cfg = Arc::new(cfg.node.clone());
     let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node_cfg, node_rx.clone()));
+    let static_pods = cfg.pod_manifest_path.clone().map(|dir| {
+        let uid = node_rx.borrow().metadata.uid.clone();
+        tokio::spawn(crate::static_pods::run(
+            client.clone(),
+            cfg.node.name.clone(),
+            uid,
+            dir,
+            Duration::from_secs(20),
+        ))
+    });
     let shared = Arc::new(NodeShared {
         client: client.clone(),
         runtime: Arc::clone(&runtime),
@@ -234,6 +246,9 @@ async fn run_node(
         }
     }
     heartbeat.abort();
+    if let Some(task) = static_pods {
+        task.abort();
+    }
     manager.stop_all().await;
 }
 

@@ -9,4 +9,5 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod runtime;
+pub mod static_pods;
 pub mod volumes;

@@ -5,5 +5,6 @@ pub mod daemonset;
 pub mod events;
 pub mod gc;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod scheduler;
 pub mod stores;

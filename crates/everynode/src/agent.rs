@@ -82,6 +82,10 @@ pub struct AgentArgs {
     /// Rotate a container log when it reaches this many bytes.
     #[arg(long, default_value_t = 10 * 1024 * 1024)]
     pub container_log_max_size: u64,
+    /// Directory of static pod manifests (YAML or JSON), run on this node and published as
+    /// mirror pods `<name>-<node>`.
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
     /// Log files kept per container start, the live one included.
     #[arg(long, default_value_t = 5)]
     pub container_log_max_files: usize,
@@ -273,6 +277,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             log_max_bytes: args.container_log_max_size,
             log_max_files: args.container_log_max_files,
             normal_events: !hollow,
+            pod_manifest_path: args.pod_manifest_path.clone(),
         })
         .collect();
     let log_server = LogServer {

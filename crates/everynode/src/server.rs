@@ -35,6 +35,12 @@ pub struct ControllerFlags {
     /// Do not run the node lifecycle controller (Unknown conditions, taints, eviction).
     #[arg(long)]
     pub no_node_lifecycle_controller: bool,
+    /// Do not run pod garbage collection (pods of vanished nodes, terminated pods).
+    #[arg(long)]
+    pub no_pod_gc: bool,
+    /// Terminated pods kept before the oldest are deleted; 0 keeps them all.
+    #[arg(long, default_value_t = 12_500)]
+    pub terminated_pod_gc_threshold: usize,
     /// Most pod creates (and deletes) one DaemonSet sync issues (upstream's burstReplicas).
     #[arg(long, default_value_t = 250)]
     pub daemonset_burst: usize,
@@ -56,6 +62,8 @@ impl Default for ControllerFlags {
             no_scheduler: false,
             no_garbage_collector: false,
             no_node_lifecycle_controller: false,
+            no_pod_gc: false,
+            terminated_pod_gc_threshold: 12_500,
             daemonset_burst: 250,
             node_monitor_grace_period: 50,
             node_startup_grace_period: 60,
@@ -141,6 +149,12 @@ async fn start_controllers(kubeconfig: &Path, flags: ControllerFlags) -> Result<
     }
     if !flags.no_garbage_collector {
         tokio::spawn(everynode_controllers::gc::run(client.clone()));
+    }
+    if !flags.no_pod_gc {
+        tokio::spawn(everynode_controllers::podgc::run(
+            client.clone(),
+            flags.terminated_pod_gc_threshold,
+        ));
     }
     if !flags.no_node_lifecycle_controller {
         tokio::spawn(nodelifecycle::run(

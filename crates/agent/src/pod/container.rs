@@ -173,7 +173,19 @@ pub async fn supervise(
                         std::fs::remove_file(log_dir.join(format!("{}.log", restart_count - 2)));
                 }
                 match ctx.node.runtime.start(launch.clone()).await {
-                    Ok(c) => Arc::from(c),
+                    Ok(c) => {
+                        ctx.node
+                            .events
+                            .pod(
+                                &pod,
+                                Some(&spec.name),
+                                false,
+                                "Created",
+                                &format!("Created container {}", spec.name),
+                            )
+                            .await;
+                        Arc::from(c)
+                    }
                     Err(e) => {
                         let message = e.to_string();
                         ctx.update_container(kind, index, |c| {
