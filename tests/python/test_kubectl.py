@@ -208,3 +208,23 @@ def test_explain_update_strategy(server):
     assert "KIND:       DaemonSet" in out
     assert "FIELD: updateStrategy <DaemonSetUpdateStrategy>" in out
     assert "rollingUpdate\t<RollingUpdateDaemonSet>" in out
+
+
+def test_create_generators_send_protobuf_and_work(server):
+    """`kubectl create namespace|configmap|secret|serviceaccount|service|priorityclass` send
+    protobuf bodies; they are read like JSON."""
+    assert server.kubectl("create", "namespace", "team-a").stdout == "namespace/team-a created\n"
+    server.kubectl("create", "configmap", "settings", "--from-literal=level=debug", "-n", "team-a")
+    server.kubectl("create", "secret", "generic", "creds", "--from-literal=password=s3cret", "-n", "team-a")
+    server.kubectl("create", "serviceaccount", "robot", "-n", "team-a")
+    server.kubectl("create", "service", "clusterip", "web", "--tcp=80:8080", "-n", "team-a")
+    server.kubectl("create", "priorityclass", "high", "--value=1000", "--description=important")
+    get = lambda *a: server.kubectl("get", *a).stdout
+    assert get("cm", "settings", "-n", "team-a", "-o", "jsonpath={.data.level}") == "debug"
+    assert get("secret", "creds", "-n", "team-a", "-o", "jsonpath={.data.password}") == "czNjcmV0"
+    assert get("sa", "robot", "-n", "team-a", "-o", "jsonpath={.metadata.namespace}") == "team-a"
+    assert get("svc", "web", "-n", "team-a", "-o", "jsonpath={.spec.ports[0].targetPort}") == "8080"
+    assert get("pc", "high", "-o", "jsonpath={.value}") == "1000"
+    again = server.kubectl("create", "namespace", "team-a", check=False)
+    assert again.returncode == 1
+    assert 'namespaces "team-a" already exists' in again.stderr

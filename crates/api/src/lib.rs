@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod field;
 pub mod names;
 pub mod openapi;
+pub mod protobuf;
 pub mod quantity;
 pub mod registry;
 pub mod scheduling;

@@ -153,6 +153,17 @@ fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
                 let msg = msg.split(" at line ").next().unwrap_or(&msg);
                 ApiError::bad_request(format!("error converting YAML to JSON: yaml: {at}{msg}"))
             })?,
+        "application/vnd.kubernetes.protobuf" => {
+            everynode_api::protobuf::decode(body).map_err(|e| match e {
+                everynode_api::protobuf::ProtobufError::Unsupported { .. } => {
+                    let mut err =
+                        ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf");
+                    err.message = e.to_string();
+                    err
+                }
+                other => ApiError::bad_request(other.to_string()),
+            })?
+        }
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
