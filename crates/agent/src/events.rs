@@ -51,11 +51,7 @@ impl Recorder {
         if !warning && !self.normal {
             return;
         }
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = crate::pod::namespace_of(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
         let now = Time(jiff::Timestamp::now());

@@ -155,6 +155,55 @@ pub fn host_ports(pod: &Pod) -> Vec<(i32, String)> {
         .collect()
 }
 
+/// A resource a pod asks for beyond what its node has left.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shortage {
+    pub resource: String,
+    pub wanted: Quantity,
+    pub used: Quantity,
+    pub allocatable: Quantity,
+}
+
+/// The resources `pod` requests that do not fit `node` beside `others` (their requests summed).
+pub fn shortages(pod: &Pod, node: &Node, others: &[&Pod]) -> Vec<Shortage> {
+    let allocatable = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.clone())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (resource, wanted) in pod_requests(pod) {
+        if wanted == Quantity::ZERO {
+            continue;
+        }
+        let have = allocatable
+            .get(&resource)
+            .and_then(|q| Quantity::parse(&q.0).ok())
+            .unwrap_or(Quantity::ZERO);
+        let used = others.iter().fold(Quantity::ZERO, |acc, p| {
+            acc + pod_requests(p)
+                .get(&resource)
+                .copied()
+                .unwrap_or(Quantity::ZERO)
+        });
+        if used + wanted > have {
+            out.push(Shortage {
+                resource,
+                wanted,
+                used,
+                allocatable: have,
+            });
+        }
+    }
+    out
+}
+
+/// Whether `pod` wants a host port one of `others` already holds.
+pub fn host_port_conflict(pod: &Pod, others: &[&Pod]) -> bool {
+    let taken: Vec<(i32, String)> = others.iter().flat_map(|p| host_ports(p)).collect();
+    host_ports(pod).iter().any(|p| taken.contains(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,33 +74,11 @@ pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> 
     if live.len() as i128 + 1 > max_pods {
         reasons.push("Too many pods".into());
     }
-    let wanted = scheduling::pod_requests(pod);
-    for (resource, want) in &wanted {
-        if *want == Quantity::ZERO {
-            continue;
-        }
-        let have = allocatable
-            .get(resource)
-            .and_then(|q| Quantity::parse(&q.0).ok())
-            .unwrap_or(Quantity::ZERO);
-        let used = live.iter().fold(Quantity::ZERO, |acc, p| {
-            acc + scheduling::pod_requests(p)
-                .get(resource)
-                .copied()
-                .unwrap_or(Quantity::ZERO)
-        });
-        if used + *want > have {
-            reasons.push(format!("Insufficient {resource}"));
-        }
+    let live: Vec<&Pod> = live.into_iter().copied().collect();
+    for shortage in scheduling::shortages(pod, node, &live) {
+        reasons.push(format!("Insufficient {}", shortage.resource));
     }
-    let taken: Vec<(i32, String)> = live
-        .iter()
-        .flat_map(|p| scheduling::host_ports(p))
-        .collect();
-    if scheduling::host_ports(pod)
-        .iter()
-        .any(|p| taken.contains(p))
-    {
+    if scheduling::host_port_conflict(pod, &live) {
         reasons.push("node(s) didn't have free ports for the requested pod ports".into());
     }
     if reasons.is_empty() {

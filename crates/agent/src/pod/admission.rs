@@ -40,45 +40,27 @@ pub fn admit(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Rejection> {
             ),
         ));
     }
-    for (resource, want) in scheduling::pod_requests(pod) {
-        if want == Quantity::ZERO {
-            continue;
-        }
-        let used = others.iter().fold(Quantity::ZERO, |acc, p| {
-            acc + scheduling::pod_requests(p)
-                .get(&resource)
-                .copied()
-                .unwrap_or(Quantity::ZERO)
-        });
-        let have = capacity(&resource);
-        if used + want > have {
-            // Kubelet prints cpu in millicores and everything else in units.
-            let show = |q: Quantity| {
-                if resource == "cpu" {
-                    q.milli_ceil()
-                } else {
-                    q.units_ceil()
-                }
-            };
-            return Err((
-                format!("OutOf{resource}"),
-                format!(
-                    "Pod was rejected: Node didn't have enough resource: {resource}, requested: {}, used: {}, capacity: {}",
-                    show(want),
-                    show(used),
-                    show(have)
-                ),
-            ));
-        }
+    if let Some(short) = scheduling::shortages(pod, node, others).into_iter().next() {
+        // Kubelet prints cpu in millicores and everything else in units.
+        let show = |q: Quantity| {
+            if short.resource == "cpu" {
+                q.milli_ceil()
+            } else {
+                q.units_ceil()
+            }
+        };
+        return Err((
+            format!("OutOf{}", short.resource),
+            format!(
+                "Pod was rejected: Node didn't have enough resource: {}, requested: {}, used: {}, capacity: {}",
+                short.resource,
+                show(short.wanted),
+                show(short.used),
+                show(short.allocatable)
+            ),
+        ));
     }
-    let taken: Vec<(i32, String)> = others
-        .iter()
-        .flat_map(|p| scheduling::host_ports(p))
-        .collect();
-    if scheduling::host_ports(pod)
-        .iter()
-        .any(|p| taken.contains(p))
-    {
+    if scheduling::host_port_conflict(pod, others) {
         return Err((
             "NodePorts".into(),
             "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports".into(),

@@ -402,43 +402,89 @@ pub async fn supervise(
     }
 }
 
-/// Repeats `probe` until it reaches `target` consecutive results (success when `want_success`),
-/// reporting each failure; returns the last failure message.
-async fn probe_until(
-    ctx: &PodCtx,
-    pod: &Pod,
-    spec: &Spec,
-    container: &dyn Container,
-    probe: &Probe,
-    label: &str,
-) -> String {
-    let timing = Timing::of(probe);
-    let Some(action) = Action::of_probe(probe) else {
-        return String::new();
-    };
-    let ports = spec.ports.clone().unwrap_or_default();
-    let mut failures = 0;
-    loop {
-        match probe::run(&action, container, &ctx.pod_ip(), &ports, timing.timeout).await {
-            Ok(()) => failures = 0,
-            Err(message) => {
-                failures += 1;
-                ctx.node
-                    .events
-                    .pod(
-                        pod,
-                        Some(&spec.name),
-                        true,
-                        "Unhealthy",
-                        &format!("{label} probe failed: {message}"),
-                    )
-                    .await;
-                if failures >= timing.failure_threshold {
-                    return message;
+/// The container a probe runs against, and what its events name.
+struct Target<'a> {
+    ctx: &'a PodCtx,
+    pod: &'a Pod,
+    spec: &'a Spec,
+    container: &'a dyn Container,
+}
+
+/// When a probe loop ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Until {
+    /// At the first success (startup), or after `failureThreshold` failures in a row.
+    FirstSuccess,
+    /// Only after `failureThreshold` failures in a row (liveness).
+    FailureThreshold,
+    /// Never (readiness: it only reports).
+    Never,
+}
+
+impl Target<'_> {
+    /// One probe attempt; a failure is reported as an `Unhealthy` event.
+    async fn once(&self, action: &Action, timing: &Timing, label: &str) -> Result<(), String> {
+        let ports = self.spec.ports.clone().unwrap_or_default();
+        let result = probe::run(
+            action,
+            self.container,
+            &self.ctx.pod_ip(),
+            &ports,
+            timing.timeout,
+        )
+        .await;
+        if let Err(message) = &result {
+            self.ctx
+                .node
+                .events
+                .pod(
+                    self.pod,
+                    Some(&self.spec.name),
+                    true,
+                    "Unhealthy",
+                    &format!("{label} probe failed: {message}"),
+                )
+                .await;
+        }
+        result
+    }
+
+    /// Probes every period after the initial delay until `until` says stop; `Err` carries the
+    /// last failure. `on_result(ok, streak, threshold)` sees every result.
+    async fn repeat(
+        &self,
+        probe: &Probe,
+        label: &str,
+        until: Until,
+        mut on_result: impl FnMut(bool, u32, u32),
+    ) -> Result<(), String> {
+        let timing = Timing::of(probe);
+        let Some(action) = Action::of_probe(probe) else {
+            return std::future::pending().await;
+        };
+        tokio::time::sleep(timing.initial_delay).await;
+        let (mut successes, mut failures) = (0u32, 0u32);
+        loop {
+            match self.once(&action, &timing, label).await {
+                Ok(()) => {
+                    successes += 1;
+                    failures = 0;
+                    on_result(true, successes, timing.success_threshold);
+                    if until == Until::FirstSuccess {
+                        return Ok(());
+                    }
+                }
+                Err(message) => {
+                    failures += 1;
+                    successes = 0;
+                    on_result(false, failures, timing.failure_threshold);
+                    if failures >= timing.failure_threshold && until != Until::Never {
+                        return Err(message);
+                    }
                 }
             }
+            tokio::time::sleep(timing.period).await;
         }
-        tokio::time::sleep(timing.period).await;
     }
 }
 
@@ -459,50 +505,26 @@ async fn probe_loops(
         p.termination_grace_period_seconds
             .map_or(pod_grace, |g| Duration::from_secs(g.max(0) as u64))
     };
+    let target = Target {
+        ctx: &ctx,
+        pod: &pod,
+        spec: &spec,
+        container: container.as_ref(),
+    };
     if let Some(startup) = &spec.startup_probe {
-        let timing = Timing::of(startup);
-        tokio::time::sleep(timing.initial_delay).await;
-        let Some(action) = Action::of_probe(startup) else {
-            return;
-        };
-        let ports = spec.ports.clone().unwrap_or_default();
-        let mut failures = 0;
-        loop {
-            match probe::run(
-                &action,
-                container.as_ref(),
-                &ctx.pod_ip(),
-                &ports,
-                timing.timeout,
-            )
+        if target
+            .repeat(startup, "Startup", Until::FirstSuccess, |_, _, _| {})
             .await
-            {
-                Ok(()) => break,
-                Err(message) => {
-                    failures += 1;
-                    ctx.node
-                        .events
-                        .pod(
-                            &pod,
-                            Some(&spec.name),
-                            true,
-                            "Unhealthy",
-                            &format!("Startup probe failed: {message}"),
-                        )
-                        .await;
-                    if failures >= timing.failure_threshold {
-                        let _ = fail.send((
-                            format!(
-                                "Container {} failed startup probe, will be restarted",
-                                spec.name
-                            ),
-                            grace_of(startup),
-                        ));
-                        return;
-                    }
-                }
-            }
-            tokio::time::sleep(timing.period).await;
+            .is_err()
+        {
+            let _ = fail.send((
+                format!(
+                    "Container {} failed startup probe, will be restarted",
+                    spec.name
+                ),
+                grace_of(startup),
+            ));
+            return;
         }
         ctx.update_container(Kind::Regular, index, |c| {
             c.started = true;
@@ -512,70 +534,31 @@ async fn probe_loops(
         });
     }
     let liveness = async {
-        if let Some(p) = &spec.liveness_probe {
-            tokio::time::sleep(Timing::of(p).initial_delay).await;
-            probe_until(&ctx, &pod, &spec, container.as_ref(), p, "Liveness").await;
-            return Some(grace_of(p));
+        match &spec.liveness_probe {
+            Some(p) => {
+                let _ = target
+                    .repeat(p, "Liveness", Until::FailureThreshold, |_, _, _| {})
+                    .await;
+                grace_of(p)
+            }
+            None => std::future::pending().await,
         }
-        std::future::pending::<Option<Duration>>().await
     };
     let readiness = async {
         let Some(p) = &spec.readiness_probe else {
             return std::future::pending::<()>().await;
         };
-        let timing = Timing::of(p);
-        let Some(action) = Action::of_probe(p) else {
-            return std::future::pending::<()>().await;
-        };
-        let ports = spec.ports.clone().unwrap_or_default();
-        tokio::time::sleep(timing.initial_delay).await;
-        let (mut successes, mut failures) = (0, 0);
-        loop {
-            match probe::run(
-                &action,
-                container.as_ref(),
-                &ctx.pod_ip(),
-                &ports,
-                timing.timeout,
-            )
-            .await
-            {
-                Ok(()) => {
-                    successes += 1;
-                    failures = 0;
-                    if successes >= timing.success_threshold
-                        && ctx
-                            .container(Kind::Regular, index)
-                            .is_some_and(|c| !c.ready)
-                    {
-                        ctx.update_container(Kind::Regular, index, |c| c.ready = true);
-                    }
+        let _ = target
+            .repeat(p, "Readiness", Until::Never, |ok, count, threshold| {
+                let ready = ctx.container(Kind::Regular, index).is_some_and(|c| c.ready);
+                if count >= threshold && ok != ready {
+                    ctx.update_container(Kind::Regular, index, |c| c.ready = ok);
                 }
-                Err(message) => {
-                    failures += 1;
-                    successes = 0;
-                    ctx.node
-                        .events
-                        .pod(
-                            &pod,
-                            Some(&spec.name),
-                            true,
-                            "Unhealthy",
-                            &format!("Readiness probe failed: {message}"),
-                        )
-                        .await;
-                    if failures >= timing.failure_threshold
-                        && ctx.container(Kind::Regular, index).is_some_and(|c| c.ready)
-                    {
-                        ctx.update_container(Kind::Regular, index, |c| c.ready = false);
-                    }
-                }
-            }
-            tokio::time::sleep(timing.period).await;
-        }
+            })
+            .await;
     };
     tokio::select! {
-        Some(grace) = liveness => {
+        grace = liveness => {
             let _ = fail.send((
                 format!("Container {} failed liveness probe, will be restarted", spec.name),
                 grace,

@@ -17,6 +17,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use tokio::sync::{Notify, watch};
 
+/// The pod's namespace (`default` when unset, as the API server defaults it).
+pub fn namespace_of(pod: &Pod) -> String {
+    pod.metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into())
+}
+
 /// What every pod worker on one node shares.
 pub struct NodeShared {
     pub client: Client,

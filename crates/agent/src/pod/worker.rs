@@ -338,11 +338,7 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
         let Some(pod) = ctx.current() else {
             return PodState::Terminating;
         };
-        let ns = pod
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
+        let ns = crate::pod::namespace_of(&pod);
         let (mut cms, mut secrets) = volumes::referenced_sources(&pod);
         let (env_cms, env_secrets) = env::referenced_sources(&pod);
         cms.extend(env_cms);
@@ -545,11 +541,7 @@ async fn sync_status(ctx: &PodCtx, last: &mut Option<serde_json::Value>) {
     if last.as_ref() == Some(&value) {
         return;
     }
-    let ns = pod
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let ns = crate::pod::namespace_of(&pod);
     let name = pod.metadata.name.clone().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.node.client.clone(), &ns);
     let patch = serde_json::json!({"status": value});
@@ -575,11 +567,7 @@ async fn finish(ctx: &Arc<PodCtx>) {
         let mut last = None;
         sync_status(ctx, &mut last).await;
         if pod.metadata.deletion_timestamp.is_some() {
-            let ns = pod
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into());
+            let ns = crate::pod::namespace_of(pod);
             let api: Api<Pod> = Api::namespaced(ctx.node.client.clone(), &ns);
             let dp = DeleteParams {
                 grace_period_seconds: Some(0),
