@@ -199,9 +199,12 @@ def wait_for(what, check, timeout=90, interval=0.25):
         try:
             last = check()
         except kubernetes.client.exceptions.ApiException as e:
-            last = e
             if e.status != 404:
                 raise
+            # Not there yet: keep waiting.
+            last = f"404 {e.reason}"
+            time.sleep(interval)
+            continue
         if last:
             return last
         time.sleep(interval)

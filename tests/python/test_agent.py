@@ -38,7 +38,8 @@ def pods_of(core, name):
 
 
 def ready(pod):
-    return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
+    conditions = (pod.status and pod.status.conditions) or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 def ds_status(apps, name):
@@ -353,7 +354,7 @@ def test_static_pod_runs_and_is_mirrored(tmp_data_dir):
     client = server.client()
     try:
         core = kubernetes.client.CoreV1Api(client)
-        pod = wait_for("the mirror pod Running", lambda: (lambda p: p.status.phase == "Running" and ready(p) and p)(
+        pod = wait_for("the mirror pod Running", lambda: (lambda p: p.status is not None and p.status.phase == "Running" and ready(p) and p)(
             core.read_namespaced_pod("web-solo", "default")))
         assert pod.metadata.annotations["kubernetes.io/config.source"] == "file"
         assert pod.metadata.annotations["kubernetes.io/config.mirror"] == pod.metadata.annotations["kubernetes.io/config.hash"]

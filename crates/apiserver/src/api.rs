@@ -212,6 +212,9 @@ impl Api {
         {
             self.check_namespace(res, ns).await?;
         }
+        if res.id == Kind::Pod {
+            crate::admission::pod_create(self, res, &mut obj).await?;
+        }
         let errors = validation::validate_create(res, &obj);
         let display_name = meta_str(&obj, "name").unwrap_or_default().to_owned();
         if !errors.is_empty() {

@@ -1,6 +1,7 @@
 //! The everynode API server: Kubernetes REST over HTTP(S) for the resources in
 //! `everynode_api::registry`, backed by an `everynode_store::Store`, with a watch cache.
 
+pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cache;

@@ -140,8 +140,18 @@ pub async fn serve(
     res: &'static Resource,
     params: WatchParams,
 ) -> ApiResult<Response> {
-    if params.after.is_none() {
-        api.fresh_cache().await?;
+    match params.after {
+        None => {
+            api.fresh_cache().await?;
+        }
+        // A version the cache has not applied yet (the client's own write, say): wait for it,
+        // as upstream does, so replaying from it neither misses nor repeats an event.
+        Some(rev) if rev > api.cache.revision() => api
+            .cache
+            .wait_for(rev, api.options.cache_wait)
+            .await
+            .map_err(|e| ApiError::timeout(format!("Too large resource version: {e}")))?,
+        Some(_) => {}
     }
     let handle = match api.cache.watch(params.filter, params.after) {
         Ok(h) => h,
