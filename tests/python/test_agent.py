@@ -381,3 +381,47 @@ def test_pods_of_a_deleted_node_are_garbage_collected(nodes):
     wait_for("no pod on node-3", lambda: not [p for p in pods_of(core, "collected") if p.spec.node_name == "node-3"], timeout=120)
     wait_for("ds 2 2 2 2 2", lambda: ds_status(apps, "collected") == (2, 2, 2, 2, 2))
     client.close()
+
+
+def test_daemon_pod_preempts_a_lower_priority_pod(tmp_data_dir):
+    """A node full of a low-priority pod: the high-priority daemon pod is nominated to it, the
+    victim gets DisruptionTarget and is deleted gracefully, then the daemon pod runs."""
+    from conftest import Server
+    server = Server(tmp_data_dir, ["--store", "memory"]).start()
+    agent = Agent(server, "small", ["--cpu", "1"]).start()
+    client = server.client()
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        wait_for("the node", lambda: core.read_node("small").status.conditions)
+        server.kubectl("create", "priorityclass", "low", "--value=10")
+        server.kubectl("create", "priorityclass", "high", "--value=1000")
+        hog = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},
+               "spec": {"priorityClassName": "low", "terminationGracePeriodSeconds": 1,
+                        "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "while true; do sleep 1; done"],
+                                        "resources": {"requests": {"cpu": "800m"}}}]}}
+        apply(server, hog)
+        running = wait_for("the hog Running", lambda: (lambda p: ready(p) and p)(core.read_namespaced_pod("hog", "default")))
+        assert running.spec.priority == 10
+        w = kubernetes.watch.Watch()
+        ds = loop_ds("critical", "while true; do sleep 1; done")
+        spec = ds["spec"]["template"]["spec"]
+        spec["priorityClassName"] = "high"
+        spec["containers"][0]["resources"] = {"requests": {"cpu": "500m"}}
+        apply(server, ds)
+        disrupted = None
+        for event in w.stream(core.list_namespaced_pod, "default", field_selector="metadata.name=hog",
+                              resource_version=running.metadata.resource_version, timeout_seconds=60):
+            conditions = (event["object"].status and event["object"].status.conditions) or []
+            disrupted = disrupted or next((c for c in conditions if c.type == "DisruptionTarget"), None)
+            if event["type"] == "DELETED":
+                break
+        w.stop()
+        assert disrupted is not None and disrupted.reason == "PreemptionByScheduler"
+        daemon = wait_for("the daemon pod Running", lambda: [p for p in pods_of(core, "critical") if ready(p)])
+        assert daemon[0].spec.node_name == "small" and daemon[0].spec.priority == 1000
+        events = server.kubectl("get", "events", "--field-selector", "involvedObject.name=hog").stdout
+        assert "Preempted" in events and "on node small" in events, events
+    finally:
+        client.close()
+        agent.stop()
+        server.kill()

@@ -131,6 +131,130 @@ pub fn choose<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Arc<Pod>]) -> Result<&'a
         .ok_or_else(|| unschedulable_message(nodes.len(), &reasons))
 }
 
+fn priority(pod: &Pod) -> i32 {
+    pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
+}
+
+/// The pods to evict from `node` so that `pod` fits, as upstream's `SelectVictimsOnNode`:
+/// every lower-priority pod is a candidate; then, highest priority first, candidates are
+/// reprieved while the pod still fits without them. `None` when even removing them all is not
+/// enough (or the pod may not preempt).
+pub fn victims_on<'a>(pod: &Pod, node: &Node, on_node: &[&'a Pod]) -> Option<Vec<&'a Pod>> {
+    if pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.preemption_policy.as_deref())
+        == Some("Never")
+    {
+        return None;
+    }
+    let mine = priority(pod);
+    let (mut candidates, mut kept): (Vec<&Pod>, Vec<&Pod>) = on_node
+        .iter()
+        .partition(|p| priority(p) < mine && p.metadata.deletion_timestamp.is_none());
+    if candidates.is_empty() || fits(pod, node, &kept).is_err() {
+        return None;
+    }
+    candidates.sort_by_key(|p| std::cmp::Reverse(priority(p)));
+    let mut victims = Vec::new();
+    for c in candidates {
+        kept.push(c);
+        if fits(pod, node, &kept).is_err() {
+            kept.pop();
+            victims.push(c);
+        }
+    }
+    Some(victims)
+}
+
+/// The node to preempt on and its victims: the one whose most important victim matters least,
+/// then the fewest victims, then the name.
+pub fn choose_preemption<'a>(
+    pod: &Pod,
+    nodes: &'a [Node],
+    pods: &'a [Arc<Pod>],
+) -> Option<(&'a Node, Vec<&'a Pod>)> {
+    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in pods {
+        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            by_node.entry(n).or_default().push(p);
+        }
+    }
+    nodes
+        .iter()
+        .filter_map(|n| {
+            let on_node = by_node
+                .get(n.metadata.name.as_deref().unwrap_or(""))
+                .cloned()
+                .unwrap_or_default();
+            victims_on(pod, n, &on_node).map(|v| (n, v))
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .min_by_key(|(n, v)| {
+            (
+                v.iter().map(|p| priority(p)).max().unwrap_or(i32::MIN),
+                v.len(),
+                n.metadata.name.clone(),
+            )
+        })
+}
+
+/// Nominates `node` for `pod` and evicts the victims: each gets the DisruptionTarget condition,
+/// a Preempted event, and a graceful delete.
+async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[&Pod]) {
+    let ns = pod.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let nominate = json!({"status": {"nominatedNodeName": node}});
+    if let Err(e) = api
+        .patch_status(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&nominate),
+        )
+        .await
+    {
+        tracing::debug!(error = %e, "could not nominate a node");
+    }
+    for v in victims {
+        let vns = v.namespace().unwrap_or_default();
+        let vapi: Api<Pod> = Api::namespaced(client.clone(), &vns);
+        let condition = json!({"status": {"conditions": [{
+            "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
+            "message": "default-scheduler: preempting to accommodate a higher priority pod",
+            "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())}]}});
+        let _ = vapi
+            .patch_status(
+                &v.name_any(),
+                &PatchParams::default(),
+                &Patch::Strategic(&condition),
+            )
+            .await;
+        let involved = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(v.name_any()),
+            namespace: Some(vns.clone()),
+            uid: v.metadata.uid.clone(),
+            ..Default::default()
+        };
+        crate::events::record(
+            client,
+            involved,
+            "default-scheduler",
+            false,
+            "Preempted",
+            &format!(
+                "Preempted by pod {} on node {node}",
+                pod.metadata.uid.as_deref().unwrap_or("")
+            ),
+        )
+        .await;
+        if let Err(e) = vapi.delete(&v.name_any(), &Default::default()).await {
+            tracing::debug!(error = %e, "could not delete a preemption victim");
+        }
+    }
+}
+
 struct Retry {
     at: Instant,
     delay: Duration,
@@ -221,6 +345,25 @@ pub async fn run(client: Client) {
                         }
                         record_failed_scheduling(&client, pod, &message).await;
                     }
+                    // Preemption, unless victims of an earlier round are still terminating.
+                    let waiting_on_victims = pod
+                        .status
+                        .as_ref()
+                        .and_then(|st| st.nominated_node_name.as_deref())
+                        .is_some_and(|n| {
+                            all_pods.iter().any(|p| {
+                                p.metadata.deletion_timestamp.is_some()
+                                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
+                                        == Some(n)
+                            })
+                        });
+                    if !waiting_on_victims
+                        && let Some((node, victims)) = choose_preemption(pod, &all_nodes, &all_pods)
+                    {
+                        let node_name = node.metadata.name.clone().unwrap_or_default();
+                        tracing::info!(pod = %pod.name_any(), node = %node_name, victims = victims.len(), "preempting lower-priority pods");
+                        preempt(&client, pod, &node_name, &victims).await;
+                    }
                     retries.insert(
                         key,
                         Retry {
@@ -282,6 +425,38 @@ mod tests {
     }
     fn pod(v: serde_json::Value) -> Pod {
         serde_json::from_value(v).expect("pod")
+    }
+
+    #[test]
+    fn preemption_picks_the_fewest_least_important_victims() {
+        let n = node(
+            json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "2", "pods": "110"}}}),
+        );
+        let with = |name: &str, cpu: &str, prio: i32| {
+            pod(
+                json!({"metadata": {"name": name}, "spec": {"nodeName": "n1", "priority": prio,
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": cpu}}}]}}),
+            )
+        };
+        let low = with("low", "1", 10);
+        let lower = with("lower", "500m", 5);
+        let high = with("high", "500m", 2000);
+        let daemon = pod(
+            json!({"metadata": {"name": "ds"}, "spec": {"priority": 1000,
+            "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+        );
+        // Removing `lower` alone is not enough (needs 1 cpu free); removing `low` is: `lower` is
+        // reprieved, `high` is never a candidate.
+        let victims = victims_on(&daemon, &n, &[&low, &lower, &high]).expect("possible");
+        assert_eq!(
+            victims.iter().map(|p| p.name_any()).collect::<Vec<_>>(),
+            vec!["low"]
+        );
+        let mut never = daemon.clone();
+        never.spec.as_mut().expect("spec").preemption_policy = Some("Never".into());
+        assert!(victims_on(&never, &n, &[&low, &lower, &high]).is_none());
+        // Nothing of lower priority to remove: no preemption.
+        assert!(victims_on(&daemon, &n, &[&high, &with("h2", "1500m", 3000)]).is_none());
     }
 
     #[test]
