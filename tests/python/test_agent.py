@@ -392,7 +392,9 @@ def test_daemon_pod_preempts_a_lower_priority_pod(tmp_data_dir):
     client = server.client()
     try:
         core = kubernetes.client.CoreV1Api(client)
-        wait_for("the node", lambda: core.read_node("small").status.conditions)
+        wait_for("the node Ready", lambda: any(
+            c.type == "Ready" and c.status == "True"
+            for c in ((core.read_node("small").status and core.read_node("small").status.conditions) or [])))
         server.kubectl("create", "priorityclass", "low", "--value=10")
         server.kubectl("create", "priorityclass", "high", "--value=1000")
         hog = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hog"},

@@ -189,3 +189,24 @@ def test_controller_events_and_on_delete(cluster, cluster_api):
         assert out.returncode != 0 and "rollout status is only available for RollingUpdate strategy type" in out.stderr
         core(cluster_api).delete_namespaced_pod(old.metadata.name, "default")
         wait_for(lambda: [p.spec.containers[0].image for p in daemon_pods(cluster_api) if not p.metadata.deletion_timestamp] == ["foo/bar:2"], what="replacement uses the new template")
+
+
+def test_required_pod_anti_affinity_spreads_and_leaves_the_extra_pod_pending(cluster, cluster_api):
+    for n in ("a", "b"):
+        core(cluster_api).create_node(node(n))
+    anti = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "web"}}, "topologyKey": "kubernetes.io/hostname"}]}}
+    for i in range(3):
+        core(cluster_api).create_namespaced_pod("default", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"web-{i}", "labels": {"app": "web"}},
+            "spec": {"affinity": anti, "containers": [{"name": "c", "image": "nginx"}]}})
+
+    def placed():
+        pods = core(cluster_api).list_namespaced_pod("default", label_selector="app=web").items
+        bound = sorted(p.spec.node_name for p in pods if p.spec.node_name)
+        pending = [c for p in pods if not p.spec.node_name for c in (p.status.conditions or []) if c.type == "PodScheduled"]
+        return bound == ["a", "b"] and pending and pending[0]
+
+    cd = wait_for(placed, what="two pods spread, one pending")
+    assert cd.reason == "Unschedulable"
+    assert cd.message == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."

@@ -108,10 +108,46 @@ pub fn choose<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Arc<Pod>]) -> Result<&'a
     }
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(&Node, usize)> = None;
+    // Inter-pod affinity needs every bound pod with its node; built only when some pod has
+    // required terms, so the common case stays a per-node check.
+    let has_terms = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.affinity.as_ref())
+            .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+    };
+    let placed: Vec<(&Pod, &Node)> = if has_terms(pod) || pods.iter().any(|p| has_terms(p)) {
+        let node_by_name: HashMap<&str, &Node> = nodes
+            .iter()
+            .map(|n| (n.metadata.name.as_deref().unwrap_or(""), n))
+            .collect();
+        pods.iter()
+            .filter(|p| {
+                !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .filter_map(|p| {
+                let n = p.spec.as_ref().and_then(|s| s.node_name.as_deref())?;
+                Some((p.as_ref(), *node_by_name.get(n)?))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let check_interpod = !placed.is_empty() || has_terms(pod);
     for node in nodes {
         let name = node.metadata.name.as_deref().unwrap_or("");
         let others = by_node.get(name).cloned().unwrap_or_default();
-        match fits(pod, node, &others) {
+        let result = fits(pod, node, &others).and_then(|()| {
+            if check_interpod {
+                crate::interpod::check(pod, node, &placed).map_err(|r| vec![r.to_owned()])
+            } else {
+                Ok(())
+            }
+        });
+        match result {
             Ok(()) => {
                 if best.is_none_or(|(b, count)| {
                     others.len() < count
