@@ -85,16 +85,14 @@ pub async fn terminate(
             .and_then(Action::of_hook)
         && let Err(message) = run_hook(ctx, spec, container, &action, grace).await
     {
-        ctx.node
-            .events
-            .pod(
-                pod,
-                Some(&spec.name),
-                true,
-                "FailedPreStopHook",
-                &format!("PreStopHook failed: {message}"),
-            )
-            .await;
+        ctx.container_event(
+            pod,
+            &spec.name,
+            true,
+            "FailedPreStopHook",
+            &format!("PreStopHook failed: {message}"),
+        )
+        .await;
     }
     if grace.is_zero() {
         container.signal(true);
@@ -174,16 +172,14 @@ pub async fn supervise(
                 }
                 match ctx.node.runtime.start(launch.clone()).await {
                     Ok(c) => {
-                        ctx.node
-                            .events
-                            .pod(
-                                &pod,
-                                Some(&spec.name),
-                                false,
-                                "Created",
-                                &format!("Created container {}", spec.name),
-                            )
-                            .await;
+                        ctx.container_event(
+                            &pod,
+                            &spec.name,
+                            false,
+                            "Created",
+                            &format!("Created container {}", spec.name),
+                        )
+                        .await;
                         Arc::from(c)
                     }
                     Err(e) => {
@@ -194,16 +190,14 @@ pub async fn supervise(
                                 message: Some(message.clone()),
                             };
                         });
-                        ctx.node
-                            .events
-                            .pod(
-                                &pod,
-                                Some(&spec.name),
-                                true,
-                                "Failed",
-                                &format!("Error: {message}"),
-                            )
-                            .await;
+                        ctx.container_event(
+                            &pod,
+                            &spec.name,
+                            true,
+                            "Failed",
+                            &format!("Error: {message}"),
+                        )
+                        .await;
                         let delay = backoff.on_exit(Duration::ZERO).max(Duration::from_secs(1));
                         tokio::select! {
                             _ = tokio::time::sleep(delay) => continue,
@@ -237,16 +231,14 @@ pub async fn supervise(
             c.ready = kind == Kind::Regular && !needs_probe_gate;
         });
         if !adopting {
-            ctx.node
-                .events
-                .pod(
-                    &pod,
-                    Some(&spec.name),
-                    false,
-                    "Started",
-                    &format!("Started container {}", spec.name),
-                )
-                .await;
+            ctx.container_event(
+                &pod,
+                &spec.name,
+                false,
+                "Started",
+                &format!("Started container {}", spec.name),
+            )
+            .await;
         }
         let grace = Duration::from_secs(grace_seconds(&pod).max(0) as u64);
         let mut post_start_failed = None;
@@ -265,16 +257,14 @@ pub async fn supervise(
             )
             .await
         {
-            ctx.node
-                .events
-                .pod(
-                    &pod,
-                    Some(&spec.name),
-                    true,
-                    "FailedPostStartHook",
-                    &format!("PostStartHook failed: {message}"),
-                )
-                .await;
+            ctx.container_event(
+                &pod,
+                &spec.name,
+                true,
+                "FailedPostStartHook",
+                &format!("PostStartHook failed: {message}"),
+            )
+            .await;
             post_start_failed = Some(message);
         }
         let (fail_tx, fail_rx) = oneshot::channel();
@@ -304,9 +294,7 @@ pub async fn supervise(
         let (exit, stopped, message) = match ended {
             Ended::Exited(exit) => (exit, false, None),
             Ended::ProbeFailed(message, grace) => {
-                ctx.node
-                    .events
-                    .pod(&pod, Some(&spec.name), false, "Killing", &message)
+                ctx.container_event(&pod, &spec.name, false, "Killing", &message)
                     .await;
                 let exit = tokio::select! {
                     exit = terminate(&ctx, &pod, &spec, container.as_ref(), grace) => exit,
@@ -317,16 +305,14 @@ pub async fn supervise(
                 (exit, stop.borrow().is_some(), None)
             }
             Ended::Stop(g) => {
-                ctx.node
-                    .events
-                    .pod(
-                        &pod,
-                        Some(&spec.name),
-                        false,
-                        "Killing",
-                        &format!("Stopping container {}", spec.name),
-                    )
-                    .await;
+                ctx.container_event(
+                    &pod,
+                    &spec.name,
+                    false,
+                    "Killing",
+                    &format!("Stopping container {}", spec.name),
+                )
+                .await;
                 let exit = terminate(
                     &ctx,
                     &pod,
@@ -378,22 +364,20 @@ pub async fn supervise(
             }
         });
         if !delay.is_zero() {
-            ctx.node
-                .events
-                .pod(
-                    &pod,
-                    Some(&spec.name),
-                    true,
-                    "BackOff",
-                    &format!(
-                        "Back-off restarting failed container {} in pod {}_{}({})",
-                        spec.name,
-                        pod.metadata.name.as_deref().unwrap_or(""),
-                        pod.metadata.namespace.as_deref().unwrap_or(""),
-                        ctx.uid
-                    ),
-                )
-                .await;
+            ctx.container_event(
+                &pod,
+                &spec.name,
+                true,
+                "BackOff",
+                &format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    spec.name,
+                    pod.metadata.name.as_deref().unwrap_or(""),
+                    pod.metadata.namespace.as_deref().unwrap_or(""),
+                    ctx.uid
+                ),
+            )
+            .await;
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
                 _ = stop_requested(&mut stop) => return Outcome::Stopped,

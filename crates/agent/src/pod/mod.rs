@@ -107,6 +107,21 @@ impl PodCtx {
         }
     }
 
+    /// Records an event about one of the pod's containers.
+    pub async fn container_event(
+        &self,
+        pod: &Pod,
+        container: &str,
+        warning: bool,
+        reason: &str,
+        message: &str,
+    ) {
+        self.node
+            .events
+            .pod(pod, Some(container), warning, reason, message)
+            .await;
+    }
+
     pub fn pod_ip(&self) -> String {
         self.view
             .lock()
