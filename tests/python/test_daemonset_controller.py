@@ -205,8 +205,9 @@ def test_required_pod_anti_affinity_spreads_and_leaves_the_extra_pod_pending(clu
         pods = core(cluster_api).list_namespaced_pod("default", label_selector="app=web").items
         bound = sorted(p.spec.node_name for p in pods if p.spec.node_name)
         pending = [c for p in pods if not p.spec.node_name for c in (p.status.conditions or []) if c.type == "PodScheduled"]
-        return bound == ["a", "b"] and pending and pending[0]
+        # The scheduler may first have seen one node only: wait for the message about both.
+        expected = "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."
+        return bound == ["a", "b"] and pending and pending[0].message == expected and pending[0]
 
     cd = wait_for(placed, what="two pods spread, one pending")
     assert cd.reason == "Unschedulable"
-    assert cd.message == "0/2 nodes are available: 2 node(s) didn't match pod anti-affinity rules."

@@ -5,6 +5,7 @@ pub mod daemonset;
 pub mod events;
 pub mod gc;
 pub mod interpod;
+pub mod leader;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod scheduler;

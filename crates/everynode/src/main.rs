@@ -26,6 +26,9 @@ enum Command {
     Up(Box<up::UpArgs>),
     /// Run the API server (with the controllers and scheduler, unless disabled).
     Server(Box<server::ServerArgs>),
+    /// Run the controllers (DaemonSet, scheduler, garbage collectors, node lifecycle) against an
+    /// API server, with leader election: of several copies, one runs them at a time.
+    Controllers(Box<ControllersArgs>),
     /// Run a node agent: register a Node and run the pods bound to it.
     Agent(Box<agent::AgentArgs>),
     /// Print the admin kubeconfig of a data directory.
@@ -36,6 +39,20 @@ enum Command {
     /// Container shim used by the process runtime (started by the agent, not by hand).
     #[command(hide = true)]
     Shim { dir: PathBuf },
+}
+
+#[derive(clap::Args, Clone, Debug)]
+struct ControllersArgs {
+    /// kubeconfig of the API server.
+    #[arg(long)]
+    kubeconfig: PathBuf,
+    /// Candidate identity in the leader lease (default: host name and process id).
+    #[arg(long)]
+    identity: Option<String>,
+    #[command(flatten)]
+    controllers: server::ControllerFlags,
+    #[command(flatten)]
+    leader: server::LeaderFlags,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +134,20 @@ async fn run(cli: Cli) -> Result<(), Error> {
             started.serve().await
         }
         Command::Agent(args) => agent::run(*args).await,
+        Command::Controllers(args) => {
+            let client = server::client_from_kubeconfig(&args.kubeconfig).await?;
+            let identity = args.identity.clone().unwrap_or_else(|| {
+                let host = nix::unistd::gethostname()
+                    .ok()
+                    .and_then(|h| h.into_string().ok())
+                    .unwrap_or_else(|| "everynode".into());
+                format!("{host}_{}", std::process::id())
+            });
+            eprintln!("everynode controllers: candidate {identity}");
+            server::start_elected_controllers(client, args.controllers, &args.leader, identity);
+            stop_signal().await;
+            Ok(())
+        }
         Command::Kubeconfig { data_dir } => {
             let path = kubeconfig_path(&data_dir);
             let text =

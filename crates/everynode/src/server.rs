@@ -5,7 +5,7 @@ use everynode_apiserver::api::Options;
 use everynode_apiserver::clock::SystemClock;
 use everynode_apiserver::credentials;
 use everynode_apiserver::server::{self, CacheSizes};
-use everynode_controllers::nodelifecycle;
+use everynode_controllers::{leader, nodelifecycle};
 use everynode_store::{EmbeddedStore, MemoryStore, Store};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +55,17 @@ pub struct ControllerFlags {
     pub node_monitor_period: u64,
 }
 
+impl ControllerFlags {
+    /// Whether any controller is to run (otherwise the server does not stand for election).
+    pub fn any_enabled(&self) -> bool {
+        !(self.no_daemonset_controller
+            && self.no_scheduler
+            && self.no_garbage_collector
+            && self.no_pod_gc
+            && self.no_node_lifecycle_controller)
+    }
+}
+
 impl Default for ControllerFlags {
     fn default() -> Self {
         ControllerFlags {
@@ -97,6 +108,8 @@ pub struct ServerArgs {
     pub bookmark_interval_seconds: u64,
     #[command(flatten)]
     pub controllers: ControllerFlags,
+    #[command(flatten)]
+    pub leader: LeaderFlags,
 }
 
 impl ServerArgs {
@@ -110,6 +123,7 @@ impl ServerArgs {
             watch_history: 50_000,
             bookmark_interval_seconds: 30,
             controllers: ControllerFlags::default(),
+            leader: LeaderFlags::default(),
         }
     }
 }
@@ -135,38 +149,105 @@ impl Started {
     }
 }
 
-/// Starts the enabled controllers as clients of this server, through its kubeconfig.
-async fn start_controllers(kubeconfig: &Path, flags: ControllerFlags) -> Result<(), Error> {
-    let client = client_from_kubeconfig(kubeconfig).await?;
+/// Spawns the enabled controllers; their handles stop them when leadership is lost.
+fn spawn_controllers(
+    client: &kube::Client,
+    flags: ControllerFlags,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut running = Vec::new();
     if !flags.no_daemonset_controller {
-        tokio::spawn(everynode_controllers::daemonset::controller::run(
-            client.clone(),
-            flags.daemonset_burst,
+        running.push(tokio::spawn(
+            everynode_controllers::daemonset::controller::run(
+                client.clone(),
+                flags.daemonset_burst,
+            ),
         ));
     }
     if !flags.no_scheduler {
-        tokio::spawn(everynode_controllers::scheduler::run(client.clone()));
+        running.push(tokio::spawn(everynode_controllers::scheduler::run(
+            client.clone(),
+        )));
     }
     if !flags.no_garbage_collector {
-        tokio::spawn(everynode_controllers::gc::run(client.clone()));
+        running.push(tokio::spawn(everynode_controllers::gc::run(client.clone())));
     }
     if !flags.no_pod_gc {
-        tokio::spawn(everynode_controllers::podgc::run(
+        running.push(tokio::spawn(everynode_controllers::podgc::run(
             client.clone(),
             flags.terminated_pod_gc_threshold,
-        ));
+        )));
     }
     if !flags.no_node_lifecycle_controller {
-        tokio::spawn(nodelifecycle::run(
-            client,
+        running.push(tokio::spawn(nodelifecycle::run(
+            client.clone(),
             nodelifecycle::Settings {
                 monitor_period: Duration::from_secs(flags.node_monitor_period.max(1)),
                 grace_period: Duration::from_secs(flags.node_monitor_grace_period),
                 startup_grace_period: Duration::from_secs(flags.node_startup_grace_period),
             },
-        ));
+        )));
     }
-    Ok(())
+    running
+}
+
+/// Leader-election timing (client-go's flags and defaults).
+#[derive(clap::Args, Clone, Debug)]
+pub struct LeaderFlags {
+    /// Seconds a leader lease lasts without renewal before another candidate may take it.
+    #[arg(long, default_value_t = 15)]
+    pub leader_elect_lease_duration: u64,
+    /// Seconds a leader keeps trying to renew before it stops its controllers.
+    #[arg(long, default_value_t = 10)]
+    pub leader_elect_renew_deadline: u64,
+    /// Seconds between attempts to acquire or renew.
+    #[arg(long, default_value_t = 2)]
+    pub leader_elect_retry_period: u64,
+}
+
+impl Default for LeaderFlags {
+    fn default() -> Self {
+        LeaderFlags {
+            leader_elect_lease_duration: 15,
+            leader_elect_renew_deadline: 10,
+            leader_elect_retry_period: 2,
+        }
+    }
+}
+
+/// Runs the enabled controllers whenever `identity` holds the leader lease (spawned; returns at once).
+pub fn start_elected_controllers(
+    client: kube::Client,
+    flags: ControllerFlags,
+    leader: &LeaderFlags,
+    identity: String,
+) {
+    let settings = leader::Settings {
+        identity,
+        lease_duration: Duration::from_secs(leader.leader_elect_lease_duration.max(1)),
+        renew_deadline: Duration::from_secs(leader.leader_elect_renew_deadline.max(1)),
+        retry_period: Duration::from_secs(leader.leader_elect_retry_period.max(1)),
+    };
+    let elector_client = client.clone();
+    tokio::spawn(leader::run_elected(elector_client, settings, move || {
+        spawn_controllers(&client, flags)
+    }));
+}
+
+/// This server's candidate identity: stable for a data directory, so a restarted server renews
+/// its own lease at once instead of waiting for it to expire.
+fn server_identity(data_dir: &Path) -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "everynode".into());
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    let hash = dir
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf29ce484222325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
+        });
+    format!("{host}_{hash:016x}")
 }
 
 pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
@@ -189,6 +270,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         watch_history,
         bookmark_interval_seconds,
         controllers,
+        leader,
     } = args;
     if insecure_plain_http && !listen.ip().is_loopback() {
         return Err(Error::Usage(format!(
@@ -272,7 +354,10 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     )?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "everynode API server ready");
     let serving = tokio::spawn(server::serve(listener, router, tls));
-    start_controllers(&kubeconfig, controllers).await?;
+    if controllers.any_enabled() {
+        let client = client_from_kubeconfig(&kubeconfig).await?;
+        start_elected_controllers(client, controllers, &leader, server_identity(&data_dir));
+    }
     // One line on stdout for scripts and tests that start the server and wait for it.
     println!(
         "everynode apiserver listening on {url} kubeconfig {}",
