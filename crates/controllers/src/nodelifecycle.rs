@@ -520,12 +520,20 @@ mod tests {
     }
 
     #[test]
-    fn cordon_adds_unschedulable_taint() {
+    fn s153_cordon_taints_unschedulable_and_daemon_pods_stay() {
         let mut n = node("True", json!([]));
         if let Some(spec) = n.spec.as_mut() {
             spec.unschedulable = Some(true);
         }
         let taints = desired_taints(&n, now()).expect("taints");
         assert_eq!(taints[0].key, UNSCHEDULABLE);
+        assert_eq!(taints[0].effect, "NoSchedule");
+        // A NoSchedule taint never evicts: the daemon pod stays (and sc04 binds new ones).
+        let cordoned: Node = {
+            let mut c = n.clone();
+            c.spec.get_or_insert_with(Default::default).taints = Some(taints);
+            c
+        };
+        assert_eq!(eviction(&daemon_pod(), &cordoned, now()), Eviction::Keep);
     }
 }

@@ -463,6 +463,125 @@ mod tests {
         serde_json::from_value(v).expect("pod")
     }
 
+    /// A daemon pod as the DaemonSet controller makes it for `node` (affinity to that node and
+    /// the automatic tolerations), with `extra` merged into its spec.
+    fn daemon_pod(node: &str, extra: serde_json::Value) -> Pod {
+        let ds: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": "ds", "namespace": "default", "uid": "ds-uid"},
+            "spec": {"selector": {"matchLabels": {"app": "d"}}, "template": {"metadata": {"labels": {"app": "d"}},
+                "spec": {"containers": [{"name": "c", "image": "i"}]}}}
+        }))
+        .expect("ds");
+        let mut v =
+            serde_json::to_value(everynode_api::daemonset::new_pod(&ds, node, "h")).expect("json");
+        if let (Some(spec), Some(extra)) = (v["spec"].as_object_mut(), extra.as_object()) {
+            for (k, val) in extra {
+                spec.insert(k.clone(), val.clone());
+            }
+        }
+        pod(v)
+    }
+
+    fn sized(name: &str, cpu: &str) -> Node {
+        node(
+            json!({"metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
+            "status": {"allocatable": {"cpu": cpu, "memory": "4Gi", "pods": "110"}}}),
+        )
+    }
+
+    fn running_on(name: &str, node_name: &str, spec: serde_json::Value) -> Arc<Pod> {
+        let mut v = json!({"metadata": {"name": name, "namespace": "default"}, "spec": spec, "status": {"phase": "Running"}});
+        v["spec"]["nodeName"] = json!(node_name);
+        Arc::new(pod(v))
+    }
+
+    #[test]
+    fn sc01_pinned_scheduling_never_binds_elsewhere() {
+        let nodes = vec![sized("node-1", "1"), sized("node-2", "8")];
+        let full = running_on(
+            "hog",
+            "node-1",
+            json!({"containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}),
+        );
+        let daemon = daemon_pod(
+            "node-1",
+            json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m"}}}]}),
+        );
+        let err = choose(&daemon, &nodes, &[full]).expect_err("node-1 is full");
+        assert_eq!(
+            err,
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
+        );
+    }
+
+    #[test]
+    fn sc02_preemption_of_priority_zero_pods_for_a_system_node_critical_daemon() {
+        let nodes = vec![sized("node-1", "1"), sized("node-2", "8")];
+        let a = running_on(
+            "a",
+            "node-1",
+            json!({"priority": 0, "containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}),
+        );
+        let b = running_on(
+            "b",
+            "node-1",
+            json!({"priority": 0, "containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}),
+        );
+        let daemon = daemon_pod(
+            "node-1",
+            json!({"priority": 2000001000, "priorityClassName": "system-node-critical",
+            "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "400m"}}}]}),
+        );
+        let pods = [a, b];
+        assert!(choose(&daemon, &nodes, &pods).is_err());
+        let (chosen, victims) = choose_preemption(&daemon, &nodes, &pods).expect("preempts");
+        assert_eq!(
+            chosen.name_any(),
+            "node-1",
+            "only the daemon pod's own node"
+        );
+        assert_eq!(victims.len(), 1, "enough victims, not all");
+    }
+
+    #[test]
+    fn sc03_host_port_conflict_keeps_the_daemon_pod_pending() {
+        let nodes = vec![sized("node-1", "8")];
+        let foreign = running_on(
+            "web",
+            "node-1",
+            json!({"containers": [{"name": "c", "ports": [{"containerPort": 80, "hostPort": 8080}]}]}),
+        );
+        let daemon = daemon_pod(
+            "node-1",
+            json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 8080, "hostPort": 8080}]}]}),
+        );
+        let err = choose(&daemon, &nodes, &[foreign]).expect_err("port taken");
+        assert_eq!(
+            err,
+            "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
+        );
+    }
+
+    #[test]
+    fn sc04_unschedulable_node_still_gets_its_daemon_pod() {
+        let mut n = sized("node-1", "8");
+        n.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+            unschedulable: Some(true),
+            ..Default::default()
+        });
+        let daemon = daemon_pod("node-1", json!({}));
+        assert_eq!(
+            choose(&daemon, std::slice::from_ref(&n), &[]).map(|n| n.name_any()),
+            Ok("node-1".into())
+        );
+        let plain =
+            pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}));
+        assert_eq!(
+            choose(&plain, &[n], &[]).map(|n| n.name_any()),
+            Err("0/1 nodes are available: 1 node(s) were unschedulable.".into())
+        );
+    }
+
     #[test]
     fn preemption_picks_the_fewest_least_important_victims() {
         let n = node(
