@@ -6,6 +6,7 @@
 //! (renew deadline < lease duration). Every write carries the resourceVersion it read, so two
 //! candidates never both win.
 
+use crate::last_change::LastChange;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
@@ -72,30 +73,24 @@ pub fn decide(
     }
 }
 
-/// Tracks the lease record as this candidate last saw it.
-struct Observer {
-    record: Option<(Option<String>, Option<String>)>,
-    since: Instant,
-}
+/// The part of the lease whose change shows its holder is alive.
+type Record = Option<(Option<String>, Option<String>)>;
 
-impl Observer {
-    fn unchanged_for(&mut self, lease: Option<&Lease>, now: Instant) -> Duration {
-        let record = lease.and_then(|l| l.spec.as_ref()).map(|s| {
-            (
-                s.holder_identity.clone(),
-                s.renew_time.as_ref().map(|t| t.0.to_string()),
-            )
-        });
-        if record != self.record {
-            self.record = record;
-            self.since = now;
-        }
-        now.saturating_duration_since(self.since)
-    }
+fn record(lease: Option<&Lease>) -> Record {
+    lease.and_then(|l| l.spec.as_ref()).map(|s| {
+        (
+            s.holder_identity.clone(),
+            s.renew_time.as_ref().map(|t| t.0.to_string()),
+        )
+    })
 }
 
 /// One attempt to acquire or renew; `true` when this candidate holds the lease afterwards.
-async fn try_acquire_or_renew(api: &Api<Lease>, s: &Settings, observer: &mut Observer) -> bool {
+async fn try_acquire_or_renew(
+    api: &Api<Lease>,
+    s: &Settings,
+    observer: &mut LastChange<Record>,
+) -> bool {
     let current = match api.get_opt(LEASE_NAME).await {
         Ok(l) => l,
         Err(e) => {
@@ -103,7 +98,7 @@ async fn try_acquire_or_renew(api: &Api<Lease>, s: &Settings, observer: &mut Obs
             return false;
         }
     };
-    let unchanged = observer.unchanged_for(current.as_ref(), Instant::now());
+    let unchanged = observer.observe(record(current.as_ref()), Instant::now());
     let now = MicroTime(jiff::Timestamp::now());
     let spec = |acquire: Option<MicroTime>, transitions: i32| LeaseSpec {
         holder_identity: Some(s.identity.clone()),
@@ -162,10 +157,7 @@ async fn try_acquire_or_renew(api: &Api<Lease>, s: &Settings, observer: &mut Obs
 /// Runs until the process ends.
 pub async fn run_elected(client: Client, s: Settings, start: impl Fn() -> Vec<JoinHandle<()>>) {
     let api: Api<Lease> = Api::namespaced(client, NAMESPACE);
-    let mut observer = Observer {
-        record: None,
-        since: Instant::now(),
-    };
+    let mut observer = LastChange::new(None, Instant::now());
     loop {
         while !try_acquire_or_renew(&api, &s, &mut observer).await {
             tokio::time::sleep(s.retry_period).await;
@@ -222,25 +214,14 @@ mod tests {
     }
 
     #[test]
-    fn expiry_is_measured_from_when_the_record_last_changed() {
-        let t0 = Instant::now();
-        let mut o = Observer {
-            record: None,
-            since: t0,
-        };
+    fn a_renewal_is_a_change_of_the_record() {
         let l = lease("b");
-        assert_eq!(o.unchanged_for(Some(&l), t0), Duration::ZERO);
-        assert_eq!(
-            o.unchanged_for(Some(&l), t0 + Duration::from_secs(5)),
-            Duration::from_secs(5)
-        );
         let mut renewed = l.clone();
         if let Some(spec) = renewed.spec.as_mut() {
             spec.renew_time = Some(MicroTime("2026-11-25T10:00:02Z".parse().expect("time")));
         }
-        assert_eq!(
-            o.unchanged_for(Some(&renewed), t0 + Duration::from_secs(6)),
-            Duration::ZERO
-        );
+        assert_ne!(record(Some(&l)), record(Some(&renewed)));
+        assert_eq!(record(Some(&l)), record(Some(&lease("b"))));
+        assert_eq!(record(None), None);
     }
 }

@@ -5,6 +5,7 @@ pub mod daemonset;
 pub mod events;
 pub mod gc;
 pub mod interpod;
+pub mod last_change;
 pub mod leader;
 pub mod nodelifecycle;
 pub mod podgc;

@@ -8,6 +8,7 @@
 //! Deviation: upstream adds NoExecute taints through a per-zone rate-limited queue (0.1 nodes/s);
 //! here they are added on the next monitor pass. Small clusters see no difference.
 
+use crate::last_change::LastChange;
 use crate::stores::spawn_store_notifying;
 use everynode_api::scheduling;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -53,8 +54,11 @@ fn condition<'a>(node: &'a Node, kind: &str) -> Option<&'a NodeCondition> {
 /// values it sees change, with its own clock, so clock skew between hosts does not matter.
 #[derive(Default)]
 pub struct Health {
-    seen: HashMap<String, (Option<String>, Option<String>, Instant)>,
+    seen: HashMap<String, LastChange<Heartbeat>>,
 }
+
+/// What changes while a node's agent is alive: (lease renewTime, Ready lastHeartbeatTime).
+type Heartbeat = (Option<String>, Option<String>);
 
 impl Health {
     /// Whether `node` has been silent longer than its grace period at `now`.
@@ -73,20 +77,19 @@ impl Health {
         let heartbeat = condition(node, "Ready")
             .and_then(|c| c.last_heartbeat_time.as_ref())
             .map(|t| t.0.to_string());
-        let entry = self
+        let record = (renew, heartbeat);
+        let silent_for = self
             .seen
             .entry(name)
-            .or_insert((renew.clone(), heartbeat.clone(), now));
-        if entry.0 != renew || entry.1 != heartbeat {
-            *entry = (renew, heartbeat, now);
-        }
+            .or_insert_with(|| LastChange::new(record.clone(), now))
+            .observe(record, now);
         let ever_ready = condition(node, "Ready").is_some_and(|c| c.last_heartbeat_time.is_some());
         let grace = if ever_ready {
             s.grace_period
         } else {
             s.startup_grace_period
         };
-        now.saturating_duration_since(entry.2) > grace
+        silent_for > grace
     }
 
     pub fn forget_missing(&mut self, nodes: &[Arc<Node>]) {
