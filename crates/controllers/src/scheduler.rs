@@ -22,6 +22,29 @@ fn taint_text(t: &Taint) -> String {
     format!("{{{}: {}}}", t.key, t.value.clone().unwrap_or_default())
 }
 
+/// Bound pods grouped by node name.
+fn pods_by_node(pods: &[Arc<Pod>]) -> HashMap<&str, Vec<&Pod>> {
+    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
+    for p in pods {
+        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            by_node.entry(n).or_default().push(p);
+        }
+    }
+    by_node
+}
+
+/// The reference an event about `pod` names.
+fn pod_reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name_any()),
+        namespace: pod.namespace(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
+}
+
 /// Whether `pod` fits `node` with `others` already there; the reasons when it does not.
 pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> {
     let spec = pod.spec.clone().unwrap_or_default();
@@ -100,12 +123,7 @@ pub fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) ->
 
 /// Picks a node for `pod`: the feasible one with the fewest pods (then by name).
 pub fn choose<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Arc<Pod>]) -> Result<&'a Node, String> {
-    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
-    for p in pods {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            by_node.entry(n).or_default().push(p);
-        }
-    }
+    let by_node = pods_by_node(pods);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(&Node, usize)> = None;
     // Inter-pod affinity needs every bound pod with its node; built only when some pod has
@@ -210,12 +228,7 @@ pub fn choose_preemption<'a>(
     nodes: &'a [Node],
     pods: &'a [Arc<Pod>],
 ) -> Option<(&'a Node, Vec<&'a Pod>)> {
-    let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
-    for p in pods {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
-            by_node.entry(n).or_default().push(p);
-        }
-    }
+    let by_node = pods_by_node(pods);
     nodes
         .iter()
         .filter_map(|n| {
@@ -265,14 +278,7 @@ async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[&Pod]) {
                 &Patch::Strategic(&condition),
             )
             .await;
-        let involved = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(v.name_any()),
-            namespace: Some(vns.clone()),
-            uid: v.metadata.uid.clone(),
-            ..Default::default()
-        };
+        let involved = pod_reference(v);
         crate::events::record(
             client,
             involved,
@@ -433,14 +439,7 @@ fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
 }
 
 async fn record_failed_scheduling(client: &Client, pod: &Pod, message: &str) {
-    let involved = ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        name: Some(pod.name_any()),
-        namespace: pod.namespace(),
-        uid: pod.metadata.uid.clone(),
-        ..Default::default()
-    };
+    let involved = pod_reference(pod);
     crate::events::record(
         client,
         involved,

@@ -103,6 +103,11 @@ fn controller_uid(meta: &ObjectMeta) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
+/// The template-hash label of a pod or revision.
+fn hash_label(meta: &ObjectMeta) -> Option<&String> {
+    meta.labels.as_ref().and_then(|l| l.get(HASH_LABEL))
+}
+
 fn phase(pod: &Pod) -> &str {
     pod.status
         .as_ref()
@@ -273,8 +278,7 @@ fn manage(ctx: &Ctx<'_>, map: &BTreeMap<String, Vec<Pod>>, backoff: &Backoff, pl
         if running.len() == 1 {
             continue;
         }
-        let is_new =
-            |p: &Pod| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&ctx.hash);
+        let is_new = |p: &Pod| hash_label(&p.metadata) == Some(&ctx.hash);
         let oldest_new = running.iter().position(|p| is_new(p));
         let oldest_old = running.iter().position(|p| !is_new(p));
         for (i, p) in running.iter().enumerate() {
@@ -597,18 +601,10 @@ fn history(
                 .max_by_key(|(i, r)| (r.revision, *i))
                 .map_or(0, |(i, _)| i);
             let kept = current.remove(keep_index);
-            let kept_hash = kept
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(HASH_LABEL))
-                .cloned()
-                .unwrap_or_default();
+            let kept_hash = hash_label(&kept.metadata).cloned().unwrap_or_default();
             for dup in &current {
                 for p in claimed_pods {
-                    if p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL))
-                        != Some(&kept_hash)
-                    {
+                    if hash_label(&p.metadata) != Some(&kept_hash) {
                         let op = HistoryOp::RelabelPod {
                             name: name_of(&p.metadata),
                             hash: kept_hash.clone(),
@@ -631,13 +627,7 @@ fn history(
             kept
         }
     };
-    let hash = kept
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(HASH_LABEL))
-        .cloned()
-        .unwrap_or_default();
+    let hash = hash_label(&kept.metadata).cloned().unwrap_or_default();
     (hash, old)
 }
 
@@ -663,13 +653,7 @@ fn cleanup(ds: &DaemonSet, mut old: Vec<ControllerRevision>, pods: &[Pod]) -> Ve
         if to_kill == 0 {
             break;
         }
-        let hash = r
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(HASH_LABEL))
-            .cloned()
-            .unwrap_or_default();
+        let hash = hash_label(&r.metadata).cloned().unwrap_or_default();
         if used.contains(&hash) {
             continue;
         }
