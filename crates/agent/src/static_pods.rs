@@ -25,13 +25,6 @@ pub struct Manifest {
     pub pod: Pod,
 }
 
-fn fnv(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x100000001b3)
-    });
-    format!("{h:016x}")
-}
-
 /// Reads one manifest into its mirror pod for `node`. Errors name the file, line and column.
 pub fn mirror_pod(
     file: &Path,
@@ -50,7 +43,10 @@ pub fn mirror_pod(
         .clone()
         .filter(|n| !n.is_empty())
         .ok_or_else(|| format!("{}: metadata.name is required", file.display()))?;
-    let hash = fnv(&[bytes, node.as_bytes()].concat());
+    let hash = format!(
+        "{:016x}",
+        everynode_api::fnv::fnv1a_64([bytes, node.as_bytes()])
+    );
     pod.metadata.name = Some(format!("{name}-{node}"));
     pod.metadata.namespace = Some(
         pod.metadata

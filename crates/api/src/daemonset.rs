@@ -281,19 +281,11 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
         &serde_json::to_value(template).unwrap_or(Value::Null),
     ))
     .unwrap_or_default();
-    let mut h: u32 = 2_166_136_261;
-    let mut feed = |b: u8| {
-        h ^= u32::from(b);
-        h = h.wrapping_mul(16_777_619);
-    };
-    canonical.iter().for_each(|b| feed(*b));
-    if let Some(c) = collision_count {
-        (c as u32)
-            .to_le_bytes()
-            .iter()
-            .chain([0u8; 4].iter())
-            .for_each(|b| feed(*b));
-    }
+    // The salt is the collision count as Go writes an int64: 8 little-endian bytes.
+    let salt: Vec<u8> = collision_count
+        .map(|c| i64::from(c as u32).to_le_bytes().to_vec())
+        .unwrap_or_default();
+    let h = crate::fnv::fnv1a_32([canonical.as_slice(), salt.as_slice()]);
     h.to_string()
         .bytes()
         .map(|d| SAFE_ALPHABET[(d % 27) as usize] as char)
@@ -567,6 +559,9 @@ mod tests {
             "{h}"
         );
         assert_eq!(h, template_hash(&template, None), "deterministic");
+        // Pinned: stored revisions and pod labels carry these; they must never change.
+        assert_eq!(h, "7fffcf5c77");
+        assert_eq!(template_hash(&template, Some(1)), "5975c6f584");
         assert_ne!(
             h,
             template_hash(&template, Some(1)),

@@ -6,6 +6,7 @@
 pub mod daemonset;
 pub mod defaults;
 pub mod field;
+pub mod fnv;
 pub mod names;
 pub mod openapi;
 pub mod protobuf;

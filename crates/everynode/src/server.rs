@@ -241,12 +241,7 @@ fn server_identity(data_dir: &Path) -> String {
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "everynode".into());
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
-    let hash = dir
-        .to_string_lossy()
-        .bytes()
-        .fold(0xcbf29ce484222325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
-        });
+    let hash = everynode_api::fnv::fnv1a_64([dir.to_string_lossy().as_bytes()]);
     format!("{host}_{hash:016x}")
 }
 

@@ -160,9 +160,7 @@ pub async fn run(ctx: Arc<PodCtx>) {
 
 /// A stable, unique address for a hollow pod (10.x.y.z from its uid), so pod IPs look real.
 fn hollow_pod_ip(uid: &str) -> String {
-    let h = uid.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x01000193)
-    });
+    let h = everynode_api::fnv::fnv1a_32([uid.as_bytes()]);
     format!(
         "10.{}.{}.{}",
         (h >> 16) & 0xff,
