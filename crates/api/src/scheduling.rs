@@ -106,6 +106,14 @@ pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
     }
 }
 
+/// Whether the pod has finished (phase Succeeded or Failed): it no longer holds node resources.
+pub fn is_terminated(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
+}
+
 /// What a pod asks of a node: the sum of its containers' requests, or the largest init
 /// container's when that is more (init containers run one at a time).
 pub fn pod_requests(pod: &Pod) -> BTreeMap<String, Quantity> {

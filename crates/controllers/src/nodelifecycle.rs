@@ -268,13 +268,6 @@ pub fn eviction(pod: &Pod, node: &Node, now: jiff::Timestamp) -> Eviction {
     }
 }
 
-fn pod_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-}
-
 /// Runs the controller until the process ends.
 pub async fn run(client: Client, settings: Settings) {
     let changed = Arc::new(tokio::sync::Notify::new());
@@ -349,7 +342,7 @@ pub async fn run(client: Client, settings: Settings) {
             for pod in pods_by_node.get(&name).into_iter().flatten() {
                 let ns = pod.namespace().unwrap_or_default();
                 let pod_api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-                if !ready && pod_ready(pod) {
+                if !ready && everynode_api::daemonset::is_ready(pod) {
                     mark_not_ready(&pod_api, pod, wall).await;
                 }
                 if pod.metadata.deletion_timestamp.is_none()

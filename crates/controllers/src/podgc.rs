@@ -26,13 +26,6 @@ fn node_name(p: &Pod) -> Option<&str> {
         .filter(|n| !n.is_empty())
 }
 
-fn terminated(p: &Pod) -> bool {
-    matches!(
-        p.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
 /// Tracks since when each missing node has been missing (locally observed).
 #[derive(Default)]
 pub struct Missing {
@@ -81,7 +74,9 @@ pub fn excess_terminated(pods: &[Arc<Pod>], threshold: usize) -> Vec<&Pod> {
     }
     let mut done: Vec<&Pod> = pods
         .iter()
-        .filter(|p| terminated(p) && p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            everynode_api::scheduling::is_terminated(p) && p.metadata.deletion_timestamp.is_none()
+        })
         .map(|p| p.as_ref())
         .collect();
     if done.len() <= threshold {

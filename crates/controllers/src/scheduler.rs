@@ -83,12 +83,7 @@ pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> 
         .unwrap_or_default();
     let live: Vec<&&Pod> = others
         .iter()
-        .filter(|p| {
-            !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        })
+        .filter(|p| !scheduling::is_terminated(p))
         .collect();
     let max_pods = allocatable
         .get("pods")
@@ -140,12 +135,7 @@ pub fn choose<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Arc<Pod>]) -> Result<&'a
             .map(|n| (n.metadata.name.as_deref().unwrap_or(""), n))
             .collect();
         pods.iter()
-            .filter(|p| {
-                !matches!(
-                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                    Some("Succeeded" | "Failed")
-                )
-            })
+            .filter(|p| !scheduling::is_terminated(p))
             .filter_map(|p| {
                 let n = p.spec.as_ref().and_then(|s| s.node_name.as_deref())?;
                 Some((p.as_ref(), *node_by_name.get(n)?))

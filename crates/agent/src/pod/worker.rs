@@ -62,13 +62,6 @@ async fn deletion(rx: &mut watch::Receiver<Option<Arc<Pod>>>) -> Interrupt {
     }
 }
 
-fn is_terminal(pod: &Pod) -> bool {
-    matches!(
-        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
-        Some("Succeeded" | "Failed")
-    )
-}
-
 /// Starts the view from what the pod already reports, so an agent restart continues counters
 /// (restartCount, start times) rather than resetting them.
 fn initial_view(pod: &Pod, host_ip: &str, pod_ip: &str) -> PodView {
@@ -134,7 +127,7 @@ pub async fn run(ctx: Arc<PodCtx>) {
     };
     ctx.update_view(|v| *v = initial_view(&pod, &ctx.node.host_ip, &pod_ip));
     let writer = tokio::spawn(status_writer(Arc::clone(&ctx)));
-    let mut state = if is_terminal(&pod) {
+    let mut state = if everynode_api::scheduling::is_terminated(&pod) {
         PodState::Finished
     } else {
         PodState::Admission
