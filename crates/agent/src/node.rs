@@ -36,7 +36,8 @@ pub struct NodeConfig {
     pub status_report_frequency: Duration,
 }
 
-/// Facts read from this host: (cpus, memory bytes, kernel, OS image, machine id, boot id).
+/// Facts read from this host: (cpu count, memory in bytes, nodeInfo with kernel, OS image,
+/// machine and boot ids).
 pub fn host_info(runtime_version: &str) -> (usize, u64, NodeSystemInfo) {
     let read = |p: &str| {
         std::fs::read_to_string(p)
