@@ -303,11 +303,29 @@ pub async fn run(client: Client) {
         return;
     }
     let mut retries: HashMap<String, Retry> = HashMap::new();
+    // Pods bound by this scheduler that the watch cache may not show bound yet, as
+    // upstream's "assumed pods": without them, the next pod in the same pass would
+    // be placed as if the first were still pending (two anti-affine pods on one
+    // node, or two pods into room for one).
+    let mut assumed: HashMap<String, (String, Instant)> = HashMap::new();
     loop {
-        let all_pods = pods.state();
+        let mut all_pods = pods.state();
+        assumed.retain(|uid, (_, at)| {
+            at.elapsed() < ASSUMED_POD_EXPIRY
+                && all_pods
+                    .iter()
+                    .any(|p| p.metadata.uid.as_deref() == Some(uid.as_str()) && !is_bound(p))
+        });
+        for p in all_pods.iter_mut() {
+            if let Some((node, _)) = p.metadata.uid.as_ref().and_then(|u| assumed.get(u)) {
+                *p = Arc::new(bound_to(p, node));
+            }
+        }
         let all_nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
         let mut next_wake = Duration::from_secs(10);
-        for pod in all_pods.iter() {
+        for index in 0..all_pods.len() {
+            let pod = Arc::clone(&all_pods[index]);
+            let pod = &pod;
             let spec = pod.spec.as_ref();
             let unbound = spec
                 .and_then(|s| s.node_name.as_deref())
@@ -350,6 +368,9 @@ pub async fn run(client: Client) {
                     match client.request_text(req).await {
                         Ok(_) => {
                             retries.remove(&key);
+                            let node_name = node.metadata.name.clone().unwrap_or_default();
+                            all_pods[index] = Arc::new(bound_to(pod, &node_name));
+                            assumed.insert(key, (node_name, Instant::now()));
                         }
                         Err(e) => {
                             tracing::debug!(pod = %pod.name_any(), error = %e, "binding failed; will retry")
@@ -415,6 +436,26 @@ pub async fn run(client: Client) {
         });
         let _ = tokio::time::timeout(next_wake, changed.notified()).await;
     }
+}
+
+/// How long a pod this scheduler bound counts as placed without the watch
+/// confirming it; upstream's default assumed-pod TTL is 30 s as well.
+const ASSUMED_POD_EXPIRY: Duration = Duration::from_secs(30);
+
+fn is_bound(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty())
+}
+
+/// The pod as it will look once the binding shows up in the watch.
+fn bound_to(pod: &Pod, node: &str) -> Pod {
+    let mut pod = pod.clone();
+    if let Some(spec) = pod.spec.as_mut() {
+        spec.node_name = Some(node.to_string());
+    }
+    pod
 }
 
 fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
