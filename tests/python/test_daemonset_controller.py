@@ -94,54 +94,6 @@ def test_rolling_update_never_exceeds_max_unavailable_and_rollout_status(cluster
         assert 'daemon set "foo" successfully rolled out' in rollout
 
 
-def test_rollout_history_and_undo_restores_without_restarting(cluster, cluster_api):
-    c = core(cluster_api)
-    for i in range(2):
-        c.create_node(node(f"node-{i}"))
-    with AgentSim(cluster):
-        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="converged")
-        first_uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
-        cluster.kubectl("annotate", "ds/foo", "kubernetes.io/change-cause=update image")
-        cluster.kubectl("set", "image", "ds/foo", "foo=foo/bar:2")
-        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2) and all(p.spec.containers[0].image == "foo/bar:2" for p in daemon_pods(cluster_api)), what="updated")
-        history = cluster.kubectl("rollout", "history", "ds/foo").stdout
-        rows = [line.split(None, 1) for line in history.strip().splitlines()[2:]]
-        assert [r[0] for r in rows] == ["1", "2"], history
-        assert rows[1][1].strip() == "update image"
-        undone = cluster.kubectl("rollout", "undo", "ds/foo").stdout
-        assert undone.strip() == "daemonset.apps/foo rolled back"
-        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2) and all(p.spec.containers[0].image == "foo/bar" for p in daemon_pods(cluster_api)), what="rolled back")
-        revisions = {r.revision for r in apps(cluster_api).list_namespaced_controller_revision("default").items}
-        assert revisions == {2, 3}, "the old revision was renumbered, not recreated"
-        # Undo to the revision the pods already run: kubectl skips it, nothing restarts.
-        rolled_back_uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
-        skipped = cluster.kubectl("rollout", "undo", "ds/foo", "--to-revision=3").stdout
-        assert "skipped rollback (current template already matches revision 3)" in skipped
-        time.sleep(1)
-        assert {p.metadata.uid for p in daemon_pods(cluster_api)} == rolled_back_uids
-        assert first_uids.isdisjoint(rolled_back_uids)
-
-
-def test_delete_orphan_then_recreate_adopts_without_restart(cluster, cluster_api):
-    c = core(cluster_api)
-    for i in range(2):
-        c.create_node(node(f"node-{i}"))
-    with AgentSim(cluster):
-        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="converged")
-        uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
-        out = cluster.kubectl("delete", "ds", "foo", "--cascade=orphan").stdout
-        assert out.strip() == 'daemonset.apps "foo" deleted'
-        pods = c.list_namespaced_pod("default").items
-        assert {p.metadata.uid for p in pods} == uids and all(not p.metadata.owner_references for p in pods)
-        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: {p.metadata.uid for p in daemon_pods(cluster_api)} == uids, what="adopted")
-        wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="status after adoption")
-        time.sleep(1)
-        assert {p.metadata.uid for p in c.list_namespaced_pod("default").items} == uids, "nothing restarted"
-
-
 def test_background_delete_removes_pods(cluster, cluster_api):
     core(cluster_api).create_node(node("node-0"))
     with AgentSim(cluster):

@@ -26,31 +26,151 @@ fn daemonset_owners(meta: &ObjectMeta) -> Vec<&OwnerReference> {
         .collect()
 }
 
-/// Dependents (name, metadata, is pod) of the DaemonSet with `uid` in `ns`.
-fn dependents<'a>(
-    uid: &str,
-    ns: &str,
+/// Which kind of object a dependent is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DependentKind {
+    Pod,
+    ControllerRevision,
+}
+
+/// A pod or revision that a DaemonSet owns (or owned).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dependent {
+    pub kind: DependentKind,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl Dependent {
+    fn of(meta: &ObjectMeta, kind: DependentKind) -> Self {
+        Dependent {
+            kind,
+            namespace: meta.namespace.clone().unwrap_or_default(),
+            name: meta.name.clone().unwrap_or_default(),
+            uid: meta.uid.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// One step of garbage collection. `plan` decides them from the caches alone; `execute`
+/// performs them in order and stops at the first error (the next pass starts over).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Orphan propagation: drop the owner's reference from the dependent.
+    Orphan {
+        dependent: Dependent,
+        owner_uid: String,
+    },
+    /// Foreground propagation: delete a dependent that is not being deleted yet.
+    Delete { dependent: Dependent },
+    /// Propagation is complete: the owner may go.
+    RemoveFinalizer {
+        namespace: String,
+        name: String,
+        finalizer: &'static str,
+        resource_version: Option<String>,
+    },
+    /// Background propagation: every DaemonSet owner is missing from the cache. A live read
+    /// of each owner must confirm it is gone (or replaced under a new uid) before deleting.
+    DeleteIfOwnersGone {
+        dependent: Dependent,
+        owners: Vec<(String, String)>,
+    },
+}
+
+fn all_dependents<'a>(
     pods: &'a [Arc<Pod>],
     revisions: &'a [Arc<ControllerRevision>],
-) -> Vec<(&'a ObjectMeta, bool)> {
-    let owned = |m: &ObjectMeta| {
-        m.namespace.as_deref() == Some(ns)
-            && m.owner_references.iter().flatten().any(|o| o.uid == uid)
-    };
+) -> impl Iterator<Item = (&'a ObjectMeta, DependentKind)> {
     pods.iter()
-        .map(|p| (&p.metadata, true))
-        .chain(revisions.iter().map(|r| (&r.metadata, false)))
-        .filter(|(m, _)| owned(m))
-        .collect()
+        .map(|p| (&p.metadata, DependentKind::Pod))
+        .chain(
+            revisions
+                .iter()
+                .map(|r| (&r.metadata, DependentKind::ControllerRevision)),
+        )
+}
+
+/// What the garbage collector should do for these DaemonSets, pods and revisions (spec §3.3).
+pub fn plan(
+    daemonsets: &[Arc<DaemonSet>],
+    pods: &[Arc<Pod>],
+    revisions: &[Arc<ControllerRevision>],
+) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for ds in daemonsets
+        .iter()
+        .filter(|d| d.metadata.deletion_timestamp.is_some())
+    {
+        let ns = ds.namespace().unwrap_or_default();
+        let uid = ds.metadata.uid.clone().unwrap_or_default();
+        let deps: Vec<(&ObjectMeta, DependentKind)> = all_dependents(pods, revisions)
+            .filter(|(m, _)| {
+                m.namespace.as_deref() == Some(ns.as_str())
+                    && m.owner_references.iter().flatten().any(|o| o.uid == uid)
+            })
+            .collect();
+        let finish = |finalizer| Action::RemoveFinalizer {
+            namespace: ns.clone(),
+            name: ds.name_any(),
+            finalizer,
+            resource_version: ds.resource_version(),
+        };
+        if ds.finalizers().iter().any(|f| f == ORPHAN) {
+            actions.extend(deps.iter().map(|(m, kind)| Action::Orphan {
+                dependent: Dependent::of(m, *kind),
+                owner_uid: uid.clone(),
+            }));
+            actions.push(finish(ORPHAN));
+        } else if ds.finalizers().iter().any(|f| f == FOREGROUND) {
+            if deps.is_empty() {
+                actions.push(finish(FOREGROUND));
+                continue;
+            }
+            actions.extend(
+                deps.iter()
+                    .filter(|(m, _)| m.deletion_timestamp.is_none())
+                    .map(|(m, kind)| Action::Delete {
+                        dependent: Dependent::of(m, *kind),
+                    }),
+            );
+        }
+    }
+    let known = |ns: &str, o: &OwnerReference| {
+        daemonsets.iter().any(|d| {
+            d.metadata.uid.as_deref() == Some(o.uid.as_str())
+                && d.metadata.namespace.as_deref() == Some(ns)
+        })
+    };
+    for (meta, kind) in all_dependents(pods, revisions) {
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let owners = daemonset_owners(meta);
+        if owners.is_empty()
+            || meta.deletion_timestamp.is_some()
+            || owners.iter().any(|o| known(&ns, o))
+        {
+            continue;
+        }
+        if meta.owner_references.iter().flatten().count() != owners.len() {
+            continue; // other kinds of owner: not ours to judge
+        }
+        actions.push(Action::DeleteIfOwnersGone {
+            dependent: Dependent::of(meta, kind),
+            owners: owners
+                .iter()
+                .map(|o| (o.name.clone(), o.uid.clone()))
+                .collect(),
+        });
+    }
+    actions
 }
 
 /// Patches (strategic) or deletes a dependent, whichever kind it is; NotFound and a failed
 /// precondition mean someone else already did it.
 async fn on_dependent(
     client: &Client,
-    ns: &str,
-    name: &str,
-    is_pod: bool,
+    dependent: &Dependent,
     patch: Option<&serde_json::Value>,
     dp: &DeleteParams,
 ) -> Result<(), kube::Error> {
@@ -71,16 +191,26 @@ async fn on_dependent(
             None => api.delete(name, dp).await.map(|_| ()),
         }
     }
-    let result = if is_pod {
-        act(Api::<Pod>::namespaced(client.clone(), ns), name, patch, dp).await
-    } else {
-        act(
-            Api::<ControllerRevision>::namespaced(client.clone(), ns),
-            name,
-            patch,
-            dp,
-        )
-        .await
+    let ns = &dependent.namespace;
+    let result = match dependent.kind {
+        DependentKind::Pod => {
+            act(
+                Api::<Pod>::namespaced(client.clone(), ns),
+                &dependent.name,
+                patch,
+                dp,
+            )
+            .await
+        }
+        DependentKind::ControllerRevision => {
+            act(
+                Api::<ControllerRevision>::namespaced(client.clone(), ns),
+                &dependent.name,
+                patch,
+                dp,
+            )
+            .await
+        }
     };
     match result {
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -88,116 +218,69 @@ async fn on_dependent(
     }
 }
 
-async fn remove_finalizer(
-    api: &Api<DaemonSet>,
-    ds: &DaemonSet,
-    finalizer: &str,
-) -> Result<(), kube::Error> {
-    let kept: Vec<String> = ds
-        .finalizers()
-        .iter()
-        .filter(|f| *f != finalizer)
-        .cloned()
-        .collect();
-    let patch = json!({"metadata": {"finalizers": kept, "resourceVersion": ds.resource_version()}});
-    api.patch(
-        &ds.name_any(),
-        &PatchParams::default(),
-        &Patch::Merge(&patch),
-    )
-    .await
-    .map(|_| ())
-}
-
-async fn pass(
-    client: &Client,
-    daemonsets: &[Arc<DaemonSet>],
-    pods: &[Arc<Pod>],
-    revisions: &[Arc<ControllerRevision>],
-) -> Result<(), kube::Error> {
-    for ds in daemonsets
-        .iter()
-        .filter(|d| d.metadata.deletion_timestamp.is_some())
-    {
-        let ns = ds.namespace().unwrap_or_default();
-        let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-        let deps = dependents(&uid, &ns, pods, revisions);
-        if ds.finalizers().iter().any(|f| f == ORPHAN) {
-            for (meta, is_pod) in &deps {
-                let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": uid}], "uid": meta.uid}});
-                let name = meta.name.clone().unwrap_or_default();
-                on_dependent(
-                    client,
-                    &ns,
-                    &name,
-                    *is_pod,
-                    Some(&patch),
-                    &DeleteParams::default(),
-                )
-                .await?;
+/// Performs the planned actions in order.
+async fn execute(client: &Client, actions: &[Action]) -> Result<(), kube::Error> {
+    for action in actions {
+        match action {
+            Action::Orphan {
+                dependent,
+                owner_uid,
+            } => {
+                let patch = json!({"metadata": {"ownerReferences": [{"$patch": "delete", "uid": owner_uid}], "uid": dependent.uid}});
+                on_dependent(client, dependent, Some(&patch), &DeleteParams::default()).await?;
             }
-            remove_finalizer(&api, ds, ORPHAN).await?;
-        } else if ds.finalizers().iter().any(|f| f == FOREGROUND) {
-            if deps.is_empty() {
-                remove_finalizer(&api, ds, FOREGROUND).await?;
-                continue;
-            }
-            for (meta, is_pod) in deps.iter().filter(|(m, _)| m.deletion_timestamp.is_none()) {
-                let name = meta.name.clone().unwrap_or_default();
+            Action::Delete { dependent } => {
                 let dp = DeleteParams {
                     propagation_policy: Some(PropagationPolicy::Background),
                     ..Default::default()
                 };
-                on_dependent(client, &ns, &name, *is_pod, None, &dp).await?;
+                on_dependent(client, dependent, None, &dp).await?;
             }
-        }
-    }
-    // Dependents whose DaemonSet owners are all gone.
-    let known = |ns: &str, o: &OwnerReference| {
-        daemonsets.iter().any(|d| {
-            d.metadata.uid.as_deref() == Some(o.uid.as_str())
-                && d.metadata.namespace.as_deref() == Some(ns)
-        })
-    };
-    let candidates = pods
-        .iter()
-        .map(|p| (&p.metadata, true))
-        .chain(revisions.iter().map(|r| (&r.metadata, false)));
-    for (meta, is_pod) in candidates {
-        let ns = meta.namespace.clone().unwrap_or_default();
-        let owners = daemonset_owners(meta);
-        if owners.is_empty()
-            || meta.deletion_timestamp.is_some()
-            || owners.iter().any(|o| known(&ns, o))
-        {
-            continue;
-        }
-        if meta.owner_references.iter().flatten().count() != owners.len() {
-            continue; // other kinds of owner: not ours to judge
-        }
-        let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-        let mut all_gone = true;
-        for o in &owners {
-            match api.get_opt(&o.name).await? {
-                Some(live) if live.metadata.uid.as_deref() == Some(o.uid.as_str()) => {
-                    all_gone = false
+            Action::RemoveFinalizer {
+                namespace,
+                name,
+                finalizer,
+                resource_version,
+            } => {
+                let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+                let Some(live) = api.get_opt(name).await? else {
+                    continue;
+                };
+                if live.resource_version() != *resource_version {
+                    continue; // changed since the plan: the next pass decides again
                 }
-                _ => {}
+                let kept: Vec<&String> = live
+                    .finalizers()
+                    .iter()
+                    .filter(|f| f != finalizer)
+                    .collect();
+                let patch =
+                    json!({"metadata": {"finalizers": kept, "resourceVersion": resource_version}});
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            Action::DeleteIfOwnersGone { dependent, owners } => {
+                let api: Api<DaemonSet> = Api::namespaced(client.clone(), &dependent.namespace);
+                let mut all_gone = true;
+                for (name, uid) in owners {
+                    if let Some(live) = api.get_opt(name).await?
+                        && live.metadata.uid.as_deref() == Some(uid.as_str())
+                    {
+                        all_gone = false;
+                    }
+                }
+                if all_gone {
+                    let dp = DeleteParams {
+                        preconditions: Some(kube::api::Preconditions {
+                            uid: Some(dependent.uid.clone()),
+                            resource_version: None,
+                        }),
+                        ..Default::default()
+                    };
+                    on_dependent(client, dependent, None, &dp).await?;
+                }
             }
         }
-        if !all_gone {
-            continue;
-        }
-        let name = meta.name.clone().unwrap_or_default();
-        let dp = DeleteParams {
-            preconditions: Some(kube::api::Preconditions {
-                uid: meta.uid.clone(),
-                resource_version: None,
-            }),
-            ..Default::default()
-        };
-        on_dependent(client, &ns, &name, is_pod, None, &dp).await?;
     }
     Ok(())
 }
@@ -220,17 +303,231 @@ pub async fn run(client: Client) {
         return;
     }
     loop {
-        if let Err(e) = pass(
-            &client,
-            &daemonsets.state(),
-            &pods.state(),
-            &revisions.state(),
-        )
-        .await
-        {
+        let actions = plan(&daemonsets.state(), &pods.state(), &revisions.state());
+        if let Err(e) = execute(&client, &actions).await {
             tracing::warn!(error = %e, "garbage collection pass failed; retrying");
         }
         // Level-triggered: look again on any change, and at least every few seconds.
         let _ = tokio::time::timeout(Duration::from_secs(5), changed.notified()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Spec §5.8, the collector's side, one test per scenario, on the pure `plan`.
+    use super::*;
+    use crate::daemonset::backoff::Backoff;
+    use crate::daemonset::pass::{PassInput, sync};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    fn owner(name: &str, uid: &str) -> serde_json::Value {
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true})
+    }
+
+    fn ds(name: &str, finalizers: &[&str], deleting: bool) -> Arc<DaemonSet> {
+        let mut v = json!({"metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"), "resourceVersion": "7", "finalizers": finalizers},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "template": {"metadata": {"labels": {"app": name}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
+        if deleting {
+            v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+        }
+        Arc::new(serde_json::from_value(v).expect("ds"))
+    }
+
+    fn pod(name: &str, owners: serde_json::Value) -> Arc<Pod> {
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"), "ownerReferences": owners}})).expect("pod"))
+    }
+
+    fn revision(name: &str, owners: serde_json::Value) -> Arc<ControllerRevision> {
+        Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "namespace": "default", "uid": format!("{name}-uid"), "ownerReferences": owners}, "revision": 1})).expect("revision"))
+    }
+
+    /// Three pods and two revisions of `foo`, one pod of `bar`, one pod owned by a ReplicaSet.
+    fn world() -> (Vec<Arc<Pod>>, Vec<Arc<ControllerRevision>>) {
+        let foo = json!([owner("foo", "foo-uid")]);
+        let pods = vec![
+            pod("foo-a", foo.clone()),
+            pod("foo-b", foo.clone()),
+            pod("foo-c", foo.clone()),
+            pod("bar-a", json!([owner("bar", "bar-uid")])),
+            pod(
+                "rs-a",
+                json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "rs-uid"}]),
+            ),
+        ];
+        let revisions = vec![revision("foo-1", foo.clone()), revision("foo-2", foo)];
+        (pods, revisions)
+    }
+
+    fn names(actions: &[Action]) -> Vec<String> {
+        let mut names: Vec<String> = actions
+            .iter()
+            .map(|a| match a {
+                Action::Orphan { dependent, .. } => format!("orphan {}", dependent.name),
+                Action::Delete { dependent } => format!("delete {}", dependent.name),
+                Action::DeleteIfOwnersGone { dependent, .. } => format!("gone {}", dependent.name),
+                Action::RemoveFinalizer {
+                    name, finalizer, ..
+                } => {
+                    format!("finish {name} {finalizer}")
+                }
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn s140_background_delete_removes_pods_and_revisions() {
+        // Background deletion removes the DaemonSet at once; its dependents remain with
+        // references to an owner the cache no longer has.
+        let (pods, revisions) = world();
+        let actions = plan(&[ds("bar", &[], false)], &pods, &revisions);
+        assert_eq!(
+            names(&actions),
+            [
+                "gone foo-1",
+                "gone foo-2",
+                "gone foo-a",
+                "gone foo-b",
+                "gone foo-c"
+            ]
+        );
+        // Each is deleted only after a live read shows the owner gone.
+        assert!(actions.iter().all(|a| matches!(a,
+            Action::DeleteIfOwnersGone { owners, .. } if owners == &[("foo".to_owned(), "foo-uid".to_owned())])));
+    }
+
+    #[test]
+    fn s141_foreground_delete_deletes_dependents_first_and_creates_no_replacements() {
+        let (mut pods, mut revisions) = world();
+        let foo = ds("foo", &[FOREGROUND], true);
+        let bar = ds("bar", &[], false);
+        assert_eq!(
+            names(&plan(
+                &[Arc::clone(&foo), Arc::clone(&bar)],
+                &pods,
+                &revisions
+            )),
+            [
+                "delete foo-1",
+                "delete foo-2",
+                "delete foo-a",
+                "delete foo-b",
+                "delete foo-c"
+            ]
+        );
+        // The DaemonSet controller leaves a DaemonSet being deleted alone: no replacements.
+        let nodes: Vec<k8s_openapi::api::core::v1::Node> = vec![serde_json::from_value(
+            json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
+        )
+        .expect("node")];
+        let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(900));
+        let no_pods: Vec<Pod> = Vec::new();
+        let pass = sync(&PassInput {
+            ds: &foo,
+            nodes: &nodes,
+            pods: &no_pods,
+            revisions: &[],
+            backoff: &backoff,
+            expectations_satisfied: true,
+            now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+        });
+        assert!(pass.creates.is_empty());
+        // While dependents are terminating, nothing more to do and the finalizer stays.
+        let terminating = |p: &Arc<Pod>| {
+            let mut p = (**p).clone();
+            p.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+            Arc::new(p)
+        };
+        pods = pods
+            .iter()
+            .map(|p| {
+                if p.name_any().starts_with("foo") {
+                    terminating(p)
+                } else {
+                    Arc::clone(p)
+                }
+            })
+            .collect();
+        revisions.clear();
+        assert!(plan(&[Arc::clone(&foo), Arc::clone(&bar)], &pods, &revisions).is_empty());
+        // Once they are gone, the DaemonSet may go.
+        pods.retain(|p| !p.name_any().starts_with("foo"));
+        assert_eq!(
+            plan(&[foo, bar], &pods, &revisions),
+            [Action::RemoveFinalizer {
+                namespace: "default".into(),
+                name: "foo".into(),
+                finalizer: FOREGROUND,
+                resource_version: Some("7".into()),
+            }]
+        );
+    }
+
+    #[test]
+    fn s142_orphan_delete_removes_owner_references_then_the_finalizer() {
+        let (pods, revisions) = world();
+        let actions = plan(
+            &[ds("foo", &[ORPHAN], true), ds("bar", &[], false)],
+            &pods,
+            &revisions,
+        );
+        assert_eq!(
+            names(&actions),
+            [
+                "finish foo orphan",
+                "orphan foo-1",
+                "orphan foo-2",
+                "orphan foo-a",
+                "orphan foo-b",
+                "orphan foo-c"
+            ]
+        );
+        assert!(
+            matches!(actions.last(), Some(Action::RemoveFinalizer { .. })),
+            "the finalizer goes only after every dependent is orphaned"
+        );
+        // Orphaned dependents have no DaemonSet owner left: never collected.
+        let orphaned: Vec<Arc<Pod>> = pods
+            .iter()
+            .map(|p| {
+                let mut p = (**p).clone();
+                if p.name_any().starts_with("foo") {
+                    p.metadata.owner_references = None;
+                }
+                Arc::new(p)
+            })
+            .collect();
+        assert!(plan(&[ds("bar", &[], false)], &orphaned, &[]).is_empty());
+    }
+
+    #[test]
+    fn s144_delete_collection_collects_every_daemonsets_dependents() {
+        // DELETE on the collection deletes each DaemonSet in the background: afterwards
+        // neither foo nor bar is in the cache, and all their dependents go; the
+        // ReplicaSet's pod is not ours to judge.
+        let (pods, revisions) = world();
+        assert_eq!(
+            names(&plan(&[], &pods, &revisions)),
+            [
+                "gone bar-a",
+                "gone foo-1",
+                "gone foo-2",
+                "gone foo-a",
+                "gone foo-b",
+                "gone foo-c"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_recreated_owner_with_the_same_name_is_checked_by_uid() {
+        // The dependent names its owner by uid; a new foo (new uid) does not save it,
+        // which the live read in `execute` decides from the returned uid.
+        let (pods, _) = world();
+        let mut new_foo = (*ds("foo", &[], false)).clone();
+        new_foo.metadata.uid = Some("foo-uid-2".into());
+        let actions = plan(&[Arc::new(new_foo)], &pods[..1], &[]);
+        assert_eq!(names(&actions), ["gone foo-a"]);
     }
 }

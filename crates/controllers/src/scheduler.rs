@@ -3,10 +3,11 @@
 //! NodePorts). When none does, the pod gets `PodScheduled=False` with upstream's message and a
 //! FailedScheduling event, and is retried with backoff (1 s doubling to 10 s).
 
+use crate::interpod::NamespaceLabels;
 use crate::stores::spawn_store_notifying;
 use everynode_api::quantity::Quantity;
 use everynode_api::scheduling;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Taint};
+use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -117,7 +118,12 @@ pub fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) ->
 }
 
 /// Picks a node for `pod`: the feasible one with the fewest pods (then by name).
-pub fn choose<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Arc<Pod>]) -> Result<&'a Node, String> {
+pub fn choose<'a>(
+    pod: &Pod,
+    nodes: &'a [Node],
+    pods: &[Arc<Pod>],
+    namespaces: &NamespaceLabels,
+) -> Result<&'a Node, String> {
     let by_node = pods_by_node(pods);
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(&Node, usize)> = None;
@@ -150,7 +156,8 @@ pub fn choose<'a>(pod: &Pod, nodes: &'a [Node], pods: &[Arc<Pod>]) -> Result<&'a
         let others = by_node.get(name).cloned().unwrap_or_default();
         let result = fits(pod, node, &others).and_then(|()| {
             if check_interpod {
-                crate::interpod::check(pod, node, &placed).map_err(|r| vec![r.to_owned()])
+                crate::interpod::check(pod, node, &placed, namespaces)
+                    .map_err(|r| vec![r.to_owned()])
             } else {
                 Ok(())
             }
@@ -298,7 +305,12 @@ pub async fn run(client: Client) {
     let changed = Arc::new(tokio::sync::Notify::new());
     let pods = spawn_store_notifying(Api::<Pod>::all(client.clone()), Arc::clone(&changed));
     let nodes = spawn_store_notifying(Api::<Node>::all(client.clone()), Arc::clone(&changed));
-    if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
+    let namespaces =
+        spawn_store_notifying(Api::<Namespace>::all(client.clone()), Arc::clone(&changed));
+    if pods.wait_until_ready().await.is_err()
+        || nodes.wait_until_ready().await.is_err()
+        || namespaces.wait_until_ready().await.is_err()
+    {
         tracing::error!("scheduler caches never became ready");
         return;
     }
@@ -322,6 +334,11 @@ pub async fn run(client: Client) {
             }
         }
         let all_nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+        let namespace_labels: NamespaceLabels = namespaces
+            .state()
+            .iter()
+            .map(|n| (n.name_any(), n.labels().clone()))
+            .collect();
         let mut next_wake = Duration::from_secs(10);
         for index in 0..all_pods.len() {
             let pod = Arc::clone(&all_pods[index]);
@@ -345,7 +362,7 @@ pub async fn run(client: Client) {
             }
             let ns = pod.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            match choose(pod, &all_nodes, &all_pods) {
+            match choose(pod, &all_nodes, &all_pods, &namespace_labels) {
                 Ok(node) => {
                     let binding = Binding {
                         metadata: ObjectMeta {
@@ -537,7 +554,8 @@ mod tests {
             "node-1",
             json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m"}}}]}),
         );
-        let err = choose(&daemon, &nodes, &[full]).expect_err("node-1 is full");
+        let err =
+            choose(&daemon, &nodes, &[full], &NamespaceLabels::new()).expect_err("node-1 is full");
         assert_eq!(
             err,
             "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
@@ -563,7 +581,7 @@ mod tests {
             "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "400m"}}}]}),
         );
         let pods = [a, b];
-        assert!(choose(&daemon, &nodes, &pods).is_err());
+        assert!(choose(&daemon, &nodes, &pods, &NamespaceLabels::new()).is_err());
         let (chosen, victims) = choose_preemption(&daemon, &nodes, &pods).expect("preempts");
         assert_eq!(
             chosen.name_any(),
@@ -585,7 +603,8 @@ mod tests {
             "node-1",
             json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 8080, "hostPort": 8080}]}]}),
         );
-        let err = choose(&daemon, &nodes, &[foreign]).expect_err("port taken");
+        let err =
+            choose(&daemon, &nodes, &[foreign], &NamespaceLabels::new()).expect_err("port taken");
         assert_eq!(
             err,
             "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
@@ -601,13 +620,19 @@ mod tests {
         });
         let daemon = daemon_pod("node-1", json!({}));
         assert_eq!(
-            choose(&daemon, std::slice::from_ref(&n), &[]).map(|n| n.name_any()),
+            choose(
+                &daemon,
+                std::slice::from_ref(&n),
+                &[],
+                &NamespaceLabels::new()
+            )
+            .map(|n| n.name_any()),
             Ok("node-1".into())
         );
         let plain =
             pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}));
         assert_eq!(
-            choose(&plain, &[n], &[]).map(|n| n.name_any()),
+            choose(&plain, &[n], &[], &NamespaceLabels::new()).map(|n| n.name_any()),
             Err("0/1 nodes are available: 1 node(s) were unschedulable.".into())
         );
     }
@@ -658,7 +683,13 @@ mod tests {
         let big = pod(
             json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "2"}}}]}}),
         );
-        let err = choose(&big, &[small.clone(), tainted, cordoned], &[]).expect_err("nothing fits");
+        let err = choose(
+            &big,
+            &[small.clone(), tainted, cordoned],
+            &[],
+            &NamespaceLabels::new(),
+        )
+        .expect_err("nothing fits");
         assert_eq!(
             err,
             "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."
@@ -667,17 +698,22 @@ mod tests {
             json!({"metadata": {"name": "q"}, "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": "500m"}}}]}}),
         );
         assert_eq!(
-            choose(&fitting, std::slice::from_ref(&small), &[])
-                .ok()
-                .and_then(|n| n.metadata.name.clone())
-                .as_deref(),
+            choose(
+                &fitting,
+                std::slice::from_ref(&small),
+                &[],
+                &NamespaceLabels::new()
+            )
+            .ok()
+            .and_then(|n| n.metadata.name.clone())
+            .as_deref(),
             Some("small")
         );
         let resident = Arc::new(pod(
             json!({"metadata": {"name": "r"}, "spec": {"nodeName": "small", "containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]}}),
         ));
         assert!(
-            choose(&fitting, &[small], &[resident]).is_err(),
+            choose(&fitting, &[small], &[resident], &NamespaceLabels::new()).is_err(),
             "the resident pod's requests count"
         );
     }
@@ -692,7 +728,7 @@ mod tests {
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}}),
         );
         assert_eq!(
-            choose(&daemon, &[other, cordoned], &[])
+            choose(&daemon, &[other, cordoned], &[], &NamespaceLabels::new())
                 .ok()
                 .and_then(|n| n.metadata.name.clone())
                 .as_deref(),

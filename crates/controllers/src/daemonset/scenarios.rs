@@ -173,6 +173,16 @@ impl World {
             p.metadata.owner_references =
                 Some(vec![serde_json::from_value(owner.clone()).expect("ref")]);
         }
+        for name in &plan.adopt_revisions {
+            if let Some(r) = self
+                .revisions
+                .iter_mut()
+                .find(|r| r.metadata.name.as_deref() == Some(name))
+            {
+                r.metadata.owner_references =
+                    Some(vec![serde_json::from_value(owner.clone()).expect("ref")]);
+            }
+        }
         for name in &plan.release_pods {
             self.pod(name).metadata.owner_references = None;
         }
@@ -1485,5 +1495,106 @@ fn s135_conditions_are_preserved() {
             .and_then(|s| s.conditions.as_ref())
             .map(Vec::len),
         Some(1)
+    );
+}
+
+// §5.8 Garbage collection: the DaemonSet controller's side (the collector's side is in gc.rs)
+
+/// Converged `foo` on three nodes, then deleted with `propagationPolicy: Orphan`: the world the
+/// garbage collector leaves behind (pods and revision without owner references).
+fn orphaned_by_foo() -> World {
+    let mut w = World::new(ds(), nodes(3));
+    w.pass();
+    w.bind_all();
+    w.ready_all();
+    w.pass();
+    for p in &mut w.pods {
+        p.metadata.owner_references = None;
+    }
+    for r in &mut w.revisions {
+        r.metadata.owner_references = None;
+    }
+    w
+}
+
+/// `bar`: another name and uid, same selector, with a spec patch.
+fn bar_with(spec_patch: Value) -> DaemonSet {
+    let mut d = ds_with(spec_patch);
+    d.metadata.name = Some("bar".into());
+    d.metadata.uid = Some("bar-uid".into());
+    d
+}
+
+#[test]
+fn s142_orphan_delete_then_identical_daemonset_adopts_without_restart() {
+    let mut w = orphaned_by_foo();
+    let pods: Vec<String> = w
+        .pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let revision = w.revisions[0].metadata.name.clone().expect("name");
+    assert!(revision.starts_with("foo-"));
+    w.ds = bar_with(json!({}));
+    assert_eq!(w.pass(), (0, 0), "nothing created or deleted");
+    let mut adopted = w.last.adopt_pods.clone();
+    adopted.sort();
+    let mut expected = pods.clone();
+    expected.sort();
+    assert_eq!(adopted, expected);
+    assert_eq!(w.last.adopt_revisions, vec![revision.clone()]);
+    assert!(
+        !w.last
+            .history
+            .iter()
+            .any(|op| matches!(op, HistoryOp::Create(_))),
+        "the adopted revision keeps its old name; no new one is made"
+    );
+    assert_eq!(w.revisions.len(), 1);
+    assert!(w.pods.iter().all(|p| {
+        p.metadata
+            .owner_references
+            .as_ref()
+            .is_some_and(|o| o[0].uid == "bar-uid")
+    }));
+    // Converged: a further pass changes nothing and reports every pod up to date.
+    assert_eq!(w.pass(), (0, 0));
+    let status = w.ds.status.clone().expect("status");
+    assert_eq!(
+        (
+            status.desired_number_scheduled,
+            status.updated_number_scheduled,
+            status.number_ready
+        ),
+        (3, Some(3), 3)
+    );
+}
+
+#[test]
+fn s143_adoption_by_template_generation_counts_pods_as_updated() {
+    let mut w = orphaned_by_foo();
+    assert!(w.pods.iter().all(|p| {
+        p.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(rules::TEMPLATE_GENERATION_LABEL))
+            .map(String::as_str)
+            == Some("1")
+    }));
+    // A different template (container renamed), template generation also 1.
+    w.ds = bar_with(
+        json!({"template": {"spec": {"containers": [{"name": "renamed", "image": "foo/bar"}]}}}),
+    );
+    assert_eq!(rules::template_generation(&w.ds), Some(1));
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(w.last.adopt_pods.len(), 3);
+    w.pass();
+    w.pass();
+    assert_eq!(w.last.deletes.len(), 0, "they are not rolled");
+    assert_eq!(
+        w.ds.status
+            .as_ref()
+            .and_then(|s| s.updated_number_scheduled),
+        Some(3)
     );
 }
