@@ -336,6 +336,14 @@ pub fn is_ready(pod: &Pod) -> bool {
     ready_condition(pod).is_some_and(|c| c.status == "True")
 }
 
+/// When a Ready pod's `min_ready_seconds` run out (its Ready transition plus the seconds); it
+/// counts as available strictly after that instant.
+pub fn ready_until_available(pod: &Pod, min_ready_seconds: i32) -> Option<Timestamp> {
+    let c = ready_condition(pod).filter(|c| c.status == "True")?;
+    let t = c.last_transition_time.as_ref()?;
+    Some(t.0 + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(min_ready_seconds)))
+}
+
 /// Ready for at least `min_ready_seconds` (strictly, as up to v1.33).
 pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
     let Some(c) = ready_condition(pod).filter(|c| c.status == "True") else {

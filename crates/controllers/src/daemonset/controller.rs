@@ -2,8 +2,10 @@
 //! plan (spec §2.7 order: history, claims, slow-start creates, deletes, cleanup, status).
 
 use super::backoff::Backoff;
+use super::expectations::Expectations;
 use super::pass::{self, HistoryOp, PassInput, Plan, PlannedEvent};
-use crate::stores::reflect;
+use super::triggers;
+use crate::stores::{Change, reflect_changes};
 use everynode_api::daemonset as rules;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
@@ -11,11 +13,10 @@ use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -29,14 +30,6 @@ pub enum Error {
     Pass(String),
 }
 
-/// Writes this controller issued that it has not seen come back yet (upstream "expectations").
-#[derive(Default)]
-struct Pending {
-    created: Vec<String>,
-    deleted: Vec<String>,
-    since: Option<Timestamp>,
-}
-
 /// Shared state of the controller.
 pub struct Context {
     client: Client,
@@ -44,7 +37,7 @@ pub struct Context {
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
     backoff: Mutex<Backoff>,
-    pending: Mutex<HashMap<String, Pending>>,
+    expectations: Mutex<Expectations>,
     burst: usize,
 }
 
@@ -57,33 +50,6 @@ fn now() -> Timestamp {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Context {
-    fn expectations_satisfied(&self, uid: &str, pods: &[Pod], now: Timestamp) -> bool {
-        let mut pending = lock(&self.pending);
-        let Some(p) = pending.get(uid) else {
-            return true;
-        };
-        let expired = p
-            .since
-            .is_some_and(|s| now.duration_since(s).as_secs() >= 300);
-        let by_name: HashMap<&str, &Pod> = pods
-            .iter()
-            .filter_map(|p| p.metadata.name.as_deref().map(|n| (n, p)))
-            .collect();
-        let created_seen = p.created.iter().all(|n| by_name.contains_key(n.as_str()));
-        let deleted_seen = p.deleted.iter().all(|n| {
-            by_name
-                .get(n.as_str())
-                .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
-        });
-        if expired || (created_seen && deleted_seen) {
-            pending.remove(uid);
-            return true;
-        }
-        false
-    }
 }
 
 async fn record_event(client: &Client, ds: &DaemonSet, e: &PlannedEvent) {
@@ -218,6 +184,20 @@ async fn release<K: kube::Resource + Clone + serde::de::DeserializeOwned + std::
 }
 
 /// Adopts and releases (§2.5): adoption re-reads the DaemonSet first, so a deleted one adopts nothing.
+/// Adoption re-reads the DaemonSet uncached first (upstream's `RecheckDeletionTimestamp`): a
+/// DaemonSet deleted or replaced since the cache saw it must not adopt, and the pass stops
+/// before touching pods (S-027).
+fn may_adopt(cached: &DaemonSet, fresh: &DaemonSet) -> Result<(), Error> {
+    if fresh.metadata.uid != cached.metadata.uid || fresh.metadata.deletion_timestamp.is_some() {
+        return Err(Error::Pass(format!(
+            "{}/{} was deleted or replaced; not adopting",
+            cached.namespace().unwrap_or_default(),
+            cached.name_any()
+        )));
+    }
+    Ok(())
+}
+
 async fn run_claims(
     client: &Client,
     ds: &DaemonSet,
@@ -231,15 +211,7 @@ async fn run_claims(
         let fresh = Api::<DaemonSet>::namespaced(client.clone(), &ns)
             .get(&ds.name_any())
             .await?;
-        if fresh.metadata.uid.as_deref() != Some(uid.as_str())
-            || fresh.metadata.deletion_timestamp.is_some()
-        {
-            return Err(Error::Pass(format!(
-                "{}/{} was deleted or replaced; not adopting",
-                ns,
-                ds.name_any()
-            )));
-        }
+        may_adopt(ds, &fresh)?;
     }
     let owner =
         serde_json::to_value(rules::controller_ref(ds)).map_err(|e| Error::Pass(e.to_string()))?;
@@ -284,30 +256,60 @@ async fn run_claims(
     Ok(())
 }
 
-/// Creates in slow-start batches (1, 2, 4, ...) and deletes concurrently (§2.7). Returns the
-/// names written and the first error.
-async fn run_pods(
-    ctx: &Context,
-    ds: &DaemonSet,
-    plan: &Plan,
-) -> (Vec<String>, Vec<String>, Option<Error>) {
+/// Slow start (§2.7): `attempt` runs on batches of 1, 2, 4, ... items, concurrently within a
+/// batch, and no further batch starts after one with a failure, so an API that refuses
+/// (quota, admission) costs few calls. `Ok(None)` is a refusal that is not an error
+/// (a terminating namespace, S-075). Returns what succeeded, with the items' indices, and
+/// the first error.
+pub async fn slow_start<T, R, E, F, Fut>(items: &[T], attempt: F) -> (Vec<(usize, R)>, Option<E>)
+where
+    F: Fn(&T) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<R>, E>>,
+{
+    let (mut done, mut first_error) = (Vec::new(), None);
+    let (mut start, mut batch) = (0, 1);
+    while start < items.len() && first_error.is_none() {
+        let end = (start + batch).min(items.len());
+        let results = futures::future::join_all(items[start..end].iter().map(&attempt)).await;
+        for (offset, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(Some(r)) => done.push((start + offset, r)),
+                Ok(None) => {}
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        start = end;
+        batch *= 2;
+    }
+    (done, first_error)
+}
+
+/// Whether a create was refused because the namespace is being deleted: no error, no event.
+fn namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.details.as_ref().is_some_and(|d| {
+        d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
+    }))
+}
+
+/// Pods written by one pass: (node, name) created, names deleted.
+struct Written {
+    created: Vec<(String, String)>,
+    deleted: Vec<String>,
+}
+
+/// Creates in slow-start batches and deletes concurrently (§2.7). Returns what was written and
+/// the first error.
+async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Option<Error>) {
     let ns = ds.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
-    let (mut created, mut deleted, mut first_error) = (Vec::new(), Vec::new(), None);
     let creates: Vec<&String> = plan.creates.iter().take(ctx.burst).collect();
-    let mut start = 0;
-    let mut batch = 1;
-    while start < creates.len() {
-        let end = (start + batch).min(creates.len());
-        let results = futures::future::join_all(creates[start..end].iter().map(|node| {
-            let pod = rules::new_pod(ds, node, &plan.hash);
-            let api = api.clone();
-            async move { api.create(&PostParams::default(), &pod).await }
-        }))
-        .await;
-        let mut failed = false;
-        for r in results {
-            match r {
+    let (done, create_error) = slow_start(&creates, |node| {
+        let pod = rules::new_pod(ds, node, &plan.hash);
+        let api = api.clone();
+        async move {
+            match api.create(&PostParams::default(), &pod).await {
                 Ok(p) => {
                     let name = p.name_any();
                     record_event(
@@ -320,12 +322,9 @@ async fn run_pods(
                         },
                     )
                     .await;
-                    created.push(name);
+                    Ok(Some(name))
                 }
-                Err(kube::Error::Api(s))
-                    if s.details.as_ref().is_some_and(|d| {
-                        d.causes.iter().any(|c| c.reason == "NamespaceTerminating")
-                    }) => {}
+                Err(e) if namespace_terminating(&e) => Ok(None),
                 Err(e) => {
                     record_event(
                         &ctx.client,
@@ -337,17 +336,17 @@ async fn run_pods(
                         },
                     )
                     .await;
-                    failed = true;
-                    first_error.get_or_insert(Error::Api(e));
+                    Err(Error::Api(e))
                 }
             }
         }
-        if failed {
-            break;
-        }
-        start = end;
-        batch *= 2;
-    }
+    })
+    .await;
+    let created: Vec<(String, String)> = done
+        .into_iter()
+        .map(|(i, name)| (creates[i].clone(), name))
+        .collect();
+    let (mut deleted, mut first_error) = (Vec::new(), create_error);
     let deletes: Vec<&String> = plan.deletes.iter().take(ctx.burst).collect();
     let results = futures::future::join_all(deletes.iter().map(|name| {
         let api = api.clone();
@@ -390,7 +389,7 @@ async fn run_pods(
             }
         }
     }
-    (created, deleted, first_error)
+    (Written { created, deleted }, first_error)
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -419,19 +418,18 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         .filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()))
         .map(|r| (**r).clone())
         .collect();
-    let satisfied = ctx.expectations_satisfied(&uid, &pods, t);
-    let plan = {
-        let backoff = lock(&ctx.backoff).clone();
-        pass::sync(&PassInput {
-            ds: &ds,
-            nodes: &nodes,
-            pods: &pods,
-            revisions: &revisions,
-            backoff: &backoff,
-            expectations_satisfied: satisfied,
-            now: t,
-        })
+    let satisfied = lock(&ctx.expectations).satisfied(&uid, &pods, t);
+    let backoff = lock(&ctx.backoff).clone();
+    let input = PassInput {
+        ds: &ds,
+        nodes: &nodes,
+        pods: &pods,
+        revisions: &revisions,
+        backoff: &backoff,
+        expectations_satisfied: satisfied,
+        now: t,
     };
+    let plan = pass::sync(&input);
     for e in &plan.events {
         record_event(&ctx.client, &ds, e).await;
     }
@@ -450,14 +448,21 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         }
         backoff.gc(t);
     }
-    let (created, deleted, pod_error) = run_pods(&ctx, &ds, &plan).await;
-    if !created.is_empty() || !deleted.is_empty() {
-        let mut pending = lock(&ctx.pending);
-        let p = pending.entry(uid.clone()).or_default();
-        p.created.extend(created);
-        p.deleted.extend(deleted);
-        p.since = Some(t);
-    }
+    let (written, pod_error) = run_pods(&ctx, &ds, &plan).await;
+    lock(&ctx.expectations).record(
+        &uid,
+        written.created.iter().map(|(_, name)| name.clone()),
+        written.deleted.iter().cloned(),
+        t,
+    );
+    let status = if written.created.len() == plan.creates.len()
+        && written.deleted.len() == plan.deletes.len()
+    {
+        plan.status.clone()
+    } else {
+        let created: Vec<String> = written.created.into_iter().map(|(node, _)| node).collect();
+        pass::status_after(&input, &plan, &created, &written.deleted)
+    };
     let revisions_api: Api<ControllerRevision> = Api::namespaced(ctx.client.clone(), &ns);
     for name in &plan.cleanup {
         if let Err(e) = revisions_api.delete(name, &DeleteParams::default()).await
@@ -466,7 +471,8 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
             tracing::warn!(revision = name, error = %e, "could not delete an old revision");
         }
     }
-    if let Some(status) = &plan.status {
+    let mut status_error = None;
+    if let Some(status) = &status {
         let patch = json!({"status": status});
         let api: Api<DaemonSet> = Api::namespaced(ctx.client.clone(), &ns);
         let written = api
@@ -476,17 +482,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
                 &Patch::Merge(&patch),
             )
             .await;
-        // A pod error wins over a status error (spec S-072); a vanished DaemonSet needs no status.
-        if let Err(e) = written
-            && pod_error.is_none()
-            && !not_found(&e)
-        {
-            return Err(e.into());
-        }
+        // A vanished DaemonSet needs no status.
+        status_error = written.err().filter(|e| !not_found(e)).map(Error::from);
     }
-    if let Some(e) = pod_error {
-        return Err(e);
-    }
+    first_error(pod_error, status_error)?;
     if !satisfied {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -494,6 +493,15 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         || Action::requeue(RESYNC),
         |d| Action::requeue(d + Duration::from_millis(100)),
     ))
+}
+
+/// The error a pass returns (S-072): the status is written even when pods could not be, and a
+/// pod error wins over a status error.
+fn first_error(pod_error: Option<Error>, status_error: Option<Error>) -> Result<(), Error> {
+    match pod_error.or(status_error) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn error_policy(ds: Arc<DaemonSet>, error: &Error, _ctx: Arc<Context>) -> Action {
@@ -504,17 +512,19 @@ fn error_policy(ds: Arc<DaemonSet>, error: &Error, _ctx: Arc<Context>) -> Action
 /// Runs the DaemonSet controller until the process ends.
 pub async fn run(client: Client, burst: usize) {
     // Triggers come from the same reflectors that fill the stores a pass reads, so a pass never
-    // sees a store older than the event that started it.
-    let (nodes, node_events) = reflect(Api::<Node>::all(client.clone()));
-    let (pods, pod_events) = reflect(Api::<Pod>::all(client.clone()));
-    let (revisions, revision_events) = reflect(Api::<ControllerRevision>::all(client.clone()));
+    // sees a store older than the change that started it; `triggers` picks the DaemonSets each
+    // change concerns, from its old and new versions.
+    let (nodes, node_changes) = reflect_changes(Api::<Node>::all(client.clone()));
+    let (pods, pod_changes) = reflect_changes(Api::<Pod>::all(client.clone()));
+    let (revisions, revision_changes) =
+        reflect_changes(Api::<ControllerRevision>::all(client.clone()));
     let ctx = Arc::new(Context {
         client: client.clone(),
         nodes,
         pods,
         revisions,
         backoff: Mutex::new(Backoff::default()),
-        pending: Mutex::new(HashMap::new()),
+        expectations: Mutex::new(Expectations::default()),
         burst,
     });
     let controller = Controller::new(
@@ -522,45 +532,123 @@ pub async fn run(client: Client, burst: usize) {
         watcher::Config::default(),
     );
     let all = controller.store();
-    let all_for_nodes = all.clone();
+    let (for_nodes, for_pods, for_revisions) = (all.clone(), all.clone(), all);
+    let node_triggers = node_changes.map(move |c: Change<Node>| {
+        triggers::for_node(c.old.as_deref(), c.new.as_deref(), &for_nodes.state())
+    });
+    let pod_triggers = pod_changes.map(move |c: Change<Pod>| {
+        triggers::for_pod(c.old.as_deref(), c.new.as_deref(), &for_pods.state())
+    });
+    let revision_triggers = revision_changes.map(move |c: Change<ControllerRevision>| {
+        triggers::for_revision(
+            c.old.as_deref().map(|r| &r.metadata),
+            c.new.as_deref().map(|r| &r.metadata),
+            &for_revisions.state(),
+        )
+    });
+    let triggered = futures::stream::select(
+        futures::stream::select(node_triggers, pod_triggers),
+        revision_triggers,
+    )
+    .flat_map(futures::stream::iter);
     controller
-        .watches_stream(node_events, move |_node: Node| {
-            all_for_nodes
-                .state()
-                .iter()
-                .map(|d| ObjectRef::from_obj(&**d))
-                .collect::<Vec<_>>()
-        })
-        .watches_stream(pod_events, move |pod: Pod| {
-            let ns = pod.metadata.namespace.clone().unwrap_or_default();
-            let owner = pod
-                .metadata
-                .owner_references
-                .as_ref()
-                .and_then(|o| o.iter().find(|r| r.controller == Some(true)).cloned());
-            match owner {
-                Some(o) if o.kind == "DaemonSet" => {
-                    vec![ObjectRef::<DaemonSet>::new(&o.name).within(&ns)]
-                }
-                Some(_) => vec![],
-                None => {
-                    let labels = pod.metadata.labels.clone().unwrap_or_default();
-                    all.state()
-                        .iter()
-                        .filter(|d| d.metadata.namespace.as_deref() == Some(ns.as_str()))
-                        .filter(|d| {
-                            everynode_api::selector::from_label_selector(
-                                d.spec.as_ref().map(|s| &s.selector),
-                            )
-                            .is_ok_and(|s| !s.is_everything() && s.matches(&labels))
-                        })
-                        .map(|d| ObjectRef::from_obj(&**d))
-                        .collect()
-                }
-            }
-        })
-        .owns_stream(revision_events)
+        .reconcile_on(triggered)
         .run(reconcile, error_policy, ctx)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    //! Spec §5.2 scenarios about the controller's own steps (not the pure pass).
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn ds(uid: &str) -> DaemonSet {
+        serde_json::from_value(
+            json!({"metadata": {"name": "foo", "namespace": "default", "uid": uid}}),
+        )
+        .expect("ds")
+    }
+
+    fn api_error(code: u16, reason: &str, cause: Option<&str>) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(json!({"code": code, "reason": reason, "message": reason,
+            "details": {"causes": cause.map(|c| vec![json!({"reason": c, "message": c})]).unwrap_or_default()}}))
+            .expect("status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn s027_deletion_race_blocks_adoption() {
+        let cached = ds("foo-uid");
+        let mut fresh = ds("foo-uid");
+        fresh.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH));
+        assert!(may_adopt(&cached, &fresh).is_err());
+        assert!(
+            may_adopt(&cached, &ds("other-uid")).is_err(),
+            "replaced under the same name"
+        );
+        assert!(may_adopt(&cached, &ds("foo-uid")).is_ok());
+    }
+
+    #[tokio::test]
+    async fn s069_slow_start_under_quota() {
+        // 100 nodes; the API accepts 10 creations and refuses the rest.
+        let nodes: Vec<usize> = (0..100).collect();
+        let calls = AtomicUsize::new(0);
+        let (done, error) = slow_start(&nodes, |_| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if n < 10 {
+                    Ok(Some(n))
+                } else {
+                    Err(api_error(403, "Forbidden", None))
+                }
+            }
+        })
+        .await;
+        assert_eq!(done.len(), 10);
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            15,
+            "batches 1, 2, 4, 8, then stop"
+        );
+        assert!(error.is_some());
+    }
+
+    #[test]
+    fn s072_error_precedence() {
+        let pod = || Some(Error::Pass("create".into()));
+        let status = || Some(Error::Pass("status".into()));
+        let text = |r: Result<(), Error>| r.err().map(|e| e.to_string());
+        assert_eq!(text(first_error(pod(), None)).as_deref(), Some("create"));
+        assert_eq!(text(first_error(None, status())).as_deref(), Some("status"));
+        assert_eq!(
+            text(first_error(pod(), status())).as_deref(),
+            Some("create")
+        );
+        assert!(first_error(None, None).is_ok());
+    }
+
+    #[tokio::test]
+    async fn s075_terminating_namespace_is_not_an_error() {
+        assert!(namespace_terminating(&api_error(
+            403,
+            "Forbidden",
+            Some("NamespaceTerminating")
+        )));
+        assert!(!namespace_terminating(&api_error(403, "Forbidden", None)));
+        let nodes = [1, 2, 3];
+        let (done, error) = slow_start(&nodes, |_| async {
+            let e = api_error(403, "Forbidden", Some("NamespaceTerminating"));
+            if namespace_terminating(&e) {
+                Ok::<Option<()>, kube::Error>(None)
+            } else {
+                Err(e)
+            }
+        })
+        .await;
+        assert!(done.is_empty() && error.is_none());
+    }
 }

@@ -3,7 +3,9 @@
 
 pub mod backoff;
 pub mod controller;
+pub mod expectations;
 pub mod pass;
+pub mod triggers;
 
 #[cfg(test)]
 mod scenarios;

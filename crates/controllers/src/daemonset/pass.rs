@@ -173,7 +173,23 @@ struct Ctx<'a> {
     min_ready: i32,
 }
 
-impl Ctx<'_> {
+impl<'a> Ctx<'a> {
+    fn new(input: &PassInput<'a>, hash: String) -> Self {
+        Ctx {
+            ds: input.ds,
+            nodes: input.nodes,
+            now: input.now,
+            hash,
+            template_generation: rules::template_generation(input.ds),
+            min_ready: input
+                .ds
+                .spec
+                .as_ref()
+                .and_then(|s| s.min_ready_seconds)
+                .unwrap_or(0),
+        }
+    }
+
     fn available(&self, p: &Pod) -> bool {
         rules::is_available(p, self.min_ready, self.now)
     }
@@ -348,20 +364,35 @@ fn updated_on_node<'p>(ctx: &Ctx<'_>, pods: &'p [Pod]) -> (Option<&'p Pod>, Opti
 }
 
 /// `rollingUpdate` (§2.9): returns (creates, deletes) or a scaling / lookup error.
-fn rolling_update(
-    ctx: &Ctx<'_>,
+/// A rolling update's budgets (`updatedDesiredNodeCounts`, spec §2.9).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budgets {
+    pub max_surge: i32,
+    pub max_unavailable: i32,
+    /// Nodes that should run a daemon pod.
+    pub desired: i32,
+    /// Of those, nodes with no pod at all.
+    pub empty_nodes: i32,
+}
+
+/// Scales maxSurge and maxUnavailable against the desired node count, percentages rounding up;
+/// when both come to 0 (possible only for objects stored before validation forbade it)
+/// maxUnavailable falls back to 1, so a rollout can always progress.
+fn budgets(
+    ds: &DaemonSet,
+    nodes: &[Node],
     map: &BTreeMap<String, Vec<Pod>>,
-) -> Result<(Vec<String>, Vec<String>), String> {
-    let mut entries: BTreeMap<String, Vec<Pod>> = map.clone();
-    let mut desired = 0;
-    for node in ctx.nodes {
-        if rules::node_should_run(node, ctx.ds).should_run {
+) -> Result<Budgets, String> {
+    let (mut desired, mut empty_nodes) = (0, 0);
+    for node in nodes {
+        if rules::node_should_run(node, ds).should_run {
             desired += 1;
-            entries.entry(name_of(&node.metadata)).or_default();
+            if map.get(&name_of(&node.metadata)).is_none_or(Vec::is_empty) {
+                empty_nodes += 1;
+            }
         }
     }
-    let ru = ctx
-        .ds
+    let ru = ds
         .spec
         .as_ref()
         .and_then(|s| s.update_strategy.as_ref())
@@ -374,6 +405,35 @@ fn rolling_update(
     if desired > 0 && max_unavailable == 0 && max_surge == 0 {
         max_unavailable = 1;
     }
+    Ok(Budgets {
+        max_surge,
+        max_unavailable,
+        desired,
+        empty_nodes,
+    })
+}
+
+/// `budgets` for a DaemonSet with these nodes and pods (its own pods, as a pass claims them).
+pub fn budgets_for(ds: &DaemonSet, nodes: &[Node], pods: &[Pod]) -> Result<Budgets, String> {
+    budgets(ds, nodes, &by_node(pods, false))
+}
+
+fn rolling_update(
+    ctx: &Ctx<'_>,
+    map: &BTreeMap<String, Vec<Pod>>,
+) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut entries: BTreeMap<String, Vec<Pod>> = map.clone();
+    for node in ctx.nodes {
+        if rules::node_should_run(node, ctx.ds).should_run {
+            entries.entry(name_of(&node.metadata)).or_default();
+        }
+    }
+    let Budgets {
+        max_surge,
+        max_unavailable,
+        desired,
+        ..
+    } = budgets(ctx.ds, ctx.nodes, map)?;
     let (mut creates, mut deletes) = (Vec::new(), Vec::new());
     if max_surge == 0 {
         let mut unavailable = 0;
@@ -707,18 +767,7 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
         rev_idx.into_iter().map(|i| &input.revisions[i]).collect();
     let (hash, old) = history(input, &revisions, &claimed, &mut plan);
     plan.hash = hash.clone();
-    let ctx = Ctx {
-        ds,
-        nodes: input.nodes,
-        now: input.now,
-        hash,
-        template_generation: rules::template_generation(ds),
-        min_ready: ds
-            .spec
-            .as_ref()
-            .and_then(|s| s.min_ready_seconds)
-            .unwrap_or(0),
-    };
+    let ctx = Ctx::new(input, hash);
     let mut map = by_node(&claimed, false);
     if !input.expectations_satisfied {
         let status = compute_status(&ctx, &map, false);
@@ -768,9 +817,43 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
     if status_changed(ds.status.as_ref(), &status) {
         plan.status = Some(status.clone());
     }
+    // A Ready pod becomes available with no event to say so: look again just after the
+    // first one does (S-103: its Ready transition + minReadySeconds + 1 s).
     if ctx.min_ready > 0 && status.number_ready != status.number_available.unwrap_or(0) {
-        let wait = Duration::from_secs(ctx.min_ready as u64);
-        plan.requeue_after = Some(plan.requeue_after.map_or(wait, |d| d.min(wait)));
+        let first = map
+            .values()
+            .flatten()
+            .filter(|p| !ctx.available(p))
+            .filter_map(|p| rules::ready_until_available(p, ctx.min_ready))
+            .min();
+        if let Some(at) = first {
+            let wait = Duration::try_from(at.duration_since(ctx.now))
+                .unwrap_or(Duration::ZERO)
+                + Duration::from_secs(1);
+            plan.requeue_after = Some(plan.requeue_after.map_or(wait, |d| d.min(wait)));
+        }
     }
     plan
+}
+
+/// The status to write when only part of `plan` was carried out (spec S-069: the API refused
+/// some creations): `sync`'s status assumed every create and delete succeeded; this one
+/// counts the pods on `created` nodes and the `deleted` pods that did.
+pub fn status_after(
+    input: &PassInput<'_>,
+    plan: &Plan,
+    created: &[String],
+    deleted: &[String],
+) -> Option<DaemonSetStatus> {
+    let sel = selector::from_label_selector(input.ds.spec.as_ref().map(|s| &s.selector)).ok()?;
+    let (claimed_idx, _, _) = claim(input.ds, &sel, input.pods.iter().map(|p| &p.metadata));
+    let claimed: Vec<Pod> = claimed_idx
+        .into_iter()
+        .map(|i| input.pods[i].clone())
+        .collect();
+    let ctx = Ctx::new(input, plan.hash.clone());
+    let mut map = by_node(&claimed, false);
+    simulate(&ctx, &mut map, created, deleted);
+    let status = compute_status(&ctx, &map, true);
+    status_changed(input.ds.status.as_ref(), &status).then_some(status)
 }

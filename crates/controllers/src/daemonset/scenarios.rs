@@ -1394,8 +1394,8 @@ fn s130_min_ready_seconds_in_status() {
     );
     assert_eq!(
         w.last.requeue_after,
-        Some(Duration::from_secs(30)),
-        "the controller requeues itself"
+        Some(Duration::from_secs(31)),
+        "the controller requeues itself just after the pods become available"
     );
     w.now += SignedDuration::from_secs(31);
     w.pass();
