@@ -67,29 +67,37 @@ def test_node_joins_and_label_and_taint_changes(cluster, cluster_api):
         wait_for(lambda: daemon_pods(cluster_api) == [], what="a NoExecute taint removes the pod")
 
 
-def test_rolling_update_never_exceeds_max_unavailable_and_rollout_status(cluster, cluster_api):
+@pytest.mark.parametrize("rolling, nodes_count, max_unavailable, max_surge", [
+    ({"maxUnavailable": 1}, 4, 1, 0),
+    ({"maxUnavailable": "25%"}, 8, 2, 0),
+    ({"maxUnavailable": 0, "maxSurge": 1}, 4, 0, 1),
+], ids=["max-unavailable-1", "max-unavailable-25pct", "max-surge-1"])
+def test_rolling_update_never_exceeds_its_budget_and_rollout_status(cluster, cluster_api, rolling, nodes_count, max_unavailable, max_surge):
     c = core(cluster_api)
-    for i in range(4):
+    n = nodes_count
+    for i in range(n):
         c.create_node(node(f"node-{i}"))
     with AgentSim(cluster):
-        apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
-        wait_for(lambda: status(cluster_api) == (4, 4, 4, 4, 4), what="converged")
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset(updateStrategy={"type": "RollingUpdate", "rollingUpdate": rolling}))
+        wait_for(lambda: status(cluster_api) == (n, n, n, n, n), what="converged")
         out = cluster.kubectl("rollout", "status", "ds/foo", "--timeout=60s").stdout
         assert out.strip().splitlines()[-1] == 'daemon set "foo" successfully rolled out'
-        worst = 0
+        worst_unavailable, most_pods = 0, 0
         apps(cluster_api).patch_namespaced_daemon_set("foo", "default", {"spec": {"template": {"spec": {"containers": [{"name": "foo", "image": "foo/bar:2"}]}}}}, _content_type=MERGE)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             pods = daemon_pods(cluster_api)
             available_nodes = {p.spec.node_name for p in pods if p.metadata.deletion_timestamp is None and p.spec.node_name
                                and any(cd.type == "Ready" and cd.status == "True" for cd in (p.status.conditions or []))}
-            worst = max(worst, 4 - len(available_nodes))
-            if status(cluster_api) == (4, 4, 4, 4, 4) and len(pods) == 4 and all(p.spec.containers[0].image == "foo/bar:2" for p in pods):
+            worst_unavailable = max(worst_unavailable, n - len(available_nodes))
+            most_pods = max(most_pods, len([p for p in pods if p.metadata.deletion_timestamp is None]))
+            if status(cluster_api) == (n, n, n, n, n) and len(pods) == n and all(p.spec.containers[0].image == "foo/bar:2" for p in pods):
                 break
             time.sleep(0.02)
         else:
             raise AssertionError("the rollout did not finish")
-        assert worst <= 1, f"at some observation {worst} nodes had no available pod"
+        assert worst_unavailable <= max_unavailable, f"at some observation {worst_unavailable} nodes had no available pod"
+        assert most_pods <= n + max_surge, f"at some observation {most_pods} pods existed"
         rollout = cluster.kubectl("rollout", "status", "ds/foo", "--timeout=60s").stdout
         assert 'daemon set "foo" successfully rolled out' in rollout
 

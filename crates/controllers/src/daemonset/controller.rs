@@ -77,6 +77,21 @@ fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
 
+/// The collisionCount to store after the revision name for the current template turned out to
+/// be taken by different data (S-117): one more than the stored count, provided the pass used
+/// the stored count (otherwise a newer pass already raised it).
+fn raised_collision_count(cached: &DaemonSet, fresh: &DaemonSet) -> Result<i32, Error> {
+    let used = cached.status.as_ref().and_then(|s| s.collision_count);
+    let current = fresh.status.as_ref().and_then(|s| s.collision_count);
+    if used != current {
+        return Err(Error::Pass(format!(
+            "found a stale collision count ({used:?}, current {current:?}) for {}",
+            cached.name_any()
+        )));
+    }
+    Ok(current.unwrap_or(0) + 1)
+}
+
 /// Carries out the history ops; a hash collision bumps collisionCount and fails the pass.
 async fn run_history(client: &Client, ds: &DaemonSet, plan: &Plan) -> Result<(), Error> {
     let ns = ds.namespace().unwrap_or_default();
@@ -94,31 +109,25 @@ async fn run_history(client: &Client, ds: &DaemonSet, plan: &Plan) -> Result<(),
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     let existing = revisions.get(&rev.name_any()).await?;
-                    if existing.data != rev.data {
-                        let fresh = Api::<DaemonSet>::namespaced(client.clone(), &ns)
-                            .get(&ds.name_any())
-                            .await?;
-                        let used = ds.status.as_ref().and_then(|s| s.collision_count);
-                        let current = fresh.status.as_ref().and_then(|s| s.collision_count);
-                        if used != current {
-                            return Err(Error::Pass(format!(
-                                "found a stale collision count ({used:?}, current {current:?}) for {}",
-                                ds.name_any()
-                            )));
-                        }
-                        let patch = json!({"status": {"collisionCount": current.unwrap_or(0) + 1}});
-                        Api::<DaemonSet>::namespaced(client.clone(), &ns)
-                            .patch_status(
-                                &ds.name_any(),
-                                &PatchParams::default(),
-                                &Patch::Merge(&patch),
-                            )
-                            .await?;
-                        return Err(Error::Pass(format!(
-                            "controller revision {} collides with an existing one; collisionCount raised",
-                            rev.name_any()
-                        )));
+                    if existing.data == rev.data {
+                        continue; // made by an earlier pass whose write we had not seen
                     }
+                    let fresh = Api::<DaemonSet>::namespaced(client.clone(), &ns)
+                        .get(&ds.name_any())
+                        .await?;
+                    let count = raised_collision_count(ds, &fresh)?;
+                    let patch = json!({"status": {"collisionCount": count}});
+                    Api::<DaemonSet>::namespaced(client.clone(), &ns)
+                        .patch_status(
+                            &ds.name_any(),
+                            &PatchParams::default(),
+                            &Patch::Merge(&patch),
+                        )
+                        .await?;
+                    return Err(Error::Pass(format!(
+                        "controller revision {} collides with an existing one; collisionCount raised to {count}",
+                        rev.name_any()
+                    )));
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -299,11 +308,56 @@ struct Written {
     deleted: Vec<String>,
 }
 
-/// Creates in slow-start batches and deletes concurrently (§2.7). Returns what was written and
-/// the first error.
+/// Deletes concurrently, then creates in slow-start batches (§2.7). Returns what was written
+/// and the first error (a create error before a delete error).
 async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Option<Error>) {
     let ns = ds.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    // Deletes go first (upstream issues creates first): a surge rollout then never has more
+    // than desired + maxSurge pods at any instant, not even for the moment between the two.
+    let (mut deleted, mut delete_error) = (Vec::new(), None);
+    let deletes: Vec<&String> = plan.deletes.iter().take(ctx.burst).collect();
+    let results = futures::future::join_all(deletes.iter().map(|name| {
+        let api = api.clone();
+        async move {
+            (
+                name.to_string(),
+                api.delete(name, &DeleteParams::default()).await,
+            )
+        }
+    }))
+    .await;
+    for (name, r) in results {
+        match r {
+            Ok(_) => {
+                record_event(
+                    &ctx.client,
+                    ds,
+                    &PlannedEvent {
+                        warning: false,
+                        reason: "SuccessfulDelete",
+                        message: format!("Deleted pod: {name}"),
+                    },
+                )
+                .await;
+                deleted.push(name);
+            }
+            Err(e) if not_found(&e) => {}
+            Err(e) => {
+                record_event(
+                    &ctx.client,
+                    ds,
+                    &PlannedEvent {
+                        warning: true,
+                        reason: "FailedDelete",
+                        message: format!("Error deleting: {e}"),
+                    },
+                )
+                .await;
+                delete_error.get_or_insert(Error::Api(e));
+            }
+        }
+    }
     let creates: Vec<&String> = plan.creates.iter().take(ctx.burst).collect();
     let (done, create_error) = slow_start(&creates, |node| {
         let pod = rules::new_pod(ds, node, &plan.hash);
@@ -346,49 +400,7 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
         .into_iter()
         .map(|(i, name)| (creates[i].clone(), name))
         .collect();
-    let (mut deleted, mut first_error) = (Vec::new(), create_error);
-    let deletes: Vec<&String> = plan.deletes.iter().take(ctx.burst).collect();
-    let results = futures::future::join_all(deletes.iter().map(|name| {
-        let api = api.clone();
-        async move {
-            (
-                name.to_string(),
-                api.delete(name, &DeleteParams::default()).await,
-            )
-        }
-    }))
-    .await;
-    for (name, r) in results {
-        match r {
-            Ok(_) => {
-                record_event(
-                    &ctx.client,
-                    ds,
-                    &PlannedEvent {
-                        warning: false,
-                        reason: "SuccessfulDelete",
-                        message: format!("Deleted pod: {name}"),
-                    },
-                )
-                .await;
-                deleted.push(name);
-            }
-            Err(e) if not_found(&e) => {}
-            Err(e) => {
-                record_event(
-                    &ctx.client,
-                    ds,
-                    &PlannedEvent {
-                        warning: true,
-                        reason: "FailedDelete",
-                        message: format!("Error deleting: {e}"),
-                    },
-                )
-                .await;
-                first_error.get_or_insert(Error::Api(e));
-            }
-        }
-    }
+    let first_error = create_error.or(delete_error);
     (Written { created, deleted }, first_error)
 }
 
@@ -615,6 +627,30 @@ mod tests {
             "batches 1, 2, 4, 8, then stop"
         );
         assert!(error.is_some());
+    }
+
+    #[test]
+    fn s117_hash_collision_raises_the_collision_count_once() {
+        let stored = |count: Option<i32>| {
+            let mut d = ds("foo-uid");
+            d.status = Some(k8s_openapi::api::apps::v1::DaemonSetStatus {
+                collision_count: count,
+                ..Default::default()
+            });
+            d
+        };
+        assert_eq!(
+            raised_collision_count(&stored(None), &stored(None)).ok(),
+            Some(1)
+        );
+        assert_eq!(
+            raised_collision_count(&stored(Some(1)), &stored(Some(1))).ok(),
+            Some(2)
+        );
+        assert!(
+            raised_collision_count(&stored(None), &stored(Some(1))).is_err(),
+            "another pass already raised it"
+        );
     }
 
     #[test]

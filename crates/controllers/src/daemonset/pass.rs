@@ -827,8 +827,7 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
             .filter_map(|p| rules::ready_until_available(p, ctx.min_ready))
             .min();
         if let Some(at) = first {
-            let wait = Duration::try_from(at.duration_since(ctx.now))
-                .unwrap_or(Duration::ZERO)
+            let wait = Duration::try_from(at.duration_since(ctx.now)).unwrap_or(Duration::ZERO)
                 + Duration::from_secs(1);
             plan.requeue_after = Some(plan.requeue_after.map_or(wait, |d| d.min(wait)));
         }

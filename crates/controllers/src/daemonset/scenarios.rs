@@ -261,8 +261,13 @@ impl World {
     }
 
     fn set_image(&mut self, image: &str) {
+        self.edit_template(|spec| spec.containers[0].image = Some(image.into()));
+    }
+
+    /// A template change through the API: generation and template generation rise.
+    fn edit_template(&mut self, edit: impl FnOnce(&mut k8s_openapi::api::core::v1::PodSpec)) {
         let spec = self.ds.spec.as_mut().expect("spec");
-        spec.template.spec.as_mut().expect("pod spec").containers[0].image = Some(image.into());
+        edit(spec.template.spec.as_mut().expect("pod spec"));
         self.ds.metadata.generation = Some(self.ds.metadata.generation.unwrap_or(1) + 1);
         let tg = rules::template_generation(&self.ds).unwrap_or(1) + 1;
         self.ds
@@ -1597,4 +1602,490 @@ fn s143_adoption_by_template_generation_counts_pods_as_updated() {
             .and_then(|s| s.updated_number_scheduled),
         Some(3)
     );
+}
+
+// Further §5.2, §5.4, §5.5 and §5.6 scenarios
+
+#[test]
+fn s071_status_in_the_same_pass() {
+    let mut w = World::new(ds(), nodes(5));
+    assert_eq!(w.pass(), (5, 0));
+    let status = w
+        .last
+        .status
+        .clone()
+        .expect("a status write in the same pass");
+    assert_eq!(
+        (
+            status.desired_number_scheduled,
+            status.current_number_scheduled
+        ),
+        (5, 5)
+    );
+}
+
+#[test]
+fn s092_surge_with_a_node_that_stops_being_eligible() {
+    let mut all = nodes(5);
+    all[0] = node(
+        "node-0",
+        json!({"spec": {"taints": [{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"}]}}),
+    );
+    let tolerating = ds_with(json!({
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": {"spec": {"tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]}}}));
+    let mut w = World::new(tolerating, all);
+    assert_eq!(w.pass(), (5, 0));
+    w.ready_all();
+    w.pass();
+    w.edit_template(|spec| spec.tolerations = None);
+    passes(
+        &mut w,
+        &[
+            "1,1", "0,0", "ready", "1,1", "0,0", "ready", "1,1", "0,0", "ready", "1,1", "0,0",
+            "ready", "0,1", "0,0",
+        ],
+    );
+    assert!(
+        w.pods
+            .iter()
+            .all(|p| rules::target_node(p).as_deref() != Some("node-0"))
+    );
+    assert_eq!(w.pods.len(), 4);
+}
+
+fn ready_names(w: &World) -> Vec<String> {
+    let mut v: Vec<String> = w
+        .pods
+        .iter()
+        .filter(|p| rules::is_ready(p))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn s094_unavailable_pods_of_an_older_rollout_are_replaced_first() {
+    let mut w = updated_world(
+        5,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2, "maxSurge": 0}}),
+    );
+    let original_ready_before = ready_names(&w);
+    passes(&mut w, &["0,2", "2,0", "0,0"]);
+    let unready: Vec<String> = w
+        .pods
+        .iter()
+        .filter(|p| !rules::is_ready(p))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(unready.len(), 2);
+    w.set_image("foo3/bar3");
+    assert_eq!(w.pass(), (0, 2));
+    let mut deleted = w.last.deletes.clone();
+    deleted.sort();
+    let mut expected = unready.clone();
+    expected.sort();
+    assert_eq!(deleted, expected, "exactly the two unready pods");
+    passes(&mut w, &["2,0", "0,0"]);
+    let ready = ready_names(&w);
+    assert_eq!(ready.len(), 3);
+    assert!(
+        ready.iter().all(|n| original_ready_before.contains(n)),
+        "the 3 original pods were never touched"
+    );
+}
+
+#[test]
+fn s095_healthy_old_pods_are_protected() {
+    let mut w = updated_world(
+        20,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 10, "maxSurge": 0}}),
+    );
+    passes(&mut w, &["0,10", "10,0", "0,0"]);
+    let healthy = ready_names(&w);
+    assert_eq!(healthy.len(), 10);
+    // Upstream picks maxUnavailable at random in [0, 9]; every value is tried here.
+    for (round, max_unavailable) in (0..10).enumerate() {
+        w.set_image(&format!("foo/bar:{round}"));
+        w.set_strategy(json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": 0}}));
+        passes(&mut w, &["0,10", "10,0", "0,0"]);
+        assert_eq!(
+            ready_names(&w),
+            healthy,
+            "round {round}: Ready pods are never deleted"
+        );
+    }
+    w.set_image("foo/bar:last");
+    w.set_strategy(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 11, "maxSurge": 0}}),
+    );
+    passes(&mut w, &["0,11", "11,0", "0,0"]);
+    assert_eq!(ready_names(&w).len(), 9);
+}
+
+#[test]
+fn s096_mixed_old_and_new_unavailability() {
+    let mut w = updated_world(
+        100,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 10, "maxSurge": 0}}),
+    );
+    for _ in 0..10 {
+        passes(&mut w, &["0,10", "10,0", "ready"]);
+    }
+    assert_eq!(w.pass(), (0, 0));
+    // Force: 88 unavailable current pods, 2 unavailable and 10 available old-hash pods.
+    let now = w.now;
+    let mut names: Vec<String> = w
+        .pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    names.sort();
+    let (old_unready, rest) = names.split_at(2);
+    let (old_ready, current_unready) = rest.split_at(10);
+    for (name, ready, old) in old_unready
+        .iter()
+        .map(|n| (n, false, true))
+        .chain(old_ready.iter().map(|n| (n, true, true)))
+        .chain(current_unready.iter().map(|n| (n, false, false)))
+    {
+        let p = w.pod(name);
+        World::set_ready(p, ready, now);
+        if old {
+            let labels = p.metadata.labels.get_or_insert_with(Default::default);
+            labels.insert(HASH_LABEL.into(), "old-hash".into());
+            labels.insert(rules::TEMPLATE_GENERATION_LABEL.into(), "1".into());
+        }
+    }
+    assert_eq!(w.pass(), (0, 2));
+    let mut deleted = w.last.deletes.clone();
+    deleted.sort();
+    assert_eq!(
+        deleted,
+        old_unready.to_vec(),
+        "exactly the 2 unavailable old pods"
+    );
+    passes(&mut w, &["2,0", "0,0"]);
+}
+
+#[test]
+fn s098_surge_with_unready_old_pods_and_min_ready_seconds() {
+    let mut w = World::new(
+        ds_with(
+            json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 3}}}),
+        ),
+        nodes(5),
+    );
+    assert_eq!(w.pass(), (5, 0));
+    w.set_image("foo2/bar3");
+    w.now = t(100);
+    assert_eq!(w.pass(), (5, 0), "every old pod is unavailable: all surge");
+    w.now = t(200);
+    assert_eq!(w.pass(), (0, 5));
+    for p in &mut w.pods {
+        World::set_ready(p, true, t(200));
+    }
+    let mut v = serde_json::to_value(&w.ds).expect("json");
+    v["spec"]["minReadySeconds"] = json!(15);
+    w.ds = serde_json::from_value(v).expect("ds");
+    w.set_image("foo2/bar4");
+    w.now = t(300);
+    assert_eq!(w.pass(), (3, 0));
+    let hash = w.hash_of_current();
+    let new_pods: Vec<String> = w
+        .pods
+        .iter()
+        .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(new_pods.len(), 3);
+    for name in &new_pods[..2] {
+        World::set_ready(w.pod(name), true, t(300));
+    }
+    let surged: Vec<String> = w
+        .pods
+        .iter()
+        .filter(|p| new_pods.contains(p.metadata.name.as_ref().expect("name")))
+        .filter_map(rules::target_node)
+        .collect();
+    let lone_old = w
+        .pods
+        .iter()
+        .find(|p| !surged.contains(&rules::target_node(p).expect("node")))
+        .and_then(|p| p.metadata.name.clone())
+        .expect("an old pod on a node without a new one");
+    World::set_ready(w.pod(&lone_old), false, t(300));
+    w.now = t(310);
+    assert_eq!(
+        w.pass(),
+        (1, 0),
+        "a replacement for the unready old pod, beyond the surge budget"
+    );
+    w.now = t(320);
+    assert_eq!(w.pass(), (1, 3));
+    for p in &mut w.pods {
+        if !rules::is_ready(p) {
+            World::set_ready(p, true, t(320));
+        }
+    }
+    w.now = t(340);
+    assert_eq!(w.pass(), (0, 2));
+    w.now = t(350);
+    assert_eq!(w.pass(), (0, 0));
+}
+
+/// A pod of `foo` on `node`, Ready, optionally terminating.
+fn own_pod(w: &mut World, node: &str, terminating: bool) {
+    let name = w.add_pod(node, l1(), true, 0);
+    let now = w.now;
+    let p = w.pod(&name);
+    World::set_ready(p, true, now);
+    if terminating {
+        p.metadata.deletion_timestamp = Some(Time(now));
+    }
+}
+
+#[test]
+fn s100_budget_arithmetic() {
+    use super::pass::{Budgets, budgets_for};
+    let strategy = |ru: Value| {
+        ds_with(json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": ru}}))
+    };
+    let cases: Vec<(usize, Value, usize, usize, (i32, i32, i32, i32))> = vec![
+        (
+            0,
+            json!({"maxUnavailable": 0, "maxSurge": 0}),
+            0,
+            0,
+            (0, 0, 0, 0),
+        ),
+        (
+            2,
+            json!({"maxUnavailable": 1, "maxSurge": 0}),
+            2,
+            0,
+            (0, 1, 2, 0),
+        ),
+        (
+            2,
+            json!({"maxUnavailable": 0, "maxSurge": 0}),
+            1,
+            0,
+            (0, 1, 2, 1),
+        ),
+        (
+            2,
+            json!({"maxSurge": 0, "maxUnavailable": 0}),
+            1,
+            0,
+            (0, 1, 2, 1),
+        ),
+        (
+            2,
+            json!({"maxUnavailable": "50%", "maxSurge": 0}),
+            2,
+            0,
+            (0, 1, 2, 0),
+        ),
+        (
+            2,
+            json!({"maxUnavailable": 0, "maxSurge": "50%"}),
+            2,
+            0,
+            (1, 0, 2, 0),
+        ),
+        (
+            2,
+            json!({"maxUnavailable": 0, "maxSurge": "100%"}),
+            2,
+            0,
+            (2, 0, 2, 0),
+        ),
+        (
+            3,
+            json!({"maxUnavailable": "50%", "maxSurge": 0}),
+            1,
+            1,
+            (0, 2, 3, 1),
+        ),
+    ];
+    for (n, ru, ready, terminating, want) in cases {
+        let mut w = World::new(strategy(ru.clone()), nodes(n));
+        for i in 0..ready {
+            own_pod(&mut w, &format!("node-{i}"), false);
+        }
+        for i in ready..ready + terminating {
+            own_pod(&mut w, &format!("node-{i}"), true);
+        }
+        let got = budgets_for(&w.ds, &w.nodes, &w.pods).expect("budgets");
+        let want = Budgets {
+            max_surge: want.0,
+            max_unavailable: want.1,
+            desired: want.2,
+            empty_nodes: want.3,
+        };
+        assert_eq!(
+            got, want,
+            "{n} nodes, {ru}, {ready} Ready, {terminating} terminating"
+        );
+    }
+}
+
+#[test]
+fn s101_percent_rounding_direction() {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let pct = |s: &str| IntOrString::String(s.into());
+    assert_eq!(rules::scale(Some(&pct("10%")), 5), Ok(1));
+    assert_eq!(rules::scale(Some(&pct("25%")), 3), Ok(1));
+    assert_eq!(rules::scale(Some(&pct("50%")), 3), Ok(2));
+    assert_eq!(rules::scale(Some(&pct("30%")), 10), Ok(3));
+    assert_eq!(rules::scale(Some(&pct("1%")), 7), Ok(1));
+}
+
+#[test]
+fn s102_non_surge_replacement_waits_for_termination() {
+    let mut w = updated_world(
+        3,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+    let before = w.pods.clone();
+    assert_eq!(w.pass(), (0, 1));
+    // The deleted pod ignores SIGTERM: it stays, terminating, for its grace period.
+    let victim = w.last.deletes[0].clone();
+    let mut terminating = before
+        .into_iter()
+        .find(|p| p.metadata.name.as_deref() == Some(&victim))
+        .expect("victim");
+    terminating.metadata.deletion_timestamp = Some(Time(w.now));
+    let node = rules::target_node(&terminating).expect("node");
+    w.pods.push(terminating);
+    assert_eq!(
+        w.pass(),
+        (0, 0),
+        "nothing is created while the old pod terminates"
+    );
+    assert_eq!(w.pass(), (0, 0));
+    // It reports a terminal phase while deleting: now exactly one replacement.
+    w.pod(&victim).status.as_mut().expect("status").phase = Some("Failed".into());
+    assert_eq!(w.pass(), (1, 0));
+    assert_eq!(w.last.creates, vec![node]);
+}
+
+#[test]
+fn s103_min_ready_seconds_gates_progress() {
+    let mut w = updated_world(
+        3,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+    let mut v = serde_json::to_value(&w.ds).expect("json");
+    v["spec"]["minReadySeconds"] = json!(10);
+    w.ds = serde_json::from_value(v).expect("ds");
+    w.now = t(1000);
+    // Old pods were Ready long ago: available.
+    passes(&mut w, &["0,1", "1,0"]);
+    w.now = t(1005);
+    w.ready_all(); // the new pod turns Ready at t=1005
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(
+        w.last.requeue_after,
+        Some(Duration::from_secs(11)),
+        "requeued for transition + 10 s + 1 s"
+    );
+    w.now = t(1015);
+    assert_eq!(
+        w.pass(),
+        (0, 0),
+        "not at exactly transition + minReadySeconds (strict, up to v1.33)"
+    );
+    w.now = t(1016);
+    assert_eq!(
+        w.pass(),
+        (0, 1),
+        "the next old pod goes once the new one is available"
+    );
+}
+
+#[test]
+fn s114_history_limit_zero() {
+    let mut w = updated_world(
+        3,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+    let mut v = serde_json::to_value(&w.ds).expect("json");
+    v["spec"]["revisionHistoryLimit"] = json!(0);
+    w.ds = serde_json::from_value(v).expect("ds");
+    w.pass();
+    assert_eq!(
+        w.revisions.len(),
+        2,
+        "old pods still reference the old hash: it survives"
+    );
+    for _ in 0..3 {
+        w.ready_all();
+        w.pass();
+        w.pass();
+    }
+    w.ready_all();
+    w.pass();
+    assert!(w.pods.iter().all(|p| {
+        p.spec.as_ref().expect("spec").containers[0]
+            .image
+            .as_deref()
+            == Some("foo2/bar2")
+    }));
+    assert_eq!(
+        w.revisions.len(),
+        1,
+        "converged: only the current revision remains"
+    );
+    assert_eq!(
+        w.revisions[0]
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL)),
+        Some(&w.hash_of_current())
+    );
+}
+
+#[test]
+fn s117_collision_count_changes_the_revision_name_and_pod_hash() {
+    let mut w = World::new(ds(), nodes(1));
+    w.pass();
+    let first = w.hash_of_current();
+    // The controller raised collisionCount after the name was taken by different data.
+    let mut taken = w.revisions[0].clone();
+    taken.data = Some(k8s_openapi::apimachinery::pkg::runtime::RawExtension(
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "other"}]}}}}),
+    ));
+    w.revisions = vec![taken];
+    w.ds.status.as_mut().expect("status").collision_count = Some(1);
+    w.pods.clear();
+    w.pass();
+    let second = w.hash_of_current();
+    assert_ne!(first, second);
+    assert!(
+        w.revisions
+            .iter()
+            .any(|r| r.metadata.name.as_deref() == Some(format!("foo-{second}").as_str()))
+    );
+    assert!(
+        w.pods
+            .iter()
+            .all(|p| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&second))
+    );
+}
+
+#[test]
+fn s132_pending_pods_count_as_current() {
+    let mut w = World::new(ds(), nodes(2));
+    w.pass();
+    // One pod runs; the other cannot be scheduled and stays Pending.
+    let name = w.pods[0].metadata.name.clone().expect("name");
+    let now = w.now;
+    World::set_ready(w.pod(&name), true, now);
+    w.pass();
+    let s = w.ds.status.clone().expect("status");
+    assert_eq!((s.current_number_scheduled, s.number_ready), (2, 1));
 }
