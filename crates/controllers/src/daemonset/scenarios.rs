@@ -1852,7 +1852,9 @@ fn s100_budget_arithmetic() {
     let strategy = |ru: Value| {
         ds_with(json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": ru}}))
     };
-    let cases: Vec<(usize, Value, usize, usize, (i32, i32, i32, i32))> = vec![
+    // (nodes, rollingUpdate, Ready pods, terminating pods, (maxSurge, maxUnavailable, desired, empty nodes))
+    type Case = (usize, Value, usize, usize, (i32, i32, i32, i32));
+    let cases: Vec<Case> = vec![
         (
             0,
             json!({"maxUnavailable": 0, "maxSurge": 0}),
