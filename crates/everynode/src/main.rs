@@ -2,6 +2,7 @@
 //! eligible node. Roles are subcommands.
 
 mod agent;
+mod bench;
 mod server;
 mod up;
 
@@ -31,6 +32,10 @@ enum Command {
     Controllers(Box<ControllersArgs>),
     /// Run a node agent: register a Node and run the pods bound to it.
     Agent(Box<agent::AgentArgs>),
+    /// Measure at scale: start a server and N hollow nodes, then time nodes Ready, a
+    /// DaemonSet's pods Ready and two rolling updates, with API latency, memory, CPU and the
+    /// store's floor. Prints a Markdown table for bench/RESULTS.md.
+    Bench(Box<bench::BenchArgs>),
     /// Print the admin kubeconfig of a data directory.
     Kubeconfig {
         #[arg(long, default_value = "everynode-data")]
@@ -134,6 +139,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             started.serve().await
         }
         Command::Agent(args) => agent::run(*args).await,
+        Command::Bench(args) => bench::run(*args).await,
         Command::Controllers(args) => {
             let client = server::client_from_kubeconfig(&args.kubeconfig).await?;
             let identity = args.identity.clone().unwrap_or_else(|| {

@@ -1,0 +1,687 @@
+//! `everynode bench`: the scale benchmark (issue 7). Starts an API server and a hollow fleet of
+//! N nodes as child processes of this one (so their memory and CPU are measured apart from the
+//! benchmark's own), then measures, stage by stage: all nodes Ready; a DaemonSet's N pods Ready;
+//! a rolling update with maxUnavailable 10 %; one with maxSurge 10 %. During the pod stages a
+//! probe patches a ConfigMap every 50 ms to measure mutating-API latency as a client sees it.
+//! Last, the floor: the store alone, durably writing as many objects as each pod stage wrote
+//! (its store revision delta), in concurrent batches that share fsyncs.
+
+use crate::Error;
+use everynode_store::{EmbeddedStore, Store};
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::json;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::AsyncBufReadExt;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Hollow nodes to start.
+    #[arg(long, default_value_t = 1000)]
+    pub nodes: usize,
+    /// Working directory for the server's data and the logs (default: a new temporary
+    /// directory, removed at the end).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Give up when a stage has not finished after this many seconds.
+    #[arg(long, default_value_t = 900)]
+    pub stage_timeout: u64,
+    /// How long a hollow container takes to be Running and Ready.
+    #[arg(long, default_value_t = 500)]
+    pub hollow_start_delay_ms: u64,
+}
+
+/// A child process measured through /proc.
+struct Child {
+    name: &'static str,
+    child: tokio::process::Child,
+    pid: u32,
+}
+
+impl Child {
+    fn status_kb(&self, field: &str) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with(field))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|v| v.parse().ok())
+            })
+            .unwrap_or(0)
+    }
+
+    /// User plus system CPU time so far.
+    fn cpu(&self) -> Duration {
+        let ticks = std::fs::read_to_string(format!("/proc/{}/stat", self.pid))
+            .ok()
+            .and_then(|s| {
+                // Fields after the command name (which may hold spaces) start at `state`;
+                // utime and stime are the 12th and 13th of them.
+                let rest = s.rsplit_once(')')?.1;
+                let f: Vec<&str> = rest.split_whitespace().collect();
+                Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+            })
+            .unwrap_or(0);
+        // USER_HZ is 100 on every Linux ABI this binary is built for.
+        Duration::from_millis(ticks * 10)
+    }
+
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        if tokio::time::timeout(Duration::from_secs(40), self.child.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(process = self.name, "did not stop in 40 s; killing it");
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Result<std::fs::File, Error> {
+    let path = dir.join(name);
+    std::fs::File::create(&path).map_err(|source| Error::Read { path, source })
+}
+
+async fn start_server(exe: &Path, dir: &Path) -> Result<Child, Error> {
+    let mut child = tokio::process::Command::new(exe)
+        .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.join("server"))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log_file(dir, "server.log")?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Startup(format!("starting the server: {e}")))?;
+    let pid = child.id().unwrap_or(0);
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Startup("the server has no stdout".into()))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let listening = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains("listening on") {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    if listening != Ok(true) {
+        return Err(Error::Startup(format!(
+            "the server did not start; see {}",
+            dir.join("server.log").display()
+        )));
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(Child {
+        name: "server",
+        child,
+        pid,
+    })
+}
+
+fn start_fleet(exe: &Path, dir: &Path, args: &BenchArgs) -> Result<Child, Error> {
+    let state = dir.join("hollow");
+    std::fs::create_dir_all(&state).map_err(|source| Error::Read {
+        path: state.clone(),
+        source,
+    })?;
+    let child = tokio::process::Command::new(exe)
+        .arg("agent")
+        .arg("--kubeconfig")
+        .arg(dir.join("server").join("kubeconfig"))
+        .args([
+            "--name",
+            "hollow",
+            "--listen",
+            "127.0.0.1:0",
+            "--runtime",
+            "hollow",
+        ])
+        .arg("--hollow-nodes")
+        .arg(args.nodes.to_string())
+        .arg("--hollow-start-delay-ms")
+        .arg(args.hollow_start_delay_ms.to_string())
+        .arg("--state-dir")
+        .arg(&state)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log_file(dir, "hollow.log")?)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| Error::Startup(format!("starting the hollow fleet: {e}")))?;
+    let pid = child.id().unwrap_or(0);
+    Ok(Child {
+        name: "hollow fleet",
+        child,
+        pid,
+    })
+}
+
+/// Progress on stderr: one rewritten line on a terminal, a line every few seconds otherwise.
+struct Progress {
+    stage: &'static str,
+    total: usize,
+    started: Instant,
+    last_line: Instant,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(stage: &'static str, total: usize) -> Self {
+        Progress {
+            stage,
+            total,
+            started: Instant::now(),
+            last_line: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn show(&mut self, done: usize) {
+        let text = format!(
+            "{}: {done}/{} after {:.1} s",
+            self.stage,
+            self.total,
+            self.started.elapsed().as_secs_f64()
+        );
+        if self.tty {
+            eprint!("\r{text}\x1b[K");
+            let _ = std::io::stderr().flush();
+        } else if self.last_line.elapsed() >= Duration::from_secs(5) {
+            eprintln!("{text}");
+            self.last_line = Instant::now();
+        }
+    }
+
+    fn finish(&self) -> Duration {
+        let took = self.started.elapsed();
+        let (start, clear) = if self.tty { ("\r", "\x1b[K") } else { ("", "") };
+        eprintln!(
+            "{start}{}: {}/{} in {:.2} s{clear}",
+            self.stage,
+            self.total,
+            self.total,
+            took.as_secs_f64()
+        );
+        took
+    }
+}
+
+fn stage_error(stage: &str, e: impl std::fmt::Display) -> Error {
+    Error::Startup(format!("bench stage '{stage}': {e}"))
+}
+
+/// Counts Ready nodes from a watch until `total` are Ready.
+async fn nodes_ready(client: &Client, total: usize, timeout: Duration) -> Result<Duration, Error> {
+    let mut progress = Progress::new("nodes Ready", total);
+    let mut ready: HashMap<String, bool> = HashMap::new();
+    let stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default());
+    futures::pin_mut!(stream);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let count = ready.values().filter(|r| **r).count();
+        progress.show(count);
+        if count >= total {
+            return Ok(progress.finish());
+        }
+        let event = tokio::time::timeout_at(deadline, stream.try_next())
+            .await
+            .map_err(|_| {
+                stage_error(
+                    "nodes Ready",
+                    format!("only {count}/{total} after {timeout:?}"),
+                )
+            })?
+            .map_err(|e| stage_error("nodes Ready", e))?;
+        let is_ready = |n: &Node| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        };
+        match event {
+            Some(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => {
+                ready.insert(n.name_any(), is_ready(&n));
+            }
+            Some(watcher::Event::Delete(n)) => {
+                ready.remove(&n.name_any());
+            }
+            Some(watcher::Event::Init | watcher::Event::InitDone) => {}
+            None => return Err(stage_error("nodes Ready", "the watch ended")),
+        }
+    }
+}
+
+/// Polls the DaemonSet until its rollout is complete as `kubectl rollout status` judges it.
+async fn rolled_out(
+    api: &Api<DaemonSet>,
+    stage: &'static str,
+    total: usize,
+    timeout: Duration,
+) -> Result<Duration, Error> {
+    let mut progress = Progress::new(stage, total);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ds = api
+            .get("hollow-agent")
+            .await
+            .map_err(|e| stage_error(stage, e))?;
+        let generation = ds.metadata.generation.unwrap_or(0);
+        let s = ds.status.clone().unwrap_or_default();
+        let updated = s.updated_number_scheduled.unwrap_or(0) as usize;
+        let available = s.number_available.unwrap_or(0) as usize;
+        progress.show(updated.min(available));
+        if s.observed_generation.unwrap_or(0) >= generation
+            && s.desired_number_scheduled as usize == total
+            && updated == total
+            && available == total
+        {
+            return Ok(progress.finish());
+        }
+        if Instant::now() > deadline {
+            return Err(stage_error(
+                stage,
+                format!("{updated} updated and {available} available of {total} after {timeout:?}"),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Mutating requests issued every 50 ms while a stage runs; their latencies as a client sees them.
+struct Probe {
+    samples: Arc<Mutex<Vec<Duration>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Probe {
+    async fn start(client: &Client) -> Result<Self, Error> {
+        let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "everynode-bench-probe"}, "data": {"n": "0"}}),
+        )
+        .map_err(|e| stage_error("probe", e))?;
+        if let Err(e) = api.create(&PostParams::default(), &cm).await
+            && !matches!(&e, kube::Error::Api(s) if s.code == 409)
+        {
+            return Err(stage_error("probe", e));
+        }
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&samples);
+        let task = tokio::spawn(async move {
+            for n in 1u64.. {
+                let patch = json!({"data": {"n": n.to_string()}});
+                let started = Instant::now();
+                let ok = api
+                    .patch(
+                        "everynode-bench-probe",
+                        &PatchParams::default(),
+                        &Patch::Merge(&patch),
+                    )
+                    .await
+                    .is_ok();
+                if ok && let Ok(mut s) = sink.lock() {
+                    s.push(started.elapsed());
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        Ok(Probe { samples, task })
+    }
+
+    /// The latencies since the last call.
+    fn take(&self) -> Latency {
+        let mut v = self
+            .samples
+            .lock()
+            .map(|mut s| std::mem::take(&mut *s))
+            .unwrap_or_default();
+        v.sort();
+        let at = |q: f64| {
+            v.get(((v.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .copied()
+                .unwrap_or_default()
+        };
+        Latency {
+            count: v.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            max: v.last().copied().unwrap_or_default(),
+        }
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Latency {
+    count: usize,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({} patches)",
+            ms(self.p50),
+            ms(self.p99),
+            ms(self.max),
+            self.count
+        )
+    }
+}
+
+/// The store's current revision, as the resourceVersion of a list.
+async fn revision(client: &Client) -> u64 {
+    Api::<Namespace>::all(client.clone())
+        .list_metadata(&ListParams::default().limit(1))
+        .await
+        .ok()
+        .and_then(|l| l.metadata.resource_version)
+        .and_then(|rv| rv.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One pod stage's figures.
+struct Stage {
+    name: &'static str,
+    took: Duration,
+    writes: u64,
+    latency: Latency,
+    floor: Duration,
+}
+
+/// The floor for `writes` store writes of which `objects` create new keys: the embedded store
+/// alone, 64 writers at a time (so concurrent writes share an fsync, as the server's do).
+async fn floor(
+    path: &Path,
+    prefix: &str,
+    objects: usize,
+    writes: u64,
+    value: &[u8],
+) -> Result<Duration, Error> {
+    let store = Arc::new(EmbeddedStore::open(path, 1000)?);
+    let objects = objects.max(1);
+    let updates = writes.saturating_sub(objects as u64);
+    let per_key = updates / objects as u64;
+    let extra = (updates % objects as u64) as usize;
+    let value = bytes::Bytes::copy_from_slice(value);
+    let started = Instant::now();
+    futures::stream::iter(0..objects)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let value = value.clone();
+            let key = format!("{prefix}/{i}");
+            async move {
+                let mut kv = store.create(&key, value.clone()).await?;
+                let n = per_key + u64::from(i < extra);
+                for _ in 0..n {
+                    kv = store.update(&key, value.clone(), kv.mod_revision).await?;
+                }
+                Ok::<(), everynode_store::Error>(())
+            }
+        })
+        .buffer_unordered(64)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(started.elapsed())
+}
+
+fn machine() -> (usize, u64) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mem_kb = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0);
+    (cores, mem_kb)
+}
+
+fn commit() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(|| "unknown".into(), |s| s.trim().to_owned())
+}
+
+fn today() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%d")
+        .to_string()
+}
+
+pub async fn run(args: BenchArgs) -> Result<(), Error> {
+    let (dir, temporary) = match &args.data_dir {
+        Some(d) => (d.clone(), false),
+        None => (
+            std::env::temp_dir().join(format!("everynode-bench-{}", std::process::id())),
+            true,
+        ),
+    };
+    std::fs::create_dir_all(&dir).map_err(|source| Error::Read {
+        path: dir.clone(),
+        source,
+    })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| Error::Startup(format!("cannot find this executable: {e}")))?;
+    let server = start_server(&exe, &dir).await?;
+    let result = measure(&exe, &dir, &args, &server).await;
+    server.stop().await;
+    if temporary {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    let report = result?;
+    println!("{report}");
+    Ok(())
+}
+
+async fn measure(
+    exe: &Path,
+    dir: &Path,
+    args: &BenchArgs,
+    server: &Child,
+) -> Result<String, Error> {
+    let n = args.nodes;
+    let timeout = Duration::from_secs(args.stage_timeout);
+    let client =
+        crate::server::client_from_kubeconfig(&dir.join("server").join("kubeconfig")).await?;
+    let fleet = start_fleet(exe, dir, args)?;
+    let outcome = stages(&client, dir, n, timeout, server, &fleet).await;
+    fleet.stop().await;
+    outcome
+}
+
+async fn stages(
+    client: &Client,
+    dir: &Path,
+    n: usize,
+    timeout: Duration,
+    server: &Child,
+    fleet: &Child,
+) -> Result<String, Error> {
+    let started_cpu = (server.cpu(), fleet.cpu());
+    let wall = Instant::now();
+    let nodes_took = nodes_ready(client, n, timeout).await?;
+    let idle_fleet_kb = fleet.status_kb("VmRSS:");
+    let probe = Probe::start(client).await?;
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), "default");
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "metadata": {"name": "hollow-agent"},
+        "spec": {"selector": {"matchLabels": {"name": "hollow-agent"}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%"}},
+            "template": {"metadata": {"labels": {"name": "hollow-agent"}},
+                "spec": {"containers": [{"name": "agent", "image": "registry.example/hollow-agent:1"}]}}}}))
+    .map_err(|e| stage_error("create", e))?;
+    let mut stages = Vec::new();
+    let before = revision(client).await;
+    probe.take();
+    api.create(&PostParams::default(), &ds)
+        .await
+        .map_err(|e| stage_error("create", e))?;
+    let took = rolled_out(&api, "DaemonSet pods Ready", n, timeout).await?;
+    stages.push(Stage {
+        name: "DaemonSet create → all pods Ready",
+        took,
+        writes: revision(client).await.saturating_sub(before),
+        latency: probe.take(),
+        floor: Duration::ZERO,
+    });
+    let busy_fleet_kb = fleet.status_kb("VmRSS:");
+    for (name, strategy, image) in [
+        (
+            "rolling update, maxUnavailable 10%",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "10%", "maxSurge": 0}}),
+            "registry.example/hollow-agent:2",
+        ),
+        (
+            "rolling update, maxSurge 10%",
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "10%"}}),
+            "registry.example/hollow-agent:3",
+        ),
+    ] {
+        let before = revision(client).await;
+        probe.take();
+        let patch = json!({"spec": {"updateStrategy": strategy,
+            "template": {"spec": {"containers": [{"name": "agent", "image": image}]}}}});
+        api.patch(
+            "hollow-agent",
+            &PatchParams::default(),
+            &Patch::Strategic(&patch),
+        )
+        .await
+        .map_err(|e| stage_error(name, e))?;
+        let took = rolled_out(&api, name, n, timeout).await?;
+        stages.push(Stage {
+            name,
+            took,
+            writes: revision(client).await.saturating_sub(before),
+            latency: probe.take(),
+            floor: Duration::ZERO,
+        });
+    }
+    drop(probe);
+    let elapsed = wall.elapsed();
+    let cpu = (
+        server.cpu().saturating_sub(started_cpu.0),
+        fleet.cpu().saturating_sub(started_cpu.1),
+    );
+    let server_peak_kb = server.status_kb("VmHWM:");
+    let fleet_peak_kb = fleet.status_kb("VmHWM:");
+    // A real pod as the server stores it, for the floor's values.
+    let sample = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), "default")
+        .list(&ListParams::default().limit(1))
+        .await
+        .ok()
+        .and_then(|l| l.items.into_iter().next())
+        .and_then(|p| serde_json::to_vec(&p).ok())
+        .unwrap_or_else(|| vec![b'x'; 2048]);
+    eprintln!("floor: the store alone writes what each stage wrote");
+    for (i, stage) in stages.iter_mut().enumerate() {
+        let path = dir.join(format!("floor-{i}.redb"));
+        stage.floor = floor(&path, &format!("/floor/{i}"), n, stage.writes, &sample).await?;
+        let _ = std::fs::remove_file(&path);
+    }
+    Ok(report(
+        n,
+        nodes_took,
+        &stages,
+        (server_peak_kb, fleet_peak_kb, idle_fleet_kb, busy_fleet_kb),
+        cpu,
+        elapsed,
+        sample.len(),
+    ))
+}
+
+fn report(
+    n: usize,
+    nodes_took: Duration,
+    stages: &[Stage],
+    (server_peak_kb, fleet_peak_kb, idle_fleet_kb, busy_fleet_kb): (u64, u64, u64, u64),
+    (server_cpu, fleet_cpu): (Duration, Duration),
+    elapsed: Duration,
+    pod_bytes: usize,
+) -> String {
+    let (cores, mem_kb) = machine();
+    let secs = |d: Duration| d.as_secs_f64();
+    let mb = |kb: u64| kb as f64 / 1024.0;
+    let mut out = format!(
+        "### {}, commit {}, {cores} cores (nproc {cores}), {:.0} GiB RAM, embedded store\n\n\
+         Command: `everynode bench --nodes {n}`\n\n| measure | result |\n|---|---|\n",
+        today(),
+        commit(),
+        mb(mem_kb) / 1024.0
+    );
+    out += &format!("| {n} hollow nodes Ready | {:.2} s |\n", secs(nodes_took));
+    for s in stages {
+        out += &format!(
+            "| {} | {:.2} s ({:.0} pods/s); {} store writes; floor {:.2} s; **{:.1}× the floor** |\n",
+            s.name,
+            secs(s.took),
+            n as f64 / secs(s.took).max(1e-9),
+            s.writes,
+            secs(s.floor),
+            secs(s.took) / secs(s.floor).max(1e-9)
+        );
+    }
+    for s in stages {
+        out += &format!(
+            "| mutating API latency during: {} | {} |\n",
+            s.name, s.latency
+        );
+    }
+    out += &format!(
+        "| server peak RSS (API server, store, controllers) | {:.0} MB |\n",
+        mb(server_peak_kb)
+    );
+    out += &format!(
+        "| hollow fleet RSS, idle / with pods / peak | {:.0} / {:.0} / {:.0} MB = **{:.0} KB per node** at peak |\n",
+        mb(idle_fleet_kb),
+        mb(busy_fleet_kb),
+        mb(fleet_peak_kb),
+        fleet_peak_kb as f64 / n.max(1) as f64
+    );
+    out += &format!(
+        "| CPU over the {:.0} s run | server {:.1} s ({:.0}% of a core); fleet {:.1} s = {:.0} µs per node per second |\n",
+        secs(elapsed),
+        secs(server_cpu),
+        100.0 * secs(server_cpu) / secs(elapsed).max(1e-9),
+        secs(fleet_cpu),
+        1e6 * secs(fleet_cpu) / secs(elapsed).max(1e-9) / n.max(1) as f64
+    );
+    out += &format!(
+        "\nFloor: the embedded store alone, 64 writers at a time, creating {n} pod objects ({pod_bytes} bytes each, a real pod as stored) and updating them until it has made as many writes as the stage did (its store revision delta: pods, bindings, status, events, leases).\n"
+    );
+    out
+}

@@ -1,0 +1,22 @@
+"""`everynode bench` at 100 hollow nodes as a smoke test: every stage completes and the report has
+every figure. Never asserts speed (speed is recorded in bench/RESULTS.md, not tested)."""
+
+import subprocess
+import tempfile
+
+from conftest import everynode_binary
+
+
+def test_bench_100_hollow_nodes_completes_every_stage():
+    with tempfile.TemporaryDirectory(prefix="everynode-bench-") as work:
+        result = subprocess.run([everynode_binary(), "bench", "--nodes", "100", "--stage-timeout", "300", "--data-dir", work],
+                                capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = result.stdout
+    for row in ("| 100 hollow nodes Ready |", "| DaemonSet create → all pods Ready |", "| rolling update, maxUnavailable 10% |",
+                "| rolling update, maxSurge 10% |", "| mutating API latency during: rolling update, maxSurge 10% |",
+                "| server peak RSS", "| hollow fleet RSS", "| CPU over the"):
+        assert row in report, report
+    assert "× the floor" in report
+    # Progress went to stderr, the report alone to stdout.
+    assert "nodes Ready: 100/100" in result.stderr
