@@ -40,7 +40,7 @@ fn daemonset() -> DaemonSet {
     serde_json::from_value(v).expect("a valid DaemonSet")
 }
 
-fn nodes(n: usize) -> Vec<Node> {
+fn nodes(n: usize) -> Vec<std::sync::Arc<Node>> {
     (0..n)
         .map(|i| {
             serde_json::from_value(json!({
@@ -48,6 +48,7 @@ fn nodes(n: usize) -> Vec<Node> {
                 "status": {"conditions": [{"type": "Ready", "status": "True"}],
                     "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}
             }))
+            .map(std::sync::Arc::new)
             .expect("a valid node")
         })
         .collect()

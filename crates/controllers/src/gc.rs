@@ -307,7 +307,9 @@ pub async fn run(client: Client) {
         if let Err(e) = execute(&client, &actions).await {
             tracing::warn!(error = %e, "garbage collection pass failed; retrying");
         }
-        // Level-triggered: look again on any change, and at least every few seconds.
+        // Level-triggered: look again on any change, and at least every few seconds; a pass
+        // reads every pod, so bursts of changes are coalesced into one pass per 200 ms.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let _ = tokio::time::timeout(Duration::from_secs(5), changed.notified()).await;
     }
 }
@@ -417,9 +419,10 @@ mod tests {
             ]
         );
         // The DaemonSet controller leaves a DaemonSet being deleted alone: no replacements.
-        let nodes: Vec<k8s_openapi::api::core::v1::Node> = vec![serde_json::from_value(
+        let nodes: Vec<Arc<k8s_openapi::api::core::v1::Node>> = vec![serde_json::from_value(
             json!({"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
         )
+        .map(Arc::new)
         .expect("node")];
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(900));
         let no_pods: Vec<Pod> = Vec::new();

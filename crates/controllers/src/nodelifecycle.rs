@@ -287,8 +287,9 @@ pub async fn run(client: Client, settings: Settings) {
         tokio::select! {
             _ = tick.tick() => {}
             _ = changed.notified() => {
-                // Coalesce bursts of watch events into one pass.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                // Coalesce bursts of watch events into one pass: with thousands of nodes
+                // renewing leases, changes never stop, and a pass looks at every node.
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
         }
         let now = Instant::now();

@@ -7,12 +7,14 @@ use crate::interpod::NamespaceLabels;
 use crate::stores::spawn_store_notifying;
 use everynode_api::quantity::Quantity;
 use everynode_api::scheduling;
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use std::collections::{BTreeMap, HashMap};
+use std::borrow::Borrow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -47,13 +49,14 @@ fn pod_reference(pod: &Pod) -> ObjectReference {
 }
 
 /// Whether `pod` fits `node` with `others` already there; the reasons when it does not.
-pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> {
-    let spec = pod.spec.clone().unwrap_or_default();
-    let tolerations = spec.tolerations.clone().unwrap_or_default();
+pub fn fits<P: Borrow<Pod>>(pod: &Pod, node: &Node, others: &[P]) -> Result<(), Vec<String>> {
+    let default_spec = PodSpec::default();
+    let spec = pod.spec.as_ref().unwrap_or(&default_spec);
+    let tolerations = spec.tolerations.as_deref().unwrap_or_default();
     let taints = node
         .spec
         .as_ref()
-        .and_then(|s| s.taints.clone())
+        .and_then(|s| s.taints.as_deref())
         .unwrap_or_default();
     if node.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
         let t = Taint {
@@ -65,35 +68,33 @@ pub fn fits(pod: &Pod, node: &Node, others: &[&Pod]) -> Result<(), Vec<String>> 
             return Err(vec!["node(s) were unschedulable".into()]);
         }
     }
-    if !scheduling::node_matches(&spec, node) {
+    if !scheduling::node_matches(spec, node) {
         return Err(vec![
             "node(s) didn't match Pod's node affinity/selector".into(),
         ]);
     }
-    if let Some(t) = scheduling::untolerated(&taints, &tolerations, &["NoSchedule", "NoExecute"]) {
+    if let Some(t) = scheduling::untolerated(taints, tolerations, &["NoSchedule", "NoExecute"]) {
         return Err(vec![format!(
             "node(s) had untolerated taint {}",
             taint_text(t)
         )]);
     }
     let mut reasons = Vec::new();
-    let allocatable = node
-        .status
-        .as_ref()
-        .and_then(|s| s.allocatable.clone())
-        .unwrap_or_default();
-    let live: Vec<&&Pod> = others
+    let live: Vec<&Pod> = others
         .iter()
+        .map(Borrow::borrow)
         .filter(|p| !scheduling::is_terminated(p))
         .collect();
-    let max_pods = allocatable
-        .get("pods")
+    let max_pods = node
+        .status
+        .as_ref()
+        .and_then(|s| s.allocatable.as_ref())
+        .and_then(|a| a.get("pods"))
         .and_then(|q| Quantity::parse(&q.0).ok())
         .map_or(110, |q| q.units_ceil());
     if live.len() as i128 + 1 > max_pods {
         reasons.push("Too many pods".into());
     }
-    let live: Vec<&Pod> = live.into_iter().copied().collect();
     for shortage in scheduling::shortages(pod, node, &live) {
         reasons.push(format!("Insufficient {}", shortage.resource));
     }
@@ -117,44 +118,142 @@ pub fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) ->
     }
 }
 
+fn has_pod_terms(p: &Pod) -> bool {
+    p.spec
+        .as_ref()
+        .and_then(|s| s.affinity.as_ref())
+        .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
+}
+
+/// Bound pods by node, built once per scheduling round and kept current as the round binds
+/// pods, so placing a pod costs the nodes it may go to, not every pod in the cluster.
+pub struct Placement {
+    by_node: HashMap<String, Vec<Arc<Pod>>>,
+    /// Whether some bound pod has inter-pod (anti-)affinity terms, which every placement
+    /// must then respect.
+    any_terms: bool,
+}
+
+impl Placement {
+    pub fn new(pods: &[Arc<Pod>]) -> Self {
+        let mut placement = Placement {
+            by_node: HashMap::new(),
+            any_terms: false,
+        };
+        for p in pods {
+            placement.assume(Arc::clone(p));
+        }
+        placement
+    }
+
+    /// Counts `pod` on its node from now on (a binding this round made).
+    pub fn assume(&mut self, pod: Arc<Pod>) {
+        let Some(node) = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty())
+        else {
+            return;
+        };
+        self.any_terms |= has_pod_terms(&pod);
+        self.by_node.entry(node).or_default().push(pod);
+    }
+
+    fn on(&self, node: &str) -> &[Arc<Pod>] {
+        self.by_node.get(node).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The only nodes a pod's required node affinity admits, when every term names nodes with
+/// `matchFields metadata.name In` (as a daemon pod's does): upstream's NodeAffinity PreFilter,
+/// which spares checking every other node.
+fn pinned_nodes(pod: &Pod) -> Option<BTreeSet<&str>> {
+    let terms = &pod
+        .spec
+        .as_ref()?
+        .affinity
+        .as_ref()?
+        .node_affinity
+        .as_ref()?
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?
+        .node_selector_terms;
+    let mut names = BTreeSet::new();
+    for term in terms {
+        let named = term
+            .match_fields
+            .iter()
+            .flatten()
+            .find(|r| r.key == "metadata.name" && r.operator == "In")?;
+        names.extend(named.values.iter().flatten().map(String::as_str));
+    }
+    (!terms.is_empty()).then_some(names)
+}
+
 /// Picks a node for `pod`: the feasible one with the fewest pods (then by name).
-pub fn choose<'a>(
+pub fn choose<'a, N: Borrow<Node>>(
     pod: &Pod,
-    nodes: &'a [Node],
-    pods: &[Arc<Pod>],
+    nodes: &'a [N],
+    placement: &Placement,
     namespaces: &NamespaceLabels,
 ) -> Result<&'a Node, String> {
-    let by_node = pods_by_node(pods);
+    if let Some(names) = pinned_nodes(pod) {
+        let candidates = nodes
+            .iter()
+            .map(Borrow::borrow)
+            .filter(|n| names.contains(n.metadata.name.as_deref().unwrap_or("")));
+        if let Ok(node) = choose_among(pod, candidates, nodes, placement, namespaces) {
+            return Ok(node);
+        }
+        // Nothing fits: evaluate every node, for upstream's full message.
+    }
+    choose_among(
+        pod,
+        nodes.iter().map(Borrow::borrow),
+        nodes,
+        placement,
+        namespaces,
+    )
+    .map_err(|reasons| unschedulable_message(nodes.len(), &reasons))
+}
+
+fn choose_among<'a, N: Borrow<Node>>(
+    pod: &Pod,
+    candidates: impl Iterator<Item = &'a Node>,
+    all_nodes: &[N],
+    placement: &Placement,
+    namespaces: &NamespaceLabels,
+) -> Result<&'a Node, BTreeMap<String, usize>> {
     let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
     let mut best: Option<(&Node, usize)> = None;
     // Inter-pod affinity needs every bound pod with its node; built only when some pod has
     // required terms, so the common case stays a per-node check.
-    let has_terms = |p: &Pod| {
-        p.spec
-            .as_ref()
-            .and_then(|s| s.affinity.as_ref())
-            .is_some_and(|a| a.pod_affinity.is_some() || a.pod_anti_affinity.is_some())
-    };
-    let placed: Vec<(&Pod, &Node)> = if has_terms(pod) || pods.iter().any(|p| has_terms(p)) {
-        let node_by_name: HashMap<&str, &Node> = nodes
+    let check_interpod = has_pod_terms(pod) || placement.any_terms;
+    let placed: Vec<(&Pod, &Node)> = if check_interpod {
+        // Pods on every node count (a zone spans nodes), not only on the candidates.
+        let known: HashMap<&str, &Node> = all_nodes
             .iter()
+            .map(Borrow::borrow)
             .map(|n| (n.metadata.name.as_deref().unwrap_or(""), n))
             .collect();
-        pods.iter()
-            .filter(|p| !scheduling::is_terminated(p))
-            .filter_map(|p| {
-                let n = p.spec.as_ref().and_then(|s| s.node_name.as_deref())?;
-                Some((p.as_ref(), *node_by_name.get(n)?))
+        placement
+            .by_node
+            .iter()
+            .filter_map(|(name, pods)| known.get(name.as_str()).map(|n| (pods, *n)))
+            .flat_map(|(pods, n)| {
+                pods.iter()
+                    .filter(|p| !scheduling::is_terminated(p))
+                    .map(move |p| (p.as_ref(), n))
             })
             .collect()
     } else {
         Vec::new()
     };
-    let check_interpod = !placed.is_empty() || has_terms(pod);
-    for node in nodes {
+    for node in candidates {
         let name = node.metadata.name.as_deref().unwrap_or("");
-        let others = by_node.get(name).cloned().unwrap_or_default();
-        let result = fits(pod, node, &others).and_then(|()| {
+        let others = placement.on(name);
+        let result = fits(pod, node, others).and_then(|()| {
             if check_interpod {
                 crate::interpod::check(pod, node, &placed, namespaces)
                     .map_err(|r| vec![r.to_owned()])
@@ -178,8 +277,7 @@ pub fn choose<'a>(
             }
         }
     }
-    best.map(|(n, _)| n)
-        .ok_or_else(|| unschedulable_message(nodes.len(), &reasons))
+    best.map(|(n, _)| n).ok_or(reasons)
 }
 
 fn priority(pod: &Pod) -> i32 {
@@ -220,15 +318,16 @@ pub fn victims_on<'a>(pod: &Pod, node: &Node, on_node: &[&'a Pod]) -> Option<Vec
 
 /// The node to preempt on and its victims: the one whose most important victim matters least,
 /// then the fewest victims, then the name.
-pub fn choose_preemption<'a>(
+pub fn choose_preemption<'a, N: Borrow<Node>>(
     pod: &Pod,
-    nodes: &'a [Node],
+    nodes: &'a [N],
     pods: &'a [Arc<Pod>],
 ) -> Option<(&'a Node, Vec<&'a Pod>)> {
     let by_node = pods_by_node(pods);
     nodes
         .iter()
-        .filter_map(|n| {
+        .map(Borrow::borrow)
+        .filter_map(|n: &'a Node| {
             let on_node = by_node
                 .get(n.metadata.name.as_deref().unwrap_or(""))
                 .cloned()
@@ -333,7 +432,8 @@ pub async fn run(client: Client) {
                 *p = Arc::new(bound_to(p, node));
             }
         }
-        let all_nodes: Vec<Node> = nodes.state().iter().map(|n| (**n).clone()).collect();
+        let all_nodes: Vec<Arc<Node>> = nodes.state();
+        let mut placement = Placement::new(&all_pods);
         let namespace_labels: NamespaceLabels = namespaces
             .state()
             .iter()
@@ -362,7 +462,7 @@ pub async fn run(client: Client) {
             }
             let ns = pod.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            match choose(pod, &all_nodes, &all_pods, &namespace_labels) {
+            match choose(pod, &all_nodes, &placement, &namespace_labels) {
                 Ok(node) => {
                     let binding = Binding {
                         metadata: ObjectMeta {
@@ -387,6 +487,7 @@ pub async fn run(client: Client) {
                             retries.remove(&key);
                             let node_name = node.metadata.name.clone().unwrap_or_default();
                             all_pods[index] = Arc::new(bound_to(pod, &node_name));
+                            placement.assume(Arc::clone(&all_pods[index]));
                             assumed.insert(key, (node_name, Instant::now()));
                         }
                         Err(e) => {
@@ -554,8 +655,13 @@ mod tests {
             "node-1",
             json!({"containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m"}}}]}),
         );
-        let err =
-            choose(&daemon, &nodes, &[full], &NamespaceLabels::new()).expect_err("node-1 is full");
+        let err = choose(
+            &daemon,
+            &nodes,
+            &Placement::new(&[full]),
+            &NamespaceLabels::new(),
+        )
+        .expect_err("node-1 is full");
         assert_eq!(
             err,
             "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
@@ -581,7 +687,15 @@ mod tests {
             "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "400m"}}}]}),
         );
         let pods = [a, b];
-        assert!(choose(&daemon, &nodes, &pods, &NamespaceLabels::new()).is_err());
+        assert!(
+            choose(
+                &daemon,
+                &nodes,
+                &Placement::new(&pods),
+                &NamespaceLabels::new()
+            )
+            .is_err()
+        );
         let (chosen, victims) = choose_preemption(&daemon, &nodes, &pods).expect("preempts");
         assert_eq!(
             chosen.name_any(),
@@ -603,8 +717,13 @@ mod tests {
             "node-1",
             json!({"containers": [{"name": "c", "image": "i", "ports": [{"containerPort": 8080, "hostPort": 8080}]}]}),
         );
-        let err =
-            choose(&daemon, &nodes, &[foreign], &NamespaceLabels::new()).expect_err("port taken");
+        let err = choose(
+            &daemon,
+            &nodes,
+            &Placement::new(&[foreign]),
+            &NamespaceLabels::new(),
+        )
+        .expect_err("port taken");
         assert_eq!(
             err,
             "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
@@ -623,7 +742,7 @@ mod tests {
             choose(
                 &daemon,
                 std::slice::from_ref(&n),
-                &[],
+                &Placement::new(&[]),
                 &NamespaceLabels::new()
             )
             .map(|n| n.name_any()),
@@ -632,7 +751,8 @@ mod tests {
         let plain =
             pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}));
         assert_eq!(
-            choose(&plain, &[n], &[], &NamespaceLabels::new()).map(|n| n.name_any()),
+            choose(&plain, &[n], &Placement::new(&[]), &NamespaceLabels::new())
+                .map(|n| n.name_any()),
             Err("0/1 nodes are available: 1 node(s) were unschedulable.".into())
         );
     }
@@ -686,7 +806,7 @@ mod tests {
         let err = choose(
             &big,
             &[small.clone(), tainted, cordoned],
-            &[],
+            &Placement::new(&[]),
             &NamespaceLabels::new(),
         )
         .expect_err("nothing fits");
@@ -701,7 +821,7 @@ mod tests {
             choose(
                 &fitting,
                 std::slice::from_ref(&small),
-                &[],
+                &Placement::new(&[]),
                 &NamespaceLabels::new()
             )
             .ok()
@@ -713,7 +833,13 @@ mod tests {
             json!({"metadata": {"name": "r"}, "spec": {"nodeName": "small", "containers": [{"name": "c", "resources": {"requests": {"cpu": "600m"}}}]}}),
         ));
         assert!(
-            choose(&fitting, &[small], &[resident], &NamespaceLabels::new()).is_err(),
+            choose(
+                &fitting,
+                &[small],
+                &Placement::new(&[resident]),
+                &NamespaceLabels::new()
+            )
+            .is_err(),
             "the resident pod's requests count"
         );
     }
@@ -728,10 +854,15 @@ mod tests {
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]}}}}}),
         );
         assert_eq!(
-            choose(&daemon, &[other, cordoned], &[], &NamespaceLabels::new())
-                .ok()
-                .and_then(|n| n.metadata.name.clone())
-                .as_deref(),
+            choose(
+                &daemon,
+                &[other, cordoned],
+                &Placement::new(&[]),
+                &NamespaceLabels::new()
+            )
+            .ok()
+            .and_then(|n| n.metadata.name.clone())
+            .as_deref(),
             Some("n1")
         );
     }

@@ -415,7 +415,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     let ns = ds.namespace().unwrap_or_default();
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let t = now();
-    let nodes: Vec<Node> = ctx.nodes.state().iter().map(|n| (**n).clone()).collect();
+    let nodes: Vec<Arc<Node>> = ctx.nodes.state();
     let pods: Vec<Pod> = ctx
         .pods
         .state()

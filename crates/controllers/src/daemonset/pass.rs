@@ -13,7 +13,9 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The most creates and the most deletes one pass issues (upstream `BurstReplicas`).
@@ -80,7 +82,7 @@ pub struct Plan {
 /// What a pass reads.
 pub struct PassInput<'a> {
     pub ds: &'a DaemonSet,
-    pub nodes: &'a [Node],
+    pub nodes: &'a [Arc<Node>],
     /// Pods in the DaemonSet's namespace.
     pub pods: &'a [Pod],
     /// ControllerRevisions in the DaemonSet's namespace.
@@ -166,7 +168,7 @@ fn by_node(pods: &[Pod], include_deleted_terminal: bool) -> BTreeMap<String, Vec
 
 struct Ctx<'a> {
     ds: &'a DaemonSet,
-    nodes: &'a [Node],
+    nodes: &'a [Arc<Node>],
     now: Timestamp,
     hash: String,
     template_generation: Option<i64>,
@@ -197,6 +199,7 @@ impl<'a> Ctx<'a> {
         self.nodes
             .iter()
             .find(|n| n.metadata.name.as_deref() == Some(name))
+            .map(|n| &**n)
     }
     fn allows_surge(&self) -> bool {
         let strategy = self
@@ -378,13 +381,13 @@ pub struct Budgets {
 /// Scales maxSurge and maxUnavailable against the desired node count, percentages rounding up;
 /// when both come to 0 (possible only for objects stored before validation forbade it)
 /// maxUnavailable falls back to 1, so a rollout can always progress.
-fn budgets(
+fn budgets<N: Borrow<Node>>(
     ds: &DaemonSet,
-    nodes: &[Node],
+    nodes: &[N],
     map: &BTreeMap<String, Vec<Pod>>,
 ) -> Result<Budgets, String> {
     let (mut desired, mut empty_nodes) = (0, 0);
-    for node in nodes {
+    for node in nodes.iter().map(Borrow::borrow) {
         if rules::node_should_run(node, ds).should_run {
             desired += 1;
             if map.get(&name_of(&node.metadata)).is_none_or(Vec::is_empty) {
@@ -414,7 +417,11 @@ fn budgets(
 }
 
 /// `budgets` for a DaemonSet with these nodes and pods (its own pods, as a pass claims them).
-pub fn budgets_for(ds: &DaemonSet, nodes: &[Node], pods: &[Pod]) -> Result<Budgets, String> {
+pub fn budgets_for<N: Borrow<Node>>(
+    ds: &DaemonSet,
+    nodes: &[N],
+    pods: &[Pod],
+) -> Result<Budgets, String> {
     budgets(ds, nodes, &by_node(pods, false))
 }
 

@@ -151,9 +151,15 @@ impl World {
 
     /// One pass, applied; returns (creates, deletes).
     fn pass(&mut self) -> (usize, usize) {
+        let nodes: Vec<std::sync::Arc<Node>> = self
+            .nodes
+            .iter()
+            .cloned()
+            .map(std::sync::Arc::new)
+            .collect();
         let plan = sync(&PassInput {
             ds: &self.ds,
-            nodes: &self.nodes,
+            nodes: &nodes,
             pods: &self.pods,
             revisions: &self.revisions,
             backoff: &self.backoff,
@@ -1460,9 +1466,11 @@ fn s134_observed_generation_lags_while_expectations_pending() {
     let mut w = World::new(ds(), nodes(1));
     w.pass();
     w.set_image("foo/bar:2");
+    let nodes: Vec<std::sync::Arc<Node>> =
+        w.nodes.iter().cloned().map(std::sync::Arc::new).collect();
     let plan = sync(&PassInput {
         ds: &w.ds,
-        nodes: &w.nodes,
+        nodes: &nodes,
         pods: &w.pods,
         revisions: &w.revisions,
         backoff: &w.backoff,
