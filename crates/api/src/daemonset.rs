@@ -193,14 +193,7 @@ pub fn target_node(pod: &Pod) -> Option<String> {
     if let Some(n) = spec.node_name.as_ref().filter(|n| !n.is_empty()) {
         return Some(n.clone());
     }
-    let terms = &spec
-        .affinity
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required_during_scheduling_ignored_during_execution
-        .as_ref()?
-        .node_selector_terms;
+    let terms = crate::scheduling::required_node_terms(spec)?;
     let fields: Vec<&NodeSelectorRequirement> = terms
         .iter()
         .flat_map(|t| t.match_fields.iter().flatten())

@@ -82,6 +82,22 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
 }
 
 /// `nodeSelector` and required node affinity (OR over terms).
+/// The terms of a pod's required node affinity, if it has any.
+pub fn required_node_terms(
+    spec: &PodSpec,
+) -> Option<&[k8s_openapi::api::core::v1::NodeSelectorTerm]> {
+    Some(
+        &spec
+            .affinity
+            .as_ref()?
+            .node_affinity
+            .as_ref()?
+            .required_during_scheduling_ignored_during_execution
+            .as_ref()?
+            .node_selector_terms,
+    )
+}
+
 pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
     let labels = node_labels(node);
     if let Some(sel) = &spec.node_selector

@@ -93,8 +93,12 @@ impl Health {
     }
 
     pub fn forget_missing(&mut self, nodes: &[Arc<Node>]) {
-        self.seen
-            .retain(|name, _| nodes.iter().any(|n| n.name_any() == *name));
+        // A set, not a scan per entry: with thousands of nodes the scan was quadratic.
+        let present: std::collections::HashSet<&str> = nodes
+            .iter()
+            .filter_map(|n| n.metadata.name.as_deref())
+            .collect();
+        self.seen.retain(|name, _| present.contains(name.as_str()));
     }
 }
 

@@ -169,16 +169,7 @@ impl Placement {
 /// `matchFields metadata.name In` (as a daemon pod's does): upstream's NodeAffinity PreFilter,
 /// which spares checking every other node.
 fn pinned_nodes(pod: &Pod) -> Option<BTreeSet<&str>> {
-    let terms = &pod
-        .spec
-        .as_ref()?
-        .affinity
-        .as_ref()?
-        .node_affinity
-        .as_ref()?
-        .required_during_scheduling_ignored_during_execution
-        .as_ref()?
-        .node_selector_terms;
+    let terms = scheduling::required_node_terms(pod.spec.as_ref()?)?;
     let mut names = BTreeSet::new();
     for term in terms {
         let named = term

@@ -73,6 +73,26 @@ async fn record_event(client: &Client, ds: &DaemonSet, e: &PlannedEvent) {
     .await;
 }
 
+/// A pod-control event (SuccessfulCreate, FailedDelete, ...) on the DaemonSet.
+async fn pod_event(
+    client: &Client,
+    ds: &DaemonSet,
+    warning: bool,
+    reason: &'static str,
+    message: String,
+) {
+    record_event(
+        client,
+        ds,
+        &PlannedEvent {
+            warning,
+            reason,
+            message,
+        },
+    )
+    .await;
+}
+
 fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)
 }
@@ -330,28 +350,24 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
     for (name, r) in results {
         match r {
             Ok(_) => {
-                record_event(
+                pod_event(
                     &ctx.client,
                     ds,
-                    &PlannedEvent {
-                        warning: false,
-                        reason: "SuccessfulDelete",
-                        message: format!("Deleted pod: {name}"),
-                    },
+                    false,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {name}"),
                 )
                 .await;
                 deleted.push(name);
             }
             Err(e) if not_found(&e) => {}
             Err(e) => {
-                record_event(
+                pod_event(
                     &ctx.client,
                     ds,
-                    &PlannedEvent {
-                        warning: true,
-                        reason: "FailedDelete",
-                        message: format!("Error deleting: {e}"),
-                    },
+                    true,
+                    "FailedDelete",
+                    format!("Error deleting: {e}"),
                 )
                 .await;
                 delete_error.get_or_insert(Error::Api(e));
@@ -366,28 +382,24 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
             match api.create(&PostParams::default(), &pod).await {
                 Ok(p) => {
                     let name = p.name_any();
-                    record_event(
+                    pod_event(
                         &ctx.client,
                         ds,
-                        &PlannedEvent {
-                            warning: false,
-                            reason: "SuccessfulCreate",
-                            message: format!("Created pod: {name}"),
-                        },
+                        false,
+                        "SuccessfulCreate",
+                        format!("Created pod: {name}"),
                     )
                     .await;
                     Ok(Some(name))
                 }
                 Err(e) if namespace_terminating(&e) => Ok(None),
                 Err(e) => {
-                    record_event(
+                    pod_event(
                         &ctx.client,
                         ds,
-                        &PlannedEvent {
-                            warning: true,
-                            reason: "FailedCreate",
-                            message: format!("Error creating: {e}"),
-                        },
+                        true,
+                        "FailedCreate",
+                        format!("Error creating: {e}"),
                     )
                     .await;
                     Err(Error::Api(e))
@@ -430,7 +442,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         .filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()))
         .map(|r| (**r).clone())
         .collect();
-    let satisfied = lock(&ctx.expectations).satisfied(&uid, &pods, t);
+    let satisfied = lock(&ctx.expectations).satisfied(&uid, t);
     let backoff = lock(&ctx.backoff).clone();
     let input = PassInput {
         ds: &ds,
@@ -460,12 +472,16 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         }
         backoff.gc(t);
     }
+    let (creates, deletes) = (
+        plan.creates.len().min(ctx.burst),
+        plan.deletes.len().min(ctx.burst),
+    );
+    lock(&ctx.expectations).expect(&uid, creates, deletes, t);
     let (written, pod_error) = run_pods(&ctx, &ds, &plan).await;
-    lock(&ctx.expectations).record(
+    lock(&ctx.expectations).lower(
         &uid,
-        written.created.iter().map(|(_, name)| name.clone()),
-        written.deleted.iter().cloned(),
-        t,
+        creates - written.created.len(),
+        deletes - written.deleted.len(),
     );
     let status = if written.created.len() == plan.creates.len()
         && written.deleted.len() == plan.deletes.len()
@@ -521,6 +537,43 @@ fn error_policy(ds: Arc<DaemonSet>, error: &Error, _ctx: Arc<Context>) -> Action
     Action::requeue(Duration::from_secs(1))
 }
 
+/// Lowers the expectations of the DaemonSet that owns a pod the watch shows added, being
+/// deleted, or deleted (upstream's addPod, updatePod and deletePod).
+fn observe(expectations: &Mutex<Expectations>, change: &Change<Pod>) {
+    let owner = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true) && o.kind == "DaemonSet")
+            .map(|o| o.uid.clone())
+    };
+    let deleting = |p: &Pod| p.metadata.deletion_timestamp.is_some();
+    match (change.old.as_deref(), change.new.as_deref()) {
+        (None, Some(new)) => {
+            if let Some(uid) = owner(new) {
+                let mut e = lock(expectations);
+                if deleting(new) {
+                    e.deletion_observed(&uid);
+                } else {
+                    e.add_observed(&uid);
+                }
+            }
+        }
+        (Some(old), Some(new)) if !deleting(old) && deleting(new) => {
+            if let Some(uid) = owner(new) {
+                lock(expectations).deletion_observed(&uid);
+            }
+        }
+        (Some(old), None) => {
+            if let Some(uid) = owner(old) {
+                lock(expectations).deletion_observed(&uid);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Runs the DaemonSet controller until the process ends.
 pub async fn run(client: Client, burst: usize) {
     // Triggers come from the same reflectors that fill the stores a pass reads, so a pass never
@@ -548,7 +601,9 @@ pub async fn run(client: Client, burst: usize) {
     let node_triggers = node_changes.map(move |c: Change<Node>| {
         triggers::for_node(c.old.as_deref(), c.new.as_deref(), &for_nodes.state())
     });
+    let observer = Arc::clone(&ctx);
     let pod_triggers = pod_changes.map(move |c: Change<Pod>| {
+        observe(&observer.expectations, &c);
         triggers::for_pod(c.old.as_deref(), c.new.as_deref(), &for_pods.state())
     });
     let revision_triggers = revision_changes.map(move |c: Change<ControllerRevision>| {

@@ -1,11 +1,13 @@
-//! Upstream's "expectations" (spec §2.8): the creates and deletes a DaemonSet's last passes
+//! Upstream's "expectations" (spec §2.8): how many creates and deletes a DaemonSet's passes
 //! issued that the watch has not shown yet. While any is outstanding, a pass must not create
-//! or delete again (it would double them), only update status. Keyed by the DaemonSet's uid,
-//! so a DaemonSet re-created under the same name starts clean (S-068).
+//! or delete again (it would double them), only update status. As upstream, they are counts:
+//! set before the calls are issued (so a watch event can never arrive before its
+//! expectation), lowered for calls that failed, and lowered by each observed pod add and
+//! deletion. Keyed by the DaemonSet's uid, so a DaemonSet re-created under the same name starts
+//! clean (S-068).
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// How long an expectation waits for the watch before it is given up (upstream: 5 minutes).
@@ -13,8 +15,8 @@ pub const EXPIRY: Duration = Duration::from_secs(300);
 
 #[derive(Debug)]
 struct Outstanding {
-    created: Vec<String>,
-    deleted: Vec<String>,
+    adds: i64,
+    deletes: i64,
     since: Timestamp,
 }
 
@@ -28,56 +30,51 @@ fn expired(since: Timestamp, now: Timestamp) -> bool {
 }
 
 impl Expectations {
-    /// Records the pods a pass created and deleted. Only writes the API acknowledged are
-    /// recorded: failed and skipped creations are never waited for (S-070). Expired entries,
-    /// such as those of DaemonSets deleted since, are dropped.
-    pub fn record(
-        &mut self,
-        uid: &str,
-        created: impl IntoIterator<Item = String>,
-        deleted: impl IntoIterator<Item = String>,
-        now: Timestamp,
-    ) {
+    /// Before a pass issues `adds` creates and `deletes` deletes.
+    pub fn expect(&mut self, uid: &str, adds: usize, deletes: usize, now: Timestamp) {
         self.by_uid.retain(|_, o| !expired(o.since, now));
-        let (created, deleted): (Vec<String>, Vec<String>) =
-            (created.into_iter().collect(), deleted.into_iter().collect());
-        if created.is_empty() && deleted.is_empty() {
+        if adds == 0 && deletes == 0 {
             return;
         }
-        let entry = self
-            .by_uid
-            .entry(uid.to_owned())
-            .or_insert_with(|| Outstanding {
-                created: Vec::new(),
-                deleted: Vec::new(),
-                since: now,
-            });
-        entry.created.extend(created);
-        entry.deleted.extend(deleted);
-        entry.since = now;
+        let o = self.by_uid.entry(uid.to_owned()).or_insert(Outstanding {
+            adds: 0,
+            deletes: 0,
+            since: now,
+        });
+        o.adds = o.adds.max(0) + adds as i64;
+        o.deletes = o.deletes.max(0) + deletes as i64;
+        o.since = now;
     }
 
-    /// Whether every recorded write shows in `pods` (created ones exist, deleted ones are gone
-    /// or being deleted), or the wait expired. A satisfied entry is forgotten.
-    pub fn satisfied(&mut self, uid: &str, pods: &[Pod], now: Timestamp) -> bool {
+    /// Calls that failed or were skipped will never be observed (S-070).
+    pub fn lower(&mut self, uid: &str, adds: usize, deletes: usize) {
+        if let Some(o) = self.by_uid.get_mut(uid) {
+            o.adds -= adds as i64;
+            o.deletes -= deletes as i64;
+        }
+    }
+
+    /// The watch showed a new pod owned by the DaemonSet `uid`.
+    pub fn add_observed(&mut self, uid: &str) {
+        if let Some(o) = self.by_uid.get_mut(uid) {
+            o.adds -= 1;
+        }
+    }
+
+    /// The watch showed a pod of the DaemonSet `uid` deleted or being deleted (a graceful
+    /// deletion is observed twice; a count below zero is satisfied all the same).
+    pub fn deletion_observed(&mut self, uid: &str) {
+        if let Some(o) = self.by_uid.get_mut(uid) {
+            o.deletes -= 1;
+        }
+    }
+
+    /// Whether nothing is outstanding, or the wait expired. A satisfied entry is forgotten.
+    pub fn satisfied(&mut self, uid: &str, now: Timestamp) -> bool {
         let Some(o) = self.by_uid.get(uid) else {
             return true;
         };
-        let present: HashSet<&str> = pods
-            .iter()
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        let terminating: HashSet<&str> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_some())
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        let created_seen = o.created.iter().all(|n| present.contains(n.as_str()));
-        let deleted_seen = o
-            .deleted
-            .iter()
-            .all(|n| !present.contains(n.as_str()) || terminating.contains(n.as_str()));
-        if expired(o.since, now) || (created_seen && deleted_seen) {
+        if expired(o.since, now) || (o.adds <= 0 && o.deletes <= 0) {
             self.by_uid.remove(uid);
             return true;
         }
@@ -90,10 +87,6 @@ mod tests {
     use super::*;
     use k8s_openapi::jiff::SignedDuration;
 
-    fn pod(name: &str) -> Pod {
-        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("pod")
-    }
-
     fn at(secs: i64) -> Timestamp {
         Timestamp::UNIX_EPOCH + SignedDuration::from_secs(1_800_000_000 + secs)
     }
@@ -101,42 +94,44 @@ mod tests {
     #[test]
     fn s068_expectations_reset_on_recreate() {
         let mut e = Expectations::default();
-        e.record("old-uid", ["foo-abcde".to_owned()], [], at(0));
+        e.expect("old-uid", 1, 0, at(0));
         assert!(
-            !e.satisfied("old-uid", &[], at(1)),
+            !e.satisfied("old-uid", at(1)),
             "the create is not observed yet"
         );
         // Deleted and re-created under the same name: a new uid, nothing outstanding.
-        assert!(e.satisfied("new-uid", &[], at(1)));
+        assert!(e.satisfied("new-uid", at(1)));
     }
 
     #[test]
     fn s070_expectations_lowered_after_failures() {
-        // 100 creations planned, the API took 10: only those 10 are awaited.
+        // 100 creations planned, the API took 10: the other 90 are not awaited.
         let mut e = Expectations::default();
-        let made: Vec<String> = (0..10).map(|i| format!("foo-{i}")).collect();
-        e.record("uid", made.clone(), [], at(0));
-        let seen: Vec<Pod> = made.iter().map(|n| pod(n)).collect();
+        e.expect("uid", 100, 0, at(0));
+        e.lower("uid", 90, 0);
+        for _ in 0..9 {
+            e.add_observed("uid");
+        }
+        assert!(!e.satisfied("uid", at(1)));
+        e.add_observed("uid");
         assert!(
-            e.satisfied("uid", &seen, at(1)),
+            e.satisfied("uid", at(1)),
             "the next pass may retry the other 90"
         );
     }
 
     #[test]
-    fn deletions_are_seen_when_gone_or_terminating_and_waits_expire() {
+    fn a_pod_deleted_soon_after_it_was_seen_still_counts_and_waits_expire() {
         let mut e = Expectations::default();
-        e.record("uid", [], ["a".to_owned(), "b".to_owned()], at(0));
-        let mut b = pod("b");
-        assert!(!e.satisfied("uid", &[pod("a"), b.clone()], at(1)));
-        b.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1)));
-        assert!(e.satisfied("uid", &[b], at(2)));
-        e.record("uid", ["never".to_owned()], [], at(10));
-        assert!(!e.satisfied("uid", &[], at(309)));
-        assert!(
-            e.satisfied("uid", &[], at(310)),
-            "given up after five minutes"
-        );
+        e.expect("uid", 1, 2, at(0));
+        e.add_observed("uid");
+        // Graceful deletion: the deletionTimestamp and the removal both count.
+        e.deletion_observed("uid");
+        assert!(!e.satisfied("uid", at(1)));
+        e.deletion_observed("uid");
+        assert!(e.satisfied("uid", at(2)));
+        e.expect("uid", 1, 0, at(10));
+        assert!(!e.satisfied("uid", at(309)));
+        assert!(e.satisfied("uid", at(310)), "given up after five minutes");
     }
 }

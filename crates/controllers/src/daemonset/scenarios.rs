@@ -124,6 +124,14 @@ impl World {
             .expect("pod exists")
     }
 
+    /// The stored status's updatedNumberScheduled.
+    fn updated(&self) -> Option<i32> {
+        self.ds
+            .status
+            .as_ref()
+            .and_then(|s| s.updated_number_scheduled)
+    }
+
     fn hash_of_current(&self) -> String {
         self.last.hash.clone()
     }
@@ -1174,20 +1182,10 @@ fn s104_on_delete() {
     assert_eq!(w.pass(), (0, 0), "no pod is replaced for a template change");
     assert_eq!(w.revisions.len(), 2);
     assert_ne!(w.hash_of_current(), first_hash);
-    assert_eq!(
-        w.ds.status
-            .as_ref()
-            .and_then(|s| s.updated_number_scheduled),
-        Some(0)
-    );
+    assert_eq!(w.updated(), Some(0));
     w.pods.remove(0);
     assert_eq!(w.pass(), (1, 0));
-    assert_eq!(
-        w.ds.status
-            .as_ref()
-            .and_then(|s| s.updated_number_scheduled),
-        Some(1)
-    );
+    assert_eq!(w.updated(), Some(1));
 }
 
 // §5.5 History
@@ -1604,12 +1602,7 @@ fn s143_adoption_by_template_generation_counts_pods_as_updated() {
     w.pass();
     w.pass();
     assert_eq!(w.last.deletes.len(), 0, "they are not rolled");
-    assert_eq!(
-        w.ds.status
-            .as_ref()
-            .and_then(|s| s.updated_number_scheduled),
-        Some(3)
-    );
+    assert_eq!(w.updated(), Some(3));
 }
 
 // Further §5.2, §5.4, §5.5 and §5.6 scenarios
