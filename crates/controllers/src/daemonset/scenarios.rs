@@ -124,6 +124,18 @@ impl World {
             .expect("pod exists")
     }
 
+    /// Whether every pod carries the template hash `hash`.
+    fn all_pods_hashed(&self, hash: &str) -> bool {
+        self.pods.iter().all(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(HASH_LABEL))
+                .map(String::as_str)
+                == Some(hash)
+        })
+    }
+
     /// The stored status's updatedNumberScheduled.
     fn updated(&self) -> Option<i32> {
         self.ds
@@ -1225,9 +1237,7 @@ fn s110_first_revision() {
         Some(json!("replace"))
     );
     assert!(
-        w.pods
-            .iter()
-            .all(|p| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash))
+        w.all_pods_hashed(&hash)
     );
 }
 
@@ -2074,9 +2084,7 @@ fn s117_collision_count_changes_the_revision_name_and_pod_hash() {
             .any(|r| r.metadata.name.as_deref() == Some(format!("foo-{second}").as_str()))
     );
     assert!(
-        w.pods
-            .iter()
-            .all(|p| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&second))
+        w.all_pods_hashed(&second)
     );
 }
 
