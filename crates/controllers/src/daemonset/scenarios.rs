@@ -1236,9 +1236,7 @@ fn s110_first_revision() {
             .map(|d| d.0["spec"]["template"]["$patch"].clone()),
         Some(json!("replace"))
     );
-    assert!(
-        w.all_pods_hashed(&hash)
-    );
+    assert!(w.all_pods_hashed(&hash));
 }
 
 #[test]
@@ -2083,9 +2081,7 @@ fn s117_collision_count_changes_the_revision_name_and_pod_hash() {
             .iter()
             .any(|r| r.metadata.name.as_deref() == Some(format!("foo-{second}").as_str()))
     );
-    assert!(
-        w.all_pods_hashed(&second)
-    );
+    assert!(w.all_pods_hashed(&second));
 }
 
 #[test]
