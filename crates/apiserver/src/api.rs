@@ -8,7 +8,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::object::{self, finalizers, meta_str, remove_meta, set_finalizers, set_meta};
 use everynode_api::registry::{Kind, Resource};
 use everynode_api::{defaults, strategy, validation};
-use everynode_store::{Error as StoreError, Revision, Store};
+use everynode_store::{Error as StoreError, KeyValue, Revision, Store};
 use rand::Rng;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -129,15 +129,9 @@ impl Api {
     /// Checks the namespace exists and is not terminating (upstream's NamespaceLifecycle).
     async fn check_namespace(&self, res: &Resource, namespace: &str) -> ApiResult<()> {
         let ns_res = everynode_api::registry::by_kind(Kind::Namespace);
-        let kv = self
-            .store
-            .get(&ns_res.key(None, namespace))
-            .await
-            .map_err(|e| ApiError::from_store(ns_res, namespace, e))?;
-        let Some(kv) = kv else {
-            return Err(ApiError::not_found(ns_res, namespace));
-        };
-        let ns = object::from_stored(&kv);
+        let (_, ns) = self
+            .stored(ns_res, &ns_res.key(None, namespace), namespace)
+            .await?;
         if meta_str(&ns, "deletionTimestamp").is_some()
             && res.id != Kind::Event
             && res.id != Kind::EventsV1Event
@@ -257,13 +251,19 @@ impl Api {
                 .ok_or_else(|| ApiError::not_found(res, name))?;
             return serde_json::from_slice(&cached.json).map_err(ApiError::storage);
         }
+        self.stored(res, &key, name).await.map(|(_, object)| object)
+    }
+
+    /// The stored object at `key` with its store record, or NotFound naming `res` and `name`.
+    async fn stored(&self, res: &Resource, key: &str, name: &str) -> ApiResult<(KeyValue, Value)> {
         let kv = self
             .store
-            .get(&key)
+            .get(key)
             .await
-            .map_err(|e| ApiError::from_store(res, name, e))?;
-        kv.map(|kv| object::from_stored(&kv))
-            .ok_or_else(|| ApiError::not_found(res, name))
+            .map_err(|e| ApiError::from_store(res, name, e))?
+            .ok_or_else(|| ApiError::not_found(res, name))?;
+        let object = object::from_stored(&kv);
+        Ok((kv, object))
     }
 
     /// Waits until the cache reflects every write acknowledged so far.
@@ -290,13 +290,7 @@ impl Api {
     ) -> ApiResult<Value> {
         let key = self.key(res, namespace, name);
         for _ in 0..MAX_RETRIES {
-            let kv = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| ApiError::from_store(res, name, e))?
-                .ok_or_else(|| ApiError::not_found(res, name))?;
-            let current = object::from_stored(&kv);
+            let (kv, current) = self.stored(res, &key, name).await?;
             let mut new = mutate(&current)?;
             let pinned = meta_str(&new, "resourceVersion")
                 .filter(|rv| !rv.is_empty())
@@ -489,13 +483,7 @@ impl Api {
         }
         let key = self.key(res, namespace, name);
         for _ in 0..MAX_RETRIES {
-            let kv = self
-                .store
-                .get(&key)
-                .await
-                .map_err(|e| ApiError::from_store(res, name, e))?
-                .ok_or_else(|| ApiError::not_found(res, name))?;
-            let current = object::from_stored(&kv);
+            let (kv, current) = self.stored(res, &key, name).await?;
             if let Some(uid) = &opts.precondition_uid {
                 let have = meta_str(&current, "uid").unwrap_or_default();
                 if uid != have {

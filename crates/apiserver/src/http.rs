@@ -2,6 +2,7 @@
 
 use crate::api::{Api, DeleteOptions, Deleted, UpdateMode};
 use crate::auth::{Tokens, authenticate};
+use crate::cache::Filter;
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::object::parse_rv;
@@ -574,6 +575,17 @@ fn decode_continue(token: &str) -> ApiResult<String> {
         .ok_or_else(bad)
 }
 
+/// The objects a list, watch or collection delete addresses: the path's resource and
+/// namespace, narrowed by the `labelSelector` and `fieldSelector` parameters.
+fn request_filter(rp: &ResourcePath, q: &Query) -> ApiResult<Filter> {
+    Ok(Api::filter(
+        rp.res,
+        rp.namespace.as_deref(),
+        q.label_selector()?,
+        q.field_selector(rp.res)?,
+    ))
+}
+
 async fn list(
     api: &Arc<Api>,
     rp: &ResourcePath,
@@ -581,12 +593,7 @@ async fn list(
     as_table: Option<IncludeObject>,
 ) -> ApiResult<Response> {
     let res = rp.res;
-    let filter = Api::filter(
-        res,
-        rp.namespace.as_deref(),
-        q.label_selector()?,
-        q.field_selector(res)?,
-    );
+    let filter = request_filter(rp, q)?;
     let limit = q.number("limit")?.unwrap_or(0).max(0) as usize;
     let continue_after = q
         .get("continue")
@@ -669,12 +676,7 @@ async fn watch(
     as_table: Option<IncludeObject>,
 ) -> ApiResult<Response> {
     let res = rp.res;
-    let filter = Api::filter(
-        res,
-        rp.namespace.as_deref(),
-        q.label_selector()?,
-        q.field_selector(res)?,
-    );
+    let filter = request_filter(rp, q)?;
     let after = match q.get("resourceVersion").unwrap_or("") {
         "" | "0" => None,
         rv => Some(parse_rv(rv).map_err(ApiError::bad_request)?),
@@ -718,12 +720,7 @@ async fn delete_collection(
 ) -> ApiResult<Response> {
     let res = rp.res;
     let opts = delete_options(q, body)?;
-    let filter = Api::filter(
-        res,
-        rp.namespace.as_deref(),
-        q.label_selector()?,
-        q.field_selector(res)?,
-    );
+    let filter = request_filter(rp, q)?;
     api.fresh_cache().await?;
     let page = api.cache.list(&filter, None, 0);
     let mut items = Vec::new();
