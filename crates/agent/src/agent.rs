@@ -59,10 +59,6 @@ impl Dispatch {
     }
 }
 
-fn node_of(pod: &Pod) -> Option<&str> {
-    pod.spec.as_ref().and_then(|s| s.node_name.as_deref())
-}
-
 /// Watches pods (all, or one node's with a field selector) and routes them.
 async fn watch_pods(client: Client, dispatch: Arc<Dispatch>, only: Option<String>) {
     let mut config = watcher::Config::default();
@@ -79,9 +75,10 @@ async fn watch_pods(client: Client, dispatch: Arc<Dispatch>, only: Option<String
         match event {
             watcher::Event::Init => listing.clear(),
             watcher::Event::InitApply(pod) | watcher::Event::Apply(pod) => {
-                let (Some(node), Some(uid)) =
-                    (node_of(&pod).map(str::to_owned), pod.metadata.uid.clone())
-                else {
+                let (Some(node), Some(uid)) = (
+                    everynode_api::scheduling::bound_node(&pod).map(str::to_owned),
+                    pod.metadata.uid.clone(),
+                ) else {
                     continue;
                 };
                 if let Some(tx) = dispatch.pod_sender(&node) {

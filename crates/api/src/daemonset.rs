@@ -360,14 +360,20 @@ pub fn primary_order(a: &Pod, b: &Pod) -> Ordering {
     };
     scheduled(b)
         .cmp(&scheduled(a))
-        .then_with(|| {
-            a.metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0)
-                .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
-        })
+        .then_with(|| oldest_first(a, b))
+}
+
+/// Older first (by creationTimestamp), then by name.
+pub fn oldest_first(a: &Pod, b: &Pod) -> Ordering {
+    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    created(a)
+        .cmp(&created(b))
         .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+}
+
+/// Whether an owner reference points to a DaemonSet (`apps/*`, kind DaemonSet).
+pub fn is_daemonset_ref(owner: &OwnerReference) -> bool {
+    owner.kind == "DaemonSet" && owner.api_version.starts_with("apps/")
 }
 
 #[cfg(test)]

@@ -122,6 +122,14 @@ pub fn node_matches(spec: &PodSpec, node: &Node) -> bool {
     }
 }
 
+/// The node a pod is bound to (`spec.nodeName`, when not empty).
+pub fn bound_node(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
+}
+
 /// Whether the pod has finished (phase Succeeded or Failed): it no longer holds node resources.
 pub fn is_terminated(pod: &Pod) -> bool {
     matches!(

@@ -22,7 +22,7 @@ fn daemonset_owners(meta: &ObjectMeta) -> Vec<&OwnerReference> {
     meta.owner_references
         .iter()
         .flatten()
-        .filter(|o| o.kind == "DaemonSet" && o.api_version.starts_with("apps/"))
+        .filter(|o| everynode_api::daemonset::is_daemonset_ref(o))
         .collect()
 }
 

@@ -8,6 +8,7 @@
 //! Decisions are pure functions of the pods, the nodes and `now`.
 
 use crate::stores::spawn_store_notifying;
+use everynode_api::scheduling::bound_node;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::{Client, ResourceExt};
@@ -18,13 +19,6 @@ use tokio::time::Instant;
 
 pub const QUARANTINE: Duration = Duration::from_secs(40);
 pub const DEFAULT_TERMINATED_THRESHOLD: usize = 12_500;
-
-fn node_name(p: &Pod) -> Option<&str> {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .filter(|n| !n.is_empty())
-}
 
 /// Tracks since when each missing node has been missing (locally observed).
 #[derive(Default)]
@@ -44,7 +38,7 @@ impl Missing {
         let mut still_missing = HashSet::new();
         let mut out = Vec::new();
         for p in pods {
-            let Some(node) = node_name(p) else { continue };
+            let Some(node) = bound_node(p) else { continue };
             if nodes.contains(node) {
                 continue;
             }
@@ -62,7 +56,7 @@ impl Missing {
 /// Pods being deleted that no node will ever finish: never bound.
 pub fn unscheduled_terminating(pods: &[Arc<Pod>]) -> Vec<&Pod> {
     pods.iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_some() && node_name(p).is_none())
+        .filter(|p| p.metadata.deletion_timestamp.is_some() && bound_node(p).is_none())
         .map(|p| p.as_ref())
         .collect()
 }
@@ -82,14 +76,7 @@ pub fn excess_terminated(pods: &[Arc<Pod>], threshold: usize) -> Vec<&Pod> {
     if done.len() <= threshold {
         return Vec::new();
     }
-    done.sort_by(|a, b| {
-        a.metadata
-            .creation_timestamp
-            .as_ref()
-            .map(|t| t.0)
-            .cmp(&b.metadata.creation_timestamp.as_ref().map(|t| t.0))
-            .then_with(|| a.metadata.name.cmp(&b.metadata.name))
-    });
+    done.sort_by(|a, b| everynode_api::daemonset::oldest_first(a, b));
     let excess = done.len() - threshold;
     done.truncate(excess);
     done

@@ -29,7 +29,7 @@ fn taint_text(t: &Taint) -> String {
 fn pods_by_node(pods: &[Arc<Pod>]) -> HashMap<&str, Vec<&Pod>> {
     let mut by_node: HashMap<&str, Vec<&Pod>> = HashMap::new();
     for p in pods {
-        if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+        if let Some(n) = scheduling::bound_node(p) {
             by_node.entry(n).or_default().push(p);
         }
     }
@@ -148,12 +148,7 @@ impl Placement {
 
     /// Counts `pod` on its node from now on (a binding this round made).
     pub fn assume(&mut self, pod: Arc<Pod>) {
-        let Some(node) = pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.clone())
-            .filter(|n| !n.is_empty())
-        else {
+        let Some(node) = scheduling::bound_node(&pod).map(str::to_owned) else {
             return;
         };
         self.any_terms |= has_pod_terms(&pod);
@@ -414,9 +409,10 @@ pub async fn run(client: Client) {
         let mut all_pods = pods.state();
         assumed.retain(|uid, (_, at)| {
             at.elapsed() < ASSUMED_POD_EXPIRY
-                && all_pods
-                    .iter()
-                    .any(|p| p.metadata.uid.as_deref() == Some(uid.as_str()) && !is_bound(p))
+                && all_pods.iter().any(|p| {
+                    p.metadata.uid.as_deref() == Some(uid.as_str())
+                        && scheduling::bound_node(p).is_none()
+                })
         });
         for p in all_pods.iter_mut() {
             if let Some((node, _)) = p.metadata.uid.as_ref().and_then(|u| assumed.get(u)) {
@@ -434,14 +430,15 @@ pub async fn run(client: Client) {
         for index in 0..all_pods.len() {
             let pod = Arc::clone(&all_pods[index]);
             let pod = &pod;
-            let spec = pod.spec.as_ref();
-            let unbound = spec
-                .and_then(|s| s.node_name.as_deref())
-                .is_none_or(str::is_empty);
-            let ours = spec
+            let ours = pod
+                .spec
+                .as_ref()
                 .and_then(|s| s.scheduler_name.as_deref())
                 .is_none_or(|s| s == "default-scheduler");
-            if !unbound || !ours || pod.metadata.deletion_timestamp.is_some() {
+            if scheduling::bound_node(pod).is_some()
+                || !ours
+                || pod.metadata.deletion_timestamp.is_some()
+            {
                 continue;
             }
             let key = pod.metadata.uid.clone().unwrap_or_default();
@@ -550,13 +547,6 @@ pub async fn run(client: Client) {
 /// How long a pod this scheduler bound counts as placed without the watch
 /// confirming it; upstream's default assumed-pod TTL is 30 s as well.
 const ASSUMED_POD_EXPIRY: Duration = Duration::from_secs(30);
-
-fn is_bound(pod: &Pod) -> bool {
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
-}
 
 /// The pod as it will look once the binding shows up in the watch.
 fn bound_to(pod: &Pod, node: &str) -> Pod {

@@ -541,11 +541,8 @@ fn error_policy(ds: Arc<DaemonSet>, error: &Error, _ctx: Arc<Context>) -> Action
 /// deleted, or deleted (upstream's addPod, updatePod and deletePod).
 fn observe(expectations: &Mutex<Expectations>, change: &Change<Pod>) {
     let owner = |p: &Pod| {
-        p.metadata
-            .owner_references
-            .iter()
-            .flatten()
-            .find(|o| o.controller == Some(true) && o.kind == "DaemonSet")
+        triggers::controller_of(&p.metadata)
+            .filter(|o| rules::is_daemonset_ref(o))
             .map(|o| o.uid.clone())
     };
     let deleting = |p: &Pod| p.metadata.deletion_timestamp.is_some();

@@ -16,7 +16,7 @@ fn reference(ds: &DaemonSet) -> ObjectRef<DaemonSet> {
     ObjectRef::from_obj(ds)
 }
 
-fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+pub(crate) fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references
         .as_ref()?
         .iter()
@@ -29,7 +29,7 @@ fn resolve<'a>(
     owner: &OwnerReference,
     daemonsets: &'a [Arc<DaemonSet>],
 ) -> Option<&'a DaemonSet> {
-    if owner.kind != "DaemonSet" || !owner.api_version.starts_with("apps/") {
+    if !rules::is_daemonset_ref(owner) {
         return None;
     }
     daemonsets
