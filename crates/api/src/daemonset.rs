@@ -540,17 +540,8 @@ mod tests {
             json!({"containers": container(), "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "color", "operator": "In", "values": ["blue"]}]}]}}}}),
         );
         let pod = new_pod(&d, "node-5", "h");
-        let terms = &pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.affinity.as_ref())
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .expect("required")
-            .node_selector_terms;
+        let terms =
+            scheduling::required_node_terms(pod.spec.as_ref().expect("spec")).expect("required");
         assert_eq!(terms.len(), 1);
         assert!(terms[0].match_expressions.is_none());
         assert_eq!(terms[0].match_fields.as_ref().map(Vec::len), Some(1));

@@ -432,6 +432,14 @@ mod tests {
         .expect("pod")
     }
 
+    /// (key, effect) of each taint, in order.
+    fn keys(taints: &[Taint]) -> Vec<(&str, &str)> {
+        taints
+            .iter()
+            .map(|t| (t.key.as_str(), t.effect.as_str()))
+            .collect()
+    }
+
     #[test]
     fn s150_node_stops_reporting_gets_unknown_and_unreachable_taints_and_daemon_pod_stays() {
         let settings = Settings::default();
@@ -464,10 +472,7 @@ mod tests {
             Some(4)
         );
         let taints = desired_taints(&unknown, now()).expect("taints");
-        let keys: Vec<(&str, &str)> = taints
-            .iter()
-            .map(|t| (t.key.as_str(), t.effect.as_str()))
-            .collect();
+        let keys = keys(&taints);
         assert_eq!(
             keys,
             vec![(UNREACHABLE, "NoSchedule"), (UNREACHABLE, "NoExecute")]
@@ -487,10 +492,7 @@ mod tests {
             json!([{"key": UNREACHABLE, "effect": "NoExecute"}]),
         );
         let taints = desired_taints(&n, now()).expect("taints");
-        let keys: Vec<(&str, &str)> = taints
-            .iter()
-            .map(|t| (t.key.as_str(), t.effect.as_str()))
-            .collect();
+        let keys = keys(&taints);
         // The unreachable NoExecute taint is swapped for not-ready at once.
         assert_eq!(
             keys,

@@ -124,6 +124,13 @@ impl World {
             .expect("pod exists")
     }
 
+    /// Whether a pod named `name` exists.
+    fn has_pod(&self, name: &str) -> bool {
+        self.pods
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(name))
+    }
+
     /// Whether every pod carries the template hash `hash`.
     fn all_pods_hashed(&self, hash: &str) -> bool {
         self.pods.iter().all(|p| {
@@ -476,11 +483,7 @@ fn s030_legacy_empty_selector() {
             .count(),
         1
     );
-    assert!(
-        w.pods
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(&foreign))
-    );
+    assert!(w.has_pod(&foreign));
 }
 
 fn s031_state(strategy: Value) -> World {
@@ -516,12 +519,7 @@ fn s031_existing_pods_dedupe_and_release() {
         created.sort();
         assert_eq!(created, ["node-0", "node-4"]);
         assert_eq!(w.last.release_pods.len(), 2);
-        assert!(
-            w.pods
-                .iter()
-                .any(|p| p.metadata.name.as_deref() == Some(&oldest_on_3)),
-            "the oldest pod is kept"
-        );
+        assert!(w.has_pod(&oldest_on_3), "the oldest pod is kept");
     }
 }
 
@@ -649,17 +647,8 @@ fn s040_required_node_affinity() {
     let mut w = World::new(ds_with(affinity), ns);
     assert_eq!(w.pass(), (3, 0));
     for p in &w.pods {
-        let terms = &p
-            .spec
-            .as_ref()
-            .and_then(|s| s.affinity.as_ref())
-            .and_then(|a| a.node_affinity.as_ref())
-            .and_then(|n| {
-                n.required_during_scheduling_ignored_during_execution
-                    .as_ref()
-            })
-            .expect("affinity")
-            .node_selector_terms;
+        let terms = everynode_api::scheduling::required_node_terms(p.spec.as_ref().expect("spec"))
+            .expect("affinity");
         assert!(terms.len() == 1 && terms[0].match_expressions.is_none());
     }
 }
@@ -932,12 +921,7 @@ fn s063_pod_grouping() {
     w.pass();
     assert_eq!(w.last.adopt_pods.len(), 1);
     assert_eq!(w.last.release_pods.len(), 1);
-    assert!(
-        w.pods
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(&foreign)),
-        "other controllers' pods are untouched"
-    );
+    assert!(w.has_pod(&foreign), "other controllers' pods are untouched");
 }
 
 #[test]
