@@ -330,6 +330,19 @@ pub fn choose_preemption<'a, N: Borrow<Node>>(
         })
 }
 
+/// Whether `pod` already preempted and pods on its nominated node are still terminating: it
+/// waits for them rather than preempting again.
+fn waiting_on_victims(pod: &Pod, pods: &[Arc<Pod>]) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|st| st.nominated_node_name.as_deref())
+        .is_some_and(|n| {
+            pods.iter().any(|p| {
+                p.metadata.deletion_timestamp.is_some() && scheduling::bound_node(p) == Some(n)
+            })
+        })
+}
+
 /// Nominates `node` for `pod` and evicts the victims: each gets the DisruptionTarget condition,
 /// a Preempted event, and a graceful delete.
 async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[&Pod]) {
@@ -504,19 +517,7 @@ pub async fn run(client: Client) {
                         }
                         record_failed_scheduling(&client, pod, &message).await;
                     }
-                    // Preemption, unless victims of an earlier round are still terminating.
-                    let waiting_on_victims = pod
-                        .status
-                        .as_ref()
-                        .and_then(|st| st.nominated_node_name.as_deref())
-                        .is_some_and(|n| {
-                            all_pods.iter().any(|p| {
-                                p.metadata.deletion_timestamp.is_some()
-                                    && p.spec.as_ref().and_then(|s| s.node_name.as_deref())
-                                        == Some(n)
-                            })
-                        });
-                    if !waiting_on_victims
+                    if !waiting_on_victims(pod, &all_pods)
                         && let Some((node, victims)) = choose_preemption(pod, &all_nodes, &all_pods)
                     {
                         let node_name = node.metadata.name.clone().unwrap_or_default();
@@ -736,6 +737,26 @@ mod tests {
                 .map(|n| n.name_any()),
             Err("0/1 nodes are available: 1 node(s) were unschedulable.".into())
         );
+    }
+
+    #[test]
+    fn a_nominated_pod_waits_while_its_victims_terminate() {
+        let mut nominated = daemon_pod("node-1", json!({}));
+        nominated.status = Some(k8s_openapi::api::core::v1::PodStatus {
+            nominated_node_name: Some("node-1".into()),
+            ..Default::default()
+        });
+        let victim = running_on("victim", "node-1", json!({}));
+        assert!(!waiting_on_victims(&nominated, &[Arc::clone(&victim)]));
+        let mut terminating = (*victim).clone();
+        terminating.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        let terminating = Arc::new(terminating);
+        assert!(waiting_on_victims(&nominated, &[Arc::clone(&terminating)]));
+        let not_nominated = daemon_pod("node-1", json!({}));
+        assert!(!waiting_on_victims(&not_nominated, &[terminating]));
     }
 
     #[test]
