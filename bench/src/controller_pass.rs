@@ -17,6 +17,7 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -99,7 +100,7 @@ fn main() {
             _ => None,
         })
         .expect("the first pass creates a revision");
-    let pods: Vec<Pod> = nodes
+    let pods: Vec<Arc<Pod>> = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
@@ -113,10 +114,10 @@ fn main() {
                     {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-25T09:00:00Z"}]}))
                 .expect("a valid status"),
             );
-            p
+            Arc::new(p)
         })
         .collect();
-    let revisions = vec![revision];
+    let revisions = vec![Arc::new(revision)];
     let steady_input = PassInput {
         ds: &ds,
         nodes: &nodes,

@@ -5,7 +5,7 @@
 use crate::scheduling;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodTemplateSpec, Toleration,
+    Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec, PodTemplateSpec, Toleration,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -72,44 +72,69 @@ pub fn add_or_update_tolerations(existing: &mut Vec<Toleration>, defaults: Vec<T
 
 /// `NodeShouldRunDaemonPod` (§2.3).
 pub fn node_should_run(node: &Node, ds: &DaemonSet) -> Eligibility {
-    let never = Eligibility {
-        should_run: false,
-        should_continue_running: false,
-    };
-    let node_name = node.metadata.name.as_deref().unwrap_or("");
-    let mut spec = ds
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.spec.clone())
-        .unwrap_or_default();
-    if let Some(n) = spec.node_name.as_deref().filter(|n| !n.is_empty())
-        && n != node_name
-    {
-        return never;
+    DaemonPlacement::new(ds).on(node)
+}
+
+/// What `NodeShouldRunDaemonPod` needs of a DaemonSet, worked out once so that a pass over
+/// thousands of nodes does not rebuild the pod's tolerations (or clone its spec) per node.
+pub struct DaemonPlacement<'a> {
+    spec: Option<&'a PodSpec>,
+    tolerations: Vec<Toleration>,
+}
+
+impl<'a> DaemonPlacement<'a> {
+    pub fn new(ds: &'a DaemonSet) -> Self {
+        let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let mut tolerations = spec.and_then(|s| s.tolerations.clone()).unwrap_or_default();
+        add_or_update_tolerations(
+            &mut tolerations,
+            default_tolerations(spec.and_then(|s| s.host_network).unwrap_or(false)),
+        );
+        DaemonPlacement { spec, tolerations }
     }
-    let mut tolerations = spec.tolerations.take().unwrap_or_default();
-    add_or_update_tolerations(
-        &mut tolerations,
-        default_tolerations(spec.host_network.unwrap_or(false)),
-    );
-    if !scheduling::node_matches(&spec, node) {
-        return never;
-    }
-    let taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.clone())
-        .unwrap_or_default();
-    if scheduling::untolerated(&taints, &tolerations, &["NoSchedule", "NoExecute"]).is_none() {
-        return Eligibility {
-            should_run: true,
-            should_continue_running: true,
+
+    /// Whether the daemon pod should run on `node`, and whether one already there may stay.
+    pub fn on(&self, node: &Node) -> Eligibility {
+        let never = Eligibility {
+            should_run: false,
+            should_continue_running: false,
         };
-    }
-    Eligibility {
-        should_run: false,
-        should_continue_running: scheduling::untolerated(&taints, &tolerations, &["NoExecute"])
+        let node_name = node.metadata.name.as_deref().unwrap_or("");
+        if let Some(n) = self
+            .spec
+            .and_then(|s| s.node_name.as_deref())
+            .filter(|n| !n.is_empty())
+            && n != node_name
+        {
+            return never;
+        }
+        if let Some(spec) = self.spec
+            && !scheduling::node_matches(spec, node)
+        {
+            return never;
+        }
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default();
+        if scheduling::untolerated(taints, &self.tolerations, &["NoSchedule", "NoExecute"])
+            .is_none()
+        {
+            return Eligibility {
+                should_run: true,
+                should_continue_running: true,
+            };
+        }
+        Eligibility {
+            should_run: false,
+            should_continue_running: scheduling::untolerated(
+                taints,
+                &self.tolerations,
+                &["NoExecute"],
+            )
             .is_none(),
+        }
     }
 }
 

@@ -35,8 +35,9 @@ pub fn untolerated<'a>(
     })
 }
 
-fn node_labels(node: &Node) -> BTreeMap<String, String> {
-    node.metadata.labels.clone().unwrap_or_default()
+fn node_labels(node: &Node) -> &BTreeMap<String, String> {
+    static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+    node.metadata.labels.as_ref().unwrap_or(&NO_LABELS)
 }
 
 fn requirement_matches(req: &NodeSelectorRequirement, value: Option<&String>) -> bool {
@@ -72,13 +73,13 @@ pub fn term_matches(term: &NodeSelectorTerm, node: &Node) -> bool {
         return false;
     }
     let labels = node_labels(node);
-    let name = node.metadata.name.clone().unwrap_or_default();
+    let name = node.metadata.name.as_ref();
     exprs
         .iter()
         .all(|r| requirement_matches(r, labels.get(&r.key)))
         && fields
             .iter()
-            .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+            .all(|r| r.key == "metadata.name" && requirement_matches(r, name))
 }
 
 /// `nodeSelector` and required node affinity (OR over terms).

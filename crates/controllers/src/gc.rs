@@ -425,7 +425,7 @@ mod tests {
         .map(Arc::new)
         .expect("node")];
         let backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(900));
-        let no_pods: Vec<Pod> = Vec::new();
+        let no_pods: Vec<Arc<Pod>> = Vec::new();
         let pass = sync(&PassInput {
             ds: &foo,
             nodes: &nodes,

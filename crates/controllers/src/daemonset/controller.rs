@@ -231,8 +231,8 @@ async fn run_claims(
     client: &Client,
     ds: &DaemonSet,
     plan: &Plan,
-    pods: &[Pod],
-    revisions: &[ControllerRevision],
+    pods: &[Arc<Pod>],
+    revisions: &[Arc<ControllerRevision>],
 ) -> Result<(), Error> {
     let ns = ds.namespace().unwrap_or_default();
     let uid = ds.metadata.uid.clone().unwrap_or_default();
@@ -428,19 +428,17 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let t = now();
     let nodes: Vec<Arc<Node>> = ctx.nodes.state();
-    let pods: Vec<Pod> = ctx
+    let pods: Vec<Arc<Pod>> = ctx
         .pods
         .state()
-        .iter()
+        .into_iter()
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .map(|p| (**p).clone())
         .collect();
-    let revisions: Vec<ControllerRevision> = ctx
+    let revisions: Vec<Arc<ControllerRevision>> = ctx
         .revisions
         .state()
-        .iter()
+        .into_iter()
         .filter(|r| r.metadata.namespace.as_deref() == Some(ns.as_str()))
-        .map(|r| (**r).clone())
         .collect();
     let satisfied = lock(&ctx.expectations).satisfied(&uid, t);
     let backoff = lock(&ctx.backoff).clone();

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use k8s_openapi::jiff::Timestamp;
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -83,10 +83,10 @@ pub struct Plan {
 pub struct PassInput<'a> {
     pub ds: &'a DaemonSet,
     pub nodes: &'a [Arc<Node>],
-    /// Pods in the DaemonSet's namespace.
-    pub pods: &'a [Pod],
+    /// Pods in the DaemonSet's namespace, shared with the cache rather than cloned.
+    pub pods: &'a [Arc<Pod>],
     /// ControllerRevisions in the DaemonSet's namespace.
-    pub revisions: &'a [ControllerRevision],
+    pub revisions: &'a [Arc<ControllerRevision>],
     pub backoff: &'a Backoff,
     /// Whether every create and delete of earlier passes has been observed.
     pub expectations_satisfied: bool,
@@ -131,8 +131,8 @@ fn claim<'a>(
     let ds_deleting = deleting(&ds.metadata);
     let (mut claimed, mut adopt, mut release) = (Vec::new(), Vec::new(), Vec::new());
     for (i, meta) in items.enumerate() {
-        let labels = meta.labels.clone().unwrap_or_default();
-        let matches = sel.matches(&labels);
+        static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+        let matches = sel.matches(meta.labels.as_ref().unwrap_or(&NO_LABELS));
         match controller_uid(meta) {
             Some(owner) if owner != uid => {}
             Some(_) if matches => claimed.push(i),
@@ -149,8 +149,8 @@ fn claim<'a>(
 }
 
 /// Claimed pods grouped by target node (§2.5), each node's pods in primary order.
-fn by_node(pods: &[Pod], include_deleted_terminal: bool) -> BTreeMap<String, Vec<Pod>> {
-    let mut map: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
+fn by_node(pods: &[Arc<Pod>], include_deleted_terminal: bool) -> PodsByNode {
+    let mut map = PodsByNode::new();
     for p in pods {
         let terminal = matches!(phase(p), "Failed" | "Succeeded");
         if terminal && deleting(&p.metadata) && !include_deleted_terminal {
@@ -161,14 +161,22 @@ fn by_node(pods: &[Pod], include_deleted_terminal: bool) -> BTreeMap<String, Vec
         }
     }
     for list in map.values_mut() {
-        list.sort_by(rules::primary_order);
+        list.sort_by(|a, b| rules::primary_order(a, b));
     }
     map
 }
 
+/// Claimed pods by the node they target, each node's pods in primary order.
+type PodsByNode = BTreeMap<String, Vec<Arc<Pod>>>;
+
 struct Ctx<'a> {
     ds: &'a DaemonSet,
     nodes: &'a [Arc<Node>],
+    /// `NodeShouldRunDaemonPod` for each of `nodes`, at the same index: worked out once per
+    /// pass, as manage, the rolling update, the budgets and the status all ask it.
+    eligibility: Vec<rules::Eligibility>,
+    /// Index into `nodes` by name.
+    by_name: HashMap<&'a str, usize>,
     now: Timestamp,
     hash: String,
     template_generation: Option<i64>,
@@ -177,9 +185,17 @@ struct Ctx<'a> {
 
 impl<'a> Ctx<'a> {
     fn new(input: &PassInput<'a>, hash: String) -> Self {
+        let placement = rules::DaemonPlacement::new(input.ds);
         Ctx {
             ds: input.ds,
             nodes: input.nodes,
+            eligibility: input.nodes.iter().map(|n| placement.on(n)).collect(),
+            by_name: input
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.metadata.name.as_deref().unwrap_or(""), i))
+                .collect(),
             now: input.now,
             hash,
             template_generation: rules::template_generation(input.ds),
@@ -195,11 +211,16 @@ impl<'a> Ctx<'a> {
     fn available(&self, p: &Pod) -> bool {
         rules::is_available(p, self.min_ready, self.now)
     }
-    fn node(&self, name: &str) -> Option<&Node> {
+    /// Nodes with their eligibility.
+    fn placed(&self) -> impl Iterator<Item = (&'a Node, rules::Eligibility)> + '_ {
         self.nodes
             .iter()
-            .find(|n| n.metadata.name.as_deref() == Some(name))
             .map(|n| &**n)
+            .zip(self.eligibility.iter().copied())
+    }
+    /// The eligibility of the node with this name, if it exists.
+    fn eligibility_of(&self, name: &str) -> Option<rules::Eligibility> {
+        self.by_name.get(name).map(|&i| self.eligibility[i])
     }
     fn allows_surge(&self) -> bool {
         let strategy = self
@@ -216,15 +237,15 @@ impl<'a> Ctx<'a> {
 }
 
 /// The pod manage creates, as the simulation sees it (observed at once, not Ready).
-fn simulated_pod(ctx: &Ctx<'_>, node: &str) -> Pod {
+fn simulated_pod(ctx: &Ctx<'_>, node: &str) -> Arc<Pod> {
     let mut p = rules::new_pod(ctx.ds, node, &ctx.hash);
     p.metadata.name = Some(format!("{}-new-{node}", name_of(&ctx.ds.metadata)));
     p.metadata.creation_timestamp = Some(Time(ctx.now));
-    p
+    Arc::new(p)
 }
 
 /// `manage` (§2.6): creates, deletes, events and backoff for one pass.
-fn manage(ctx: &Ctx<'_>, map: &BTreeMap<String, Vec<Pod>>, backoff: &Backoff, plan: &mut Plan) {
+fn manage(ctx: &Ctx<'_>, map: &PodsByNode, backoff: &Backoff, plan: &mut Plan) {
     let uid = ctx.ds.metadata.uid.as_deref().unwrap_or("");
     let observed_gen = ctx
         .ds
@@ -234,9 +255,8 @@ fn manage(ctx: &Ctx<'_>, map: &BTreeMap<String, Vec<Pod>>, backoff: &Backoff, pl
         .unwrap_or(0);
     let ns = ctx.ds.metadata.namespace.clone().unwrap_or_default();
     let surge = ctx.allows_surge();
-    for node in ctx.nodes {
+    for (node, e) in ctx.placed() {
         let node_name = name_of(&node.metadata);
-        let e = rules::node_should_run(node, ctx.ds);
         let pods = map.get(&node_name);
         if e.should_run && pods.is_none() {
             plan.creates.push(node_name);
@@ -331,12 +351,7 @@ fn manage(ctx: &Ctx<'_>, map: &BTreeMap<String, Vec<Pod>>, backoff: &Backoff, pl
 }
 
 /// Applies creates and deletes to the per-node map, as if observed.
-fn simulate(
-    ctx: &Ctx<'_>,
-    map: &mut BTreeMap<String, Vec<Pod>>,
-    creates: &[String],
-    deletes: &[String],
-) {
+fn simulate(ctx: &Ctx<'_>, map: &mut PodsByNode, creates: &[String], deletes: &[String]) {
     let gone: BTreeSet<&String> = deletes.iter().collect();
     for pods in map.values_mut() {
         pods.retain(|p| !gone.contains(&name_of(&p.metadata)));
@@ -345,14 +360,17 @@ fn simulate(
     for node in creates {
         let pods = map.entry(node.clone()).or_default();
         pods.push(simulated_pod(ctx, node));
-        pods.sort_by(rules::primary_order);
+        pods.sort_by(|a, b| rules::primary_order(a, b));
     }
 }
 
 /// `findUpdatedPodsOnNode`: (new, old, ok).
-fn updated_on_node<'p>(ctx: &Ctx<'_>, pods: &'p [Pod]) -> (Option<&'p Pod>, Option<&'p Pod>, bool) {
+fn updated_on_node<'p>(
+    ctx: &Ctx<'_>,
+    pods: &'p [Arc<Pod>],
+) -> (Option<&'p Pod>, Option<&'p Pod>, bool) {
     let (mut new, mut old) = (None, None);
-    for p in pods.iter().filter(|p| !deleting(&p.metadata)) {
+    for p in pods.iter().map(|p| &**p).filter(|p| !deleting(&p.metadata)) {
         let slot = if rules::is_updated(p, &ctx.hash, ctx.template_generation) {
             &mut new
         } else {
@@ -381,14 +399,14 @@ pub struct Budgets {
 /// Scales maxSurge and maxUnavailable against the desired node count, percentages rounding up;
 /// when both come to 0 (possible only for objects stored before validation forbade it)
 /// maxUnavailable falls back to 1, so a rollout can always progress.
-fn budgets<N: Borrow<Node>>(
+fn budgets<'n>(
     ds: &DaemonSet,
-    nodes: &[N],
-    map: &BTreeMap<String, Vec<Pod>>,
+    placed: impl Iterator<Item = (&'n Node, rules::Eligibility)>,
+    map: &PodsByNode,
 ) -> Result<Budgets, String> {
     let (mut desired, mut empty_nodes) = (0, 0);
-    for node in nodes.iter().map(Borrow::borrow) {
-        if rules::node_should_run(node, ds).should_run {
+    for (node, e) in placed {
+        if e.should_run {
             desired += 1;
             if map.get(&name_of(&node.metadata)).is_none_or(Vec::is_empty) {
                 empty_nodes += 1;
@@ -420,18 +438,17 @@ fn budgets<N: Borrow<Node>>(
 pub fn budgets_for<N: Borrow<Node>>(
     ds: &DaemonSet,
     nodes: &[N],
-    pods: &[Pod],
+    pods: &[Arc<Pod>],
 ) -> Result<Budgets, String> {
-    budgets(ds, nodes, &by_node(pods, false))
+    let placement = rules::DaemonPlacement::new(ds);
+    let placed = nodes.iter().map(|n| (n.borrow(), placement.on(n.borrow())));
+    budgets(ds, placed, &by_node(pods, false))
 }
 
-fn rolling_update(
-    ctx: &Ctx<'_>,
-    map: &BTreeMap<String, Vec<Pod>>,
-) -> Result<(Vec<String>, Vec<String>), String> {
-    let mut entries: BTreeMap<String, Vec<Pod>> = map.clone();
-    for node in ctx.nodes {
-        if rules::node_should_run(node, ctx.ds).should_run {
+fn rolling_update(ctx: &Ctx<'_>, map: &PodsByNode) -> Result<(Vec<String>, Vec<String>), String> {
+    let mut entries: PodsByNode = map.clone();
+    for (node, e) in ctx.placed() {
+        if e.should_run {
             entries.entry(name_of(&node.metadata)).or_default();
         }
     }
@@ -440,7 +457,7 @@ fn rolling_update(
         max_unavailable,
         desired,
         ..
-    } = budgets(ctx.ds, ctx.nodes, map)?;
+    } = budgets(ctx.ds, ctx.placed(), map)?;
     let (mut creates, mut deletes) = (Vec::new(), Vec::new());
     if max_surge == 0 {
         let mut unavailable = 0;
@@ -490,13 +507,15 @@ fn rolling_update(
         match (old, new) {
             (None, _) => {}
             (Some(o), None) => {
-                let node = ctx.node(node_name).ok_or_else(|| {
-                    format!(
-                        "node {node_name:?} of pod {} no longer exists",
-                        name_of(&o.metadata)
-                    )
-                })?;
-                let should_run = rules::node_should_run(node, ctx.ds).should_run;
+                let should_run = ctx
+                    .eligibility_of(node_name)
+                    .ok_or_else(|| {
+                        format!(
+                            "node {node_name:?} of pod {} no longer exists",
+                            name_of(&o.metadata)
+                        )
+                    })?
+                    .should_run;
                 if !ctx.available(o) {
                     if should_run {
                         allowed_nodes.push(node_name.clone());
@@ -529,18 +548,14 @@ fn rolling_update(
 }
 
 /// Status (§2.12) from the per-node map.
-fn compute_status(
-    ctx: &Ctx<'_>,
-    map: &BTreeMap<String, Vec<Pod>>,
-    observed: bool,
-) -> DaemonSetStatus {
+fn compute_status(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> DaemonSetStatus {
     let (mut desired, mut current, mut ready, mut available, mut updated, mut misscheduled) =
         (0, 0, 0, 0, 0, 0);
-    for node in ctx.nodes {
+    for (node, e) in ctx.placed() {
         let pods = map
             .get(node.metadata.name.as_deref().unwrap_or(""))
             .filter(|p| !p.is_empty());
-        if rules::node_should_run(node, ctx.ds).should_run {
+        if e.should_run {
             desired += 1;
             let Some(pods) = pods else { continue };
             current += 1;
@@ -600,7 +615,7 @@ fn status_changed(old: Option<&DaemonSetStatus>, new: &DaemonSetStatus) -> bool 
 fn history(
     input: &PassInput<'_>,
     revisions: &[&ControllerRevision],
-    claimed_pods: &[Pod],
+    claimed_pods: &[Arc<Pod>],
     plan: &mut Plan,
 ) -> (String, Vec<ControllerRevision>) {
     let ds = input.ds;
@@ -699,7 +714,7 @@ fn history(
 }
 
 /// `cleanupHistory` (§2.11): old revisions beyond the limit that no pod uses, oldest first.
-fn cleanup(ds: &DaemonSet, mut old: Vec<ControllerRevision>, pods: &[Pod]) -> Vec<String> {
+fn cleanup(ds: &DaemonSet, mut old: Vec<ControllerRevision>, pods: &[Arc<Pod>]) -> Vec<String> {
     let limit = ds
         .spec
         .as_ref()
@@ -762,7 +777,7 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
     let (claimed_idx, adopt, release) = claim(ds, &sel, input.pods.iter().map(|p| &p.metadata));
     plan.adopt_pods = adopt;
     plan.release_pods = release;
-    let claimed: Vec<Pod> = claimed_idx
+    let claimed: Vec<Arc<Pod>> = claimed_idx
         .into_iter()
         .map(|i| input.pods[i].clone())
         .collect();
@@ -771,7 +786,7 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
     plan.adopt_revisions = adopt_r;
     plan.release_revisions = release_r;
     let revisions: Vec<&ControllerRevision> =
-        rev_idx.into_iter().map(|i| &input.revisions[i]).collect();
+        rev_idx.into_iter().map(|i| &*input.revisions[i]).collect();
     let (hash, old) = history(input, &revisions, &claimed, &mut plan);
     plan.hash = hash.clone();
     let ctx = Ctx::new(input, hash);
@@ -853,7 +868,7 @@ pub fn status_after(
 ) -> Option<DaemonSetStatus> {
     let sel = selector::from_label_selector(input.ds.spec.as_ref().map(|s| &s.selector)).ok()?;
     let (claimed_idx, _, _) = claim(input.ds, &sel, input.pods.iter().map(|p| &p.metadata));
-    let claimed: Vec<Pod> = claimed_idx
+    let claimed: Vec<Arc<Pod>> = claimed_idx
         .into_iter()
         .map(|i| input.pods[i].clone())
         .collect();

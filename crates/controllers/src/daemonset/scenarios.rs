@@ -177,6 +177,23 @@ impl World {
     }
 
     /// One pass, applied; returns (creates, deletes).
+    /// The pods and revisions as a pass takes them (shared, as in the controller's caches).
+    fn shared(
+        &self,
+    ) -> (
+        Vec<std::sync::Arc<Pod>>,
+        Vec<std::sync::Arc<ControllerRevision>>,
+    ) {
+        (
+            self.pods.iter().cloned().map(std::sync::Arc::new).collect(),
+            self.revisions
+                .iter()
+                .cloned()
+                .map(std::sync::Arc::new)
+                .collect(),
+        )
+    }
+
     fn pass(&mut self) -> (usize, usize) {
         let nodes: Vec<std::sync::Arc<Node>> = self
             .nodes
@@ -184,11 +201,12 @@ impl World {
             .cloned()
             .map(std::sync::Arc::new)
             .collect();
+        let (pods, revisions) = self.shared();
         let plan = sync(&PassInput {
             ds: &self.ds,
             nodes: &nodes,
-            pods: &self.pods,
-            revisions: &self.revisions,
+            pods: &pods,
+            revisions: &revisions,
             backoff: &self.backoff,
             expectations_satisfied: true,
             now: self.now,
@@ -1458,11 +1476,12 @@ fn s134_observed_generation_lags_while_expectations_pending() {
     w.set_image("foo/bar:2");
     let nodes: Vec<std::sync::Arc<Node>> =
         w.nodes.iter().cloned().map(std::sync::Arc::new).collect();
+    let (pods, revisions) = w.shared();
     let plan = sync(&PassInput {
         ds: &w.ds,
         nodes: &nodes,
-        pods: &w.pods,
-        revisions: &w.revisions,
+        pods: &pods,
+        revisions: &revisions,
         backoff: &w.backoff,
         expectations_satisfied: false,
         now: w.now,
@@ -1913,7 +1932,7 @@ fn s100_budget_arithmetic() {
         for i in ready..ready + terminating {
             own_pod(&mut w, &format!("node-{i}"), true);
         }
-        let got = budgets_for(&w.ds, &w.nodes, &w.pods).expect("budgets");
+        let got = budgets_for(&w.ds, &w.nodes, &w.shared().0).expect("budgets");
         let want = Budgets {
             max_surge: want.0,
             max_unavailable: want.1,
