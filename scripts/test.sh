@@ -13,6 +13,17 @@ if ! command -v kubectl >/dev/null 2>&1; then
   exit 1
 fi
 
+# kubectl 1.20 as an outside client too: Debian's package, extracted beside the repository and
+# never installed over the system kubectl.
+KUBECTL_120="$PWD/.cache/kubectl-1.20/usr/bin/kubectl"
+if [ ! -x "$KUBECTL_120" ]; then
+  log "kubectl 1.20 (Debian's kubernetes-client, extracted with dpkg -x)"
+  mkdir -p .cache/kubectl-1.20
+  (cd .cache && apt-get download kubernetes-client >/dev/null 2>&1 || { apt-get update -qq && apt-get download kubernetes-client; })
+  dpkg -x .cache/kubernetes-client_*.deb .cache/kubectl-1.20
+fi
+export KUBECTL_120
+
 log "python test environment"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

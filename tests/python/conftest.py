@@ -22,6 +22,16 @@ def everynode_binary():
     return path
 
 
+def kubectl_120_binary():
+    """Debian's kubectl 1.20, extracted by scripts/test.sh (KUBECTL_120)."""
+    path = os.environ.get("KUBECTL_120")
+    if not path or not os.path.exists(path):
+        if os.environ.get("CI") == "true":
+            pytest.fail("kubectl 1.20 is required in CI (scripts/test.sh extracts it)")
+        pytest.skip("kubectl 1.20 not extracted; run scripts/test.sh")
+    return path
+
+
 def kubectl_binary():
     path = os.environ.get("KUBECTL") or shutil.which("kubectl")
     if not path:
@@ -39,6 +49,8 @@ class Server:
         self.extra_args = list(extra_args)
         self.proc = None
         self.url = None
+        # Which kubectl `kubectl()` runs; None: the machine's.
+        self.kubectl_path = None
 
     @property
     def kubeconfig(self):
@@ -80,7 +92,7 @@ class Server:
     def kubectl(self, *args, check=True, input=None, env=None):
         full_env = dict(os.environ, KUBECONFIG=self.kubeconfig, HOME=str(self.data_dir / "home"))
         full_env.update(env or {})
-        result = subprocess.run([kubectl_binary(), *args], capture_output=True, text=True, env=full_env, input=input, timeout=120)
+        result = subprocess.run([self.kubectl_path or kubectl_binary(), *args], capture_output=True, text=True, env=full_env, input=input, timeout=120)
         if check and result.returncode != 0:
             raise AssertionError(f"kubectl {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result

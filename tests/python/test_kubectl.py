@@ -8,7 +8,23 @@ import textwrap
 
 import yaml
 
-from conftest import EXAMPLES
+import pytest
+
+from conftest import API_ONLY, EXAMPLES, Server, kubectl_120_binary
+
+
+@pytest.fixture(params=["1.33", "1.20"], ids=["kubectl-1.33", "kubectl-1.20"])
+def server(request, tmp_data_dir):
+    """Every test here runs with the machine's kubectl (1.33) and with Debian's 1.20."""
+    s = Server(tmp_data_dir, API_ONLY).start()
+    if request.param == "1.20":
+        s.kubectl_path = kubectl_120_binary()
+    yield s
+    s.kill()
+
+
+def is_120(server):
+    return server.kubectl_path is not None
 
 DS = textwrap.dedent("""\
     apiVersion: apps/v1
@@ -64,10 +80,37 @@ def test_create_with_default_validation(server):
 def test_create_rejects_misplaced_fields_by_path(server):
     result = server.kubectl("create", "-f", str(EXAMPLES / "k8s-docs-fluentd.yaml"), check=False)
     assert result.returncode == 1
-    assert "Error from server (BadRequest)" in result.stderr
-    for field in ("spec.template.tolerations", "spec.template.containers"):
-        assert f'unknown field "{field}"' in result.stderr
+    if is_120(server):
+        # 1.20 validates on the client, against /openapi/v2, before sending anything.
+        assert "error validating data: [ValidationError(DaemonSet.spec.template)" in result.stderr
+        for field in ("tolerations", "containers"):
+            assert f'unknown field "{field}" in io.k8s.api.core.v1.PodTemplateSpec' in result.stderr
+    else:
+        assert "Error from server (BadRequest)" in result.stderr
+        for field in ("spec.template.tolerations", "spec.template.containers"):
+            assert f'unknown field "{field}"' in result.stderr
     assert server.kubectl("get", "ds", "-A", "-o", "name").stdout == ""
+
+
+def test_example_manifests_through_create(server):
+    """The other three manifests of ../shared/examples as `kubectl create -f` treats them (the
+    fluentd one is the test above)."""
+    for broken, line in (("dce-hwameistor-en.yaml", 16), ("cka-fluentd-es-demo.yaml", 30)):
+        result = server.kubectl("create", "-f", str(EXAMPLES / broken), check=False)
+        assert result.returncode == 1
+        assert f"error converting YAML to JSON: yaml: line {line}:" in result.stderr, result.stderr
+    assert server.kubectl("get", "ds", "-A", "-o", "name").stdout == "", "nothing is created"
+    # kubectl clears resourceVersion before creating (upstream's resource helper), so the
+    # exported manifest creates; the server sets uid, creationTimestamp and generation anew.
+    exported = EXAMPLES / "dce-hwameistor-zh.yaml"
+    original = yaml.safe_load(exported.read_text())
+    server.kubectl("create", "namespace", "hwameistor")
+    out = server.kubectl("create", "-f", str(exported)).stdout
+    assert out.strip() == "daemonset.apps/hwameistor-local-disk-manager created"
+    created = json.loads(server.kubectl("get", "ds", "-n", "hwameistor", "-o", "json").stdout)["items"][0]
+    assert created["metadata"]["uid"] != original["metadata"]["uid"]
+    assert created["metadata"]["generation"] == 1
+    assert created["status"].get("desiredNumberScheduled", 0) == 0, "status is the server's, not the file's"
 
 
 def test_apply_twice_then_unchanged(server):
@@ -80,6 +123,57 @@ def test_apply_twice_then_unchanged(server):
     assert container["env"] == [{"name": "B", "value": "2"}], "the three-way patch removed what the old config had"
     assert obj["metadata"]["generation"] == 2
     assert server.kubectl("apply", "-f", "-", input=changed).stdout.strip() == "daemonset.apps/fluentd unchanged"
+
+
+def managers(server, name="fluentd"):
+    # kubectl 1.20 always prints managedFields; later versions hide them unless asked.
+    show = [] if is_120(server) else ["--show-managed-fields"]
+    obj = json.loads(server.kubectl("get", "ds", name, "-o", "json", *show).stdout)
+    return {(e["manager"], e["operation"]): e["fieldsV1"] for e in obj["metadata"]["managedFields"]}
+
+
+def test_apply_server_side_creates_updates_and_records_the_manager(server):
+    out = server.kubectl("apply", "--server-side", "-f", "-", input=DS).stdout
+    assert out.strip() == "daemonset.apps/fluentd serverside-applied"
+    owned = managers(server)[("kubectl", "Apply")]
+    container = owned["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"fluentd"}']
+    assert set(container) == {".", "f:env", "f:image", "f:name"}
+    changed = DS.replace("fluentd:v1.16", "fluentd:v1.17").replace('{name: A, value: "1"}', '{name: B, value: "2"}')
+    assert server.kubectl("apply", "--server-side", "-f", "-", input=changed).stdout.strip() == "daemonset.apps/fluentd serverside-applied"
+    obj = json.loads(server.kubectl("get", "ds", "fluentd", "-o", "json").stdout)
+    container = obj["spec"]["template"]["spec"]["containers"][0]
+    assert container["image"] == "fluentd:v1.17"
+    assert container["env"] == [{"name": "B", "value": "2"}], "the env var no longer applied is removed"
+    if not is_120(server):
+        assert "managedFields" not in obj["metadata"], "kubectl hides managedFields unless asked"
+
+
+def test_apply_server_side_conflict_names_the_manager_and_field_then_force_takes_it(server):
+    server.kubectl("apply", "--server-side", "-f", "-", input=DS)
+    other = DS.replace("fluentd:v1.16", "fluentd:v2")
+    result = server.kubectl("apply", "--server-side", "--field-manager=ops", "-f", "-", input=other, check=False)
+    assert result.returncode == 1
+    first = result.stderr.splitlines()[0]
+    assert first == 'error: Apply failed with 1 conflict: conflict with "kubectl": .spec.template.spec.containers[name="fluentd"].image'
+    assert "--force-conflicts" in result.stderr
+    image = server.kubectl("get", "ds", "fluentd", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert image == "fluentd:v1.16", "a refused apply changes nothing"
+    server.kubectl("apply", "--server-side", "--field-manager=ops", "--force-conflicts", "-f", "-", input=other)
+    image = server.kubectl("get", "ds", "fluentd", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert image == "fluentd:v2"
+    fields = managers(server)
+    path = lambda m: fields[(m, "Apply")]["f:spec"]["f:template"]["f:spec"]["f:containers"]['k:{"name":"fluentd"}']
+    assert "f:image" in path("ops")
+    assert "f:image" not in path("kubectl"), "forcing moved the field to the new manager"
+
+
+def test_apply_server_side_conflicts_with_an_imperative_change(server):
+    create_ds(server)
+    server.kubectl("set", "image", "ds/fluentd", "fluentd=fluentd:v3")
+    result = server.kubectl("apply", "--server-side", "-f", "-", input=DS, check=False)
+    assert result.returncode == 1
+    assert 'conflict with "kubectl-set" using apps/v1: .spec.template.spec.containers[name="fluentd"].image' in result.stderr
+    assert ("kubectl-create", "Update") in managers(server)
 
 
 def test_get_wide_yaml_json_jsonpath(server):
@@ -148,7 +242,9 @@ def test_label_and_annotate(server):
     assert server.kubectl("annotate", "ds", "fluentd", "owner=platform").stdout.strip() == "daemonset.apps/fluentd annotated"
     meta = json.loads(server.kubectl("get", "ds", "fluentd", "-o", "json").stdout)["metadata"]
     assert meta["labels"]["tier"] == "logging" and meta["annotations"]["owner"] == "platform"
-    assert server.kubectl("label", "ds", "fluentd", "tier-").stdout.strip() == "daemonset.apps/fluentd unlabeled"
+    # kubectl 1.20 says "labeled" for a removal too; later versions say "unlabeled".
+    removed = "labeled" if is_120(server) else "unlabeled"
+    assert server.kubectl("label", "ds", "fluentd", "tier-").stdout.strip() == f"daemonset.apps/fluentd {removed}"
     refused = server.kubectl("label", "ds", "fluentd", "k8s-app=other", check=False)
     assert refused.returncode == 1 and "'k8s-app' already has a value (fluentd-logging)" in refused.stderr
 
@@ -205,9 +301,16 @@ def test_api_resources(server):
 
 def test_explain_update_strategy(server):
     out = server.kubectl("explain", "ds.spec.updateStrategy").stdout
-    assert "KIND:       DaemonSet" in out
-    assert "FIELD: updateStrategy <DaemonSetUpdateStrategy>" in out
-    assert "rollingUpdate\t<RollingUpdateDaemonSet>" in out
+    if is_120(server):
+        # 1.20 reads /openapi/v2 and names object fields <Object>.
+        assert "KIND:     DaemonSet" in out
+        assert "RESOURCE: updateStrategy <Object>" in out
+        assert "rollingUpdate\t<Object>" in out
+    else:
+        assert "KIND:       DaemonSet" in out
+        assert "FIELD: updateStrategy <DaemonSetUpdateStrategy>" in out
+        assert "rollingUpdate\t<RollingUpdateDaemonSet>" in out
+    assert 'Type of daemon set update. Can be "RollingUpdate" or "OnDelete"' in out
 
 
 def test_create_generators_send_protobuf_and_work(server):

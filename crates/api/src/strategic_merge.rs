@@ -140,6 +140,62 @@ fn field(ty: Ty, name: &str) -> (Ty, ListStrategy) {
     (Ty::Any, ListStrategy::Replace)
 }
 
+/// How server-side apply treats a list (`x-kubernetes-list-type`), from the same table the
+/// strategic merge patch uses: lists merged on a key are associative, primitive lists merged as
+/// sets are sets, every other list is atomic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListType {
+    Atomic,
+    Set,
+    /// Items identified by these fields (`x-kubernetes-list-map-keys`).
+    Map(&'static [&'static str]),
+}
+
+/// A position in an object's type, for walking it field by field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schema(Ty);
+
+impl Schema {
+    /// The top of an object of `kind`.
+    pub fn root(kind: Kind) -> Self {
+        Schema(Ty::Root(kind))
+    }
+
+    /// The type of `name` inside this one (of its items, for a list), and its list type.
+    pub fn field(self, name: &str) -> (Schema, ListType) {
+        let (child, strategy) = field(self.0, name);
+        let list = match strategy {
+            ListStrategy::Replace => ListType::Atomic,
+            MergeSet => ListType::Set,
+            // Upstream keys container and service ports on the port and the protocol.
+            MergeOn(_) if name == "ports" && matches!(self.0, Ty::Container | Ty::ServiceSpec) => {
+                if self.0 == Ty::Container {
+                    ListType::Map(&["containerPort", "protocol"])
+                } else {
+                    ListType::Map(&["port", "protocol"])
+                }
+            }
+            MergeOn(key) => ListType::Map(map_keys(key)),
+        };
+        (Schema(child), list)
+    }
+}
+
+/// `key` as a one-element key list with a static lifetime.
+fn map_keys(key: &'static str) -> &'static [&'static str] {
+    const KEYS: &[&[&str]] = &[
+        &["uid"],
+        &["type"],
+        &["ip"],
+        &["name"],
+        &["mountPath"],
+        &["devicePath"],
+        &["containerPort"],
+        &["port"],
+    ];
+    KEYS.iter().find(|k| k[0] == key).copied().unwrap_or(&[])
+}
+
 fn schema_type_name(ty: Ty) -> Option<&'static str> {
     Some(match ty {
         Ty::ObjectMeta => "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",

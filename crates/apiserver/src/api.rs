@@ -7,7 +7,7 @@ use crate::clock::{Clock, format_time};
 use crate::error::{ApiError, ApiResult};
 use crate::object::{self, finalizers, meta_str, remove_meta, set_finalizers, set_meta};
 use everynode_api::registry::{Kind, Resource};
-use everynode_api::{defaults, strategy, validation};
+use everynode_api::{defaults, managed_fields, strategy, validation};
 use everynode_store::{Error as StoreError, KeyValue, Revision, Store};
 use rand::Rng;
 use serde_json::{Value, json};
@@ -150,6 +150,7 @@ impl Api {
         namespace: Option<&str>,
         obj: Value,
         dry_run: bool,
+        manager: Option<&str>,
     ) -> ApiResult<Value> {
         let mut obj = self.decode(res, obj)?;
         if let Some(rv) = meta_str(&obj, "resourceVersion")
@@ -213,6 +214,9 @@ impl Api {
         let display_name = meta_str(&obj, "name").unwrap_or_default().to_owned();
         if !errors.is_empty() {
             return Err(ApiError::invalid(res, &display_name, &errors));
+        }
+        if let Some(manager) = manager {
+            self.record_update(res, None, &mut obj, manager, UpdateMode::Main);
         }
         if dry_run {
             return Ok(obj);
@@ -279,6 +283,7 @@ impl Api {
     /// The shared read-modify-write loop: reads the stored object, applies `mutate`, runs the
     /// registry rules for `mode`, and writes with compare-and-swap. A lost race is retried unless
     /// the caller pinned a resourceVersion.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update_with(
         &self,
         res: &'static Resource,
@@ -286,6 +291,7 @@ impl Api {
         name: &str,
         mode: UpdateMode,
         dry_run: bool,
+        manager: Option<&str>,
         mutate: &(dyn Fn(&Value) -> ApiResult<Value> + Send + Sync),
     ) -> ApiResult<Value> {
         let key = self.key(res, namespace, name);
@@ -342,6 +348,9 @@ impl Api {
             if !errors.is_empty() {
                 return Err(ApiError::invalid(res, name, &errors));
             }
+            if let Some(manager) = manager {
+                self.record_update(res, Some(&current), &mut new, manager, mode);
+            }
             let deleting = meta_str(&current, "deletionTimestamp").is_some();
             let old_finalizers = finalizers(&current);
             let added: Vec<String> = finalizers(&new)
@@ -389,6 +398,41 @@ impl Api {
         Err(ApiError::modified(res, name))
     }
 
+    /// Gives `manager` the fields this write changes (`metadata.managedFields`). Server-internal
+    /// writes are not tracked.
+    fn record_update(
+        &self,
+        res: &Resource,
+        old: Option<&Value>,
+        new: &mut Value,
+        manager: &str,
+        mode: UpdateMode,
+    ) {
+        let Some(part) = self.field_part(res, mode) else {
+            return;
+        };
+        let time = format_time(self.clock.now());
+        let api_version = res.api_version();
+        let writer = managed_fields::Writer {
+            manager,
+            api_version: &api_version,
+            time: &time,
+            part,
+        };
+        managed_fields::record_update(old, new, res.id, writer);
+    }
+
+    /// Which part of the object a write in `mode` owns, for field tracking.
+    pub fn field_part(&self, res: &Resource, mode: UpdateMode) -> Option<managed_fields::Part> {
+        match mode {
+            UpdateMode::Main => Some(managed_fields::Part::Main {
+                has_status: res.subresources.contains(&"status"),
+            }),
+            UpdateMode::Status => Some(managed_fields::Part::Status),
+            UpdateMode::System => None,
+        }
+    }
+
     /// An object marked for deletion goes once no finalizer and no grace period holds it.
     fn deletion_complete(&self, res: &Resource, obj: &Value) -> bool {
         if meta_str(obj, "deletionTimestamp").is_none() || !finalizers(obj).is_empty() {
@@ -411,6 +455,7 @@ impl Api {
     }
 
     /// Replaces an object (PUT). Leases, Events and Endpoints are created when absent, as upstream allows.
+    #[allow(clippy::too_many_arguments)]
     pub async fn replace(
         &self,
         res: &'static Resource,
@@ -419,6 +464,7 @@ impl Api {
         body: Value,
         mode: UpdateMode,
         dry_run: bool,
+        manager: Option<&str>,
     ) -> ApiResult<(Value, bool)> {
         let mut obj = self.decode(res, body)?;
         match meta_str(&obj, "name") {
@@ -443,7 +489,9 @@ impl Api {
             Kind::Lease | Kind::Event | Kind::EventsV1Event | Kind::Endpoints
         );
         let result = self
-            .update_with(res, namespace, name, mode, dry_run, &|_| Ok(obj.clone()))
+            .update_with(res, namespace, name, mode, dry_run, manager, &|_| {
+                Ok(obj.clone())
+            })
             .await;
         match result {
             Err(e)
@@ -453,7 +501,10 @@ impl Api {
             {
                 let mut fresh = obj.clone();
                 remove_meta(&mut fresh, "resourceVersion");
-                Ok((self.create(res, namespace, fresh, dry_run).await?, true))
+                Ok((
+                    self.create(res, namespace, fresh, dry_run, manager).await?,
+                    true,
+                ))
             }
             other => other.map(|v| (v, false)),
         }
@@ -623,7 +674,7 @@ impl Api {
         let now = format_time(self.clock.now());
         let node = node.to_owned();
         let pod_name = pod.to_owned();
-        self.update_with(res, Some(namespace), pod, UpdateMode::System, dry_run, &move |current| {
+        self.update_with(res, Some(namespace), pod, UpdateMode::System, dry_run, None, &move |current| {
             if meta_str(current, "deletionTimestamp").is_some() {
                 return Err(ApiError::conflict(res, &pod_name, &format!("pod {pod_name} is being deleted, cannot be assigned to a host")));
             }

@@ -79,6 +79,18 @@ impl ApiError {
         .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
 
+    /// 409 for a server-side apply that would change fields other managers own; one cause
+    /// (reason `FieldManagerConflict`) per field, as upstream's `NewApplyConflict`.
+    pub fn apply_conflict(conflicts: &everynode_api::managed_fields::Conflicts) -> Self {
+        let causes: Vec<Value> = conflicts
+            .0
+            .iter()
+            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
+            .collect();
+        Self::new(StatusCode::CONFLICT, "Conflict", conflicts.to_string())
+            .with_details(json!({"causes": causes}))
+    }
+
     /// The usual stale-resourceVersion conflict.
     pub fn modified(res: &Resource, name: &str) -> Self {
         Self::conflict(
@@ -104,6 +116,19 @@ impl ApiError {
             ),
         )
         .with_details(json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes}))
+    }
+
+    /// 422 for invalid `PatchOptions` (a missing fieldManager on apply, force elsewhere).
+    pub fn unprocessable_patch_options(field: &str, detail: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {detail}"),
+        )
+        .with_details(
+            json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [
+            {"reason": "FieldValueInvalid", "message": detail, "field": field}]}),
+        )
     }
 
     /// 400.
@@ -147,7 +172,7 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
             format!(
-                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json; got {content_type:?}"
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json; got {content_type:?}"
             ),
         )
     }

@@ -69,6 +69,7 @@ pub fn router(api: Arc<Api>, tokens: Tokens) -> Router {
                 },
             ),
         )
+        .route("/openapi/v2", get(crate::openapi::v2))
         .route("/openapi/v3", get(crate::openapi::index))
         .route("/openapi/v3/{*path}", get(crate::openapi::document))
         .fallback(resource_request)
@@ -137,6 +138,49 @@ fn content_type(headers: &HeaderMap) -> String {
         .unwrap_or_default()
 }
 
+/// Parses a YAML (or JSON, which is YAML) body; errors name the line and column.
+fn yaml_body(body: &Bytes) -> ApiResult<Value> {
+    serde_yaml_ng::from_slice(body).map_err(|e| {
+        let at = e
+            .location()
+            .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
+            .unwrap_or_default();
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg);
+        ApiError::bad_request(format!("error converting YAML to JSON: yaml: {at}{msg}"))
+    })
+}
+
+/// The field manager of a write: `fieldManager`, else the client's user agent up to its first
+/// `/` (upstream's default), so kubectl's `kubectl-edit`, `kubectl-label`, ... own what they set.
+fn field_manager(q: &Query, headers: &HeaderMap) -> ApiResult<String> {
+    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
+        if m.len() > 128 {
+            return Err(ApiError::bad_request(format!(
+                "invalid fieldManager: may not be more than 128 characters, got {}",
+                m.len()
+            )));
+        }
+        return Ok(m.to_owned());
+    }
+    let agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let prefix: String = agent
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .chars()
+        .take(128)
+        .collect();
+    Ok(if prefix.is_empty() {
+        "unknown".to_owned()
+    } else {
+        prefix
+    })
+}
+
 /// Parses a JSON or YAML object body. YAML errors name the line and column.
 fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
     let ct = content_type(headers);
@@ -144,16 +188,7 @@ fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml_ng::from_slice(body)
-            .map_err(|e| {
-                let at = e
-                    .location()
-                    .map(|l| format!("line {}, column {}: ", l.line(), l.column()))
-                    .unwrap_or_default();
-                let msg = e.to_string();
-                let msg = msg.split(" at line ").next().unwrap_or(&msg);
-                ApiError::bad_request(format!("error converting YAML to JSON: yaml: {at}{msg}"))
-            })?,
+        "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_body(body)?,
         "application/vnd.kubernetes.protobuf" => {
             everynode_api::protobuf::decode(body).map_err(|e| match e {
                 everynode_api::protobuf::ProtobufError::Unsupported { .. } => {
@@ -307,7 +342,10 @@ async fn dispatch(
         (Method::POST, None, None) => {
             let raw = json_body(headers, &body)?;
             let warnings = check_fields(res, ns, &raw, field_validation(&q)?)?;
-            let obj = api.create(res, ns, raw, q.dry_run()?).await?;
+            let manager = field_manager(&q, headers)?;
+            let obj = api
+                .create(res, ns, raw, q.dry_run()?, Some(&manager))
+                .await?;
             Ok(with_warnings(
                 json_response(StatusCode::CREATED, &obj),
                 &warnings,
@@ -341,7 +379,10 @@ async fn dispatch(
             };
             let raw = json_body(headers, &body)?;
             let warnings = check_fields(res, ns, &raw, field_validation(&q)?)?;
-            let (obj, created) = api.replace(res, ns, name, raw, mode, q.dry_run()?).await?;
+            let manager = field_manager(&q, headers)?;
+            let (obj, created) = api
+                .replace(res, ns, name, raw, mode, q.dry_run()?, Some(&manager))
+                .await?;
             Ok(with_warnings(
                 json_response(
                     if created {
@@ -368,6 +409,7 @@ async fn dispatch(
                     name,
                     UpdateMode::System,
                     q.dry_run()?,
+                    None,
                     &move |current| {
                         let mut new = current.clone();
                         new["spec"]["finalizers"] = wanted.clone();
@@ -383,6 +425,16 @@ async fn dispatch(
             } else {
                 UpdateMode::Main
             };
+            if content_type(headers) == "application/apply-patch+yaml" {
+                let (obj, created, warnings) =
+                    apply_patch(api, res, ns, name, &body, mode, &q).await?;
+                let code = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok(with_warnings(json_response(code, &obj), &warnings));
+            }
             let (obj, warnings) = patch(api, res, ns, name, headers, &body, mode, &q).await?;
             Ok(with_warnings(ok(&obj), &warnings))
         }
@@ -421,6 +473,13 @@ async fn patch(
 ) -> ApiResult<(Value, Vec<String>)> {
     let dry_run = q.dry_run()?;
     let validation = field_validation(q)?;
+    if q.get("force").is_some() {
+        return Err(ApiError::unprocessable_patch_options(
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    let manager = field_manager(q, headers)?;
     let warnings = std::sync::Mutex::new(Vec::new());
     let ct = content_type(headers);
     let parsed: Value = serde_json::from_slice(body)
@@ -458,7 +517,7 @@ async fn patch(
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     let obj = api
-        .update_with(res, ns, name, mode, dry_run, &|current| {
+        .update_with(res, ns, name, mode, dry_run, Some(&manager), &|current| {
             let mut doc = current.clone();
             apply(&mut doc).map_err(|e| {
                 ApiError::invalid(
@@ -500,6 +559,118 @@ async fn patch(
             .into_inner()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
     ))
+}
+
+/// Server-side apply (`application/apply-patch+yaml`): the body is the manager's whole intent
+/// for the object. Creates the object when it does not exist. Returns the object, whether it
+/// was created, and the field-validation warnings.
+#[allow(clippy::too_many_arguments)]
+async fn apply_patch(
+    api: &Arc<Api>,
+    res: &'static Resource,
+    ns: Option<&str>,
+    name: &str,
+    body: &Bytes,
+    mode: UpdateMode,
+    q: &Query,
+) -> ApiResult<(Value, bool, Vec<String>)> {
+    let dry_run = q.dry_run()?;
+    let validation = field_validation(q)?;
+    let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+        return Err(ApiError::unprocessable_patch_options(
+            "fieldManager",
+            "Required value: is required for apply patch",
+        ));
+    };
+    let force = match q.get("force") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "invalid force parameter {other:?}: must be true or false"
+            )));
+        }
+    };
+    let config = yaml_body(body)?;
+    if !config.is_object() {
+        return Err(ApiError::bad_request(
+            "error decoding patch: an apply patch must be an object",
+        ));
+    }
+    for (field, want) in [
+        ("apiVersion", res.api_version()),
+        ("kind", res.kind.to_owned()),
+    ] {
+        match config.get(field).and_then(Value::as_str) {
+            Some(have) if have == want => {}
+            Some(have) => {
+                return Err(ApiError::bad_request(format!(
+                    "the {field} of the applied object ({have}) does not match the resource ({want})"
+                )));
+            }
+            None => {
+                return Err(ApiError::bad_request(format!(
+                    "error decoding patch: {field} must be set in an apply patch"
+                )));
+            }
+        }
+    }
+    match config
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+    {
+        Some(n) if n == name => {}
+        Some(n) => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                "error decoding patch: metadata.name must be set in an apply patch",
+            ));
+        }
+    }
+    let warnings = check_fields(res, ns, &config, validation)?;
+    let part = api
+        .field_part(res, mode)
+        .ok_or_else(|| ApiError::internal("apply is not a server-internal write"))?;
+    let time = crate::clock::format_time(api.clock.now());
+    let api_version = res.api_version();
+    let writer = everynode_api::managed_fields::Writer {
+        manager,
+        api_version: &api_version,
+        time: &time,
+        part,
+    };
+    let merge = |live: Option<&Value>| {
+        everynode_api::managed_fields::apply(live, &config, res.id, writer, force)
+            .map_err(|c| ApiError::apply_conflict(&c))
+    };
+    let updated = api
+        .update_with(res, ns, name, mode, dry_run, None, &|current| {
+            let merged = merge(Some(current))?;
+            let mut decoded = api.decode(res, merged)?;
+            // An apply carries no precondition unless the configuration names a resourceVersion.
+            match config["metadata"].get("resourceVersion") {
+                Some(pinned) => {
+                    crate::object::set_meta(&mut decoded, "resourceVersion", pinned.clone())
+                }
+                None => crate::object::remove_meta(&mut decoded, "resourceVersion"),
+            }
+            Ok(decoded)
+        })
+        .await;
+    match updated {
+        Ok(obj) => Ok((obj, false, warnings)),
+        Err(e) if e.code == StatusCode::NOT_FOUND && mode == UpdateMode::Main => {
+            let created = merge(None)?;
+            let obj = api.create(res, ns, created, dry_run, None).await?;
+            Ok((obj, true, warnings))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn delete_options(q: &Query, body: &Bytes) -> ApiResult<DeleteOptions> {

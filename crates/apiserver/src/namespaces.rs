@@ -20,7 +20,7 @@ pub async fn bootstrap(api: &Api) -> ApiResult<()> {
     let ns = registry::by_kind(Kind::Namespace);
     for name in SYSTEM_NAMESPACES {
         if api.get(ns, None, name, false).await.is_err() {
-            api.create(ns, None, json!({"metadata": {"name": name}}), false)
+            api.create(ns, None, json!({"metadata": {"name": name}}), false, None)
                 .await?;
         }
     }
@@ -38,7 +38,7 @@ pub async fn bootstrap(api: &Api) -> ApiResult<()> {
         ),
     ] {
         if api.get(pc, None, name, false).await.is_err() {
-            api.create(pc, None, json!({"metadata": {"name": name}, "value": value, "description": description, "globalDefault": false}), false).await?;
+            api.create(pc, None, json!({"metadata": {"name": name}, "value": value, "description": description, "globalDefault": false}), false, None).await?;
         }
     }
     Ok(())
@@ -79,18 +79,26 @@ async fn finalize(api: &Api, name: &str) -> ApiResult<bool> {
         return Ok(false);
     }
     let ns = registry::by_kind(Kind::Namespace);
-    api.update_with(ns, None, name, UpdateMode::System, false, &|current| {
-        let mut new = current.clone();
-        let kept: Vec<Value> = new["spec"]["finalizers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| *f != "kubernetes")
-            .cloned()
-            .collect();
-        new["spec"]["finalizers"] = json!(kept);
-        Ok(new)
-    })
+    api.update_with(
+        ns,
+        None,
+        name,
+        UpdateMode::System,
+        false,
+        None,
+        &|current| {
+            let mut new = current.clone();
+            let kept: Vec<Value> = new["spec"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| *f != "kubernetes")
+                .cloned()
+                .collect();
+            new["spec"]["finalizers"] = json!(kept);
+            Ok(new)
+        },
+    )
     .await?;
     Ok(true)
 }

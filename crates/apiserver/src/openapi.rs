@@ -1,5 +1,6 @@
-//! Serving the OpenAPI v3 documents: `/openapi/v3` lists one URL per group-version with a content
-//! hash, so clients (kubectl) can cache each document for as long as it is unchanged.
+//! Serving the OpenAPI documents: `/openapi/v3` lists one URL per group-version with a content
+//! hash, so clients (kubectl) can cache each document for as long as it is unchanged;
+//! `/openapi/v2` is the whole Swagger 2.0 document, as JSON or as gnostic protobuf.
 
 use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
@@ -85,4 +86,39 @@ pub async fn document(
         }
         None => (StatusCode::NOT_FOUND, crate::error::ApiError::no_route()).into_response(),
     }
+}
+
+/// `GET /openapi/v2`: protobuf when the client asks for it (kubectl before 1.27), else JSON.
+pub async fn v2(headers: axum::http::HeaderMap) -> Response {
+    static DOCS: OnceLock<(Vec<u8>, Vec<u8>, String)> = OnceLock::new();
+    let (json_body, proto_body, hash) = DOCS.get_or_init(|| {
+        let doc = everynode_api::openapi_v2::document();
+        let json_body = serde_json::to_vec(&doc).unwrap_or_default();
+        let hash = fingerprint(&json_body);
+        (
+            json_body,
+            everynode_api::openapi_v2::encode_protobuf(&doc),
+            hash,
+        )
+    });
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let protobuf = everynode_api::openapi_v2::PROTOBUF_MEDIA_TYPE;
+    // The protobuf media type is not a valid Content-Type (Go's parser refuses its `@`), so,
+    // as upstream, the bytes go out as an octet stream.
+    let (content_type, body) = if accept.contains(protobuf) {
+        ("application/octet-stream", proto_body.clone())
+    } else {
+        ("application/json", json_body.clone())
+    };
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::ETAG, &format!("\"{hash}\"")),
+        ],
+        body,
+    )
+        .into_response()
 }
