@@ -314,7 +314,8 @@ pub async fn run(client: Client, settings: Settings) {
         for node in &all_nodes {
             let name = node.name_any();
             let lease = lease_by_node.get(&name).cloned();
-            let mut node = (**node).clone();
+            // Shared with the cache; replaced only by what a status write returns.
+            let mut node: Arc<Node> = Arc::clone(node);
             if health.silent(&node, lease.as_deref(), now, &settings)
                 && let Some(conditions) = unknown_conditions(&node, wall)
             {
@@ -324,7 +325,7 @@ pub async fn run(client: Client, settings: Settings) {
                     .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                 {
-                    Ok(n) => node = n,
+                    Ok(n) => node = Arc::new(n),
                     Err(e) => {
                         tracing::warn!(node = %name, error = %e, "could not mark node Unknown");
                         continue;

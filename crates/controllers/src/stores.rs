@@ -17,8 +17,7 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let stream =
-        reflector::reflector(writer, watcher(api, watcher::Config::default())).default_backoff();
+    let stream = reflector::reflector(writer, watched(api)).default_backoff();
     tokio::spawn(async move {
         futures::pin_mut!(stream);
         while stream.next().await.is_some() {
@@ -26,6 +25,18 @@ where
         }
     });
     reader
+}
+
+/// The watch the caches are fed from, without `managedFields`: no controller reads them, and at
+/// thousands of nodes and pods they would be most of the cache's memory and of every clone.
+fn watched<K>(
+    api: Api<K>,
+) -> impl futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    watcher(api, watcher::Config::default()).modify(|o| o.meta_mut().managed_fields = None)
 }
 
 /// One object's change as a controller's trigger sees it: the version before (none when it was
@@ -53,7 +64,7 @@ where
     let before = reader.clone();
     let mut relisted: Vec<Arc<K>> = Vec::new();
     let key = |o: &K| ObjectRef::from_obj(o);
-    let stream = watcher(api, watcher::Config::default())
+    let stream = watched(api)
         .default_backoff()
         .map(move |event| {
             let Ok(event) = event else {
