@@ -17,6 +17,7 @@ use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,6 +40,24 @@ pub struct Context {
     backoff: Mutex<Backoff>,
     expectations: Mutex<Expectations>,
     burst: usize,
+    /// When each DaemonSet's last pass ended and how long it took, for `pace`.
+    last_pass: Mutex<HashMap<String, (tokio::time::Instant, Duration)>>,
+}
+
+/// A DaemonSet's passes are spaced so that they take at most 1/(1 + PASS_SPACING) of the
+/// time. A pass reads every node (about 15 ms at 10,000 nodes) and, during a rollout, pod
+/// events arrive faster than that, so back-to-back passes would hold a core the API server
+/// and scheduler need; events that arrive during the wait are all taken in by the next pass.
+/// Small clusters are unaffected: a 1 ms pass waits 4 ms.
+const PASS_SPACING: u32 = 4;
+
+/// The wait before a pass, given when the previous one ended and how long it took.
+fn pace(last: Option<(tokio::time::Instant, Duration)>, now: tokio::time::Instant) -> Duration {
+    let Some((ended, took)) = last else {
+        return Duration::ZERO;
+    };
+    let gap = (took * PASS_SPACING).min(Duration::from_secs(1));
+    gap.saturating_sub(now.saturating_duration_since(ended))
 }
 
 /// A periodic resync heals anything a missed event could leave behind (level-triggered).
@@ -426,6 +445,12 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     }
     let ns = ds.namespace().unwrap_or_default();
     let uid = ds.metadata.uid.clone().unwrap_or_default();
+    let last = lock(&ctx.last_pass).get(&uid).copied();
+    let wait = pace(last, tokio::time::Instant::now());
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    let started = tokio::time::Instant::now();
     let t = now();
     let nodes: Vec<Arc<Node>> = ctx.nodes.state();
     let pods: Vec<Arc<Pod>> = ctx
@@ -452,6 +477,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         now: t,
     };
     let plan = pass::sync(&input);
+    lock(&ctx.last_pass).insert(
+        uid.clone(),
+        (tokio::time::Instant::now(), started.elapsed()),
+    );
     for e in &plan.events {
         record_event(&ctx.client, &ds, e).await;
     }
@@ -586,6 +615,7 @@ pub async fn run(client: Client, burst: usize) {
         backoff: Mutex::new(Backoff::default()),
         expectations: Mutex::new(Expectations::default()),
         burst,
+        last_pass: Mutex::new(HashMap::new()),
     });
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
@@ -639,6 +669,17 @@ mod tests {
             "details": {"causes": cause.map(|c| vec![json!({"reason": c, "message": c})]).unwrap_or_default()}}))
             .expect("status");
         kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn passes_are_spaced_by_four_times_their_duration_at_most_a_second() {
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(pace(None, t0), Duration::ZERO);
+        let ms = Duration::from_millis;
+        assert_eq!(pace(Some((t0, ms(20))), t0), ms(80));
+        assert_eq!(pace(Some((t0, ms(20))), t0 + ms(50)), ms(30));
+        assert_eq!(pace(Some((t0, ms(20))), t0 + ms(100)), Duration::ZERO);
+        assert_eq!(pace(Some((t0, ms(900))), t0), Duration::from_secs(1));
     }
 
     #[test]
