@@ -65,7 +65,10 @@ async fn watch_pods(client: Client, dispatch: Arc<Dispatch>, only: Option<String
     if let Some(name) = &only {
         config = config.fields(&format!("spec.nodeName={name}"));
     }
-    let stream = watcher(Api::<Pod>::all(client), config).default_backoff();
+    // The agent never reads managedFields; dropping them keeps each pod worker's copy small.
+    let stream = watcher(Api::<Pod>::all(client), config)
+        .modify(|p| p.metadata.managed_fields = None)
+        .default_backoff();
     futures::pin_mut!(stream);
     // Node of each known pod: a pod's node never changes once bound.
     let mut seen: HashMap<String, String> = HashMap::new();
@@ -115,6 +118,7 @@ async fn watch_nodes(client: Client, dispatch: Arc<Dispatch>, only: Option<Strin
         config = config.fields(&format!("metadata.name={name}"));
     }
     let stream = watcher(Api::<Node>::all(client), config)
+        .modify(|n| n.metadata.managed_fields = None)
         .default_backoff()
         .applied_objects();
     futures::pin_mut!(stream);
