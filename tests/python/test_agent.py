@@ -9,7 +9,6 @@ import os
 import pathlib
 import signal
 import subprocess
-import tempfile
 import time
 
 import kubernetes
@@ -152,11 +151,11 @@ def test_crashing_container_backs_off_with_growing_delay(nodes):
     client.close()
 
 
-def test_failing_readiness_probe_lowers_number_ready(nodes):
+def test_failing_readiness_probe_lowers_number_ready(nodes, tmp_path):
     client = nodes.client()
     core = kubernetes.client.CoreV1Api(client)
     apps = kubernetes.client.AppsV1Api(client)
-    flags = tempfile.mkdtemp(prefix="everynode-ready-")
+    flags = str(tmp_path)  # pytest removes it
     for n in ("node-1", "node-2", "node-3"):
         pathlib.Path(flags, n).touch()
     ds = loop_ds("probed", "while true; do sleep 1; done")
@@ -191,10 +190,10 @@ def test_failing_liveness_probe_restarts_the_container(nodes):
     client.close()
 
 
-def test_prestop_runs_before_sigterm_and_grace_period_is_honoured(nodes):
+def test_prestop_runs_before_sigterm_and_grace_period_is_honoured(nodes, tmp_path):
     client = nodes.client()
     core = kubernetes.client.CoreV1Api(client)
-    out = tempfile.mkdtemp(prefix="everynode-stop-")
+    out = str(tmp_path)  # pytest removes it
     ds = loop_ds("stopper", f"trap 'echo term >> {out}/$NODE; exit 0' TERM; while true; do sleep 0.1; done")
     spec = ds["spec"]["template"]["spec"]
     spec["terminationGracePeriodSeconds"] = 2
