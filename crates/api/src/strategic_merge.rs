@@ -53,8 +53,9 @@ enum Ty {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ListStrategy {
     Replace,
-    /// Merge maps on this key.
-    MergeOn(&'static str),
+    /// Merge maps on the first of these keys (`patchMergeKey`); server-side apply identifies
+    /// items by all of them (`x-kubernetes-list-map-keys`).
+    MergeOn(&'static [&'static str]),
     /// Merge primitives as a set.
     MergeSet,
 }
@@ -79,45 +80,70 @@ const OBJECT_FIELDS: &[(Ty, &str, Ty)] = &[
 /// table is published in the OpenAPI documents, which is where kubectl reads it from.
 const LIST_FIELDS: &[(Ty, &str, Ty, ListStrategy)] = &[
     (Ty::ObjectMeta, "finalizers", Ty::Leaf, MergeSet),
-    (Ty::ObjectMeta, "ownerReferences", Ty::Leaf, MergeOn("uid")),
-    (Ty::DaemonSetStatus, "conditions", Ty::Leaf, MergeOn("type")),
-    (Ty::PodStatus, "conditions", Ty::Leaf, MergeOn("type")),
-    (Ty::PodStatus, "podIPs", Ty::Leaf, MergeOn("ip")),
-    (Ty::NodeStatus, "conditions", Ty::Leaf, MergeOn("type")),
-    (Ty::NodeStatus, "addresses", Ty::Leaf, MergeOn("type")),
-    (Ty::PodSpec, "containers", Ty::Container, MergeOn("name")),
+    (
+        Ty::ObjectMeta,
+        "ownerReferences",
+        Ty::Leaf,
+        MergeOn(&["uid"]),
+    ),
+    (
+        Ty::DaemonSetStatus,
+        "conditions",
+        Ty::Leaf,
+        MergeOn(&["type"]),
+    ),
+    (Ty::PodStatus, "conditions", Ty::Leaf, MergeOn(&["type"])),
+    (Ty::PodStatus, "podIPs", Ty::Leaf, MergeOn(&["ip"])),
+    (Ty::NodeStatus, "conditions", Ty::Leaf, MergeOn(&["type"])),
+    (Ty::NodeStatus, "addresses", Ty::Leaf, MergeOn(&["type"])),
+    (Ty::PodSpec, "containers", Ty::Container, MergeOn(&["name"])),
     (
         Ty::PodSpec,
         "initContainers",
         Ty::Container,
-        MergeOn("name"),
+        MergeOn(&["name"]),
     ),
     (
         Ty::PodSpec,
         "ephemeralContainers",
         Ty::Container,
-        MergeOn("name"),
+        MergeOn(&["name"]),
     ),
-    (Ty::PodSpec, "volumes", Ty::Volume, MergeOn("name")),
-    (Ty::PodSpec, "imagePullSecrets", Ty::Leaf, MergeOn("name")),
-    (Ty::PodSpec, "resourceClaims", Ty::Leaf, MergeOn("name")),
-    (Ty::PodSpec, "schedulingGates", Ty::Leaf, MergeOn("name")),
-    (Ty::PodSpec, "hostAliases", Ty::Leaf, MergeOn("ip")),
-    (Ty::Container, "env", Ty::Leaf, MergeOn("name")),
-    (Ty::Container, "ports", Ty::Leaf, MergeOn("containerPort")),
+    (Ty::PodSpec, "volumes", Ty::Volume, MergeOn(&["name"])),
+    (
+        Ty::PodSpec,
+        "imagePullSecrets",
+        Ty::Leaf,
+        MergeOn(&["name"]),
+    ),
+    (Ty::PodSpec, "resourceClaims", Ty::Leaf, MergeOn(&["name"])),
+    (Ty::PodSpec, "schedulingGates", Ty::Leaf, MergeOn(&["name"])),
+    (Ty::PodSpec, "hostAliases", Ty::Leaf, MergeOn(&["ip"])),
+    (Ty::Container, "env", Ty::Leaf, MergeOn(&["name"])),
+    (
+        Ty::Container,
+        "ports",
+        Ty::Leaf,
+        MergeOn(&["containerPort", "protocol"]),
+    ),
     (
         Ty::Container,
         "volumeMounts",
         Ty::Leaf,
-        MergeOn("mountPath"),
+        MergeOn(&["mountPath"]),
     ),
     (
         Ty::Container,
         "volumeDevices",
         Ty::Leaf,
-        MergeOn("devicePath"),
+        MergeOn(&["devicePath"]),
     ),
-    (Ty::ServiceSpec, "ports", Ty::Leaf, MergeOn("port")),
+    (
+        Ty::ServiceSpec,
+        "ports",
+        Ty::Leaf,
+        MergeOn(&["port", "protocol"]),
+    ),
 ];
 
 /// The type of `field` inside `ty`, and how it is patched if it is a list.
@@ -167,33 +193,10 @@ impl Schema {
         let list = match strategy {
             ListStrategy::Replace => ListType::Atomic,
             MergeSet => ListType::Set,
-            // Upstream keys container and service ports on the port and the protocol.
-            MergeOn(_) if name == "ports" && matches!(self.0, Ty::Container | Ty::ServiceSpec) => {
-                if self.0 == Ty::Container {
-                    ListType::Map(&["containerPort", "protocol"])
-                } else {
-                    ListType::Map(&["port", "protocol"])
-                }
-            }
-            MergeOn(key) => ListType::Map(map_keys(key)),
+            MergeOn(keys) => ListType::Map(keys),
         };
         (Schema(child), list)
     }
-}
-
-/// `key` as a one-element key list with a static lifetime.
-fn map_keys(key: &'static str) -> &'static [&'static str] {
-    const KEYS: &[&[&str]] = &[
-        &["uid"],
-        &["type"],
-        &["ip"],
-        &["name"],
-        &["mountPath"],
-        &["devicePath"],
-        &["containerPort"],
-        &["port"],
-    ];
-    KEYS.iter().find(|k| k[0] == key).copied().unwrap_or(&[])
 }
 
 fn schema_type_name(ty: Ty) -> Option<&'static str> {
@@ -217,8 +220,8 @@ pub fn openapi_extensions() -> Vec<(&'static str, &'static str, Value)> {
         .filter_map(|(ty, name, _, strategy)| {
             let schema = schema_type_name(*ty)?;
             let ext = match strategy {
-                MergeOn(key) => {
-                    let keys: Vec<&str> = if *name == "ports" && *ty == Ty::Container { vec![key, "protocol"] } else { vec![key] };
+                MergeOn(keys) => {
+                    let key = keys.first()?;
                     let patch_strategy = if *name == "volumes" { "merge,retainKeys" } else { "merge" };
                     serde_json::json!({"x-kubernetes-patch-merge-key": key, "x-kubernetes-patch-strategy": patch_strategy,
                         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": keys})
@@ -357,7 +360,8 @@ fn merge_list_items(
     item_ty: Ty,
 ) -> Result<Vec<Value>, PatchError> {
     match strategy {
-        ListStrategy::Replace => Ok(patch),
+        // No key to merge on (no table entry is written so): replace, as for atomic lists.
+        ListStrategy::Replace | ListStrategy::MergeOn(&[]) => Ok(patch),
         ListStrategy::MergeSet => {
             let mut out: Vec<Value> = original.to_vec();
             for p in patch {
@@ -367,7 +371,7 @@ fn merge_list_items(
             }
             Ok(out)
         }
-        ListStrategy::MergeOn(key) => {
+        ListStrategy::MergeOn(&[key, ..]) => {
             let mut out: Vec<Value> = original.to_vec();
             let mut rest = Vec::new();
             for p in patch {
@@ -430,7 +434,7 @@ fn normalize_order(
 ) -> Vec<Value> {
     let identity = |v: &Value| -> Value {
         match strategy {
-            ListStrategy::MergeOn(key) => v.get(key).cloned().unwrap_or(Value::Null),
+            ListStrategy::MergeOn(&[key, ..]) => v.get(key).cloned().unwrap_or(Value::Null),
             _ => v.clone(),
         }
     };
