@@ -96,6 +96,32 @@ impl FieldSet {
         }
     }
 
+    /// Adds one path.
+    pub fn insert(&mut self, path: &[String]) {
+        let mut node = self;
+        for element in path {
+            node = node.child(element.clone());
+        }
+        node.member = true;
+    }
+
+    /// The members both sets hold.
+    pub fn intersection(&self, other: &FieldSet) -> FieldSet {
+        let mut out = FieldSet {
+            member: self.member && other.member,
+            children: BTreeMap::new(),
+        };
+        for (k, child) in &self.children {
+            if let Some(theirs) = other.children.get(k) {
+                let both = child.intersection(theirs);
+                if !both.is_empty() {
+                    out.children.insert(k.clone(), both);
+                }
+            }
+        }
+        out
+    }
+
     pub fn union(&mut self, other: &FieldSet) {
         self.member |= other.member;
         for (k, child) in &other.children {
@@ -182,6 +208,14 @@ fn set_element(item: &Value) -> String {
     format!("v:{item}")
 }
 
+/// Whether a list item is the one `element` (`k:...` or `v:...`) names.
+fn is_element(item: &Value, list: ListType, element: &str) -> bool {
+    match list {
+        ListType::Map(keys) => key_element(item, keys).as_deref() == Some(element),
+        _ => set_element(item) == element,
+    }
+}
+
 /// The fields a value sets: every leaf, and every item of associative lists and sets.
 fn fields_of_object(map: &Map<String, Value>, schema: Schema, out: &mut FieldSet) {
     for (k, v) in map {
@@ -213,33 +247,6 @@ fn fields_of_value(v: &Value, schema: Schema, list: ListType, out: &mut FieldSet
         }
         _ => out.member = true,
     }
-}
-
-/// The fields of `obj` that a manager writing `part` can own.
-pub fn fields_of(obj: &Value, kind: Kind, part: Part) -> FieldSet {
-    let mut set = FieldSet::default();
-    let Some(map) = obj.as_object() else {
-        return set;
-    };
-    let root = Schema::root(kind);
-    for (k, v) in map.iter().filter(|(k, _)| part.owns_top_level(k)) {
-        let (schema, list) = root.field(k);
-        let node = set.child(format!("f:{k}"));
-        if k == "metadata"
-            && let Some(meta) = v.as_object()
-        {
-            let meta: Map<String, Value> = meta
-                .iter()
-                .filter(|(k, _)| !SERVER_META.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            fields_of_object(&meta, schema, node);
-        } else {
-            fields_of_value(v, schema, list, node);
-        }
-    }
-    set.children.retain(|_, c| !c.is_empty());
-    set
 }
 
 /// What an update did: the fields it set or changed, and the fields it removed.
@@ -323,9 +330,7 @@ fn diff_value(old: Option<&Value>, new: &Value, schema: Schema, list: ListType, 
                     }
                     continue;
                 };
-                let before = old_items
-                    .iter()
-                    .find(|o| key_element(o, keys).as_deref() == Some(element.as_str()));
+                let before = old_items.iter().find(|o| is_element(o, list, &element));
                 let mut child = Diff::default();
                 child.changed.member = before.is_none();
                 if let Value::Object(m) = item {
@@ -374,6 +379,12 @@ fn metadata_of(obj: Option<&Map<String, Value>>) -> Option<&Map<String, Value>> 
     obj?.get("metadata")?.as_object()
 }
 
+/// The fields of `obj` that a manager writing `part` can own: everything it sets, as if it were
+/// created.
+pub fn fields_of(obj: &Value, kind: Kind, part: Part) -> FieldSet {
+    diff_root(None, obj, kind, part).changed
+}
+
 /// The update `old` → `new` as seen by a writer of `part`.
 fn diff_root(old: Option<&Value>, new: &Value, kind: Kind, part: Part) -> Diff {
     let mut out = Diff::default();
@@ -415,17 +426,7 @@ fn value_at<'v>(
         let (s, l) = schema.field(name);
         return value_at(obj.as_object()?.get(name)?, rest, s, l);
     }
-    let items = obj.as_array()?;
-    let item = if head.starts_with("k:") {
-        let ListType::Map(keys) = list else {
-            return None;
-        };
-        items
-            .iter()
-            .find(|i| key_element(i, keys).as_deref() == Some(head.as_str()))?
-    } else {
-        items.iter().find(|i| set_element(i) == *head)?
-    };
+    let item = obj.as_array()?.iter().find(|i| is_element(i, list, head))?;
     value_at(item, rest, schema, ListType::Atomic)
 }
 
@@ -449,13 +450,9 @@ fn remove_at(obj: &mut Value, path: &[String], schema: Schema, list: ListType) {
     let Some(items) = obj.as_array_mut() else {
         return;
     };
-    let matches = |i: &Value| match list {
-        ListType::Map(keys) => key_element(i, keys).as_deref() == Some(head.as_str()),
-        _ => set_element(i) == *head,
-    };
     if rest.is_empty() {
-        items.retain(|i| !matches(i));
-    } else if let Some(item) = items.iter_mut().find(|i| matches(i)) {
+        items.retain(|i| !is_element(i, list, head));
+    } else if let Some(item) = items.iter_mut().find(|i| is_element(i, list, head)) {
         remove_at(item, rest, schema, ListType::Atomic);
     }
 }
@@ -491,11 +488,8 @@ fn merge(live: Option<&Value>, config: &Value, schema: Schema, list: ListType) -
             ListType::Map(keys) => {
                 let mut out = l.clone();
                 for item in c {
-                    let element = key_element(item, keys);
-                    let at = element.as_ref().and_then(|e| {
-                        out.iter()
-                            .position(|o| key_element(o, keys).as_deref() == Some(e.as_str()))
-                    });
+                    let at = key_element(item, keys)
+                        .and_then(|e| out.iter().position(|o| is_element(o, list, &e)));
                     match at {
                         Some(i) => out[i] = merge(Some(&out[i]), item, schema, ListType::Atomic),
                         None => out.push(item.clone()),
@@ -581,9 +575,13 @@ impl Entry {
     }
 }
 
+/// `metadata.managedFields`, as sent or stored.
+fn managed_fields(obj: &Value) -> Option<&Value> {
+    obj.get("metadata")?.get("managedFields")
+}
+
 fn entries_of(obj: &Value) -> Vec<Entry> {
-    obj.get("metadata")
-        .and_then(|m| m.get("managedFields"))
+    managed_fields(obj)
         .and_then(Value::as_array)
         .map(|list| list.iter().filter_map(Entry::from_value).collect())
         .unwrap_or_default()
@@ -618,10 +616,7 @@ pub struct Writer<'a> {
 /// What the request said about `managedFields`: upstream keeps the stored ones when a request
 /// leaves them out and resets them when it sends a single empty entry.
 fn requested_entries(requested: &Value, stored: Option<&Value>) -> Vec<Entry> {
-    match requested
-        .get("metadata")
-        .and_then(|m| m.get("managedFields"))
-    {
+    match managed_fields(requested) {
         Some(Value::Array(list))
             if list.len() == 1 && list[0].as_object().is_some_and(Map::is_empty) =>
         {
@@ -640,11 +635,20 @@ fn requested_entries(requested: &Value, stored: Option<&Value>) -> Vec<Entry> {
 pub fn record_update(old: Option<&Value>, new: &mut Value, kind: Kind, writer: Writer<'_>) {
     let mut entries = requested_entries(new, old);
     let diff = diff_root(old, new, kind, writer.part);
-    if diff.is_empty() && old.is_some() {
-        if requested_differs(new, old) {
+    if diff.is_empty()
+        && let Some(old) = old
+    {
+        // Nothing changed: the stored entries stand as stored (not re-encoded, so the write
+        // stays a no-op), unless the request set others.
+        let requested = managed_fields(new);
+        if requested.is_none() {
+            let stored = managed_fields(old).cloned();
+            let meta = new.get_mut("metadata").and_then(Value::as_object_mut);
+            if let (Some(list), Some(meta)) = (stored, meta) {
+                meta.insert("managedFields".into(), list);
+            }
+        } else if requested != managed_fields(old) {
             store_entries(new, entries);
-        } else if let Some(old) = old {
-            keep_stored_entries(new, old);
         }
         return;
     }
@@ -672,35 +676,6 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, kind: Kind, writer: W
         }
     }
     store_entries(new, entries);
-}
-
-/// Whether the request sent `managedFields` other than the stored ones.
-fn requested_differs(new: &Value, old: Option<&Value>) -> bool {
-    let field = |v: Option<&Value>| {
-        v.and_then(|v| v.get("metadata"))
-            .and_then(|m| m.get("managedFields"))
-            .cloned()
-    };
-    let requested = field(Some(new));
-    requested.is_some() && requested != field(old)
-}
-
-/// A write that changed no field keeps the stored entries as they are (no re-encoding).
-fn keep_stored_entries(new: &mut Value, old: &Value) {
-    let stored = old
-        .get("metadata")
-        .and_then(|m| m.get("managedFields"))
-        .cloned();
-    if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-        match stored {
-            Some(list) => {
-                meta.insert("managedFields".into(), list);
-            }
-            None => {
-                meta.remove("managedFields");
-            }
-        }
-    }
 }
 
 /// A field another manager owns with a different value than the applied one.
@@ -797,14 +772,8 @@ pub fn apply(
     let mine = |e: &Entry| e.is(writer.manager, "Apply", writer.api_version, writer.part);
     let mut conflicts = Vec::new();
     for e in entries.iter_mut().filter(|e| !mine(e)) {
-        let mut shared = e.fields.clone();
-        shared.subtract(&{
-            let mut not_applied = e.fields.clone();
-            not_applied.subtract(&applied);
-            not_applied
-        });
         let mut taken = FieldSet::default();
-        for path in shared.paths() {
+        for path in e.fields.intersection(&applied).paths() {
             let before = value_at(base, &path, root, ListType::Atomic);
             let after = value_at(&merged, &path, root, ListType::Atomic);
             let is_item = path.last().is_some_and(|p| !p.starts_with("f:"));
@@ -818,11 +787,7 @@ pub fn apply(
                     manager: e.describe(),
                     field: path_string(&path),
                 });
-                let mut node = &mut taken;
-                for element in &path {
-                    node = node.child(element.clone());
-                }
-                node.member = true;
+                taken.insert(&path);
             }
         }
         if force {
