@@ -154,13 +154,7 @@ fn yaml_body(body: &Bytes) -> ApiResult<Value> {
 /// The field manager of a write: `fieldManager`, else the client's user agent up to its first
 /// `/` (upstream's default), so kubectl's `kubectl-edit`, `kubectl-label`, ... own what they set.
 fn field_manager(q: &Query, headers: &HeaderMap) -> ApiResult<String> {
-    if let Some(m) = q.get("fieldManager").filter(|m| !m.is_empty()) {
-        if m.len() > 128 {
-            return Err(ApiError::bad_request(format!(
-                "invalid fieldManager: may not be more than 128 characters, got {}",
-                m.len()
-            )));
-        }
+    if let Some(m) = requested_field_manager(q)? {
         return Ok(m.to_owned());
     }
     let agent = headers
@@ -179,6 +173,17 @@ fn field_manager(q: &Query, headers: &HeaderMap) -> ApiResult<String> {
     } else {
         prefix
     })
+}
+
+/// The `fieldManager` parameter, when given: at most 128 characters, as upstream allows.
+fn requested_field_manager(q: &Query) -> ApiResult<Option<&str>> {
+    match q.get("fieldManager").filter(|m| !m.is_empty()) {
+        Some(m) if m.len() > 128 => Err(ApiError::bad_request(format!(
+            "invalid fieldManager: may not be more than 128 characters, got {}",
+            m.len()
+        ))),
+        other => Ok(other),
+    }
 }
 
 /// Parses a JSON or YAML object body. YAML errors name the line and column.
@@ -576,7 +581,7 @@ async fn apply_patch(
 ) -> ApiResult<(Value, bool, Vec<String>)> {
     let dry_run = q.dry_run()?;
     let validation = field_validation(q)?;
-    let Some(manager) = q.get("fieldManager").filter(|m| !m.is_empty()) else {
+    let Some(manager) = requested_field_manager(q)? else {
         return Err(ApiError::unprocessable_patch_options(
             "fieldManager",
             "Required value: is required for apply patch",
