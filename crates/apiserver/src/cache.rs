@@ -598,6 +598,17 @@ mod tests {
         }
     }
 
+    /// Creates pods `{prefix}{i}` on node "n" for each i of `range`.
+    async fn create_pods(store: &Arc<dyn Store>, prefix: &str, range: std::ops::Range<usize>) {
+        for i in range {
+            let name = format!("{prefix}{i}");
+            store
+                .create(&format!("/core/pods/default/{name}"), pod(&name, "n", "x"))
+                .await
+                .expect("create");
+        }
+    }
+
     async fn started() -> (Arc<WatchCache>, Arc<dyn Store>) {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new(1000));
         let cache = WatchCache::new(1000, 16);
@@ -672,15 +683,7 @@ mod tests {
     #[tokio::test]
     async fn pagination_and_slow_watchers() {
         let (cache, store) = started().await;
-        for i in 0..5 {
-            store
-                .create(
-                    &format!("/core/pods/default/p{i}"),
-                    pod(&format!("p{i}"), "n", "x"),
-                )
-                .await
-                .expect("create");
-        }
+        create_pods(&store, "p", 0..5).await;
         cache
             .wait_for(5, Duration::from_secs(5))
             .await
@@ -693,15 +696,7 @@ mod tests {
         assert!(rest.continue_after.is_none());
         // Slow watcher: buffer 16, more events than that → closed.
         let mut slow = cache.watch(filter("", ""), None).expect("watch");
-        for i in 0..20 {
-            store
-                .create(
-                    &format!("/core/pods/default/q{i}"),
-                    pod(&format!("q{i}"), "n", "x"),
-                )
-                .await
-                .expect("create");
-        }
+        create_pods(&store, "q", 0..20).await;
         cache
             .wait_for(25, Duration::from_secs(5))
             .await
@@ -723,15 +718,7 @@ mod tests {
             .wait_for(0, Duration::from_secs(5))
             .await
             .expect("following the store");
-        for i in 0..6 {
-            store
-                .create(
-                    &format!("/core/pods/default/p{i}"),
-                    pod(&format!("p{i}"), "n", "x"),
-                )
-                .await
-                .expect("create");
-        }
+        create_pods(&store, "p", 0..6).await;
         cache
             .wait_for(6, Duration::from_secs(5))
             .await

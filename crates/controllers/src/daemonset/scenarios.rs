@@ -332,8 +332,13 @@ impl World {
     }
 
     fn set_strategy(&mut self, strategy: Value) {
+        self.set_spec("updateStrategy", strategy);
+    }
+
+    /// Sets one field of the DaemonSet's spec, as written in JSON.
+    fn set_spec(&mut self, field: &str, value: Value) {
         let mut v = serde_json::to_value(&self.ds).expect("json");
-        v["spec"]["updateStrategy"] = strategy;
+        v["spec"][field] = value;
         self.ds = serde_json::from_value(v).expect("ds");
     }
 }
@@ -1798,9 +1803,7 @@ fn s098_surge_with_unready_old_pods_and_min_ready_seconds() {
     for p in &mut w.pods {
         World::set_ready(p, true, t(200));
     }
-    let mut v = serde_json::to_value(&w.ds).expect("json");
-    v["spec"]["minReadySeconds"] = json!(15);
-    w.ds = serde_json::from_value(v).expect("ds");
+    w.set_spec("minReadySeconds", json!(15));
     w.set_image("foo2/bar4");
     w.now = t(300);
     assert_eq!(w.pass(), (3, 0));
@@ -1992,9 +1995,7 @@ fn s103_min_ready_seconds_gates_progress() {
         3,
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
     );
-    let mut v = serde_json::to_value(&w.ds).expect("json");
-    v["spec"]["minReadySeconds"] = json!(10);
-    w.ds = serde_json::from_value(v).expect("ds");
+    w.set_spec("minReadySeconds", json!(10));
     w.now = t(1000);
     // Old pods were Ready long ago: available.
     passes(&mut w, &["0,1", "1,0"]);
@@ -2026,9 +2027,7 @@ fn s114_history_limit_zero() {
         3,
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
     );
-    let mut v = serde_json::to_value(&w.ds).expect("json");
-    v["spec"]["revisionHistoryLimit"] = json!(0);
-    w.ds = serde_json::from_value(v).expect("ds");
+    w.set_spec("revisionHistoryLimit", json!(0));
     w.pass();
     assert_eq!(
         w.revisions.len(),
