@@ -5,6 +5,7 @@
 
 pub mod daemonset;
 pub mod defaults;
+pub mod duplicate_fields;
 pub mod field;
 pub mod fnv;
 pub mod managed_fields;

@@ -235,7 +235,24 @@ fn field_validation(q: &Query) -> ApiResult<FieldValidation> {
     }
 }
 
-/// Checks a body for undeclared fields: 400 under Strict, warnings under Warn.
+/// Keys a request body repeats, by dotted path, for the body types that are maps.
+fn duplicated_fields(headers: &HeaderMap, body: &[u8]) -> Vec<String> {
+    use everynode_api::duplicate_fields::{in_json, in_yaml};
+    match content_type(headers).as_str() {
+        ""
+        | "application/json"
+        | "*/*"
+        | "application/merge-patch+json"
+        | "application/strategic-merge-patch+json" => in_json(body),
+        "application/yaml"
+        | "application/x-yaml"
+        | "text/yaml"
+        | "application/apply-patch+yaml" => in_yaml(body),
+        _ => Vec::new(),
+    }
+}
+
+/// Checks a body for undeclared and repeated fields: 400 under Strict, warnings under Warn.
 ///
 /// Under Strict the message starts as upstream's strict decoding error; when the object is also
 /// invalid once the unknown fields are gone (fields one level too high usually leave required ones
@@ -245,6 +262,7 @@ fn check_fields(
     res: &'static Resource,
     namespace: Option<&str>,
     raw: &Value,
+    duplicated: &[String],
     mode: FieldValidation,
 ) -> ApiResult<Vec<String>> {
     if mode == FieldValidation::Ignore {
@@ -255,21 +273,25 @@ fn check_fields(
         return Ok(Vec::new());
     };
     let paths = everynode_api::registry::unknown_fields(raw, &decoded);
-    let unknown: Vec<String> = paths
+    let problems: Vec<String> = duplicated
         .iter()
-        .map(|p| format!("unknown field \"{p}\""))
+        .map(|p| format!("duplicate field \"{p}\""))
+        .chain(paths.iter().map(|p| format!("unknown field \"{p}\"")))
         .collect();
-    if mode == FieldValidation::Strict && !unknown.is_empty() {
-        let mut causes: Vec<Value> = paths
+    if mode == FieldValidation::Strict && !problems.is_empty() {
+        let mut causes: Vec<Value> = duplicated
             .iter()
-            .map(|p| json!({"reason": "FieldValueUnknown", "message": "unknown field", "field": p}))
+            .map(|p| json!({"reason": "FieldValueDuplicate", "message": "duplicate field", "field": p}))
+            .chain(paths.iter().map(
+                |p| json!({"reason": "FieldValueUnknown", "message": "unknown field", "field": p}),
+            ))
             .collect();
         let mut message = format!(
             "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
             res.kind,
             res.version,
             res.kind,
-            unknown.join(", ")
+            problems.join(", ")
         );
         let mut obj = decoded;
         if res.namespaced
@@ -292,7 +314,7 @@ fn check_fields(
             Some(json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes}));
         return Err(err);
     }
-    Ok(unknown)
+    Ok(problems)
 }
 
 /// Adds upstream-style `Warning` headers.
@@ -346,7 +368,13 @@ async fn dispatch(
         }
         (Method::POST, None, None) => {
             let raw = json_body(headers, &body)?;
-            let warnings = check_fields(res, ns, &raw, field_validation(&q)?)?;
+            let warnings = check_fields(
+                res,
+                ns,
+                &raw,
+                &duplicated_fields(headers, &body),
+                field_validation(&q)?,
+            )?;
             let manager = field_manager(&q, headers)?;
             let obj = api
                 .create(res, ns, raw, q.dry_run()?, Some(&manager))
@@ -383,7 +411,13 @@ async fn dispatch(
                 UpdateMode::Main
             };
             let raw = json_body(headers, &body)?;
-            let warnings = check_fields(res, ns, &raw, field_validation(&q)?)?;
+            let warnings = check_fields(
+                res,
+                ns,
+                &raw,
+                &duplicated_fields(headers, &body),
+                field_validation(&q)?,
+            )?;
             let manager = field_manager(&q, headers)?;
             let (obj, created) = api
                 .replace(res, ns, name, raw, mode, q.dry_run()?, Some(&manager))
@@ -486,6 +520,7 @@ async fn patch(
     }
     let manager = field_manager(q, headers)?;
     let warnings = std::sync::Mutex::new(Vec::new());
+    let duplicated = duplicated_fields(headers, body);
     let ct = content_type(headers);
     let parsed: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
@@ -547,7 +582,7 @@ async fn patch(
                 .get("metadata")
                 .and_then(|m| m.get("resourceVersion"))
                 .cloned();
-            let found = check_fields(res, ns, &doc, validation)?;
+            let found = check_fields(res, ns, &doc, &duplicated, validation)?;
             *warnings
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = found;
@@ -637,7 +672,13 @@ async fn apply_patch(
             ));
         }
     }
-    let warnings = check_fields(res, ns, &config, validation)?;
+    let warnings = check_fields(
+        res,
+        ns,
+        &config,
+        &everynode_api::duplicate_fields::in_yaml(body),
+        validation,
+    )?;
     let part = api
         .field_part(res, mode)
         .ok_or_else(|| ApiError::internal("apply is not a server-internal write"))?;
