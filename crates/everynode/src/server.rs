@@ -311,6 +311,8 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     )
     .await
     .map_err(|e| Error::Startup(e.to_string()))?;
+    // The web console under /ui: an API client of this same router.
+    let router = everynode_console::mount(router);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Listen {

@@ -111,6 +111,7 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     eprintln!(
         "\neverynode is up: API server {} with {} {} node(s).\n\
          Use kubectl with:\n  export KUBECONFIG={}\n  kubectl get nodes\n\
+         Web console: {}/ui (sign in with the token in {}).\n\
          Agent logs are in {}. Ctrl-C stops everything.",
         started.url,
         args.nodes,
@@ -119,6 +120,8 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
             RuntimeKind::Hollow => "hollow",
         },
         started.kubeconfig.display(),
+        started.url,
+        args.data_dir.join("admin.token").display(),
         args.data_dir.join("agents").display()
     );
     for a in &agents {

@@ -1,0 +1,89 @@
+//! The everynode web console, served under `/ui`: DaemonSets listed live, created by form or
+//! YAML, inspected (pods, placement, revisions, events), operated (edit, redeploy, roll back,
+//! delete), plus nodes and namespaces. Pages are rendered on the server (maud); live parts are
+//! server-sent events; the one script and the stylesheet are embedded in the binary.
+//!
+//! The console is an API client: every read and write is an HTTP request to the API server's
+//! router carrying the signed-in user's token (see `client`).
+
+pub mod client;
+mod daemonsets;
+mod detail;
+pub mod error;
+pub mod form;
+pub mod import;
+mod layout;
+mod live;
+mod nodes;
+pub mod placement;
+mod session;
+pub mod status;
+mod wizard;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+
+/// What every handler needs: the API server's router, to send requests to.
+#[derive(Clone)]
+pub struct ConsoleState {
+    api: Router,
+}
+
+const CSS: &str = include_str!("../assets/console.css");
+const JS: &str = include_str!("../assets/console.js");
+
+/// The console's routes, to be nested under `/ui`; `api` is the API server's router.
+pub fn router(api: Router) -> Router {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/ui/daemonsets") }))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route(
+            "/assets/console.css",
+            get(|| async {
+                ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], CSS).into_response()
+            }),
+        )
+        .route(
+            "/assets/console.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    JS,
+                )
+                    .into_response()
+            }),
+        )
+        .route("/daemonsets", get(daemonsets::list))
+        .route("/daemonsets/live", get(daemonsets::live))
+        .route("/daemonsets/{ns}/{name}", get(detail::show))
+        .route("/daemonsets/{ns}/{name}/live", get(detail::live))
+        .route(
+            "/daemonsets/{ns}/{name}/yaml",
+            get(detail::download).post(detail::update_yaml),
+        )
+        .route("/daemonsets/{ns}/{name}/edit", post(detail::edit))
+        .route("/daemonsets/{ns}/{name}/redeploy", post(detail::redeploy))
+        .route("/daemonsets/{ns}/{name}/rollback", post(detail::rollback))
+        .route("/daemonsets/{ns}/{name}/delete", post(detail::delete))
+        .route("/pods/{ns}/{name}/logs", get(detail::logs))
+        .route("/pods/{ns}/{name}/logs/stream", get(detail::logs_stream))
+        .route("/create", get(wizard::page).post(wizard::submit))
+        .route("/create/preview", post(wizard::preview))
+        .route("/import", get(wizard::import_page).post(wizard::import))
+        .route("/nodes", get(nodes::list))
+        .route("/nodes/{name}/{action}", post(nodes::act))
+        .route(
+            "/namespaces",
+            get(nodes::namespaces).post(nodes::create_namespace),
+        )
+        .route("/namespaces/{name}/delete", post(nodes::delete_namespace))
+        .with_state(ConsoleState { api })
+}
+
+/// `api` with the console nested at `/ui`.
+pub fn mount(api: Router) -> Router {
+    Router::new().nest("/ui", router(api.clone())).merge(api)
+}
