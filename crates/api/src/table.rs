@@ -176,7 +176,7 @@ fn daemonset_row(o: &Value, now: Timestamp) -> Vec<Value> {
     ]
 }
 
-/// The pod STATUS word, RESTARTS and READY as upstream's `printPod` derives them.
+/// The pod READY, STATUS word and RESTARTS columns, in that order, as upstream's `printPod` derives them.
 pub fn pod_status(o: &Value, now: Timestamp) -> (String, String, String) {
     let status = &o["status"];
     let mut reason = s(status, &["phase"]).to_owned();

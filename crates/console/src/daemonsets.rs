@@ -77,7 +77,7 @@ impl Fleet {
         let pods: Vec<(String, String, String, Value)> = typed_pods
             .iter()
             .map(|(_, raw)| {
-                let (word, _, _) = everynode_api::table::pod_status(raw, now);
+                let (_, word, _) = everynode_api::table::pod_status(raw, now);
                 (
                     str_at(raw, "/metadata/name").to_owned(),
                     str_at(raw, "/spec/nodeName").to_owned(),

@@ -104,7 +104,7 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
             thead { tr { th { "Name" } th { "Status" } th { "Ready" } th { "Node" } th { "IP" } th { "Restarts" } th { "Images" } th { "Age" } th { "Logs" } } }
             tbody {
                 @for (pod_name, node, word, pod) in &pods {
-                    @let (_, restarts, ready) = everynode_api::table::pod_status(pod, now);
+                    @let (ready, _, restarts) = everynode_api::table::pod_status(pod, now);
                     tr data-pod=(pod_name) data-status=(word) {
                         td { (pod_name) } td { (word) } td { (ready) } td { (node) }
                         td { (str_at(pod, "/status/podIP")) } td { (restarts) }
@@ -742,7 +742,7 @@ pub async fn logs(
         html! {
             p.muted { a href={"/ui/daemonsets/" (ns) "/" (owner) "?tab=pods"} { "DaemonSet " (owner) } " / pod " (name) }
             h1 { "Logs of " (name) }
-            form method="get" {
+            form #log-options method="get" {
                 label { "Container" select name="container" {
                     @for c in &containers { option value=(c) selected[*c == q.container] { (c) } }
                 } }

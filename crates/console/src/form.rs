@@ -692,7 +692,11 @@ pub fn form_field(built: &Built, path: &str) -> Option<String> {
         };
         let (position, rest) = rest.split_once(']')?;
         let form_index = indices.get(position.parse::<usize>().ok()?)?;
-        let rest = rest.trim_start_matches('.');
+        // The server names map keys in brackets: `resources.requests[memory]`.
+        let rest = rest
+            .trim_start_matches('.')
+            .replace('[', ".")
+            .replace(']', "");
         let field = [
             ("name", "name"),
             ("image", "image"),
@@ -937,7 +941,7 @@ mod tests {
         assert_eq!(
             form_field(
                 &built,
-                "spec.template.spec.initContainers[0].resources.limits.cpu"
+                "spec.template.spec.initContainers[0].resources.limits[cpu]"
             )
             .as_deref(),
             Some("c.0.cpuLimit")

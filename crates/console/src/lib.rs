@@ -85,5 +85,8 @@ pub fn router(api: Router) -> Router {
 
 /// `api` with the console nested at `/ui`.
 pub fn mount(api: Router) -> Router {
-    Router::new().nest("/ui", router(api.clone())).merge(api)
+    Router::new()
+        .route("/ui/", get(|| async { Redirect::to("/ui/daemonsets") }))
+        .nest("/ui", router(api.clone()))
+        .merge(api)
 }

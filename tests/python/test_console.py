@@ -1,0 +1,414 @@
+"""The web console in real Chromium (Debian's, driven by Playwright) against `everynode up
+--nodes 3`: the create wizard with every section, live status, logs, edit and rollout, roll back,
+redeploy, delete with orphan; each example manifest through the YAML import; nodes and
+namespaces. Every page is saved as a screenshot under target/console-screenshots."""
+
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+import kubernetes
+import pytest
+
+from conftest import EXAMPLES, REPO, everynode_binary, wait_for
+
+SHOTS = pathlib.Path(os.environ.get("EVERYNODE_SCREENSHOTS", REPO / "target" / "console-screenshots"))
+
+
+def chromium_path():
+    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    if not path:
+        if os.environ.get("CI") == "true":
+            pytest.fail("chromium is required in CI (scripts/test.sh installs it)")
+        pytest.skip("chromium not installed")
+    return path
+
+
+@pytest.fixture(scope="module")
+def up():
+    """`everynode up --nodes 3` in a temporary data directory."""
+    data = pathlib.Path(tempfile.mkdtemp(prefix="everynode-console-"))
+    log = open(data / "up.log", "wb")
+    proc = subprocess.Popen([everynode_binary(), "up", "--nodes", "3", "--data-dir", str(data / "d"),
+                             "--listen", "127.0.0.1:0"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and url is None:
+            found = re.search(r"listening on (https://\S+)", (data / "up.log").read_text())
+            url = found and found.group(1)
+            if proc.poll() is not None:
+                raise RuntimeError((data / "up.log").read_text())
+            time.sleep(0.1)
+        assert url, "everynode up did not start"
+        client = kubernetes.config.new_client_from_config(config_file=str(data / "d" / "kubeconfig"))
+        core = kubernetes.client.CoreV1Api(client)
+
+        def three_ready():
+            nodes = core.list_node().items
+            return sum(1 for n in nodes for c in (n.status.conditions or []) if c.type == "Ready" and c.status == "True") == 3
+
+        wait_for("three Ready nodes", three_ready)
+        yield {"url": url, "token": (data / "d" / "admin.token").read_text().strip(), "client": client}
+        client.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def browser(up):
+    from playwright.sync_api import sync_playwright
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        context = b.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
+        page = context.new_page()
+        page.on("dialog", lambda dialog: dialog.accept())
+        page.goto(up["url"] + "/ui/")
+        assert "/ui/login" in page.url
+        shot(page, "login")
+        page.fill("input[name=token]", up["token"])
+        page.click("button[type=submit]")
+        page.wait_for_url("**/ui/daemonsets")
+        yield page
+        context.close()
+        b.close()
+
+
+def shot(page, name):
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def apps(up):
+    return kubernetes.client.AppsV1Api(up["client"])
+
+
+def core(up):
+    return kubernetes.client.CoreV1Api(up["client"])
+
+
+def test_a_wrong_token_is_refused(up):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
+        page = b.new_context(ignore_https_errors=True).new_page()
+        page.goto(up["url"] + "/ui/login")
+        page.fill("input[name=token]", "not-the-token")
+        page.click("button[type=submit]")
+        assert "did not accept that token" in page.inner_text(".error")
+        page.goto(up["url"] + "/ui/daemonsets")
+        assert "/ui/login" in page.url
+        b.close()
+
+
+def fill_wizard(page):
+    page.fill("input[name=name]", "node-agent")
+    page.select_option("select[name=namespace]", "default")
+    page.fill("textarea[name=description]", "Collects node facts; created by the browser test.")
+    shot(page, "wizard-1-basic")
+    page.click("button[data-step='1']")
+    c = "c.0."
+    page.fill(f"input[name='{c}name']", "agent")
+    page.fill(f"input[name='{c}image']", "busybox:1.36")
+    page.select_option(f"select[name='{c}pullPolicy']", "IfNotPresent")
+    page.check(f"input[name='{c}privileged']")
+    page.fill(f"input[name='{c}cpuRequest']", "10m")
+    page.fill(f"input[name='{c}cpuLimit']", "500m")
+    page.fill(f"input[name='{c}memRequest']", "16Mi")
+    page.fill(f"input[name='{c}memLimit']", "256Mi")
+    page.click("#containers fieldset[data-container='0'] button[data-add=tpl-port]")
+    page.fill(f"input[name='{c}port.0.name']", "metrics")
+    page.fill(f"input[name='{c}port.0.containerPort']", "9100")
+    page.fill(f"textarea[name='{c}command']", "sh\n-c")
+    page.fill(f"textarea[name='{c}args']", 'echo "agent up on $NODE mode $MODE"; while true; do echo tick; sleep 2; done')
+    page.fill(f"textarea[name='{c}postStart']", "sh\n-c\necho started > /scratch/started")
+    page.fill(f"textarea[name='{c}preStop']", "sh\n-c\necho stopping")
+    page.select_option(f"select[name='{c}liveness.type']", "exec")
+    page.fill(f"textarea[name='{c}liveness.command']", "true")
+    page.fill(f"input[name='{c}liveness.periodSeconds']", "5")
+    page.select_option(f"select[name='{c}readiness.type']", "exec")
+    page.fill(f"textarea[name='{c}readiness.command']", "test\n-d\n/host/proc/1")
+    page.fill(f"input[name='{c}readiness.periodSeconds']", "1")
+    page.select_option(f"select[name='{c}startup.type']", "exec")
+    page.fill(f"textarea[name='{c}startup.command']", "true")
+    page.fill(f"input[name='{c}startup.failureThreshold']", "30")
+    for i, (name, source, value) in enumerate([("MODE", "value", "fast"), ("NODE", "field", "spec.nodeName")]):
+        page.click("#containers fieldset[data-container='0'] button[data-add=tpl-env]")
+        page.fill(f"input[name='{c}env.{i}.name']", name)
+        page.select_option(f"select[name='{c}env.{i}.source']", source)
+        page.fill(f"input[name='{c}env.{i}.{'value' if source == 'value' else 'ref'}']", value)
+    page.click("#containers fieldset[data-container='0'] button[data-add=tpl-vol]")
+    page.select_option(f"select[name='{c}vol.0.type']", "hostPath")
+    page.fill(f"input[name='{c}vol.0.name']", "proc")
+    page.fill(f"input[name='{c}vol.0.source']", "/proc")
+    page.select_option(f"select[name='{c}vol.0.hostPathType']", "Directory")
+    page.fill(f"input[name='{c}vol.0.mountPath']", "/host/proc")
+    page.check(f"input[name='{c}vol.0.readOnly']")
+    page.click("#containers fieldset[data-container='0'] button[data-add=tpl-vol]")
+    page.select_option(f"select[name='{c}vol.1.type']", "emptyDir")
+    page.fill(f"input[name='{c}vol.1.name']", "scratch")
+    page.fill(f"input[name='{c}vol.1.mountPath']", "/scratch")
+    page.fill(f"input[name='{c}runAsUser']", "0")
+    page.fill(f"input[name='{c}capAdd']", "SYS_PTRACE")
+    page.click("button[data-add=tpl-init]")
+    page.fill("input[name='c.1.name']", "setup")
+    page.fill("input[name='c.1.image']", "busybox:1.36")
+    page.fill("textarea[name='c.1.command']", "sh\n-c\necho init done")
+    shot(page, "wizard-2-containers")
+    page.click("button[data-step='2']")
+    page.check("input[name='svc.enabled']")
+    page.select_option("select[name='svc.type']", "Headless")
+    page.click("button[data-add=tpl-svc-port]")
+    page.fill("input[name='svc.port.0.name']", "metrics")
+    page.fill("input[name='svc.port.0.port']", "9100")
+    page.fill("input[name='svc.port.0.targetPort']", "metrics")
+    shot(page, "wizard-3-service")
+    page.click("button[data-step='3']")
+    page.select_option("select[name=dnsPolicy]", "None")
+    page.fill("textarea[name=nameservers]", "127.0.0.1")
+    page.fill("textarea[name=searches]", "cluster.local")
+    page.fill("textarea[name=dnsOptions]", "ndots=2")
+    page.fill("textarea[name=hostAliases]", "10.9.8.7 metrics.local")
+    page.select_option("select[name=strategy]", "RollingUpdate")
+    page.fill("input[name=maxUnavailable]", "1")
+    page.fill("input[name=maxSurge]", "0")
+    page.fill("input[name=minReadySeconds]", "0")
+    page.fill("input[name=revisionHistoryLimit]", "10")
+    page.fill("input[name=terminationGracePeriodSeconds]", "5")
+    page.click("button[data-add=tpl-tol]")
+    page.fill("input[name='tol.0.key']", "dedicated")
+    page.select_option("select[name='tol.0.operator']", "Equal")
+    page.fill("input[name='tol.0.value']", "gpu")
+    page.select_option("select[name='tol.0.effect']", "NoExecute")
+    page.fill("input[name='tol.0.seconds']", "60")
+    page.fill("textarea[name=nodeSelector]", "kubernetes.io/os=linux")
+    page.click("button[data-add=tpl-na]")
+    page.fill("input[name='na.0.key']", "kubernetes.io/hostname")
+    page.fill("input[name='na.0.values']", "node-1, node-2, node-3")
+    page.click("button[data-add=tpl-pa]")
+    page.select_option("select[name='pa.0.kind']", "anti")
+    page.fill("textarea[name='pa.0.labels']", "app=not-this-one")
+    page.fill("input[name='pa.0.topologyKey']", "kubernetes.io/hostname")
+    page.fill("textarea[name=labels]", "team=infra")
+    page.fill("textarea[name=annotations]", "owner=ops")
+    page.fill("textarea[name=podLabels]", "app=node-agent")
+    page.fill("textarea[name=podAnnotations]", "scrape=true")
+    page.check("input[name=syncTimezone]")
+    shot(page, "wizard-4-advanced")
+    page.click("button[data-step='4']")
+    page.wait_for_function("document.getElementById('preview').textContent.includes('host-localtime')")
+    shot(page, "wizard-5-review")
+
+
+def test_wizard_checks_the_name_as_you_type_and_puts_server_errors_on_their_field(up, browser):
+    page = browser
+    page.goto(up["url"] + "/ui/create")
+    page.fill("input[name=name]", "Bad_Name")
+    assert "lowercase letters" in page.inner_text("input[name=name] + .field-error")
+    page.fill("input[name=name]", "fine-name")
+    page.click("button[data-step='1']")
+    page.fill("input[name='c.0.name']", "c")
+    page.fill("input[name='c.0.image']", "busybox")
+    page.fill("input[name='c.0.memRequest']", "lots")
+    page.click("button.primary[type=submit]")
+    error = page.wait_for_selector("input[name='c.0.memRequest'] + .field-error")
+    assert "spec.template.spec.containers[0].resources.requests" in error.inner_text()
+    shot(page, "wizard-field-error")
+    assert [d.metadata.name for d in apps(up).list_namespaced_daemon_set("default").items] == []
+
+
+def test_create_by_form_then_operate_it(up, browser):
+    page = browser
+    page.goto(up["url"] + "/ui/daemonsets")
+    shot(page, "list-empty")
+    page.goto(up["url"] + "/ui/create")
+    fill_wizard(page)
+    page.click("button.primary[type=submit]")
+    page.wait_for_url("**/ui/daemonsets/default/node-agent?tab=overview**")
+
+    ds = apps(up).read_namespaced_daemon_set("node-agent", "default")
+    spec = ds.spec.template.spec
+    assert ds.metadata.annotations["kubernetes.io/description"].startswith("Collects node facts")
+    assert [c.name for c in spec.init_containers] == ["setup"]
+    assert spec.dns_config.nameservers == ["127.0.0.1"] and spec.host_aliases[0].hostnames == ["metrics.local"]
+    assert spec.tolerations[0].toleration_seconds == 60
+    assert spec.affinity.pod_anti_affinity.required_during_scheduling_ignored_during_execution[0].topology_key == "kubernetes.io/hostname"
+    assert spec.containers[0].volume_mounts[-1].mount_path == "/etc/localtime"
+    assert core(up).read_namespaced_service("node-agent", "default").spec.cluster_ip == "None"
+
+    # The overview updates itself as the pods become Ready on the 3 nodes.
+    page.wait_for_selector("#status-panel[data-status=Running]", timeout=120_000)
+    assert page.inner_text("#status-panel b.ready") == "3"
+    assert page.locator("#pods tbody tr[data-status=Running]").count() == 3
+    shot(page, "detail-overview")
+
+    # The list shows it live.
+    page.goto(up["url"] + "/ui/daemonsets")
+    page.wait_for_selector("#daemonsets tr[data-name=node-agent][data-status=Running]")
+    shot(page, "list")
+
+    for tab in ("placement", "events", "metadata", "edit", "yaml", "delete", "pods"):
+        page.goto(up["url"] + f"/ui/daemonsets/default/node-agent?tab={tab}")
+        shot(page, f"detail-{tab}")
+    assert page.locator("#placement tbody tr").count() == 0  # the pods tab has no placement table
+    page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=placement")
+    assert page.locator("#placement tbody tr").count() == 3
+    assert "runs here" in page.inner_text("#placement tr[data-node=node-2]")
+
+    # A pod's logs, then followed.
+    page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=pods")
+    page.click("#pods tbody tr >> nth=0 >> a:text('logs')")
+    page.wait_for_selector("#logs")
+    page.select_option("select[name=container]", "agent")
+    page.click("#log-options button[type=submit]")
+    page.wait_for_function("document.getElementById('logs').textContent.includes('agent up on node-')")
+    shot(page, "logs")
+    page.check("input[name=follow]")
+    page.click("#log-options button[type=submit]")
+    page.wait_for_function("(document.getElementById('logs').textContent.match(/tick/g) || []).length >= 2", timeout=30_000)
+    shot(page, "logs-follow")
+
+    # Edit the image and watch the rollout finish.
+    page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=edit")
+    page.fill("input[name='image.agent']", "busybox:1.37")
+    page.fill("input[name=changeCause]", "image 1.37")
+    page.click("form.card button[type=submit]")
+    page.wait_for_url("**tab=overview**")
+    page.wait_for_selector("#status-panel code.images:text('busybox:1.37')")
+    page.wait_for_selector("#status-panel[data-status=Running]", timeout=120_000)
+    assert page.inner_text("#status-panel b.updated") == "3"
+    shot(page, "detail-after-edit")
+
+    # Revisions: diff 1 → 2, then roll back to 1.
+    page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=revisions&from=1&to=2")
+    assert page.locator("#revisions tbody tr").count() == 2
+    assert "image: busybox:1.37" in page.inner_text(".diff .add")
+    shot(page, "detail-revisions")
+    page.click("#revisions tr[data-revision='1'] button")
+    page.wait_for_url("**tab=overview**")
+    assert "Rolled back to revision 1" in page.inner_text(".notice")
+    page.wait_for_selector("#status-panel code.images:text('busybox:1.36')")
+    page.wait_for_selector("#status-panel[data-status=Running]", timeout=120_000)
+    assert apps(up).read_namespaced_daemon_set("node-agent", "default").spec.template.spec.containers[0].image == "busybox:1.36"
+
+    # Redeploy from the list: every pod is replaced.
+    before = {p.metadata.name for p in core(up).list_namespaced_pod("default", label_selector="app=node-agent").items}
+    page.goto(up["url"] + "/ui/daemonsets")
+    page.click("#daemonsets tr[data-name=node-agent] button:text('Redeploy')")
+    page.wait_for_url("**tab=overview**")
+    restarted = apps(up).read_namespaced_daemon_set("node-agent", "default").spec.template.metadata.annotations
+    assert "kubectl.kubernetes.io/restartedAt" in restarted
+
+    def all_replaced():
+        pods = core(up).list_namespaced_pod("default", label_selector="app=node-agent").items
+        names = {p.metadata.name for p in pods if p.metadata.deletion_timestamp is None}
+        ready = [p for p in pods if any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))]
+        return len(names) == 3 and not (names & before) and len(ready) == 3
+
+    wait_for("every pod replaced by the redeploy", all_replaced, timeout=120)
+    page.wait_for_selector("#status-panel[data-status=Running]", timeout=120_000)
+
+    # Delete, keeping the pods (orphan).
+    page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=delete")
+    page.select_option("select[name=propagationPolicy]", "Orphan")
+    page.click("button.danger")
+    page.wait_for_url("**/ui/daemonsets?namespace=default**")
+    assert "Deleted DaemonSet node-agent (Orphan)" in page.inner_text(".notice")
+    wait_for("the DaemonSet gone", lambda: apps(up).list_namespaced_daemon_set("default").items == [])
+    pods = core(up).list_namespaced_pod("default", label_selector="app=node-agent").items
+    assert len(pods) == 3 and all(not p.metadata.owner_references for p in pods)
+    for p in pods:
+        core(up).delete_namespaced_pod(p.metadata.name, "default", grace_period_seconds=0)
+
+
+def import_yaml(up, page, text):
+    page.goto(up["url"] + "/ui/import")
+    page.fill("#yaml-editor", text)
+    page.click("form button.primary")
+    page.wait_for_load_state()
+
+
+def test_examples_through_the_yaml_import(up, browser):
+    page = browser
+    page.goto(up["url"] + "/ui/namespaces")
+    page.fill("input[name=value]", "hwameistor")
+    page.click("form.card button")
+    assert "Created namespace hwameistor" in page.inner_text(".notice")
+    shot(page, "namespaces")
+
+    # Exported with kubectl get -o yaml: accepted once the server-set fields are gone, and says so.
+    import_yaml(up, page, (EXAMPLES / "dce-hwameistor-zh.yaml").read_text())
+    created = page.inner_text("p.created")
+    assert "Created DaemonSet hwameistor/" in created, created
+    assert page.inner_text("code.dropped") == "metadata.uid, metadata.resourceVersion, metadata.creationTimestamp, metadata.generation, status"
+    shot(page, "import-exported")
+    assert len(apps(up).list_namespaced_daemon_set("hwameistor").items) == 1
+
+    # Damaged in translation, and with all indentation lost: YAML errors with line and column.
+    for name in ("dce-hwameistor-en.yaml", "cka-fluentd-es-demo.yaml"):
+        import_yaml(up, page, (EXAMPLES / name).read_text())
+        message = page.inner_text(".yaml-error")
+        assert re.search(r"YAML error at line \d+, column \d+: ", message), message
+        assert "Nothing was created" in message
+        shot(page, f"import-{name.removesuffix('.yaml')}")
+
+    # Fields one level too high: refused under strict validation, each unknown field by path.
+    import_yaml(up, page, (EXAMPLES / "k8s-docs-fluentd.yaml").read_text())
+    text = page.inner_text(".error")
+    for field in ("spec.template.tolerations", "spec.template.containers", "spec.template.volumes",
+                  "spec.template.priorityClassName", "spec.template.terminationGracePeriodSeconds"):
+        assert f'unknown field "{field}"' in text, text
+    assert "spec.template.spec.containers" in text
+    shot(page, "import-k8s-docs-fluentd")
+    assert apps(up).list_namespaced_daemon_set("kube-system").items == []
+    assert [d.metadata.namespace for d in apps(up).list_daemon_set_for_all_namespaces().items] == ["hwameistor"]
+
+
+def test_nodes_page_cordons_labels_and_taints(up, browser):
+    page = browser
+    page.goto(up["url"] + "/ui/nodes")
+    assert page.locator("#nodes tbody tr").count() == 3
+    shot(page, "nodes")
+    row = "#nodes tr[data-node=node-3]"
+    page.click(f"{row} button:text('Cordon')")
+    assert "SchedulingDisabled" in page.inner_text(f"{row} .node-status")
+    page.click(f"{row} button:text('Uncordon')")
+    assert "SchedulingDisabled" not in page.inner_text(f"{row} .node-status")
+    page.fill(f"{row} form[action$='/label'] input", "disk=ssd")
+    page.click(f"{row} button:text('Add label')")
+    assert core(up).read_node("node-3").metadata.labels["disk"] == "ssd"
+    page.fill(f"{row} form[action$='/taint'] input", "dedicated=gpu:NoSchedule")
+    page.click(f"{row} button:text('Add taint')")
+    assert "dedicated=gpu:NoSchedule" in page.inner_text(f"{row} .taints")
+    shot(page, "nodes-tainted")
+
+    # A DaemonSet that does not tolerate it says which node is left out and why.
+    import_yaml(up, page, """apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: picky, namespace: default}
+spec:
+  selector: {matchLabels: {app: picky}}
+  template:
+    metadata: {labels: {app: picky}}
+    spec:
+      containers: [{name: c, image: busybox, command: [sh, -c, "sleep 3600"]}]
+""")
+    page.goto(up["url"] + "/ui/daemonsets/default/picky?tab=placement")
+    assert "not eligible: untolerated taint dedicated=gpu:NoSchedule" in page.inner_text("#placement tr[data-node=node-3]")
+    shot(page, "detail-placement-taint")
+    page.goto(up["url"] + "/ui/daemonsets?namespace=default")
+    page.wait_for_selector("#daemonsets tr[data-name=picky][data-status=Running]", timeout=120_000)
+    assert "1 node: untolerated taint dedicated=gpu:NoSchedule" in page.text_content("#daemonsets tr[data-name=picky] details.reasons")
+    apps(up).delete_namespaced_daemon_set("picky", "default")
