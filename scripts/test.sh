@@ -24,6 +24,13 @@ if [ ! -x "$KUBECTL_120" ]; then
 fi
 export KUBECTL_120
 
+# The console's browser tests drive Debian's Chromium (through Playwright, which then needs no
+# browser download of its own).
+if ! command -v chromium >/dev/null 2>&1; then
+  log "chromium (Debian's, for the console's browser tests)"
+  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+fi
+
 log "python test environment"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

@@ -303,6 +303,19 @@ def test_create_by_form_then_operate_it(up, browser):
     page.wait_for_selector("#status-panel[data-status=Running]", timeout=120_000)
     assert apps(up).read_namespaced_daemon_set("node-agent", "default").spec.template.spec.containers[0].image == "busybox:1.36"
 
+    # The list follows changes made elsewhere (here kubectl's way: a patch over the API) without
+    # a reload.
+    page.goto(up["url"] + "/ui/daemonsets")
+    page.wait_for_selector("#daemonsets tbody[data-updates]")
+    apps(up).patch_namespaced_daemon_set("node-agent", "default", {"metadata": {"labels": {"seen": "live"}},
+                                                                   "spec": {"minReadySeconds": 1}})
+    page.wait_for_selector("#daemonsets tr[data-name=node-agent][data-status=Running]")
+    apps(up).patch_namespaced_daemon_set("node-agent", "default", {"spec": {"template": {"spec": {
+        "containers": [{"name": "agent", "image": "busybox:1.38"}]}}}})
+    page.wait_for_selector("#daemonsets tr[data-name=node-agent] code:text('busybox:1.38')")
+    page.wait_for_selector("#daemonsets tr[data-name=node-agent][data-status=Running]", timeout=120_000)
+    assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
+
     # Redeploy from the list: every pod is replaced.
     before = {p.metadata.name for p in core(up).list_namespaced_pod("default", label_selector="app=node-agent").items}
     page.goto(up["url"] + "/ui/daemonsets")

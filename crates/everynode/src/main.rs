@@ -23,9 +23,10 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a whole cluster on this machine: API server, controllers, scheduler and N node
-    /// agents, with the embedded store. Ctrl-C stops it all.
+    /// agents, with the embedded store, and the web console at /ui. Ctrl-C stops it all.
     Up(Box<up::UpArgs>),
-    /// Run the API server (with the controllers and scheduler, unless disabled).
+    /// Run the API server and the web console at /ui (with the controllers and scheduler,
+    /// unless disabled).
     Server(Box<server::ServerArgs>),
     /// Run the controllers (DaemonSet, scheduler, garbage collectors, node lifecycle) against an
     /// API server, with leader election: of several copies, one runs them at a time.

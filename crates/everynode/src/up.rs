@@ -14,7 +14,7 @@ pub struct UpArgs {
     /// Where data, credentials, the kubeconfig and agent state live.
     #[arg(long, default_value = "everynode-data")]
     pub data_dir: PathBuf,
-    /// Address of the API server (HTTPS).
+    /// Address of the API server (HTTPS); the web console is served at /ui on it.
     #[arg(long, default_value = "127.0.0.1:6443")]
     pub listen: SocketAddr,
     /// Number of nodes to run on this machine.
