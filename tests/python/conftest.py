@@ -32,13 +32,19 @@ def kubectl_120_binary():
     return path
 
 
-def kubectl_binary():
-    path = os.environ.get("KUBECTL") or shutil.which("kubectl")
+def required_tool(name, env_var, why):
+    """The path of a program the tests drive: `env_var`, else `name` on PATH. Missing, it fails
+    the test in CI and skips it elsewhere."""
+    path = os.environ.get(env_var) or shutil.which(name)
     if not path:
         if os.environ.get("CI") == "true":
-            pytest.fail("kubectl is required in CI")
-        pytest.skip("kubectl not installed")
+            pytest.fail(f"{name} is required in CI ({why})")
+        pytest.skip(f"{name} not installed")
     return path
+
+
+def kubectl_binary():
+    return required_tool("kubectl", "KUBECTL", "the base image's /usr/bin/kubectl")
 
 
 class Server:

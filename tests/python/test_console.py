@@ -15,18 +15,13 @@ import time
 import kubernetes
 import pytest
 
-from conftest import EXAMPLES, REPO, everynode_binary, wait_for
+from conftest import EXAMPLES, REPO, everynode_binary, required_tool, wait_for
 
 SHOTS = pathlib.Path(os.environ.get("EVERYNODE_SCREENSHOTS", REPO / "target" / "console-screenshots"))
 
 
 def chromium_path():
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium")
-    if not path:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium is required in CI (scripts/test.sh installs it)")
-        pytest.skip("chromium not installed")
-    return path
+    return required_tool("chromium", "CHROMIUM", "scripts/test.sh installs it")
 
 
 @pytest.fixture(scope="module")
@@ -113,99 +108,80 @@ def test_a_wrong_token_is_refused(up):
         b.close()
 
 
+def set_fields(page, fields):
+    """Fills form fields by name, as a user would: types into inputs and text areas, picks
+    options, ticks checkboxes (value True)."""
+    for name, value in fields.items():
+        selector = f"[name='{name}']"
+        tag = page.eval_on_selector(selector, "e => e.tagName")
+        if value is True:
+            page.check(selector)
+        elif tag == "SELECT":
+            page.select_option(selector, value)
+        else:
+            page.fill(selector, value)
+
+
+def add_row(page, template, container=None):
+    scope = f"#containers fieldset[data-container='{container}'] " if container is not None else ""
+    page.click(f"{scope}button[data-add={template}]")
+
+
 def fill_wizard(page):
-    page.fill("input[name=name]", "node-agent")
-    page.select_option("select[name=namespace]", "default")
-    page.fill("textarea[name=description]", "Collects node facts; created by the browser test.")
+    set_fields(page, {"name": "node-agent", "namespace": "default",
+                      "description": "Collects node facts; created by the browser test."})
     shot(page, "wizard-1-basic")
     page.click("button[data-step='1']")
-    c = "c.0."
-    page.fill(f"input[name='{c}name']", "agent")
-    page.fill(f"input[name='{c}image']", "busybox:1.36")
-    page.select_option(f"select[name='{c}pullPolicy']", "IfNotPresent")
-    page.check(f"input[name='{c}privileged']")
-    page.fill(f"input[name='{c}cpuRequest']", "10m")
-    page.fill(f"input[name='{c}cpuLimit']", "500m")
-    page.fill(f"input[name='{c}memRequest']", "16Mi")
-    page.fill(f"input[name='{c}memLimit']", "256Mi")
-    page.click("#containers fieldset[data-container='0'] button[data-add=tpl-port]")
-    page.fill(f"input[name='{c}port.0.name']", "metrics")
-    page.fill(f"input[name='{c}port.0.containerPort']", "9100")
-    page.fill(f"textarea[name='{c}command']", "sh\n-c")
-    page.fill(f"textarea[name='{c}args']", 'echo "agent up on $NODE mode $MODE"; while true; do echo tick; sleep 2; done')
-    page.fill(f"textarea[name='{c}postStart']", "sh\n-c\necho started > /scratch/started")
-    page.fill(f"textarea[name='{c}preStop']", "sh\n-c\necho stopping")
-    page.select_option(f"select[name='{c}liveness.type']", "exec")
-    page.fill(f"textarea[name='{c}liveness.command']", "true")
-    page.fill(f"input[name='{c}liveness.periodSeconds']", "5")
-    page.select_option(f"select[name='{c}readiness.type']", "exec")
-    page.fill(f"textarea[name='{c}readiness.command']", "test\n-d\n/host/proc/1")
-    page.fill(f"input[name='{c}readiness.periodSeconds']", "1")
-    page.select_option(f"select[name='{c}startup.type']", "exec")
-    page.fill(f"textarea[name='{c}startup.command']", "true")
-    page.fill(f"input[name='{c}startup.failureThreshold']", "30")
-    for i, (name, source, value) in enumerate([("MODE", "value", "fast"), ("NODE", "field", "spec.nodeName")]):
-        page.click("#containers fieldset[data-container='0'] button[data-add=tpl-env]")
-        page.fill(f"input[name='{c}env.{i}.name']", name)
-        page.select_option(f"select[name='{c}env.{i}.source']", source)
-        page.fill(f"input[name='{c}env.{i}.{'value' if source == 'value' else 'ref'}']", value)
-    page.click("#containers fieldset[data-container='0'] button[data-add=tpl-vol]")
-    page.select_option(f"select[name='{c}vol.0.type']", "hostPath")
-    page.fill(f"input[name='{c}vol.0.name']", "proc")
-    page.fill(f"input[name='{c}vol.0.source']", "/proc")
-    page.select_option(f"select[name='{c}vol.0.hostPathType']", "Directory")
-    page.fill(f"input[name='{c}vol.0.mountPath']", "/host/proc")
-    page.check(f"input[name='{c}vol.0.readOnly']")
-    page.click("#containers fieldset[data-container='0'] button[data-add=tpl-vol]")
-    page.select_option(f"select[name='{c}vol.1.type']", "emptyDir")
-    page.fill(f"input[name='{c}vol.1.name']", "scratch")
-    page.fill(f"input[name='{c}vol.1.mountPath']", "/scratch")
-    page.fill(f"input[name='{c}runAsUser']", "0")
-    page.fill(f"input[name='{c}capAdd']", "SYS_PTRACE")
-    page.click("button[data-add=tpl-init]")
-    page.fill("input[name='c.1.name']", "setup")
-    page.fill("input[name='c.1.image']", "busybox:1.36")
-    page.fill("textarea[name='c.1.command']", "sh\n-c\necho init done")
+    for template, count in (("tpl-port", 1), ("tpl-env", 2), ("tpl-vol", 2)):
+        for _ in range(count):
+            add_row(page, template, container=0)
+    add_row(page, "tpl-init")
+    set_fields(page, {
+        # basic
+        "c.0.name": "agent", "c.0.image": "busybox:1.36", "c.0.pullPolicy": "IfNotPresent", "c.0.privileged": True,
+        "c.0.cpuRequest": "10m", "c.0.cpuLimit": "500m", "c.0.memRequest": "16Mi", "c.0.memLimit": "256Mi",
+        "c.0.port.0.name": "metrics", "c.0.port.0.containerPort": "9100",
+        # lifecycle
+        "c.0.command": "sh\n-c",
+        "c.0.args": 'echo "agent up on $NODE mode $MODE"; while true; do echo tick; sleep 2; done',
+        "c.0.postStart": "sh\n-c\necho started > /scratch/started", "c.0.preStop": "sh\n-c\necho stopping",
+        # health checks
+        "c.0.liveness.type": "exec", "c.0.liveness.command": "true", "c.0.liveness.periodSeconds": "5",
+        "c.0.readiness.type": "exec", "c.0.readiness.command": "test\n-d\n/host/proc/1", "c.0.readiness.periodSeconds": "1",
+        "c.0.startup.type": "exec", "c.0.startup.command": "true", "c.0.startup.failureThreshold": "30",
+        # environment
+        "c.0.env.0.name": "MODE", "c.0.env.0.source": "value", "c.0.env.0.value": "fast",
+        "c.0.env.1.name": "NODE", "c.0.env.1.source": "field", "c.0.env.1.ref": "spec.nodeName",
+        # data storage
+        "c.0.vol.0.type": "hostPath", "c.0.vol.0.name": "proc", "c.0.vol.0.source": "/proc",
+        "c.0.vol.0.hostPathType": "Directory", "c.0.vol.0.mountPath": "/host/proc", "c.0.vol.0.readOnly": True,
+        "c.0.vol.1.type": "emptyDir", "c.0.vol.1.name": "scratch", "c.0.vol.1.mountPath": "/scratch",
+        # security
+        "c.0.runAsUser": "0", "c.0.capAdd": "SYS_PTRACE",
+        # an init container
+        "c.1.name": "setup", "c.1.image": "busybox:1.36", "c.1.command": "sh\n-c\necho init done",
+    })
     shot(page, "wizard-2-containers")
     page.click("button[data-step='2']")
-    page.check("input[name='svc.enabled']")
-    page.select_option("select[name='svc.type']", "Headless")
     page.click("button[data-add=tpl-svc-port]")
-    page.fill("input[name='svc.port.0.name']", "metrics")
-    page.fill("input[name='svc.port.0.port']", "9100")
-    page.fill("input[name='svc.port.0.targetPort']", "metrics")
+    set_fields(page, {"svc.enabled": True, "svc.type": "Headless", "svc.port.0.name": "metrics",
+                      "svc.port.0.port": "9100", "svc.port.0.targetPort": "metrics"})
     shot(page, "wizard-3-service")
     page.click("button[data-step='3']")
-    page.select_option("select[name=dnsPolicy]", "None")
-    page.fill("textarea[name=nameservers]", "127.0.0.1")
-    page.fill("textarea[name=searches]", "cluster.local")
-    page.fill("textarea[name=dnsOptions]", "ndots=2")
-    page.fill("textarea[name=hostAliases]", "10.9.8.7 metrics.local")
-    page.select_option("select[name=strategy]", "RollingUpdate")
-    page.fill("input[name=maxUnavailable]", "1")
-    page.fill("input[name=maxSurge]", "0")
-    page.fill("input[name=minReadySeconds]", "0")
-    page.fill("input[name=revisionHistoryLimit]", "10")
-    page.fill("input[name=terminationGracePeriodSeconds]", "5")
-    page.click("button[data-add=tpl-tol]")
-    page.fill("input[name='tol.0.key']", "dedicated")
-    page.select_option("select[name='tol.0.operator']", "Equal")
-    page.fill("input[name='tol.0.value']", "gpu")
-    page.select_option("select[name='tol.0.effect']", "NoExecute")
-    page.fill("input[name='tol.0.seconds']", "60")
-    page.fill("textarea[name=nodeSelector]", "kubernetes.io/os=linux")
-    page.click("button[data-add=tpl-na]")
-    page.fill("input[name='na.0.key']", "kubernetes.io/hostname")
-    page.fill("input[name='na.0.values']", "node-1, node-2, node-3")
-    page.click("button[data-add=tpl-pa]")
-    page.select_option("select[name='pa.0.kind']", "anti")
-    page.fill("textarea[name='pa.0.labels']", "app=not-this-one")
-    page.fill("input[name='pa.0.topologyKey']", "kubernetes.io/hostname")
-    page.fill("textarea[name=labels]", "team=infra")
-    page.fill("textarea[name=annotations]", "owner=ops")
-    page.fill("textarea[name=podLabels]", "app=node-agent")
-    page.fill("textarea[name=podAnnotations]", "scrape=true")
-    page.check("input[name=syncTimezone]")
+    for template in ("tpl-tol", "tpl-na", "tpl-pa"):
+        add_row(page, template)
+    set_fields(page, {
+        "dnsPolicy": "None", "nameservers": "127.0.0.1", "searches": "cluster.local", "dnsOptions": "ndots=2",
+        "hostAliases": "10.9.8.7 metrics.local",
+        "strategy": "RollingUpdate", "maxUnavailable": "1", "maxSurge": "0", "minReadySeconds": "0",
+        "revisionHistoryLimit": "10", "terminationGracePeriodSeconds": "5",
+        "tol.0.key": "dedicated", "tol.0.operator": "Equal", "tol.0.value": "gpu", "tol.0.effect": "NoExecute",
+        "tol.0.seconds": "60", "nodeSelector": "kubernetes.io/os=linux",
+        "na.0.key": "kubernetes.io/hostname", "na.0.values": "node-1, node-2, node-3",
+        "pa.0.kind": "anti", "pa.0.labels": "app=not-this-one", "pa.0.topologyKey": "kubernetes.io/hostname",
+        "labels": "team=infra", "annotations": "owner=ops", "podLabels": "app=node-agent",
+        "podAnnotations": "scrape=true", "syncTimezone": True,
+    })
     shot(page, "wizard-4-advanced")
     page.click("button[data-step='4']")
     page.wait_for_function("document.getElementById('preview').textContent.includes('host-localtime')")

@@ -235,6 +235,26 @@ fn field_validation(q: &Query) -> ApiResult<FieldValidation> {
     }
 }
 
+/// The object a create or an update sends, the field-validation warnings about it, and its
+/// field manager.
+fn written_object(
+    res: &'static Resource,
+    namespace: Option<&str>,
+    headers: &HeaderMap,
+    body: &Bytes,
+    q: &Query,
+) -> ApiResult<(Value, Vec<String>, String)> {
+    let raw = json_body(headers, body)?;
+    let warnings = check_fields(
+        res,
+        namespace,
+        &raw,
+        &duplicated_fields(headers, body),
+        field_validation(q)?,
+    )?;
+    Ok((raw, warnings, field_manager(q, headers)?))
+}
+
 /// Keys a request body repeats, by dotted path, for the body types that are maps.
 fn duplicated_fields(headers: &HeaderMap, body: &[u8]) -> Vec<String> {
     use everynode_api::duplicate_fields::{in_json, in_yaml};
@@ -367,15 +387,7 @@ async fn dispatch(
             }
         }
         (Method::POST, None, None) => {
-            let raw = json_body(headers, &body)?;
-            let warnings = check_fields(
-                res,
-                ns,
-                &raw,
-                &duplicated_fields(headers, &body),
-                field_validation(&q)?,
-            )?;
-            let manager = field_manager(&q, headers)?;
+            let (raw, warnings, manager) = written_object(res, ns, headers, &body, &q)?;
             let obj = api
                 .create(res, ns, raw, q.dry_run()?, Some(&manager))
                 .await?;
@@ -410,15 +422,7 @@ async fn dispatch(
             } else {
                 UpdateMode::Main
             };
-            let raw = json_body(headers, &body)?;
-            let warnings = check_fields(
-                res,
-                ns,
-                &raw,
-                &duplicated_fields(headers, &body),
-                field_validation(&q)?,
-            )?;
-            let manager = field_manager(&q, headers)?;
+            let (raw, warnings, manager) = written_object(res, ns, headers, &body, &q)?;
             let (obj, created) = api
                 .replace(res, ns, name, raw, mode, q.dry_run()?, Some(&manager))
                 .await?;
