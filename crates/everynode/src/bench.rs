@@ -497,7 +497,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Startup(format!("cannot find this executable: {e}")))?;
     let server = start_server(&exe, &dir).await?;
-    let result = measure(&exe, &dir, &args, &server).await;
+    // A signal ends the measurement: dropping it kills the fleet (kill_on_drop), and the server
+    // is stopped below, so an interrupted bench leaves no process behind.
+    let result = tokio::select! {
+        r = measure(&exe, &dir, &args, &server) => r,
+        () = crate::stop_signal() => Err(Error::Startup(
+            "bench interrupted by a signal; the server and the fleet were stopped".into(),
+        )),
+    };
     server.stop().await;
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
