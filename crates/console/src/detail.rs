@@ -671,7 +671,7 @@ pub async fn delete(
     {
         Ok(_) => Redirect::to(&format!(
             "/ui/daemonsets?namespace={ns}&notice={}",
-            query_value(&format!("Deleted DaemonSet {name} ({policy}).",))
+            query_value(&format!("Deleted DaemonSet {name} ({policy})."))
         ))
         .into_response(),
         Err(e) => e.into_response(),
