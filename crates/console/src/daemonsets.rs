@@ -106,8 +106,10 @@ pub fn status_badge(s: &Status) -> Markup {
     }
 }
 
-pub fn images(ds: &Value) -> String {
-    ds.pointer("/spec/template/spec/containers")
+/// The images of a pod spec's containers, comma separated.
+pub fn images(pod_spec: &Value) -> String {
+    pod_spec
+        .pointer("/containers")
         .and_then(Value::as_array)
         .map(|cs| {
             cs.iter()
@@ -133,7 +135,7 @@ fn row(ds: &Value, fleet: &Fleet, now: Timestamp) -> Markup {
             td.num { (int_at(ds, "/status/numberReady")) }
             td.num { (int_at(ds, "/status/updatedNumberScheduled")) }
             td.num { (int_at(ds, "/status/numberAvailable")) }
-            td { code { (images(ds)) } }
+            td { code { (images(&ds["spec"]["template"]["spec"])) } }
             td { (pairs(ds.pointer("/spec/template/spec/nodeSelector"))) }
             td { (age(ds, now)) }
             td.actions {

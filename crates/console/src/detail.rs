@@ -96,7 +96,7 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
                 span { "Up-to-date " b.updated { (int_at(&ds, "/status/updatedNumberScheduled")) } }
                 span { "Available " b { (int_at(&ds, "/status/numberAvailable")) } }
                 span { "Misscheduled " b { (int_at(&ds, "/status/numberMisscheduled")) } }
-                span { "Images " code.images { (images(&ds)) } }
+                span { "Images " code.images { (images(&ds["spec"]["template"]["spec"])) } }
             }
         }
         h2 { "Pods" }
@@ -108,7 +108,7 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
                     tr data-pod=(pod_name) data-status=(word) {
                         td { (pod_name) } td { (word) } td { (ready) } td { (node) }
                         td { (str_at(pod, "/status/podIP")) } td { (restarts) }
-                        td { code { (images(&json!({"spec": {"template": {"spec": pod["spec"]}}}))) } }
+                        td { code { (images(&pod["spec"])) } }
                         td { (age(pod, now)) }
                         td { a href={"/ui/pods/" (ns) "/" (pod_name) "/logs"} { "logs" } }
                     }

@@ -132,7 +132,7 @@ pub async fn act(
                     .await
             }
             None => Err(ConsoleError::BadInput(format!(
-                "{value:?}: a label is key=value"
+                "node {name}: {value:?} is not a label; write key=value, e.g. disk=ssd"
             ))),
         },
         "taint" => match parse_taint(value) {
@@ -151,7 +151,7 @@ pub async fn act(
                 }
                 Err(e) => Err(e),
             },
-            Err(e) => Err(ConsoleError::BadInput(e)),
+            Err(e) => Err(ConsoleError::BadInput(format!("node {name}: {e}"))),
         },
         other => Err(ConsoleError::BadInput(format!("no node action {other:?}"))),
     };

@@ -98,9 +98,7 @@ pub async fn login(State(state): State<ConsoleState>, Form(form): Form<LoginForm
     let client = ApiClient::new(state.api.clone(), token.clone());
     match client.get("/api").await {
         Ok(_) => {
-            let value = serde_urlencoded::to_string([("t", &token)])
-                .map(|s| s.trim_start_matches("t=").to_owned())
-                .unwrap_or_default();
+            let value = crate::layout::query_value(&token);
             (
                 [(
                     header::SET_COOKIE,

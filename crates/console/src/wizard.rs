@@ -378,16 +378,16 @@ fn collection_of(res: &everynode_api::registry::Resource, obj: &Value) -> String
     } else {
         format!("/apis/{}/{}", res.group, res.version)
     };
-    if res.namespaced {
-        let ns = obj
-            .pointer("/metadata/namespace")
+    // A cluster-scoped resource has no namespace segment; a namespaced one defaults to `default`.
+    let ns = if res.namespaced {
+        obj.pointer("/metadata/namespace")
             .and_then(Value::as_str)
             .filter(|n| !n.is_empty())
-            .unwrap_or("default");
-        format!("{prefix}/namespaces/{ns}/{}", res.plural)
+            .unwrap_or("default")
     } else {
-        format!("{prefix}/{}", res.plural)
-    }
+        ""
+    };
+    crate::daemonsets::collection(&prefix, ns, res.plural)
 }
 
 pub async fn import(
