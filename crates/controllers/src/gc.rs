@@ -5,7 +5,7 @@
 //! - a dependent whose owners are all gone is deleted (background propagation). Absence is
 //!   confirmed with a live read first, so a cache that lags never deletes a live owner's pods.
 
-use crate::stores::spawn_store_notifying;
+use crate::stores::Informers;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
@@ -286,15 +286,18 @@ async fn execute(client: &Client, actions: &[Action]) -> Result<(), kube::Error>
 }
 
 /// Runs the garbage collector until the process ends.
-pub async fn run(client: Client) {
+pub async fn run(informers: Informers) {
+    let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let daemonsets =
-        spawn_store_notifying(Api::<DaemonSet>::all(client.clone()), Arc::clone(&changed));
-    let pods = spawn_store_notifying(Api::<Pod>::all(client.clone()), Arc::clone(&changed));
-    let revisions = spawn_store_notifying(
-        Api::<ControllerRevision>::all(client.clone()),
-        Arc::clone(&changed),
+    let (daemonsets, pods, revisions) = (
+        informers.daemonsets(),
+        informers.pods(),
+        informers.revisions(),
     );
+    daemonsets.wake_on_change(Arc::clone(&changed));
+    pods.wake_on_change(Arc::clone(&changed));
+    revisions.wake_on_change(Arc::clone(&changed));
+    let (daemonsets, pods, revisions) = (daemonsets.store(), pods.store(), revisions.store());
     if daemonsets.wait_until_ready().await.is_err()
         || pods.wait_until_ready().await.is_err()
         || revisions.wait_until_ready().await.is_err()

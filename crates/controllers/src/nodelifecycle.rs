@@ -9,13 +9,13 @@
 //! here they are added on the next monitor pass. Small clusters see no difference.
 
 use crate::last_change::LastChange;
-use crate::stores::spawn_store_notifying;
+use crate::stores::Informers;
 use everynode_api::scheduling;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
-use kube::{Client, ResourceExt};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -273,14 +273,14 @@ pub fn eviction(pod: &Pod, node: &Node, now: jiff::Timestamp) -> Eviction {
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(client: Client, settings: Settings) {
+pub async fn run(informers: Informers, settings: Settings) {
+    let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let nodes = spawn_store_notifying(Api::<Node>::all(client.clone()), Arc::clone(&changed));
-    let leases = spawn_store_notifying(
-        Api::<Lease>::namespaced(client.clone(), "kube-node-lease"),
-        Arc::clone(&changed),
-    );
-    let pods = spawn_store_notifying(Api::<Pod>::all(client.clone()), Arc::clone(&changed));
+    let (nodes, leases, pods) = (informers.nodes(), informers.node_leases(), informers.pods());
+    nodes.wake_on_change(Arc::clone(&changed));
+    leases.wake_on_change(Arc::clone(&changed));
+    pods.wake_on_change(Arc::clone(&changed));
+    let (nodes, leases, pods) = (nodes.store(), leases.store(), pods.store());
     let _ = nodes.wait_until_ready().await;
     let _ = leases.wait_until_ready().await;
     let _ = pods.wait_until_ready().await;

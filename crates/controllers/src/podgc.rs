@@ -7,9 +7,9 @@
 //!
 //! Decisions are pure functions of the pods, the nodes and `now`.
 
-use crate::stores::spawn_store_notifying;
+use crate::stores::Informers;
 use everynode_api::scheduling::bound_node;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Preconditions};
 use kube::{Client, ResourceExt};
 use std::collections::{HashMap, HashSet};
@@ -103,10 +103,10 @@ async fn force_delete(client: &Client, pod: &Pod, why: &str) {
 }
 
 /// Runs pod GC until the process ends, checking every 20 s (upstream's gcCheckPeriod).
-pub async fn run(client: Client, terminated_threshold: usize) {
-    let changed = Arc::new(tokio::sync::Notify::new());
-    let pods = spawn_store_notifying(Api::<Pod>::all(client.clone()), Arc::clone(&changed));
-    let nodes = spawn_store_notifying(Api::<Node>::all(client.clone()), Arc::clone(&changed));
+pub async fn run(informers: Informers, terminated_threshold: usize) {
+    // Pod GC looks on a timer, not on changes (upstream's gcCheckPeriod).
+    let client = informers.client();
+    let (pods, nodes) = (informers.pods().store(), informers.nodes().store());
     let _ = pods.wait_until_ready().await;
     let _ = nodes.wait_until_ready().await;
     let mut missing = Missing::default();

@@ -4,11 +4,11 @@
 //! FailedScheduling event, and is retried with backoff (1 s doubling to 10 s).
 
 use crate::interpod::NamespaceLabels;
-use crate::stores::spawn_store_notifying;
+use crate::stores::Informers;
 use everynode_api::quantity::Quantity;
 use everynode_api::scheduling;
 use k8s_openapi::api::core::v1::PodSpec;
-use k8s_openapi::api::core::v1::{Binding, Namespace, Node, ObjectReference, Pod, Taint};
+use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -399,12 +399,14 @@ struct Retry {
 }
 
 /// Runs the scheduler until the process ends.
-pub async fn run(client: Client) {
+pub async fn run(informers: Informers) {
+    let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let pods = spawn_store_notifying(Api::<Pod>::all(client.clone()), Arc::clone(&changed));
-    let nodes = spawn_store_notifying(Api::<Node>::all(client.clone()), Arc::clone(&changed));
-    let namespaces =
-        spawn_store_notifying(Api::<Namespace>::all(client.clone()), Arc::clone(&changed));
+    let (pods, nodes, namespaces) = (informers.pods(), informers.nodes(), informers.namespaces());
+    pods.wake_on_change(Arc::clone(&changed));
+    nodes.wake_on_change(Arc::clone(&changed));
+    namespaces.wake_on_change(Arc::clone(&changed));
+    let (pods, nodes, namespaces) = (pods.store(), nodes.store(), namespaces.store());
     if pods.wait_until_ready().await.is_err()
         || nodes.wait_until_ready().await.is_err()
         || namespaces.wait_until_ready().await.is_err()

@@ -1,30 +1,244 @@
-//! Watch-backed caches of API objects (kube-runtime reflectors), shared by the controllers.
+//! Shared informers: one watch-backed cache per kind for all the controllers in a process, as
+//! client-go's SharedInformerFactory. Each controller used to reflect pods and nodes itself; at
+//! 10,000 nodes that was five decoded copies of every pod and node, and five watches for the API
+//! server to encode and send every event to.
 
 use futures::StreamExt;
-use kube::Api;
+use futures::channel::mpsc;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use std::collections::HashSet;
 use std::fmt::Debug;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
 
-/// Starts a reflector for `api` and returns its store, waking `changed` after every event so a
-/// loop can react to changes; the task runs until the process ends.
-pub fn spawn_store_notifying<K>(api: Api<K>, changed: Arc<tokio::sync::Notify>) -> Store<K>
+/// One object's change as a controller's trigger sees it: the version before (none when it was
+/// added) and after (none when it was deleted), as upstream informers hand both to handlers.
+#[derive(Debug)]
+pub struct Change<K> {
+    pub old: Option<Arc<K>>,
+    pub new: Option<Arc<K>>,
+}
+
+impl<K> Clone for Change<K> {
+    fn clone(&self) -> Self {
+        Change {
+            old: self.old.clone(),
+            new: self.new.clone(),
+        }
+    }
+}
+
+/// How a subscriber hears of changes.
+enum Subscriber<K> {
+    /// Every change, in order.
+    Changes(mpsc::UnboundedSender<Change<K>>),
+    /// A wake-up after any change, for level-triggered loops that re-read the whole cache.
+    Wake(Arc<Notify>),
+}
+
+impl<K> Subscriber<K> {
+    /// Hands `changes` on; false once the subscriber has gone.
+    fn deliver(&self, changes: &[Change<K>]) -> bool {
+        match self {
+            Subscriber::Changes(tx) => changes.iter().all(|c| tx.unbounded_send(c.clone()).is_ok()),
+            Subscriber::Wake(notify) => {
+                if !changes.is_empty() {
+                    notify.notify_one();
+                }
+                // A Notify cannot tell whether anyone still waits on it; it lives as long as
+                // the informer.
+                true
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves plain data behind; keep using it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// One kind's cache, fed by one watch, with any number of subscribers.
+pub struct Informer<K: kube::Resource + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    store: Store<K>,
+    subscribers: Arc<Mutex<Vec<Subscriber<K>>>>,
+}
+
+impl<K> Clone for Informer<K>
+where
+    K: kube::Resource + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    fn clone(&self) -> Self {
+        Informer {
+            store: self.store.clone(),
+            subscribers: Arc::clone(&self.subscribers),
+        }
+    }
+}
+
+impl<K> Informer<K>
 where
     K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    let (reader, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watched(api)).default_backoff();
-    tokio::spawn(async move {
-        futures::pin_mut!(stream);
-        while stream.next().await.is_some() {
-            changed.notify_one();
+    /// Starts watching `api`; the returned handle stops the watch.
+    pub fn start(api: Api<K>) -> (Informer<K>, AbortHandle) {
+        let (informer, mut feed) = Informer::unstarted();
+        let task = tokio::spawn(async move {
+            let events = watched(api).default_backoff();
+            futures::pin_mut!(events);
+            while let Some(event) = events.next().await {
+                // The watcher retries with backoff; the error itself was logged by it.
+                if let Ok(event) = event {
+                    feed.apply(&event);
+                }
+            }
+        });
+        (informer, task.abort_handle())
+    }
+
+    /// An informer and the feed that fills it from watch events.
+    fn unstarted() -> (Informer<K>, Feed<K>) {
+        let (reader, writer) = reflector::store();
+        let informer = Informer {
+            store: reader.clone(),
+            subscribers: Arc::new(Mutex::new(Vec::new())),
+        };
+        let feed = Feed {
+            before: reader,
+            writer,
+            relisted: Vec::new(),
+            subscribers: Arc::clone(&informer.subscribers),
+        };
+        (informer, feed)
+    }
+
+    /// The cache. It is updated before subscribers hear of a change.
+    pub fn store(&self) -> Store<K> {
+        self.store.clone()
+    }
+
+    /// Every change from now on, starting with an addition for each object already cached (as
+    /// client-go replays its store to a handler added to a running informer).
+    pub fn changes(&self) -> impl futures::Stream<Item = Change<K>> + Send + 'static {
+        let (tx, rx) = mpsc::unbounded();
+        self.changes_into(tx);
+        rx
+    }
+
+    fn changes_into(&self, tx: mpsc::UnboundedSender<Change<K>>) {
+        let mut subscribers = lock(&self.subscribers);
+        for o in self.store.state() {
+            // The receiver is still here; a send cannot fail.
+            let _ = tx.unbounded_send(Change {
+                old: None,
+                new: Some(o),
+            });
         }
-    });
-    reader
+        subscribers.push(Subscriber::Changes(tx));
+    }
+
+    /// Wakes `notify` after every change, and once now if anything is cached already.
+    pub fn wake_on_change(&self, notify: Arc<Notify>) {
+        let mut subscribers = lock(&self.subscribers);
+        if !self.store.is_empty() {
+            notify.notify_one();
+        }
+        subscribers.push(Subscriber::Wake(notify));
+    }
+}
+
+/// The writing side of an informer.
+struct Feed<K: kube::Resource + Clone + 'static>
+where
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    before: Store<K>,
+    writer: reflector::store::Writer<K>,
+    relisted: Vec<Arc<K>>,
+    subscribers: Arc<Mutex<Vec<Subscriber<K>>>>,
+}
+
+impl<K> Feed<K>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    /// Applies one watch event to the cache, then hands its changes to every subscriber.
+    fn apply(&mut self, event: &watcher::Event<K>) {
+        // Under the subscribers' lock, so one that subscribes meanwhile sees either the cache
+        // before this event and then its changes, or the cache after it.
+        let mut subscribers = lock(&self.subscribers);
+        let changes = changes_of(event, &self.before, &mut self.relisted);
+        self.writer.apply_watcher_event(event);
+        subscribers.retain(|s| s.deliver(&changes));
+    }
+}
+
+/// The changes one watch event makes to the cache `before` it is applied. A relist (watch
+/// restart) yields only real differences, including deletions missed while the watch was down.
+fn changes_of<K>(
+    event: &watcher::Event<K>,
+    before: &Store<K>,
+    relisted: &mut Vec<Arc<K>>,
+) -> Vec<Change<K>>
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let key = |o: &K| ObjectRef::from_obj(o);
+    match event {
+        watcher::Event::Apply(o) => vec![Change {
+            old: before.get(&key(o)),
+            new: Some(Arc::new(o.clone())),
+        }],
+        watcher::Event::Delete(o) => vec![Change {
+            old: before.get(&key(o)).or_else(|| Some(Arc::new(o.clone()))),
+            new: None,
+        }],
+        watcher::Event::Init => {
+            relisted.clear();
+            Vec::new()
+        }
+        watcher::Event::InitApply(o) => {
+            relisted.push(Arc::new(o.clone()));
+            Vec::new()
+        }
+        watcher::Event::InitDone => {
+            let listed: HashSet<ObjectRef<K>> = relisted.iter().map(|o| key(o)).collect();
+            let mut changes: Vec<Change<K>> = before
+                .state()
+                .into_iter()
+                .filter(|o| !listed.contains(&key(o)))
+                .map(|o| Change {
+                    old: Some(o),
+                    new: None,
+                })
+                .collect();
+            for o in relisted.drain(..) {
+                let old = before.get(&key(&o));
+                if old
+                    .as_ref()
+                    .is_some_and(|old| old.meta().resource_version == o.meta().resource_version)
+                {
+                    continue;
+                }
+                changes.push(Change { old, new: Some(o) });
+            }
+            changes
+        }
+    }
 }
 
 /// The watch the caches are fed from, without `managedFields`: no controller reads them, and at
@@ -39,81 +253,217 @@ where
     watcher(api, watcher::Config::default()).modify(|o| o.meta_mut().managed_fields = None)
 }
 
-/// One object's change as a controller's trigger sees it: the version before (none when it was
-/// added) and after (none when it was deleted), as upstream informers hand both to handlers.
-#[derive(Debug)]
-pub struct Change<K> {
-    pub old: Option<Arc<K>>,
-    pub new: Option<Arc<K>>,
+/// The informers of one process's controllers. Each kind's watch starts when a controller
+/// first asks for it, and every watch stops when the last clone is dropped (the controllers'
+/// tasks end, as when this process loses the leader lease).
+#[derive(Clone)]
+pub struct Informers {
+    inner: Arc<Shared>,
 }
 
-/// A reflector that yields each change with the version it replaced. The store is updated
-/// before the change is yielded. A relist (watch restart) yields only real differences,
-/// including deletions missed while the watch was down.
-pub fn reflect_changes<K>(
-    api: Api<K>,
-) -> (
-    Store<K>,
-    impl futures::Stream<Item = Change<K>> + Send + 'static,
-)
-where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (reader, mut writer) = reflector::store();
-    let before = reader.clone();
-    let mut relisted: Vec<Arc<K>> = Vec::new();
-    let key = |o: &K| ObjectRef::from_obj(o);
-    let stream = watched(api)
-        .default_backoff()
-        .map(move |event| {
-            let Ok(event) = event else {
-                // The watcher retries with backoff; the error itself was logged by it.
-                return Vec::new();
-            };
-            let changes = match &event {
-                watcher::Event::Apply(o) => vec![Change {
-                    old: before.get(&key(o)),
-                    new: Some(Arc::new(o.clone())),
-                }],
-                watcher::Event::Delete(o) => vec![Change {
-                    old: before.get(&key(o)).or_else(|| Some(Arc::new(o.clone()))),
-                    new: None,
-                }],
-                watcher::Event::Init => {
-                    relisted.clear();
-                    Vec::new()
-                }
-                watcher::Event::InitApply(o) => {
-                    relisted.push(Arc::new(o.clone()));
-                    Vec::new()
-                }
-                watcher::Event::InitDone => {
-                    let listed: HashSet<ObjectRef<K>> = relisted.iter().map(|o| key(o)).collect();
-                    let mut changes: Vec<Change<K>> = before
-                        .state()
-                        .into_iter()
-                        .filter(|o| !listed.contains(&key(o)))
-                        .map(|o| Change {
-                            old: Some(o),
-                            new: None,
-                        })
-                        .collect();
-                    for o in relisted.drain(..) {
-                        let old = before.get(&key(&o));
-                        if old.as_ref().is_some_and(|old| {
-                            old.meta().resource_version == o.meta().resource_version
-                        }) {
-                            continue;
-                        }
-                        changes.push(Change { old, new: Some(o) });
-                    }
-                    changes
-                }
-            };
-            writer.apply_watcher_event(&event);
-            changes
+struct Shared {
+    client: Client,
+    pods: OnceLock<Informer<Pod>>,
+    nodes: OnceLock<Informer<Node>>,
+    namespaces: OnceLock<Informer<Namespace>>,
+    daemonsets: OnceLock<Informer<DaemonSet>>,
+    revisions: OnceLock<Informer<ControllerRevision>>,
+    node_leases: OnceLock<Informer<Lease>>,
+    watches: Mutex<Vec<AbortHandle>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for watch in lock(&self.watches).drain(..) {
+            watch.abort();
+        }
+    }
+}
+
+impl Informers {
+    pub fn new(client: Client) -> Informers {
+        Informers {
+            inner: Arc::new(Shared {
+                client,
+                pods: OnceLock::new(),
+                nodes: OnceLock::new(),
+                namespaces: OnceLock::new(),
+                daemonsets: OnceLock::new(),
+                revisions: OnceLock::new(),
+                node_leases: OnceLock::new(),
+                watches: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    fn get<K>(
+        &self,
+        slot: &OnceLock<Informer<K>>,
+        api: impl FnOnce(Client) -> Api<K>,
+    ) -> Informer<K>
+    where
+        K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+    {
+        slot.get_or_init(|| {
+            let (informer, watch) = Informer::start(api(self.inner.client.clone()));
+            lock(&self.inner.watches).push(watch);
+            informer
         })
-        .flat_map(futures::stream::iter);
-    (reader, stream)
+        .clone()
+    }
+
+    pub fn pods(&self) -> Informer<Pod> {
+        self.get(&self.inner.pods, Api::all)
+    }
+
+    pub fn nodes(&self) -> Informer<Node> {
+        self.get(&self.inner.nodes, Api::all)
+    }
+
+    pub fn namespaces(&self) -> Informer<Namespace> {
+        self.get(&self.inner.namespaces, Api::all)
+    }
+
+    pub fn daemonsets(&self) -> Informer<DaemonSet> {
+        self.get(&self.inner.daemonsets, Api::all)
+    }
+
+    pub fn revisions(&self) -> Informer<ControllerRevision> {
+        self.get(&self.inner.revisions, Api::all)
+    }
+
+    /// The nodes' heartbeat Leases in `kube-node-lease`.
+    pub fn node_leases(&self) -> Informer<Lease> {
+        self.get(&self.inner.node_leases, |c| {
+            Api::namespaced(c, "kube-node-lease")
+        })
+    }
+
+    /// The client the informers watch with, for the controllers' writes.
+    pub fn client(&self) -> Client {
+        self.inner.client.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use kube::ResourceExt;
+    use serde_json::json;
+
+    fn pod(name: &str, version: &str) -> Pod {
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "default", "resourceVersion": version}}),
+        )
+        .expect("pod")
+    }
+
+    /// What a subscriber has heard so far, as (name, old version, new version).
+    fn heard(
+        rx: &mut mpsc::UnboundedReceiver<Change<Pod>>,
+    ) -> Vec<(String, Option<String>, Option<String>)> {
+        let version =
+            |p: &Option<Arc<Pod>>| p.as_ref().and_then(|p| p.metadata.resource_version.clone());
+        let mut out = Vec::new();
+        while let Ok(c) = rx.try_recv() {
+            let name = c
+                .new
+                .as_ref()
+                .or(c.old.as_ref())
+                .map(|p| p.name_any())
+                .unwrap_or_default();
+            out.push((name, version(&c.old), version(&c.new)));
+        }
+        out
+    }
+
+    fn subscribe(informer: &Informer<Pod>) -> mpsc::UnboundedReceiver<Change<Pod>> {
+        let (tx, rx) = mpsc::unbounded();
+        informer.changes_into(tx);
+        rx
+    }
+
+    fn change(
+        name: &str,
+        old: Option<&str>,
+        new: Option<&str>,
+    ) -> (String, Option<String>, Option<String>) {
+        (name.into(), old.map(String::from), new.map(String::from))
+    }
+
+    #[test]
+    fn every_subscriber_hears_every_change_with_the_version_it_replaced() {
+        let (informer, mut feed) = Informer::<Pod>::unstarted();
+        let (mut first, mut second) = (subscribe(&informer), subscribe(&informer));
+        feed.apply(&watcher::Event::Init);
+        feed.apply(&watcher::Event::InitApply(pod("a", "1")));
+        feed.apply(&watcher::Event::InitDone);
+        feed.apply(&watcher::Event::Apply(pod("a", "2")));
+        feed.apply(&watcher::Event::Delete(pod("a", "3")));
+        let expected = vec![
+            change("a", None, Some("1")),
+            change("a", Some("1"), Some("2")),
+            change("a", Some("2"), None),
+        ];
+        assert_eq!(heard(&mut first), expected);
+        assert_eq!(heard(&mut second), expected);
+        assert!(informer.store().is_empty());
+    }
+
+    #[test]
+    fn a_late_subscriber_first_hears_the_cache_as_additions() {
+        let (informer, mut feed) = Informer::<Pod>::unstarted();
+        feed.apply(&watcher::Event::Init);
+        feed.apply(&watcher::Event::InitApply(pod("a", "1")));
+        feed.apply(&watcher::Event::InitDone);
+        let mut late = subscribe(&informer);
+        feed.apply(&watcher::Event::Apply(pod("b", "2")));
+        assert_eq!(
+            heard(&mut late),
+            vec![change("a", None, Some("1")), change("b", None, Some("2"))]
+        );
+    }
+
+    #[test]
+    fn a_relist_yields_only_real_differences() {
+        let (informer, mut feed) = Informer::<Pod>::unstarted();
+        feed.apply(&watcher::Event::Init);
+        for (name, version) in [("kept", "1"), ("changed", "1"), ("gone", "1")] {
+            feed.apply(&watcher::Event::InitApply(pod(name, version)));
+        }
+        feed.apply(&watcher::Event::InitDone);
+        let mut rx = subscribe(&informer);
+        let _ = heard(&mut rx);
+        // The watch restarts: "gone" was deleted and "changed" updated while it was down.
+        feed.apply(&watcher::Event::Init);
+        feed.apply(&watcher::Event::InitApply(pod("kept", "1")));
+        feed.apply(&watcher::Event::InitApply(pod("changed", "5")));
+        feed.apply(&watcher::Event::InitApply(pod("new", "6")));
+        feed.apply(&watcher::Event::InitDone);
+        let mut got = heard(&mut rx);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                change("changed", Some("1"), Some("5")),
+                change("gone", Some("1"), None),
+                change("new", None, Some("6")),
+            ]
+        );
+        assert_eq!(informer.store().len(), 3);
+    }
+
+    #[test]
+    fn a_wake_subscriber_is_woken_by_changes_only() {
+        let (informer, mut feed) = Informer::<Pod>::unstarted();
+        let notify = Arc::new(Notify::new());
+        informer.wake_on_change(Arc::clone(&notify));
+        feed.apply(&watcher::Event::Init);
+        let woken = || notify.notified().now_or_never().is_some();
+        assert!(!woken(), "an empty relist start changes nothing");
+        feed.apply(&watcher::Event::Apply(pod("a", "1")));
+        assert!(woken());
+    }
 }

@@ -5,6 +5,7 @@ use everynode_apiserver::api::Options;
 use everynode_apiserver::clock::SystemClock;
 use everynode_apiserver::credentials;
 use everynode_apiserver::server::{self, CacheSizes};
+use everynode_controllers::stores::Informers;
 use everynode_controllers::{leader, nodelifecycle};
 use everynode_store::{EmbeddedStore, MemoryStore, Store};
 use std::net::SocketAddr;
@@ -155,31 +156,35 @@ fn spawn_controllers(
     flags: ControllerFlags,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut running = Vec::new();
+    // One cache per kind for every controller; its watches stop when the last controller does.
+    let informers = Informers::new(client.clone());
     if !flags.no_daemonset_controller {
         running.push(tokio::spawn(
             everynode_controllers::daemonset::controller::run(
-                client.clone(),
+                informers.clone(),
                 flags.daemonset_burst,
             ),
         ));
     }
     if !flags.no_scheduler {
         running.push(tokio::spawn(everynode_controllers::scheduler::run(
-            client.clone(),
+            informers.clone(),
         )));
     }
     if !flags.no_garbage_collector {
-        running.push(tokio::spawn(everynode_controllers::gc::run(client.clone())));
+        running.push(tokio::spawn(everynode_controllers::gc::run(
+            informers.clone(),
+        )));
     }
     if !flags.no_pod_gc {
         running.push(tokio::spawn(everynode_controllers::podgc::run(
-            client.clone(),
+            informers.clone(),
             flags.terminated_pod_gc_threshold,
         )));
     }
     if !flags.no_node_lifecycle_controller {
         running.push(tokio::spawn(nodelifecycle::run(
-            client.clone(),
+            informers.clone(),
             nodelifecycle::Settings {
                 monitor_period: Duration::from_secs(flags.node_monitor_period.max(1)),
                 grace_period: Duration::from_secs(flags.node_monitor_grace_period),

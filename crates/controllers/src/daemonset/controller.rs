@@ -5,7 +5,7 @@ use super::backoff::Backoff;
 use super::expectations::Expectations;
 use super::pass::{self, HistoryOp, PassInput, Plan, PlannedEvent};
 use super::triggers;
-use crate::stores::{Change, reflect_changes};
+use crate::stores::{Change, Informers};
 use everynode_api::daemonset as rules;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
@@ -599,14 +599,15 @@ fn observe(expectations: &Mutex<Expectations>, change: &Change<Pod>) {
 }
 
 /// Runs the DaemonSet controller until the process ends.
-pub async fn run(client: Client, burst: usize) {
-    // Triggers come from the same reflectors that fill the stores a pass reads, so a pass never
+pub async fn run(informers: Informers, burst: usize) {
+    // The shared caches are updated before their subscribers hear of a change, so a pass never
     // sees a store older than the change that started it; `triggers` picks the DaemonSets each
     // change concerns, from its old and new versions.
-    let (nodes, node_changes) = reflect_changes(Api::<Node>::all(client.clone()));
-    let (pods, pod_changes) = reflect_changes(Api::<Pod>::all(client.clone()));
-    let (revisions, revision_changes) =
-        reflect_changes(Api::<ControllerRevision>::all(client.clone()));
+    let client = informers.client();
+    let (nodes, pods, revisions) = (informers.nodes(), informers.pods(), informers.revisions());
+    let (node_changes, pod_changes, revision_changes) =
+        (nodes.changes(), pods.changes(), revisions.changes());
+    let (nodes, pods, revisions) = (nodes.store(), pods.store(), revisions.store());
     let ctx = Arc::new(Context {
         client: client.clone(),
         nodes,
