@@ -297,14 +297,10 @@ pub async fn run(informers: Informers) {
     daemonsets.wake_on_change(Arc::clone(&changed));
     pods.wake_on_change(Arc::clone(&changed));
     revisions.wake_on_change(Arc::clone(&changed));
+    daemonsets.wait_until_ready().await;
+    pods.wait_until_ready().await;
+    revisions.wait_until_ready().await;
     let (daemonsets, pods, revisions) = (daemonsets.store(), pods.store(), revisions.store());
-    if daemonsets.wait_until_ready().await.is_err()
-        || pods.wait_until_ready().await.is_err()
-        || revisions.wait_until_ready().await.is_err()
-    {
-        tracing::error!("garbage collector caches never became ready");
-        return;
-    }
     loop {
         let actions = plan(&daemonsets.state(), &pods.state(), &revisions.state());
         if let Err(e) = execute(&client, &actions).await {

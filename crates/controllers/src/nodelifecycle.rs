@@ -280,10 +280,10 @@ pub async fn run(informers: Informers, settings: Settings) {
     nodes.wake_on_change(Arc::clone(&changed));
     leases.wake_on_change(Arc::clone(&changed));
     pods.wake_on_change(Arc::clone(&changed));
+    nodes.wait_until_ready().await;
+    leases.wait_until_ready().await;
+    pods.wait_until_ready().await;
     let (nodes, leases, pods) = (nodes.store(), leases.store(), pods.store());
-    let _ = nodes.wait_until_ready().await;
-    let _ = leases.wait_until_ready().await;
-    let _ = pods.wait_until_ready().await;
     let node_api: Api<Node> = Api::all(client.clone());
     let mut health = Health::default();
     let mut tick = tokio::time::interval(settings.monitor_period);

@@ -106,9 +106,10 @@ async fn force_delete(client: &Client, pod: &Pod, why: &str) {
 pub async fn run(informers: Informers, terminated_threshold: usize) {
     // Pod GC looks on a timer, not on changes (upstream's gcCheckPeriod).
     let client = informers.client();
-    let (pods, nodes) = (informers.pods().store(), informers.nodes().store());
-    let _ = pods.wait_until_ready().await;
-    let _ = nodes.wait_until_ready().await;
+    let (pods, nodes) = (informers.pods(), informers.nodes());
+    pods.wait_until_ready().await;
+    nodes.wait_until_ready().await;
+    let (pods, nodes) = (pods.store(), nodes.store());
     let mut missing = Missing::default();
     let mut tick = tokio::time::interval(Duration::from_secs(20));
     loop {

@@ -406,14 +406,10 @@ pub async fn run(informers: Informers) {
     pods.wake_on_change(Arc::clone(&changed));
     nodes.wake_on_change(Arc::clone(&changed));
     namespaces.wake_on_change(Arc::clone(&changed));
+    pods.wait_until_ready().await;
+    nodes.wait_until_ready().await;
+    namespaces.wait_until_ready().await;
     let (pods, nodes, namespaces) = (pods.store(), nodes.store(), namespaces.store());
-    if pods.wait_until_ready().await.is_err()
-        || nodes.wait_until_ready().await.is_err()
-        || namespaces.wait_until_ready().await.is_err()
-    {
-        tracing::error!("scheduler caches never became ready");
-        return;
-    }
     let mut retries: HashMap<String, Retry> = HashMap::new();
     // Pods bound by this scheduler that the watch cache may not show bound yet, as
     // upstream's "assumed pods": without them, the next pod in the same pass would

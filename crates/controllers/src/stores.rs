@@ -72,6 +72,10 @@ where
 {
     store: Store<K>,
     subscribers: Arc<Mutex<Vec<Subscriber<K>>>>,
+    /// True once the first list is in the cache. `Store::wait_until_ready` cannot serve several
+    /// controllers waiting at once: its oneshot channel keeps only the last waiter's waker, and
+    /// the others would wait forever.
+    ready: tokio::sync::watch::Receiver<bool>,
 }
 
 impl<K> Clone for Informer<K>
@@ -83,6 +87,7 @@ where
         Informer {
             store: self.store.clone(),
             subscribers: Arc::clone(&self.subscribers),
+            ready: self.ready.clone(),
         }
     }
 }
@@ -111,15 +116,18 @@ where
     /// An informer and the feed that fills it from watch events.
     fn unstarted() -> (Informer<K>, Feed<K>) {
         let (reader, writer) = reflector::store();
+        let (ready_tx, ready) = tokio::sync::watch::channel(false);
         let informer = Informer {
             store: reader.clone(),
             subscribers: Arc::new(Mutex::new(Vec::new())),
+            ready,
         };
         let feed = Feed {
             before: reader,
             writer,
             relisted: Vec::new(),
             subscribers: Arc::clone(&informer.subscribers),
+            ready: ready_tx,
         };
         (informer, feed)
     }
@@ -127,6 +135,13 @@ where
     /// The cache. It is updated before subscribers hear of a change.
     pub fn store(&self) -> Store<K> {
         self.store.clone()
+    }
+
+    /// Waits until the first list is in the cache; any number of tasks may wait at once.
+    pub async fn wait_until_ready(&self) {
+        let mut ready = self.ready.clone();
+        // An error means the feed ended (its watch was stopped): nothing more will come.
+        let _ = ready.wait_for(|r| *r).await;
     }
 
     /// Every change from now on, starting with an addition for each object already cached (as
@@ -168,6 +183,7 @@ where
     writer: reflector::store::Writer<K>,
     relisted: Vec<Arc<K>>,
     subscribers: Arc<Mutex<Vec<Subscriber<K>>>>,
+    ready: tokio::sync::watch::Sender<bool>,
 }
 
 impl<K> Feed<K>
@@ -182,6 +198,9 @@ where
         let mut subscribers = lock(&self.subscribers);
         let changes = changes_of(event, &self.before, &mut self.relisted);
         self.writer.apply_watcher_event(event);
+        if matches!(event, watcher::Event::InitDone) {
+            self.ready.send_replace(true);
+        }
         subscribers.retain(|s| s.deliver(&changes));
     }
 }
@@ -453,6 +472,26 @@ mod tests {
             ]
         );
         assert_eq!(informer.store().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn every_waiter_is_released_when_the_first_list_is_in() {
+        // Several controllers wait on one informer at once; kube's Store::wait_until_ready
+        // woke only the last of them.
+        let (informer, mut feed) = Informer::<Pod>::unstarted();
+        let waiters: Vec<_> = (0..3)
+            .map(|_| {
+                let informer = informer.clone();
+                tokio::spawn(async move { informer.wait_until_ready().await })
+            })
+            .collect();
+        tokio::task::yield_now().await;
+        feed.apply(&watcher::Event::Init);
+        assert!(waiters.iter().all(|w| !w.is_finished()));
+        feed.apply(&watcher::Event::InitDone);
+        for waiter in waiters {
+            waiter.await.expect("waiter");
+        }
     }
 
     #[test]

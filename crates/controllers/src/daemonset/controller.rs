@@ -436,13 +436,6 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
 }
 
 async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Error> {
-    for ready in [
-        ctx.nodes.wait_until_ready().await,
-        ctx.pods.wait_until_ready().await,
-        ctx.revisions.wait_until_ready().await,
-    ] {
-        ready.map_err(|e| Error::Pass(format!("caches not ready: {e}")))?;
-    }
     let ns = ds.namespace().unwrap_or_default();
     let uid = ds.metadata.uid.clone().unwrap_or_default();
     let last = lock(&ctx.last_pass).get(&uid).copied();
@@ -607,6 +600,10 @@ pub async fn run(informers: Informers, burst: usize) {
     let (nodes, pods, revisions) = (informers.nodes(), informers.pods(), informers.revisions());
     let (node_changes, pod_changes, revision_changes) =
         (nodes.changes(), pods.changes(), revisions.changes());
+    // Passes read the caches only once they hold a full list.
+    nodes.wait_until_ready().await;
+    pods.wait_until_ready().await;
+    revisions.wait_until_ready().await;
     let (nodes, pods, revisions) = (nodes.store(), pods.store(), revisions.store());
     let ctx = Arc::new(Context {
         client: client.clone(),
