@@ -14,7 +14,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 use std::borrow::Borrow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -418,12 +418,15 @@ pub async fn run(informers: Informers) {
     let mut assumed: HashMap<String, (String, Instant)> = HashMap::new();
     loop {
         let mut all_pods = pods.state();
+        // Looked up by uid, not by scanning the pods for each assumed one (quadratic at
+        // thousands of pods bound in one round).
+        let unbound: HashSet<&str> = all_pods
+            .iter()
+            .filter(|p| scheduling::bound_node(p).is_none())
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
         assumed.retain(|uid, (_, at)| {
-            at.elapsed() < ASSUMED_POD_EXPIRY
-                && all_pods.iter().any(|p| {
-                    p.metadata.uid.as_deref() == Some(uid.as_str())
-                        && scheduling::bound_node(p).is_none()
-                })
+            at.elapsed() < ASSUMED_POD_EXPIRY && unbound.contains(uid.as_str())
         });
         for p in all_pods.iter_mut() {
             if let Some((node, _)) = p.metadata.uid.as_ref().and_then(|u| assumed.get(u)) {
@@ -534,11 +537,11 @@ pub async fn run(informers: Informers) {
                 }
             }
         }
-        retries.retain(|uid, _| {
-            all_pods
-                .iter()
-                .any(|p| p.metadata.uid.as_deref() == Some(uid.as_str()))
-        });
+        let present: HashSet<&str> = all_pods
+            .iter()
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        retries.retain(|uid, _| present.contains(uid.as_str()));
         let _ = tokio::time::timeout(next_wake, changed.notified()).await;
     }
 }

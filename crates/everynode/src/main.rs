@@ -9,6 +9,12 @@ mod up;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
+/// mimalloc instead of glibc malloc: the server allocates and frees millions of small objects
+/// (decoded pods, JSON buffers) across many threads, where glibc's per-thread arenas kept
+/// freed memory and fragmented (see bench/RESULTS.md for the measured difference).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "everynode",
