@@ -157,8 +157,10 @@ async fn run(cli: Cli) -> Result<(), Error> {
                 format!("{host}_{}", std::process::id())
             });
             eprintln!("everynode controllers: candidate {identity}");
-            server::start_elected_controllers(client, args.controllers, &args.leader, identity);
-            stop_signal().await;
+            tokio::select! {
+                () = server::elected_controllers(client, args.controllers, &args.leader, identity) => {}
+                () = stop_signal() => {}
+            }
             Ok(())
         }
         Command::Kubeconfig { data_dir } => {
