@@ -282,7 +282,10 @@ fn write_loop(
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
         let start = revision.load(Ordering::SeqCst);
-        match commit_batch(db, ops, start) {
+        let (writes, began) = (ops.len(), std::time::Instant::now());
+        let committed = commit_batch(db, ops, start);
+        tracing::debug!(writes, micros = began.elapsed().as_micros() as u64, "store commit");
+        match committed {
             Ok((outcomes, new_revision)) => {
                 let events: Vec<Event> = outcomes
                     .iter()
