@@ -184,11 +184,32 @@ pub fn choose<'a, N: Borrow<Node>>(
     placement: &Placement,
     namespaces: &NamespaceLabels,
 ) -> Result<&'a Node, String> {
+    choose_indexed(pod, nodes, &index_by_name(nodes), placement, namespaces)
+}
+
+/// Positions of `nodes` by name.
+fn index_by_name<N: Borrow<Node>>(nodes: &[N]) -> HashMap<&str, usize> {
+    nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.borrow().metadata.name.as_deref().unwrap_or(""), i))
+        .collect()
+}
+
+/// `choose` with the nodes' index by name built once per round: a pinned pod's nodes are
+/// looked up, where scanning every node for each pod was quadratic at 10,000 nodes.
+fn choose_indexed<'a, N: Borrow<Node>>(
+    pod: &Pod,
+    nodes: &'a [N],
+    by_name: &HashMap<&str, usize>,
+    placement: &Placement,
+    namespaces: &NamespaceLabels,
+) -> Result<&'a Node, String> {
     if let Some(names) = pinned_nodes(pod) {
-        let candidates = nodes
+        let candidates = names
             .iter()
-            .map(Borrow::borrow)
-            .filter(|n| names.contains(n.metadata.name.as_deref().unwrap_or("")));
+            .filter_map(|name| by_name.get(name))
+            .map(|&i| nodes[i].borrow());
         if let Ok(node) = choose_among(pod, candidates, nodes, placement, namespaces) {
             return Ok(node);
         }
@@ -433,7 +454,18 @@ pub async fn run(informers: Informers) {
                 *p = Arc::new(bound_to(p, node));
             }
         }
+        // Most wake-ups are status changes of bound pods: with none waiting, skip building
+        // the round's indexes over every pod and node.
+        let waiting = all_pods.iter().any(|p| {
+            scheduling::bound_node(p).is_none() && p.metadata.deletion_timestamp.is_none()
+        });
+        if !waiting {
+            retries.clear();
+            let _ = tokio::time::timeout(Duration::from_secs(10), changed.notified()).await;
+            continue;
+        }
         let all_nodes: Vec<Arc<Node>> = nodes.state();
+        let by_name = index_by_name(&all_nodes);
         let mut placement = Placement::new(&all_pods);
         let namespace_labels: NamespaceLabels = namespaces
             .state()
@@ -464,7 +496,7 @@ pub async fn run(informers: Informers) {
             }
             let ns = pod.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-            match choose(pod, &all_nodes, &placement, &namespace_labels) {
+            match choose_indexed(pod, &all_nodes, &by_name, &placement, &namespace_labels) {
                 Ok(node) => {
                     let binding = Binding {
                         metadata: ObjectMeta {

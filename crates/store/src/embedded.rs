@@ -284,7 +284,11 @@ fn write_loop(
         let start = revision.load(Ordering::SeqCst);
         let (writes, began) = (ops.len(), std::time::Instant::now());
         let committed = commit_batch(db, ops, start);
-        tracing::debug!(writes, micros = began.elapsed().as_micros() as u64, "store commit");
+        tracing::debug!(
+            writes,
+            micros = began.elapsed().as_micros() as u64,
+            "store commit"
+        );
         match committed {
             Ok((outcomes, new_revision)) => {
                 let events: Vec<Event> = outcomes
