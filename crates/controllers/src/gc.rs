@@ -289,18 +289,9 @@ async fn execute(client: &Client, actions: &[Action]) -> Result<(), kube::Error>
 pub async fn run(informers: Informers) {
     let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let (daemonsets, pods, revisions) = (
-        informers.daemonsets(),
-        informers.pods(),
-        informers.revisions(),
-    );
-    daemonsets.wake_on_change(Arc::clone(&changed));
-    pods.wake_on_change(Arc::clone(&changed));
-    revisions.wake_on_change(Arc::clone(&changed));
-    daemonsets.wait_until_ready().await;
-    pods.wait_until_ready().await;
-    revisions.wait_until_ready().await;
-    let (daemonsets, pods, revisions) = (daemonsets.store(), pods.store(), revisions.store());
+    let daemonsets = informers.daemonsets().ready_cache(&changed).await;
+    let pods = informers.pods().ready_cache(&changed).await;
+    let revisions = informers.revisions().ready_cache(&changed).await;
     loop {
         let actions = plan(&daemonsets.state(), &pods.state(), &revisions.state());
         if let Err(e) = execute(&client, &actions).await {

@@ -276,14 +276,9 @@ pub fn eviction(pod: &Pod, node: &Node, now: jiff::Timestamp) -> Eviction {
 pub async fn run(informers: Informers, settings: Settings) {
     let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let (nodes, leases, pods) = (informers.nodes(), informers.node_leases(), informers.pods());
-    nodes.wake_on_change(Arc::clone(&changed));
-    leases.wake_on_change(Arc::clone(&changed));
-    pods.wake_on_change(Arc::clone(&changed));
-    nodes.wait_until_ready().await;
-    leases.wait_until_ready().await;
-    pods.wait_until_ready().await;
-    let (nodes, leases, pods) = (nodes.store(), leases.store(), pods.store());
+    let nodes = informers.nodes().ready_cache(&changed).await;
+    let leases = informers.node_leases().ready_cache(&changed).await;
+    let pods = informers.pods().ready_cache(&changed).await;
     let node_api: Api<Node> = Api::all(client.clone());
     let mut health = Health::default();
     let mut tick = tokio::time::interval(settings.monitor_period);

@@ -423,14 +423,9 @@ struct Retry {
 pub async fn run(informers: Informers) {
     let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
-    let (pods, nodes, namespaces) = (informers.pods(), informers.nodes(), informers.namespaces());
-    pods.wake_on_change(Arc::clone(&changed));
-    nodes.wake_on_change(Arc::clone(&changed));
-    namespaces.wake_on_change(Arc::clone(&changed));
-    pods.wait_until_ready().await;
-    nodes.wait_until_ready().await;
-    namespaces.wait_until_ready().await;
-    let (pods, nodes, namespaces) = (pods.store(), nodes.store(), namespaces.store());
+    let pods = informers.pods().ready_cache(&changed).await;
+    let nodes = informers.nodes().ready_cache(&changed).await;
+    let namespaces = informers.namespaces().ready_cache(&changed).await;
     let mut retries: HashMap<String, Retry> = HashMap::new();
     // Pods bound by this scheduler that the watch cache may not show bound yet, as
     // upstream's "assumed pods": without them, the next pod in the same pass would

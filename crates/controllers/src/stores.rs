@@ -164,6 +164,14 @@ where
         subscribers.push(Subscriber::Changes(tx));
     }
 
+    /// For level-triggered loops: the cache once it holds the first list, with `wake` woken
+    /// after every change from now on.
+    pub async fn ready_cache(&self, wake: &Arc<Notify>) -> Store<K> {
+        self.wake_on_change(Arc::clone(wake));
+        self.wait_until_ready().await;
+        self.store()
+    }
+
     /// Wakes `notify` after every change, and once now if anything is cached already.
     pub fn wake_on_change(&self, notify: Arc<Notify>) {
         let mut subscribers = lock(&self.subscribers);
