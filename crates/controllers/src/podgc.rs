@@ -106,10 +106,8 @@ async fn force_delete(client: &Client, pod: &Pod, why: &str) {
 pub async fn run(informers: Informers, terminated_threshold: usize) {
     // Pod GC looks on a timer, not on changes (upstream's gcCheckPeriod).
     let client = informers.client();
-    let (pods, nodes) = (informers.pods(), informers.nodes());
-    pods.wait_until_ready().await;
-    nodes.wait_until_ready().await;
-    let (pods, nodes) = (pods.store(), nodes.store());
+    let pods = informers.pods().ready_store().await;
+    let nodes = informers.nodes().ready_store().await;
     let mut missing = Missing::default();
     let mut tick = tokio::time::interval(Duration::from_secs(20));
     loop {

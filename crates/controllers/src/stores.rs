@@ -164,16 +164,20 @@ where
         subscribers.push(Subscriber::Changes(tx));
     }
 
-    /// For level-triggered loops: the cache once it holds the first list, with `wake` woken
-    /// after every change from now on.
-    pub async fn ready_cache(&self, wake: &Arc<Notify>) -> Store<K> {
-        self.wake_on_change(Arc::clone(wake));
+    /// The cache, once it holds the first list.
+    pub async fn ready_store(&self) -> Store<K> {
         self.wait_until_ready().await;
         self.store()
     }
 
+    /// For level-triggered loops: `ready_store`, with `wake` woken after every change from now on.
+    pub async fn ready_cache(&self, wake: &Arc<Notify>) -> Store<K> {
+        self.wake_on_change(Arc::clone(wake));
+        self.ready_store().await
+    }
+
     /// Wakes `notify` after every change, and once now if anything is cached already.
-    pub fn wake_on_change(&self, notify: Arc<Notify>) {
+    fn wake_on_change(&self, notify: Arc<Notify>) {
         let mut subscribers = lock(&self.subscribers);
         if !self.store.is_empty() {
             notify.notify_one();

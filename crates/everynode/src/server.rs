@@ -131,8 +131,8 @@ impl ServerArgs {
 
 /// Events the store keeps for its one follower, the API server's watch cache, to catch up
 /// after a stall; clients' watches resume from the cache's own history (`--watch-history`).
-/// Each event holds the object before and after, so at 10,000 nodes the 100,000 once kept
-/// here were several hundred MB.
+/// Each event holds the object before and after it, so the 100,000 once kept here could hold
+/// several hundred MB of pods at 10,000 nodes.
 const STORE_HISTORY: usize = 10_000;
 
 /// A server that is listening, with its controllers started.

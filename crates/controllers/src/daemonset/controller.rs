@@ -601,10 +601,11 @@ pub async fn run(informers: Informers, burst: usize) {
     let (node_changes, pod_changes, revision_changes) =
         (nodes.changes(), pods.changes(), revisions.changes());
     // Passes read the caches only once they hold a full list.
-    nodes.wait_until_ready().await;
-    pods.wait_until_ready().await;
-    revisions.wait_until_ready().await;
-    let (nodes, pods, revisions) = (nodes.store(), pods.store(), revisions.store());
+    let (nodes, pods, revisions) = (
+        nodes.ready_store().await,
+        pods.ready_store().await,
+        revisions.ready_store().await,
+    );
     let ctx = Arc::new(Context {
         client: client.clone(),
         nodes,
