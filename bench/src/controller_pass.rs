@@ -12,13 +12,15 @@ use clap::Parser;
 use everynode_api::daemonset as rules;
 use everynode_api::registry::Kind;
 use everynode_controllers::daemonset::backoff::Backoff;
-use everynode_controllers::daemonset::pass::{HistoryOp, PassInput, sync};
+use everynode_controllers::daemonset::pass::{HistoryOp, Pass, PassInput, sync};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// Outside a runtime tokio's Instant reads the system's monotonic clock, as std's does.
+use tokio::time::Instant;
 
 #[derive(Parser)]
 struct Args {
@@ -82,7 +84,9 @@ fn main() {
         expectations_satisfied: true,
         now,
     };
-    let plan = sync(&fresh_input);
+    let Pass::Planned(plan) = sync(&fresh_input) else {
+        panic!("a fresh DaemonSet is planned, not skipped or failed");
+    };
     // The pass caps creates at the burst (250), as upstream's burstReplicas.
     assert_eq!(
         plan.creates.len(),
@@ -127,7 +131,9 @@ fn main() {
         expectations_satisfied: true,
         now,
     };
-    let steady = sync(&steady_input);
+    let Pass::Planned(steady) = sync(&steady_input) else {
+        panic!("a converged DaemonSet is planned, not skipped or failed");
+    };
     assert!(
         steady.creates.is_empty() && steady.deletes.is_empty(),
         "a converged DaemonSet needs nothing: {} creates, {} deletes",

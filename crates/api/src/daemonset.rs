@@ -310,17 +310,21 @@ pub fn template_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -
         .collect()
 }
 
+/// An int-or-string that is neither a number nor a percentage. Not retryable: validation refuses
+/// such values, so only an object stored before it did can carry one; the controller reports it
+/// as upstream does and waits for the object to change.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid value for IntOrString: invalid type: string is not a percentage: {0:?}")]
+pub struct NotAPercentage(pub String);
+
 /// Scales an int-or-percent against `total`, rounding percentages up.
-pub fn scale(v: Option<&IntOrString>, total: i32) -> Result<i32, String> {
+pub fn scale(v: Option<&IntOrString>, total: i32) -> Result<i32, NotAPercentage> {
     match v {
         None => Ok(0),
         Some(IntOrString::Int(i)) => Ok(*i),
         Some(IntOrString::String(s)) => {
-            let p = crate::validation::daemonset::parse_percent(s).ok_or_else(|| {
-                format!(
-                    "invalid value for IntOrString: invalid type: string is not a percentage: {s:?}"
-                )
-            })?;
+            let p = crate::validation::daemonset::parse_percent(s)
+                .ok_or_else(|| NotAPercentage(s.clone()))?;
             Ok(((p * i64::from(total)) as f64 / 100.0).ceil() as i32)
         }
     }

@@ -5,19 +5,13 @@
 
 pub mod daemonset;
 pub mod defaults;
-pub mod duplicate_fields;
 pub mod field;
 pub mod fnv;
-pub mod managed_fields;
 pub mod names;
-pub mod openapi;
-pub mod openapi_v2;
-pub mod protobuf;
 pub mod quantity;
 pub mod registry;
 pub mod scheduling;
 pub mod selector;
-pub mod strategic_merge;
 pub mod strategy;
 pub mod table;
 pub mod validation;

@@ -37,6 +37,12 @@ fn suffix_multiplier(suffix: &str) -> Option<(i128, i128)> {
     })
 }
 
+/// A string that is not a quantity. Not retryable: the same text always fails; the message is
+/// upstream's (`QUANTITY_FORMAT_MSG`), for the writer to fix the value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", QUANTITY_FORMAT_MSG)]
+pub struct QuantityError;
+
 impl Quantity {
     /// Zero.
     pub const ZERO: Quantity = Quantity(0);
@@ -47,9 +53,9 @@ impl Quantity {
         self.0
     }
 
-    pub fn parse(s: &str) -> Result<Quantity, String> {
+    pub fn parse(s: &str) -> Result<Quantity, QuantityError> {
         let s = s.trim();
-        let err = || QUANTITY_FORMAT_MSG.to_owned();
+        let err = || QuantityError;
         let (negative, body) = match s.as_bytes().first() {
             Some(b'-') => (true, &s[1..]),
             Some(b'+') => (false, &s[1..]),

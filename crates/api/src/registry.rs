@@ -42,8 +42,14 @@ pub struct Resource {
     pub subresources: &'static [&'static str],
     decode: fn(Value) -> Result<Value, DecodeError>,
     /// Registers the type's OpenAPI schema and returns a reference to it.
-    pub(crate) schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
+    schema: fn(&mut schemars::SchemaGenerator) -> schemars::Schema,
 }
+
+/// A field selector names a field the resource cannot be selected by. Not retryable: the client
+/// must select by another field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("field label not supported: {0}")]
+pub struct UnsupportedFieldLabel(pub String);
 
 /// A body that does not decode into the resource's type.
 #[derive(Debug, thiserror::Error)]
@@ -324,6 +330,11 @@ pub static RESOURCES: &[Resource] = &[
 ];
 
 impl Resource {
+    /// Registers the type's OpenAPI schema with `generator` and returns a reference to it.
+    pub fn schema(&self, generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        (self.schema)(generator)
+    }
+
     /// `apps/v1`, or `v1` for core.
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
@@ -426,14 +437,14 @@ impl Resource {
     pub fn check_field_labels(
         &self,
         fields: &crate::selector::FieldSelector,
-    ) -> Result<(), String> {
+    ) -> Result<(), UnsupportedFieldLabel> {
         for term in &fields.0 {
             let f = term.field.as_str();
             if f != "metadata.name"
                 && f != "metadata.namespace"
                 && !self.extra_field_labels().contains(&f)
             {
-                return Err(format!("field label not supported: {f}"));
+                return Err(UnsupportedFieldLabel(f.to_owned()));
             }
         }
         Ok(())
@@ -610,7 +621,9 @@ mod tests {
         assert_eq!(set["spec.hostNetwork"], "false");
         let bad = crate::selector::parse_field_selector("spec.bogus=1").expect("parses");
         assert_eq!(
-            pods.check_field_labels(&bad).expect_err("unsupported"),
+            pods.check_field_labels(&bad)
+                .expect_err("unsupported")
+                .to_string(),
             "field label not supported: spec.bogus"
         );
     }

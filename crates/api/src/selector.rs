@@ -7,6 +7,39 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use std::collections::BTreeMap;
 use std::fmt;
 
+/// Why a label or field selector does not parse. Not retryable: the same text always fails the
+/// same way. Each message is upstream's, so clients that match on it keep working.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// A key that is not a qualified name.
+    #[error("invalid label key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    /// A value that is not a label value.
+    #[error("invalid label value: {value:?}: at key: {reason}")]
+    InvalidValue { value: String, reason: String },
+    /// `in`/`notin` without parentheses around the values.
+    #[error("found '{found}', expected: '(' and ')' around the set")]
+    UnbracketedSet { found: String },
+    /// `>`/`<` against something that is not an integer.
+    #[error("for 'Gt', 'Lt' operators, the value must be an integer: {value:?}")]
+    NotAnInteger { value: String },
+    /// A `matchExpressions` operator that does not exist.
+    #[error("{operator:?} is not a valid label selector operator")]
+    InvalidOperator { operator: String },
+    /// `In`/`NotIn` with no values.
+    #[error("for 'in', 'notin' operators, values set can't be empty")]
+    EmptySet,
+    /// A field selector escape other than `\\`, `\,` or `\=`.
+    #[error("invalid escape sequence: \\{0}")]
+    InvalidEscape(char),
+    /// A field selector ending in a lone backslash.
+    #[error("invalid trailing escape sequence")]
+    TrailingEscape,
+    /// A field selector term with no operator.
+    #[error("invalid selector: '{selector}'; can't understand '{term}'")]
+    UnknownTerm { selector: String, term: String },
+}
+
 /// A selector operator.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Op {
@@ -131,26 +164,34 @@ fn split_top_level(s: &str) -> Vec<&str> {
     parts
 }
 
-fn check_key(key: &str) -> Result<(), String> {
+fn check_key(key: &str) -> Result<(), SelectorError> {
     match names::qualified_name(key).first() {
-        Some(m) => Err(format!("invalid label key {key:?}: {m}")),
+        Some(m) => Err(SelectorError::InvalidKey {
+            key: key.to_owned(),
+            reason: m.clone(),
+        }),
         None => Ok(()),
     }
 }
 
-fn check_value(value: &str) -> Result<(), String> {
+fn check_value(value: &str) -> Result<(), SelectorError> {
     match names::label_value(value).first() {
-        Some(m) => Err(format!("invalid label value: {value:?}: at key: {m}")),
+        Some(m) => Err(SelectorError::InvalidValue {
+            value: value.to_owned(),
+            reason: m.clone(),
+        }),
         None => Ok(()),
     }
 }
 
-fn parse_set(rest: &str) -> Result<Vec<String>, String> {
+fn parse_set(rest: &str) -> Result<Vec<String>, SelectorError> {
     let rest = rest.trim();
     let inner = rest
         .strip_prefix('(')
         .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| format!("found '{rest}', expected: '(' and ')' around the set"))?;
+        .ok_or_else(|| SelectorError::UnbracketedSet {
+            found: rest.to_owned(),
+        })?;
     let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
     for v in &values {
         check_value(v)?;
@@ -158,7 +199,7 @@ fn parse_set(rest: &str) -> Result<Vec<String>, String> {
     Ok(values)
 }
 
-fn parse_requirement(part: &str) -> Result<Requirement, String> {
+fn parse_requirement(part: &str) -> Result<Requirement, SelectorError> {
     let part = part.trim();
     if let Some(key) = part.strip_prefix('!') {
         let key = key.trim();
@@ -192,9 +233,11 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
             let (key, value) = (key.trim(), value.trim());
             check_key(key)?;
             if matches!(op, Op::GreaterThan | Op::LessThan) {
-                value.parse::<i64>().map_err(|_| {
-                    format!("for 'Gt', 'Lt' operators, the value must be an integer: {value:?}")
-                })?;
+                value
+                    .parse::<i64>()
+                    .map_err(|_| SelectorError::NotAnInteger {
+                        value: value.to_owned(),
+                    })?;
             } else {
                 check_value(value)?;
             }
@@ -214,7 +257,7 @@ fn parse_requirement(part: &str) -> Result<Requirement, String> {
 }
 
 /// Parses the string syntax of `?labelSelector=`: `a=b,c!=d,e in (f,g),!h,i`.
-pub fn parse_label_selector(s: &str) -> Result<Selector, String> {
+pub fn parse_label_selector(s: &str) -> Result<Selector, SelectorError> {
     if s.trim().is_empty() {
         return Ok(Selector::everything());
     }
@@ -226,7 +269,7 @@ pub fn parse_label_selector(s: &str) -> Result<Selector, String> {
 }
 
 /// Converts an API `LabelSelector` (`LabelSelectorAsSelector`): `None` matches nothing, `{}` everything.
-pub fn from_label_selector(sel: Option<&LabelSelector>) -> Result<Selector, String> {
+pub fn from_label_selector(sel: Option<&LabelSelector>) -> Result<Selector, SelectorError> {
     let Some(sel) = sel else {
         return Ok(Selector::Nothing);
     };
@@ -245,10 +288,14 @@ pub fn from_label_selector(sel: Option<&LabelSelector>) -> Result<Selector, Stri
             "NotIn" => Op::NotIn,
             "Exists" => Op::Exists,
             "DoesNotExist" => Op::DoesNotExist,
-            other => return Err(format!("{other:?} is not a valid label selector operator")),
+            other => {
+                return Err(SelectorError::InvalidOperator {
+                    operator: other.to_owned(),
+                });
+            }
         };
         if matches!(op, Op::In | Op::NotIn) && values.is_empty() {
-            return Err("for 'in', 'notin' operators, values set can't be empty".to_owned());
+            return Err(SelectorError::EmptySet);
         }
         reqs.push(Requirement {
             key: expr.key.clone(),
@@ -325,15 +372,15 @@ impl FieldSelector {
     }
 }
 
-fn unescape_field_value(s: &str) -> Result<String, String> {
+fn unescape_field_value(s: &str) -> Result<String, SelectorError> {
     let mut out = String::new();
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
             match chars.next() {
                 Some(e @ ('\\' | ',' | '=')) => out.push(e),
-                Some(e) => return Err(format!("invalid escape sequence: \\{e}")),
-                None => return Err("invalid trailing escape sequence".to_owned()),
+                Some(e) => return Err(SelectorError::InvalidEscape(e)),
+                None => return Err(SelectorError::TrailingEscape),
             }
         } else {
             out.push(c);
@@ -365,7 +412,7 @@ fn split_unescaped(s: &str) -> Vec<String> {
 }
 
 /// Parses `?fieldSelector=`.
-pub fn parse_field_selector(s: &str) -> Result<FieldSelector, String> {
+pub fn parse_field_selector(s: &str) -> Result<FieldSelector, SelectorError> {
     let mut terms = Vec::new();
     if s.trim().is_empty() {
         return Ok(FieldSelector::default());
@@ -378,9 +425,10 @@ pub fn parse_field_selector(s: &str) -> Result<FieldSelector, String> {
         } else if let Some((f, v)) = part.split_once('=') {
             (f, false, v)
         } else {
-            return Err(format!(
-                "invalid selector: '{s}'; can't understand '{part}'"
-            ));
+            return Err(SelectorError::UnknownTerm {
+                selector: s.to_owned(),
+                term: part.clone(),
+            });
         };
         terms.push(FieldTerm {
             field: field.trim().to_owned(),

@@ -3,11 +3,12 @@
 //! is defaulted, validated and stored the same way.
 
 use crate::cache::{Filter, WatchCache};
-use crate::clock::{Clock, format_time};
 use crate::error::{ApiError, ApiResult};
 use crate::object::{self, finalizers, meta_str, remove_meta, set_finalizers, set_meta};
 use everynode_api::registry::{Kind, Resource};
-use everynode_api::{defaults, managed_fields, strategy, validation};
+use everynode_api::{defaults, strategy, validation};
+use everynode_apimachinery::managed_fields;
+use everynode_clock::{Clock, format_time};
 use everynode_store::{Error as StoreError, KeyValue, Revision, Store};
 use rand::Rng;
 use serde_json::{Value, json};

@@ -81,7 +81,7 @@ impl ApiError {
 
     /// 409 for a server-side apply that would change fields other managers own; one cause
     /// (reason `FieldManagerConflict`) per field, as upstream's `NewApplyConflict`.
-    pub fn apply_conflict(conflicts: &everynode_api::managed_fields::Conflicts) -> Self {
+    pub fn apply_conflict(conflicts: &everynode_apimachinery::managed_fields::Conflicts) -> Self {
         let causes: Vec<Value> = conflicts
             .0
             .iter()

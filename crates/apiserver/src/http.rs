@@ -194,17 +194,16 @@ fn json_body(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
             ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => yaml_body(body)?,
-        "application/vnd.kubernetes.protobuf" => {
-            everynode_api::protobuf::decode(body).map_err(|e| match e {
-                everynode_api::protobuf::ProtobufError::Unsupported { .. } => {
+        "application/vnd.kubernetes.protobuf" => everynode_apimachinery::protobuf::decode(body)
+            .map_err(|e| match e {
+                everynode_apimachinery::protobuf::ProtobufError::Unsupported { .. } => {
                     let mut err =
                         ApiError::unsupported_media_type("application/vnd.kubernetes.protobuf");
                     err.message = e.to_string();
                     err
                 }
                 other => ApiError::bad_request(other.to_string()),
-            })?
-        }
+            })?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if !v.is_object() {
@@ -257,7 +256,7 @@ fn written_object(
 
 /// Keys a request body repeats, by dotted path, for the body types that are maps.
 fn duplicated_fields(headers: &HeaderMap, body: &[u8]) -> Vec<String> {
-    use everynode_api::duplicate_fields::{in_json, in_yaml};
+    use everynode_apimachinery::duplicate_fields::{in_json, in_yaml};
     match content_type(headers).as_str() {
         ""
         | "application/json"
@@ -553,7 +552,7 @@ async fn patch(
             }
             let kind = res.id;
             Box::new(move |doc| {
-                *doc = everynode_api::strategic_merge::apply(doc, &parsed, kind)
+                *doc = everynode_apimachinery::strategic_merge::apply(doc, &parsed, kind)
                     .map_err(|e| e.to_string())?;
                 Ok(())
             })
@@ -680,22 +679,22 @@ async fn apply_patch(
         res,
         ns,
         &config,
-        &everynode_api::duplicate_fields::in_yaml(body),
+        &everynode_apimachinery::duplicate_fields::in_yaml(body),
         validation,
     )?;
     let part = api
         .field_part(res, mode)
         .ok_or_else(|| ApiError::internal("apply is not a server-internal write"))?;
-    let time = crate::clock::format_time(api.clock.now());
+    let time = everynode_clock::format_time(api.clock.now());
     let api_version = res.api_version();
-    let writer = everynode_api::managed_fields::Writer {
+    let writer = everynode_apimachinery::managed_fields::Writer {
         manager,
         api_version: &api_version,
         time: &time,
         part,
     };
     let merge = |live: Option<&Value>| {
-        everynode_api::managed_fields::apply(live, &config, res.id, writer, force)
+        everynode_apimachinery::managed_fields::apply(live, &config, res.id, writer, force)
             .map_err(|c| ApiError::apply_conflict(&c))
     };
     let updated = api

@@ -5,7 +5,7 @@
 use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use everynode_api::openapi;
+use everynode_apimachinery::openapi;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::OnceLock;
@@ -92,12 +92,12 @@ pub async fn document(
 pub async fn v2(headers: axum::http::HeaderMap) -> Response {
     static DOCS: OnceLock<(Vec<u8>, Vec<u8>, String)> = OnceLock::new();
     let (json_body, proto_body, hash) = DOCS.get_or_init(|| {
-        let doc = everynode_api::openapi_v2::document();
+        let doc = everynode_apimachinery::openapi_v2::document();
         let json_body = serde_json::to_vec(&doc).unwrap_or_default();
         let hash = fingerprint(&json_body);
         (
             json_body,
-            everynode_api::openapi_v2::encode_protobuf(&doc),
+            everynode_apimachinery::openapi_v2::encode_protobuf(&doc),
             hash,
         )
     });
@@ -105,7 +105,7 @@ pub async fn v2(headers: axum::http::HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let protobuf = everynode_api::openapi_v2::PROTOBUF_MEDIA_TYPE;
+    let protobuf = everynode_apimachinery::openapi_v2::PROTOBUF_MEDIA_TYPE;
     // The protobuf media type is not a valid Content-Type (Go's parser refuses its `@`), so,
     // as upstream, the bytes go out as an octet stream.
     let (content_type, body) = if accept.contains(protobuf) {

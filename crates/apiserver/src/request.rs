@@ -122,8 +122,9 @@ impl Query {
     /// The field selector, checked against what `res` supports.
     pub fn field_selector(&self, res: &Resource) -> ApiResult<FieldSelector> {
         let f = selector::parse_field_selector(self.get("fieldSelector").unwrap_or(""))
-            .map_err(ApiError::bad_request)?;
-        res.check_field_labels(&f).map_err(ApiError::bad_request)?;
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        res.check_field_labels(&f)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(f)
     }
 }

@@ -3,13 +3,16 @@
 //! NodePorts). When none does, the pod gets `PodScheduled=False` with upstream's message and a
 //! FailedScheduling event, and is retried with backoff (1 s doubling to 10 s).
 
+use crate::events::Recorder;
 use crate::interpod::NamespaceLabels;
 use crate::stores::Informers;
 use everynode_api::quantity::Quantity;
 use everynode_api::scheduling;
+use everynode_clock::SharedClock;
 use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
@@ -109,6 +112,18 @@ pub fn fits<P: Borrow<Pod>>(pod: &Pod, node: &Node, others: &[P]) -> Result<(), 
 }
 
 /// Upstream's message: `0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match ...`.
+/// No node fits a pod, with how many nodes failed for each reason. Retryable: the scheduler
+/// tries the pod again when nodes or pods change. Its message is upstream's `FailedScheduling`
+/// text, `0/N nodes are available: ...`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", unschedulable_message(*.nodes, .reasons))]
+pub struct Unschedulable {
+    /// How many nodes were considered.
+    pub nodes: usize,
+    /// Each reason a node was refused, with the number of nodes it refused.
+    pub reasons: BTreeMap<String, usize>,
+}
+
 pub fn unschedulable_message(total: usize, reasons: &BTreeMap<String, usize>) -> String {
     let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
     if parts.is_empty() {
@@ -183,7 +198,7 @@ pub fn choose<'a, N: Borrow<Node>>(
     nodes: &'a [N],
     placement: &Placement,
     namespaces: &NamespaceLabels,
-) -> Result<&'a Node, String> {
+) -> Result<&'a Node, Unschedulable> {
     choose_indexed(pod, nodes, &index_by_name(nodes), placement, namespaces)
 }
 
@@ -204,7 +219,7 @@ fn choose_indexed<'a, N: Borrow<Node>>(
     by_name: &HashMap<&str, usize>,
     placement: &Placement,
     namespaces: &NamespaceLabels,
-) -> Result<&'a Node, String> {
+) -> Result<&'a Node, Unschedulable> {
     if let Some(names) = pinned_nodes(pod) {
         let candidates = names
             .iter()
@@ -222,7 +237,10 @@ fn choose_indexed<'a, N: Borrow<Node>>(
         placement,
         namespaces,
     )
-    .map_err(|reasons| unschedulable_message(nodes.len(), &reasons))
+    .map_err(|reasons| Unschedulable {
+        nodes: nodes.len(),
+        reasons,
+    })
 }
 
 fn choose_among<'a, N: Borrow<Node>>(
@@ -366,7 +384,7 @@ fn waiting_on_victims(pod: &Pod, pods: &[Arc<Pod>]) -> bool {
 
 /// Nominates `node` for `pod` and evicts the victims: each gets the DisruptionTarget condition,
 /// a Preempted event, and a graceful delete.
-async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[&Pod]) {
+async fn preempt(client: &Client, events: &Recorder, pod: &Pod, node: &str, victims: &[&Pod]) {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let nominate = json!({"status": {"nominatedNodeName": node}});
@@ -386,7 +404,7 @@ async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[&Pod]) {
         let condition = json!({"status": {"conditions": [{
             "type": "DisruptionTarget", "status": "True", "reason": "PreemptionByScheduler",
             "message": "default-scheduler: preempting to accommodate a higher priority pod",
-            "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())}]}});
+            "lastTransitionTime": Time(events.now())}]}});
         let _ = vapi
             .patch_status(
                 &v.name_any(),
@@ -395,18 +413,17 @@ async fn preempt(client: &Client, pod: &Pod, node: &str, victims: &[&Pod]) {
             )
             .await;
         let involved = pod_reference(v);
-        crate::events::record(
-            client,
-            involved,
-            "default-scheduler",
-            false,
-            "Preempted",
-            &format!(
-                "Preempted by pod {} on node {node}",
-                pod.metadata.uid.as_deref().unwrap_or("")
-            ),
-        )
-        .await;
+        events
+            .record(
+                involved,
+                false,
+                "Preempted",
+                &format!(
+                    "Preempted by pod {} on node {node}",
+                    pod.metadata.uid.as_deref().unwrap_or("")
+                ),
+            )
+            .await;
         if let Err(e) = vapi.delete(&v.name_any(), &Default::default()).await {
             tracing::debug!(error = %e, "could not delete a preemption victim");
         }
@@ -420,8 +437,9 @@ struct Retry {
 }
 
 /// Runs the scheduler until the process ends.
-pub async fn run(informers: Informers) {
+pub async fn run(informers: Informers, clock: SharedClock) {
     let client = informers.client();
+    let events = Recorder::new(client.clone(), "default-scheduler", clock);
     let changed = Arc::new(tokio::sync::Notify::new());
     let pods = informers.pods().ready_cache(&changed).await;
     let nodes = informers.nodes().ready_cache(&changed).await;
@@ -524,7 +542,8 @@ pub async fn run(informers: Informers) {
                         }
                     }
                 }
-                Err(message) => {
+                Err(unschedulable) => {
+                    let message = unschedulable.to_string();
                     let previous = retries.get(&key);
                     let delay = previous.map_or(Duration::from_secs(1), |r| {
                         (r.delay * 2).min(Duration::from_secs(10))
@@ -532,7 +551,7 @@ pub async fn run(informers: Informers) {
                     let changed_message = previous.is_none_or(|r| r.message != message);
                     if changed_message {
                         let patch = json!({"status": {"conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message, "lastProbeTime": null,
-                            "lastTransitionTime": k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(k8s_openapi::jiff::Timestamp::now())}]}});
+                            "lastTransitionTime": Time(events.now())}]}});
                         if let Err(e) = api
                             .patch_status(
                                 &pod.name_any(),
@@ -543,14 +562,14 @@ pub async fn run(informers: Informers) {
                         {
                             tracing::debug!(error = %e, "could not record the scheduling failure");
                         }
-                        record_failed_scheduling(&client, pod, &message).await;
+                        record_failed_scheduling(&events, pod, &message).await;
                     }
                     if !waiting_on_victims(pod, &all_pods)
                         && let Some((node, victims)) = choose_preemption(pod, &all_nodes, &all_pods)
                     {
                         let node_name = node.metadata.name.clone().unwrap_or_default();
                         tracing::info!(pod = %pod.name_any(), node = %node_name, victims = victims.len(), "preempting lower-priority pods");
-                        preempt(&client, pod, &node_name, &victims).await;
+                        preempt(&client, &events, pod, &node_name, &victims).await;
                     }
                     retries.insert(
                         key,
@@ -597,17 +616,11 @@ fn http_post(path: &str, body: Vec<u8>) -> http::Request<Vec<u8>> {
     req
 }
 
-async fn record_failed_scheduling(client: &Client, pod: &Pod, message: &str) {
+async fn record_failed_scheduling(events: &Recorder, pod: &Pod, message: &str) {
     let involved = pod_reference(pod);
-    crate::events::record(
-        client,
-        involved,
-        "default-scheduler",
-        true,
-        "FailedScheduling",
-        message,
-    )
-    .await;
+    events
+        .record(involved, true, "FailedScheduling", message)
+        .await;
 }
 
 #[cfg(test)]
@@ -671,7 +684,8 @@ mod tests {
             &Placement::new(&[full]),
             &NamespaceLabels::new(),
         )
-        .expect_err("node-1 is full");
+        .expect_err("node-1 is full")
+        .to_string();
         assert_eq!(
             err,
             "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) didn't match Pod's node affinity/selector."
@@ -733,7 +747,8 @@ mod tests {
             &Placement::new(&[foreign]),
             &NamespaceLabels::new(),
         )
-        .expect_err("port taken");
+        .expect_err("port taken")
+        .to_string();
         assert_eq!(
             err,
             "0/1 nodes are available: 1 node(s) didn't have free ports for the requested pod ports."
@@ -762,7 +777,8 @@ mod tests {
             pod(json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c"}]}}));
         assert_eq!(
             choose(&plain, &[n], &Placement::new(&[]), &NamespaceLabels::new())
-                .map(|n| n.name_any()),
+                .map(|n| n.name_any())
+                .map_err(|e| e.to_string()),
             Err("0/1 nodes are available: 1 node(s) were unschedulable.".into())
         );
     }
@@ -839,7 +855,8 @@ mod tests {
             &Placement::new(&[]),
             &NamespaceLabels::new(),
         )
-        .expect_err("nothing fits");
+        .expect_err("nothing fits")
+        .to_string();
         assert_eq!(
             err,
             "0/3 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, 1 node(s) were unschedulable."

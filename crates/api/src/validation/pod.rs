@@ -118,7 +118,7 @@ fn validate_quantity_map(
             Ok(v) => {
                 parsed.insert(name.clone(), v);
             }
-            Err(m) => errs.push(FieldError::invalid(&p, &q.0, m)),
+            Err(e) => errs.push(FieldError::invalid(&p, &q.0, e.to_string())),
         }
     }
     (errs, parsed)

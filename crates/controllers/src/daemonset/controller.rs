@@ -3,14 +3,15 @@
 
 use super::backoff::Backoff;
 use super::expectations::Expectations;
-use super::pass::{self, HistoryOp, PassInput, Plan, PlannedEvent};
+use super::pass::{self, HistoryOp, Pass, PassError, PassInput, Plan, PlannedEvent};
 use super::triggers;
+use crate::events::Recorder;
 use crate::stores::{Change, Informers};
 use everynode_api::daemonset as rules;
+use everynode_clock::SharedClock;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::Store;
@@ -21,14 +22,32 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-/// Controller errors. All are retried with backoff: they come from the API or from a pass that
-/// could not finish (a hash collision, a scaling error, a vanished node).
+/// Controller errors. All are retried with backoff: they come from the API, from a pass that
+/// could not decide, or from a revision name that collided.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("API request failed: {0}")]
     Api(#[from] kube::Error),
-    #[error("{0}")]
-    Pass(String),
+    #[error(transparent)]
+    Pass(#[from] PassError),
+    /// The cached DaemonSet's collisionCount is behind the stored one: the cache is stale.
+    #[error("found a stale collision count ({used:?}, current {current:?}) for {daemonset}")]
+    StaleCollisionCount {
+        daemonset: String,
+        used: Option<i32>,
+        current: Option<i32>,
+    },
+    /// A new revision's name was taken by another; collisionCount was raised for the next pass.
+    #[error(
+        "controller revision {revision} collides with an existing one; collisionCount raised to {count}"
+    )]
+    RevisionCollision { revision: String, count: i32 },
+    /// The DaemonSet was deleted or replaced since the cache saw it, so it adopts nothing (S-027).
+    #[error("{namespace}/{name} was deleted or replaced; not adopting")]
+    NotAdopting { namespace: String, name: String },
+    /// An owner reference did not encode (never expected: it is built from typed fields).
+    #[error("could not encode an owner reference: {0}")]
+    Encode(#[source] serde_json::Error),
 }
 
 /// Shared state of the controller.
@@ -42,6 +61,8 @@ pub struct Context {
     burst: usize,
     /// When each DaemonSet's last pass ended and how long it took, for `pace`.
     last_pass: Mutex<HashMap<String, (tokio::time::Instant, Duration)>>,
+    clock: SharedClock,
+    events: Recorder,
 }
 
 /// A DaemonSet's passes are spaced so that they take at most 1/(1 + PASS_SPACING) of the
@@ -63,15 +84,11 @@ fn pace(last: Option<(tokio::time::Instant, Duration)>, now: tokio::time::Instan
 /// A periodic resync heals anything a missed event could leave behind (level-triggered).
 const RESYNC: Duration = Duration::from_secs(30);
 
-fn now() -> Timestamp {
-    Timestamp::now()
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-async fn record_event(client: &Client, ds: &DaemonSet, e: &PlannedEvent) {
+async fn record_event(events: &Recorder, ds: &DaemonSet, e: &PlannedEvent) {
     let involved = ObjectReference {
         api_version: Some("apps/v1".into()),
         kind: Some("DaemonSet".into()),
@@ -81,27 +98,21 @@ async fn record_event(client: &Client, ds: &DaemonSet, e: &PlannedEvent) {
         resource_version: ds.metadata.resource_version.clone(),
         ..Default::default()
     };
-    crate::events::record(
-        client,
-        involved,
-        "daemonset-controller",
-        e.warning,
-        e.reason,
-        &e.message,
-    )
-    .await;
+    events
+        .record(involved, e.warning, e.reason, &e.message)
+        .await;
 }
 
 /// A pod-control event (SuccessfulCreate, FailedDelete, ...) on the DaemonSet.
 async fn pod_event(
-    client: &Client,
+    events: &Recorder,
     ds: &DaemonSet,
     warning: bool,
     reason: &'static str,
     message: String,
 ) {
     record_event(
-        client,
+        events,
         ds,
         &PlannedEvent {
             warning,
@@ -123,10 +134,11 @@ fn raised_collision_count(cached: &DaemonSet, fresh: &DaemonSet) -> Result<i32, 
     let used = cached.status.as_ref().and_then(|s| s.collision_count);
     let current = fresh.status.as_ref().and_then(|s| s.collision_count);
     if used != current {
-        return Err(Error::Pass(format!(
-            "found a stale collision count ({used:?}, current {current:?}) for {}",
-            cached.name_any()
-        )));
+        return Err(Error::StaleCollisionCount {
+            daemonset: cached.name_any(),
+            used,
+            current,
+        });
     }
     Ok(current.unwrap_or(0) + 1)
 }
@@ -163,10 +175,10 @@ async fn run_history(client: &Client, ds: &DaemonSet, plan: &Plan) -> Result<(),
                             &Patch::Merge(&patch),
                         )
                         .await?;
-                    return Err(Error::Pass(format!(
-                        "controller revision {} collides with an existing one; collisionCount raised to {count}",
-                        rev.name_any()
-                    )));
+                    return Err(Error::RevisionCollision {
+                        revision: rev.name_any(),
+                        count,
+                    });
                 }
                 Err(e) => return Err(e.into()),
             },
@@ -237,11 +249,10 @@ async fn release<K: kube::Resource + Clone + serde::de::DeserializeOwned + std::
 /// before touching pods (S-027).
 fn may_adopt(cached: &DaemonSet, fresh: &DaemonSet) -> Result<(), Error> {
     if fresh.metadata.uid != cached.metadata.uid || fresh.metadata.deletion_timestamp.is_some() {
-        return Err(Error::Pass(format!(
-            "{}/{} was deleted or replaced; not adopting",
-            cached.namespace().unwrap_or_default(),
-            cached.name_any()
-        )));
+        return Err(Error::NotAdopting {
+            namespace: cached.namespace().unwrap_or_default(),
+            name: cached.name_any(),
+        });
     }
     Ok(())
 }
@@ -261,8 +272,7 @@ async fn run_claims(
             .await?;
         may_adopt(ds, &fresh)?;
     }
-    let owner =
-        serde_json::to_value(rules::controller_ref(ds)).map_err(|e| Error::Pass(e.to_string()))?;
+    let owner = serde_json::to_value(rules::controller_ref(ds)).map_err(Error::Encode)?;
     let uid_of = |name: &str, list: &[(&str, &str)]| {
         list.iter()
             .find(|(n, _)| *n == name)
@@ -370,7 +380,7 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
         match r {
             Ok(_) => {
                 pod_event(
-                    &ctx.client,
+                    &ctx.events,
                     ds,
                     false,
                     "SuccessfulDelete",
@@ -382,7 +392,7 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
             Err(e) if not_found(&e) => {}
             Err(e) => {
                 pod_event(
-                    &ctx.client,
+                    &ctx.events,
                     ds,
                     true,
                     "FailedDelete",
@@ -402,7 +412,7 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
                 Ok(p) => {
                     let name = p.name_any();
                     pod_event(
-                        &ctx.client,
+                        &ctx.events,
                         ds,
                         false,
                         "SuccessfulCreate",
@@ -414,7 +424,7 @@ async fn run_pods(ctx: &Context, ds: &DaemonSet, plan: &Plan) -> (Written, Optio
                 Err(e) if namespace_terminating(&e) => Ok(None),
                 Err(e) => {
                     pod_event(
-                        &ctx.client,
+                        &ctx.events,
                         ds,
                         true,
                         "FailedCreate",
@@ -444,7 +454,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         tokio::time::sleep(wait).await;
     }
     let started = tokio::time::Instant::now();
-    let t = now();
+    let t = ctx.clock.now();
     let nodes: Vec<Arc<Node>> = ctx.nodes.state();
     let pods: Vec<Arc<Pod>> = ctx
         .pods
@@ -469,20 +479,19 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         expectations_satisfied: satisfied,
         now: t,
     };
-    let plan = pass::sync(&input);
+    let pass = pass::sync(&input);
     lock(&ctx.last_pass).insert(
         uid.clone(),
         (tokio::time::Instant::now(), started.elapsed()),
     );
-    for e in &plan.events {
-        record_event(&ctx.client, &ds, e).await;
+    for e in pass.events() {
+        record_event(&ctx.events, &ds, e).await;
     }
-    if plan.skip.is_some() {
-        return Ok(Action::await_change());
-    }
-    if let Some(e) = &plan.error {
-        return Err(Error::Pass(e.clone()));
-    }
+    let plan = match pass {
+        Pass::Planned(plan) => plan,
+        Pass::Skipped { .. } => return Ok(Action::await_change()),
+        Pass::Failed { error, .. } => return Err(Error::Pass(error)),
+    };
     run_history(&ctx.client, &ds, &plan).await?;
     run_claims(&ctx.client, &ds, &plan, &pods, &revisions).await?;
     {
@@ -592,7 +601,7 @@ fn observe(expectations: &Mutex<Expectations>, change: &Change<Pod>) {
 }
 
 /// Runs the DaemonSet controller until the process ends.
-pub async fn run(informers: Informers, burst: usize) {
+pub async fn run(informers: Informers, clock: SharedClock, burst: usize) {
     // The shared caches are updated before their subscribers hear of a change, so a pass never
     // sees a store older than the change that started it; `triggers` picks the DaemonSets each
     // change concerns, from its old and new versions.
@@ -615,6 +624,8 @@ pub async fn run(informers: Informers, burst: usize) {
         expectations: Mutex::new(Expectations::default()),
         burst,
         last_pass: Mutex::new(HashMap::new()),
+        events: Recorder::new(client.clone(), "daemonset-controller", clock.clone()),
+        clock,
     });
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
@@ -745,15 +756,19 @@ mod tests {
 
     #[test]
     fn s072_error_precedence() {
-        let pod = || Some(Error::Pass("create".into()));
-        let status = || Some(Error::Pass("status".into()));
-        let text = |r: Result<(), Error>| r.err().map(|e| e.to_string());
-        assert_eq!(text(first_error(pod(), None)).as_deref(), Some("create"));
-        assert_eq!(text(first_error(None, status())).as_deref(), Some("status"));
-        assert_eq!(
-            text(first_error(pod(), status())).as_deref(),
-            Some("create")
-        );
+        // Two errors told apart by their variant: a pod write's and a status write's.
+        let pod = || {
+            Some(Error::NotAdopting {
+                namespace: "default".into(),
+                name: "create".into(),
+            })
+        };
+        let status = || Some(Error::Pass(PassError::NoMaxUnavailable));
+        let is_pod = |r: Result<(), Error>| matches!(r, Err(Error::NotAdopting { .. }));
+        let is_status = |r: Result<(), Error>| matches!(r, Err(Error::Pass(_)));
+        assert!(is_pod(first_error(pod(), None)));
+        assert!(is_status(first_error(None, status())));
+        assert!(is_pod(first_error(pod(), status())));
         assert!(first_error(None, None).is_ok());
     }
 

@@ -6,8 +6,8 @@
 //! pass gives the counts the scenarios of spec §5 state.
 
 use super::backoff::Backoff;
-use everynode_api::daemonset::{self as rules, HASH_LABEL};
-use everynode_api::selector::{self, Selector};
+use everynode_api::daemonset::{self as rules, HASH_LABEL, NotAPercentage};
+use everynode_api::selector::{self, Selector, SelectorError};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -28,6 +28,61 @@ pub enum Skip {
     BeingDeleted,
     /// A legacy empty selector (§2.2 step 4).
     SelectingAll,
+}
+
+/// Why a pass could not decide what to do. Retryable: the controller requeues with backoff, as
+/// upstream requeues a failed sync. A bad selector or budget persists until the DaemonSet
+/// changes (validation refuses them, so only objects stored before it did carry them); a
+/// vanished node clears on the next pass.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PassError {
+    /// The selector does not convert to a label selector.
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
+    /// A rolling update with no maxUnavailable (upstream's message for the nil pointer).
+    #[error("nil value for IntOrString")]
+    NoMaxUnavailable,
+    /// maxSurge or maxUnavailable is a string that is not a percentage.
+    #[error(transparent)]
+    Budget(#[from] NotAPercentage),
+    /// A pod's node left the cache between the pass's reads; the next pass sees it consistent.
+    #[error("node {node:?} of pod {pod} no longer exists")]
+    NodeVanished { node: String, pod: String },
+}
+
+/// What one pass decided: nothing (and why), nothing it could decide (and why), or a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Pass {
+    /// The DaemonSet is left alone; its events are still recorded.
+    Skipped {
+        why: Skip,
+        events: Vec<PlannedEvent>,
+    },
+    /// The pass could not decide; nothing is written but the events, and the pass is retried.
+    Failed {
+        error: PassError,
+        events: Vec<PlannedEvent>,
+    },
+    /// What to write (boxed: a plan is large beside the other outcomes).
+    Planned(Box<Plan>),
+}
+
+impl Pass {
+    /// The plan, when the pass made one.
+    pub fn plan(&self) -> Option<&Plan> {
+        match self {
+            Pass::Planned(plan) => Some(plan),
+            Pass::Skipped { .. } | Pass::Failed { .. } => None,
+        }
+    }
+
+    /// The events to record, whatever the outcome.
+    pub fn events(&self) -> &[PlannedEvent] {
+        match self {
+            Pass::Planned(plan) => &plan.events,
+            Pass::Skipped { events, .. } | Pass::Failed { events, .. } => events,
+        }
+    }
 }
 
 /// An event to record on the DaemonSet.
@@ -56,7 +111,6 @@ pub enum HistoryOp {
 /// Everything one pass decided.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Plan {
-    pub skip: Option<Skip>,
     pub hash: String,
     pub adopt_pods: Vec<String>,
     pub release_pods: Vec<String>,
@@ -75,8 +129,6 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
     /// The status to write, when it differs from the stored one.
     pub status: Option<DaemonSetStatus>,
-    /// A failure that ends the pass (retried with backoff).
-    pub error: Option<String>,
 }
 
 /// What a pass reads.
@@ -405,7 +457,7 @@ fn budgets<'n>(
     ds: &DaemonSet,
     placed: impl Iterator<Item = (&'n Node, rules::Eligibility)>,
     map: &PodsByNode,
-) -> Result<Budgets, String> {
+) -> Result<Budgets, PassError> {
     let (mut desired, mut empty_nodes) = (0, 0);
     for (node, e) in placed {
         if e.should_run {
@@ -422,7 +474,7 @@ fn budgets<'n>(
         .and_then(|s| s.rolling_update.as_ref());
     let max_unavailable_raw = ru
         .and_then(|r| r.max_unavailable.as_ref())
-        .ok_or_else(|| "nil value for IntOrString".to_owned())?;
+        .ok_or(PassError::NoMaxUnavailable)?;
     let mut max_unavailable = rules::scale(Some(max_unavailable_raw), desired)?;
     let max_surge = rules::scale(ru.and_then(|r| r.max_surge.as_ref()), desired)?;
     if desired > 0 && max_unavailable == 0 && max_surge == 0 {
@@ -441,13 +493,16 @@ pub fn budgets_for<N: Borrow<Node>>(
     ds: &DaemonSet,
     nodes: &[N],
     pods: &[Arc<Pod>],
-) -> Result<Budgets, String> {
+) -> Result<Budgets, PassError> {
     let placement = rules::DaemonPlacement::new(ds);
     let placed = nodes.iter().map(|n| (n.borrow(), placement.on(n.borrow())));
     budgets(ds, placed, &by_node(pods, false))
 }
 
-fn rolling_update(ctx: &Ctx<'_>, map: &PodsByNode) -> Result<(Vec<String>, Vec<String>), String> {
+fn rolling_update(
+    ctx: &Ctx<'_>,
+    map: &PodsByNode,
+) -> Result<(Vec<String>, Vec<String>), PassError> {
     // Every node with pods, and every node that should have one, in name order; borrowed,
     // since copying the map costs more than the rolling update itself at 10,000 nodes.
     // Merged from the map (already in order) and the few nodes without pods (sorted here).
@@ -525,11 +580,9 @@ fn rolling_update(ctx: &Ctx<'_>, map: &PodsByNode) -> Result<(Vec<String>, Vec<S
             (Some(o), None) => {
                 let should_run = ctx
                     .eligibility_of(node_name)
-                    .ok_or_else(|| {
-                        format!(
-                            "node {node_name:?} of pod {} no longer exists",
-                            name_of(&o.metadata)
-                        )
+                    .ok_or_else(|| PassError::NodeVanished {
+                        node: node_name.to_owned(),
+                        pod: name_of(&o.metadata),
                     })?
                     .should_run;
                 if !ctx.available(o) {
@@ -764,34 +817,39 @@ fn cleanup(ds: &DaemonSet, mut old: Vec<ControllerRevision>, pods: &[Arc<Pod>]) 
 }
 
 /// One sync pass (§2.2).
-pub fn sync(input: &PassInput<'_>) -> Plan {
+pub fn sync(input: &PassInput<'_>) -> Pass {
     let ds = input.ds;
-    let mut plan = Plan::default();
     let raw_selector = ds.spec.as_ref().map(|s| &s.selector);
     if raw_selector.is_some_and(|s| {
         s.match_labels.as_ref().is_none_or(|m| m.is_empty())
             && s.match_expressions.as_ref().is_none_or(|m| m.is_empty())
     }) {
-        plan.skip = Some(Skip::SelectingAll);
-        plan.events.push(PlannedEvent {
-            warning: true,
-            reason: "SelectingAll",
-            message: "This daemon set is selecting all pods. A non-empty selector is required."
-                .into(),
-        });
-        return plan;
+        return Pass::Skipped {
+            why: Skip::SelectingAll,
+            events: vec![PlannedEvent {
+                warning: true,
+                reason: "SelectingAll",
+                message: "This daemon set is selecting all pods. A non-empty selector is required."
+                    .into(),
+            }],
+        };
     }
     if deleting(&ds.metadata) {
-        plan.skip = Some(Skip::BeingDeleted);
-        return plan;
+        return Pass::Skipped {
+            why: Skip::BeingDeleted,
+            events: Vec::new(),
+        };
     }
     let sel = match selector::from_label_selector(raw_selector) {
         Ok(s) => s,
         Err(e) => {
-            plan.error = Some(e);
-            return plan;
+            return Pass::Failed {
+                error: e.into(),
+                events: Vec::new(),
+            };
         }
     };
+    let mut plan = Plan::default();
     let (claimed_idx, adopt, release) = claim(ds, &sel, input.pods.iter().map(|p| &p.metadata));
     plan.adopt_pods = adopt;
     plan.release_pods = release;
@@ -814,7 +872,7 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
         if status_changed(ds.status.as_ref(), &status) {
             plan.status = Some(status);
         }
-        return plan;
+        return Pass::Planned(Box::new(plan));
     }
     manage(&ctx, &map, input.backoff, &mut plan);
     plan.creates.truncate(BURST_REPLICAS);
@@ -843,12 +901,15 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
                 plan.creates.truncate(BURST_REPLICAS);
                 plan.deletes.truncate(BURST_REPLICAS);
             }
-            Err(e) => plan.error = Some(e),
+            Err(error) => {
+                return Pass::Failed {
+                    error,
+                    events: plan.events,
+                };
+            }
         }
     }
-    if plan.error.is_none() {
-        plan.cleanup = cleanup(ds, old, &claimed);
-    }
+    plan.cleanup = cleanup(ds, old, &claimed);
     let status = compute_status(&ctx, &map, true);
     if status_changed(ds.status.as_ref(), &status) {
         plan.status = Some(status.clone());
@@ -868,7 +929,7 @@ pub fn sync(input: &PassInput<'_>) -> Plan {
             plan.requeue_after = Some(plan.requeue_after.map_or(wait, |d| d.min(wait)));
         }
     }
-    plan
+    Pass::Planned(Box::new(plan))
 }
 
 /// The status to write when only part of `plan` was carried out (spec S-069: the API refused

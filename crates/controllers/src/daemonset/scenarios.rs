@@ -3,7 +3,7 @@
 //! writes are observed at once.
 
 use super::backoff::Backoff;
-use super::pass::{HistoryOp, PassInput, Plan, Skip, sync};
+use super::pass::{HistoryOp, Pass, PassInput, Plan, Skip, sync};
 use everynode_api::daemonset::{self as rules, HASH_LABEL};
 use everynode_api::registry::Kind;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
@@ -79,7 +79,7 @@ struct World {
     backoff: Backoff,
     now: Timestamp,
     made: usize,
-    last: Plan,
+    last: Pass,
 }
 
 impl World {
@@ -92,7 +92,7 @@ impl World {
             backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(900)),
             now: t(0),
             made: 0,
-            last: Plan::default(),
+            last: Pass::Planned(Box::default()),
         }
     }
 
@@ -152,7 +152,7 @@ impl World {
     }
 
     fn hash_of_current(&self) -> String {
-        self.last.hash.clone()
+        self.plan().hash.clone()
     }
 
     fn set_ready(pod: &mut Pod, ready: bool, at: Timestamp) {
@@ -202,7 +202,7 @@ impl World {
             .map(std::sync::Arc::new)
             .collect();
         let (pods, revisions) = self.shared();
-        let plan = sync(&PassInput {
+        let pass = sync(&PassInput {
             ds: &self.ds,
             nodes: &nodes,
             pods: &pods,
@@ -211,10 +211,23 @@ impl World {
             expectations_satisfied: true,
             now: self.now,
         });
-        self.apply(&plan);
-        let counts = (plan.creates.len(), plan.deletes.len());
-        self.last = plan;
+        let counts = match &pass {
+            Pass::Planned(plan) => {
+                self.apply(plan);
+                (plan.creates.len(), plan.deletes.len())
+            }
+            Pass::Skipped { .. } | Pass::Failed { .. } => (0, 0),
+        };
+        self.last = pass;
         counts
+    }
+
+    /// The last pass's plan; a scenario that reads it expects the pass to have made one.
+    fn plan(&self) -> &Plan {
+        match &self.last {
+            Pass::Planned(plan) => plan,
+            other => panic!("the last pass made no plan: {other:?}"),
+        }
     }
 
     fn apply(&mut self, plan: &Plan) {
@@ -438,7 +451,7 @@ fn s024_resources_are_not_the_controllers_concern() {
     );
     w.add_pod("too-much-mem", json!({"app": "other"}), false, 0);
     assert_eq!(w.pass(), (1, 0));
-    assert!(w.last.events.is_empty());
+    assert!(w.plan().events.is_empty());
 }
 
 #[test]
@@ -464,8 +477,15 @@ fn s026_being_deleted_no_action() {
     let mut w = World::new(d, nodes(1));
     w.add_pod("node-0", l1(), false, 0);
     assert_eq!(w.pass(), (0, 0));
-    assert_eq!(w.last.skip, Some(Skip::BeingDeleted));
-    assert!(w.last.status.is_none() && w.last.adopt_pods.is_empty());
+    assert!(matches!(
+        w.last,
+        Pass::Skipped {
+            why: Skip::BeingDeleted,
+            ..
+        }
+    ));
+    // Skipped: no status and no adoption to write.
+    assert!(w.last.plan().is_none());
 }
 
 #[test]
@@ -500,7 +520,7 @@ fn s030_legacy_empty_selector() {
     assert_eq!(w.pass(), (0, 0));
     assert_eq!(
         w.last
-            .events
+            .events()
             .iter()
             .filter(|e| e.reason == "SelectingAll" && e.warning)
             .count(),
@@ -538,10 +558,10 @@ fn s031_existing_pods_dedupe_and_release() {
             .and_then(|p| p.metadata.name.clone())
             .expect("pod");
         assert_eq!(w.pass(), (2, 5));
-        let mut created = w.last.creates.clone();
+        let mut created = w.plan().creates.clone();
         created.sort();
         assert_eq!(created, ["node-0", "node-4"]);
-        assert_eq!(w.last.release_pods.len(), 2);
+        assert_eq!(w.plan().release_pods.len(), 2);
         assert!(w.has_pod(&oldest_on_3), "the oldest pod is kept");
     }
 }
@@ -585,7 +605,7 @@ fn s033_node_selector_delete() {
     w.add_pod("node-1", l2(), true, 0);
     w.add_pod("node-4", l1(), true, 0);
     assert_eq!(w.pass(), (5, 4));
-    assert_eq!(w.last.release_pods.len(), 3);
+    assert_eq!(w.plan().release_pods.len(), 3);
 }
 
 #[test]
@@ -610,7 +630,7 @@ fn s034_node_selector_with_mixed_existing_pods() {
     add(&mut w, "node-9", l1(), 1);
     add(&mut w, "node-9", l2(), 1);
     assert_eq!(w.pass(), (3, 20));
-    let mut created = w.last.creates.clone();
+    let mut created = w.plan().creates.clone();
     created.sort();
     assert_eq!(created, ["node-5", "node-7", "node-8"]);
 }
@@ -722,7 +742,7 @@ fn s044_failed_pods() {
         assert_eq!(w.pass(), want, "failed {failed} normal {normal}");
         assert_eq!(
             w.last
-                .events
+                .events()
                 .iter()
                 .filter(|e| e.reason == "FailedDaemonPod")
                 .count(),
@@ -752,7 +772,7 @@ fn s045_failed_pod_backoff() {
     assert_eq!(w.backoff.delay(key), Duration::from_millis(50));
     fail(&mut w);
     assert_eq!(w.pass(), (0, 0), "still in backoff");
-    assert_eq!(w.last.requeue_after, Some(Duration::from_millis(50)));
+    assert_eq!(w.plan().requeue_after, Some(Duration::from_millis(50)));
     w.now += SignedDuration::from_millis(49);
     assert_eq!(w.pass(), (0, 0));
     w.now += SignedDuration::from_millis(1);
@@ -772,13 +792,13 @@ fn s046_succeeded_pods() {
     assert_eq!(w.pass().1, 1);
     assert_eq!(
         w.last
-            .events
+            .events()
             .iter()
             .filter(|e| e.reason == "SucceededDaemonPod" && !e.warning)
             .count(),
         1
     );
-    assert!(w.last.backoff_next.is_empty());
+    assert!(w.plan().backoff_next.is_empty());
 }
 
 fn tainted(effect: &str) -> Node {
@@ -892,7 +912,7 @@ fn s057_unscheduled_pod_targeting_a_vanished_node() {
     w.pods.push(unscheduled);
     let (_, deletes) = w.pass();
     assert_eq!(deletes, 1);
-    assert_eq!(w.last.deletes, vec!["unscheduled".to_owned()]);
+    assert_eq!(w.plan().deletes, vec!["unscheduled".to_owned()]);
 }
 
 #[test]
@@ -942,8 +962,8 @@ fn s063_pod_grouping() {
     let foreign = w.add_pod("node-1", l1(), false, 0);
     w.pod(&foreign).metadata.owner_references = Some(vec![other]);
     w.pass();
-    assert_eq!(w.last.adopt_pods.len(), 1);
-    assert_eq!(w.last.release_pods.len(), 1);
+    assert_eq!(w.plan().adopt_pods.len(), 1);
+    assert_eq!(w.plan().release_pods.len(), 1);
     assert!(w.has_pod(&foreign), "other controllers' pods are untouched");
 }
 
@@ -952,8 +972,8 @@ fn s065_orphan_adoption_without_recreation() {
     let mut w = World::new(ds(), nodes(3));
     let orphan = w.add_pod("node-0", l1(), false, 0);
     assert_eq!(w.pass(), (2, 0));
-    assert_eq!(w.last.adopt_pods, vec![orphan]);
-    assert!(!w.last.creates.contains(&"node-0".to_owned()));
+    assert_eq!(w.plan().adopt_pods, vec![orphan]);
+    assert!(!w.plan().creates.contains(&"node-0".to_owned()));
 }
 
 #[test]
@@ -968,7 +988,7 @@ fn s066_release_on_label_change() {
         .expect("pod");
     w.pod(&on1).metadata.labels = Some(serde_json::from_value(l2()).expect("labels"));
     assert_eq!(w.pass(), (1, 0));
-    assert_eq!(w.last.release_pods, vec![on1]);
+    assert_eq!(w.plan().release_pods, vec![on1]);
 }
 
 #[test]
@@ -986,7 +1006,7 @@ fn s067_pods_of_other_controllers_are_ignored() {
         },
     ]);
     assert_eq!(w.pass(), (1, 0));
-    assert!(w.last.adopt_pods.is_empty() && w.last.deletes.is_empty());
+    assert!(w.plan().adopt_pods.is_empty() && w.plan().deletes.is_empty());
 }
 
 #[test]
@@ -1047,7 +1067,7 @@ fn s081_keep_ready_old_and_newest() {
     World::set_ready(w.pod(&old60), true, t(60));
     w.add_pod("node-2", cur, true, 0);
     assert_eq!(w.pass(), (3, 1));
-    assert_eq!(w.last.deletes, vec![old60]);
+    assert_eq!(w.plan().deletes, vec![old60]);
 }
 
 #[test]
@@ -1062,7 +1082,7 @@ fn s082_create_while_old_pod_terminates() {
         }
     }
     assert_eq!(w.pass(), (1, 0));
-    assert_eq!(w.last.creates, vec!["node-4".to_owned()]);
+    assert_eq!(w.plan().creates, vec!["node-4".to_owned()]);
 }
 
 #[test]
@@ -1373,7 +1393,7 @@ fn s118_legacy_revision_without_hash_label() {
     let name = w.revisions[0].metadata.name.clone().expect("name");
     w.pass();
     assert!(
-        w.last
+        w.plan()
             .history
             .contains(&HistoryOp::LabelLegacy { name: name.clone() })
     );
@@ -1400,7 +1420,7 @@ fn s119_revision_adoption_scope() {
     ));
     w.revisions.push(orphan);
     w.pass();
-    assert_eq!(w.last.adopt_revisions, vec!["foo-orphan".to_owned()]);
+    assert_eq!(w.plan().adopt_revisions, vec!["foo-orphan".to_owned()]);
 }
 
 // §5.6 Status
@@ -1417,7 +1437,7 @@ fn s130_min_ready_seconds_in_status() {
         (3, Some(0), Some(3))
     );
     assert_eq!(
-        w.last.requeue_after,
+        w.plan().requeue_after,
         Some(Duration::from_secs(31)),
         "the controller requeues itself just after the pods become available"
     );
@@ -1482,7 +1502,7 @@ fn s134_observed_generation_lags_while_expectations_pending() {
     let nodes: Vec<std::sync::Arc<Node>> =
         w.nodes.iter().cloned().map(std::sync::Arc::new).collect();
     let (pods, revisions) = w.shared();
-    let plan = sync(&PassInput {
+    let pass = sync(&PassInput {
         ds: &w.ds,
         nodes: &nodes,
         pods: &pods,
@@ -1491,6 +1511,7 @@ fn s134_observed_generation_lags_while_expectations_pending() {
         expectations_satisfied: false,
         now: w.now,
     });
+    let plan = pass.plan().expect("a plan while expectations are pending");
     assert!(plan.creates.is_empty() && plan.deletes.is_empty());
     assert!(
         plan.status
@@ -1564,14 +1585,14 @@ fn s142_orphan_delete_then_identical_daemonset_adopts_without_restart() {
     assert!(revision.starts_with("foo-"));
     w.ds = bar_with(json!({}));
     assert_eq!(w.pass(), (0, 0), "nothing created or deleted");
-    let mut adopted = w.last.adopt_pods.clone();
+    let mut adopted = w.plan().adopt_pods.clone();
     adopted.sort();
     let mut expected = pods.clone();
     expected.sort();
     assert_eq!(adopted, expected);
-    assert_eq!(w.last.adopt_revisions, vec![revision.clone()]);
+    assert_eq!(w.plan().adopt_revisions, vec![revision.clone()]);
     assert!(
-        !w.last
+        !w.plan()
             .history
             .iter()
             .any(|op| matches!(op, HistoryOp::Create(_))),
@@ -1614,10 +1635,10 @@ fn s143_adoption_by_template_generation_counts_pods_as_updated() {
     );
     assert_eq!(rules::template_generation(&w.ds), Some(1));
     assert_eq!(w.pass(), (0, 0));
-    assert_eq!(w.last.adopt_pods.len(), 3);
+    assert_eq!(w.plan().adopt_pods.len(), 3);
     w.pass();
     w.pass();
-    assert_eq!(w.last.deletes.len(), 0, "they are not rolled");
+    assert_eq!(w.plan().deletes.len(), 0, "they are not rolled");
     assert_eq!(w.updated(), Some(3));
 }
 
@@ -1628,7 +1649,7 @@ fn s071_status_in_the_same_pass() {
     let mut w = World::new(ds(), nodes(5));
     assert_eq!(w.pass(), (5, 0));
     let status = w
-        .last
+        .plan()
         .status
         .clone()
         .expect("a status write in the same pass");
@@ -1699,7 +1720,7 @@ fn s094_unavailable_pods_of_an_older_rollout_are_replaced_first() {
     assert_eq!(unready.len(), 2);
     w.set_image("foo3/bar3");
     assert_eq!(w.pass(), (0, 2));
-    let mut deleted = w.last.deletes.clone();
+    let mut deleted = w.plan().deletes.clone();
     deleted.sort();
     let mut expected = unready.clone();
     expected.sort();
@@ -1776,7 +1797,7 @@ fn s096_mixed_old_and_new_unavailability() {
         }
     }
     assert_eq!(w.pass(), (0, 2));
-    let mut deleted = w.last.deletes.clone();
+    let mut deleted = w.plan().deletes.clone();
     deleted.sort();
     assert_eq!(
         deleted,
@@ -1969,7 +1990,7 @@ fn s102_non_surge_replacement_waits_for_termination() {
     let before = w.pods.clone();
     assert_eq!(w.pass(), (0, 1));
     // The deleted pod ignores SIGTERM: it stays, terminating, for its grace period.
-    let victim = w.last.deletes[0].clone();
+    let victim = w.plan().deletes[0].clone();
     let mut terminating = before
         .into_iter()
         .find(|p| p.metadata.name.as_deref() == Some(&victim))
@@ -1986,7 +2007,7 @@ fn s102_non_surge_replacement_waits_for_termination() {
     // It reports a terminal phase while deleting: now exactly one replacement.
     w.pod(&victim).status.as_mut().expect("status").phase = Some("Failed".into());
     assert_eq!(w.pass(), (1, 0));
-    assert_eq!(w.last.creates, vec![node]);
+    assert_eq!(w.plan().creates, vec![node]);
 }
 
 #[test]
@@ -2003,7 +2024,7 @@ fn s103_min_ready_seconds_gates_progress() {
     w.ready_all(); // the new pod turns Ready at t=1005
     assert_eq!(w.pass(), (0, 0));
     assert_eq!(
-        w.last.requeue_after,
+        w.plan().requeue_after,
         Some(Duration::from_secs(11)),
         "requeued for transition + 10 s + 1 s"
     );

@@ -12,8 +12,8 @@
 //! Field sets use the `FieldsV1` encoding: `f:<field>`, `k:<json of key fields>` for items of
 //! associative lists, `v:<json value>` for items of sets, and `.` for "this node itself".
 
-use crate::registry::Kind;
 use crate::strategic_merge::{ListType, Schema};
+use everynode_api::registry::Kind;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 

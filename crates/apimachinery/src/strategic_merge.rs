@@ -10,7 +10,7 @@
 //! - merged lists are ordered as upstream orders them: patch items in patch (or
 //!   `$setElementOrder`) order, items only on the server kept in their relative places.
 
-use crate::registry::Kind;
+use everynode_api::registry::Kind;
 use serde_json::{Map, Value};
 
 const PATCH: &str = "$patch";

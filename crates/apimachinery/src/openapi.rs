@@ -3,7 +3,7 @@
 //! `x-kubernetes-group-version-kind`, and a path per verb whose operations declare the
 //! `fieldValidation` parameter, which is how kubectl decides to validate on the server.
 
-use crate::registry::{RESOURCES, Resource};
+use everynode_api::registry::{RESOURCES, Resource};
 use serde_json::{Map, Value, json};
 
 fn gvk(res: &Resource) -> Value {
@@ -67,7 +67,7 @@ fn operation(
 
 fn schema_name(res: &Resource) -> String {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
-    let reference = (res.schema)(&mut generator);
+    let reference = res.schema(&mut generator);
     reference
         .get("$ref")
         .and_then(Value::as_str)
@@ -148,7 +148,7 @@ pub fn group_version_document(group: &str, version: &str) -> Option<Value> {
     let mut generator = schemars::generate::SchemaSettings::openapi3().into_generator();
     let mut kinds = Vec::new();
     for res in &served {
-        let reference = (res.schema)(&mut generator);
+        let reference = res.schema(&mut generator);
         if let Some(name) = reference
             .get("$ref")
             .and_then(Value::as_str)
