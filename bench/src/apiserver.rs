@@ -13,7 +13,8 @@ use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 #[derive(Parser)]
 #[command(about = "Benchmarks the everynode API server: creates per second and watch fan-out.")]

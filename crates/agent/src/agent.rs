@@ -6,6 +6,7 @@ use crate::events::Recorder;
 use crate::node::{self, NodeConfig};
 use crate::pod::{NodeShared, PodManager};
 use crate::runtime::Runtime;
+use everynode_clock::{Clock, SharedClock};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
@@ -140,13 +141,14 @@ async fn register(
     client: &Client,
     cfg: &AgentConfig,
     dispatch: &Dispatch,
+    clock: &dyn Clock,
 ) -> (
     watch::Receiver<Arc<Node>>,
     mpsc::UnboundedReceiver<PodEvent>,
 ) {
     let mut delay = Duration::from_millis(200);
     let node = loop {
-        match node::register(client, &cfg.node).await {
+        match node::register(client, &cfg.node, clock).await {
             Ok(n) => break n,
             Err(e) => {
                 tracing::warn!(error = %e, "node registration failed; retrying");
@@ -186,12 +188,18 @@ async fn run_node(
     client: Client,
     cfg: AgentConfig,
     runtime: Arc<dyn Runtime>,
+    clock: SharedClock,
     node_rx: watch::Receiver<Arc<Node>>,
     mut pods: mpsc::UnboundedReceiver<PodEvent>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let node_cfg = Arc::new(cfg.node.clone());
-    let heartbeat = tokio::spawn(node::heartbeat(client.clone(), node_cfg, node_rx.clone()));
+    let heartbeat = tokio::spawn(node::heartbeat(
+        client.clone(),
+        node_cfg,
+        clock.clone(),
+        node_rx.clone(),
+    ));
     let static_pods = cfg.pod_manifest_path.clone().map(|dir| {
         let uid = node_rx.borrow().metadata.uid.clone();
         tokio::spawn(crate::static_pods::run(
@@ -205,7 +213,12 @@ async fn run_node(
     let shared = Arc::new(NodeShared {
         client: client.clone(),
         runtime: Arc::clone(&runtime),
-        events: Recorder::new(client, cfg.node.name.clone(), cfg.normal_events),
+        events: Recorder::new(
+            client,
+            cfg.node.name.clone(),
+            cfg.normal_events,
+            clock.clone(),
+        ),
         node_name: cfg.node.name.clone(),
         host_ip: cfg.node.ip.clone(),
         node: node_rx,
@@ -213,6 +226,7 @@ async fn run_node(
         state_dir: cfg.state_dir.clone(),
         log_max_bytes: cfg.log_max_bytes,
         log_max_files: cfg.log_max_files,
+        clock,
     });
     let mut manager = PodManager::new(shared);
     let mut known: HashMap<String, Arc<Pod>> = HashMap::new();
@@ -259,6 +273,7 @@ pub async fn run(
     client: Client,
     configs: Vec<AgentConfig>,
     runtime: Arc<dyn Runtime>,
+    clock: SharedClock,
     shutdown: watch::Receiver<bool>,
 ) {
     let dispatch = Arc::new(Dispatch::default());
@@ -270,9 +285,12 @@ pub async fn run(
     // Register in parallel batches so a large fleet comes up quickly without a request storm.
     let mut registered = Vec::with_capacity(configs.len());
     for chunk in configs.chunks(200) {
-        let results =
-            futures::future::join_all(chunk.iter().map(|cfg| register(&client, cfg, &dispatch)))
-                .await;
+        let results = futures::future::join_all(
+            chunk
+                .iter()
+                .map(|cfg| register(&client, cfg, &dispatch, clock.as_ref())),
+        )
+        .await;
         registered.extend(chunk.iter().cloned().zip(results));
     }
     let pods_watch = tokio::spawn(watch_pods(
@@ -287,6 +305,7 @@ pub async fn run(
             client.clone(),
             cfg,
             Arc::clone(&runtime),
+            clock.clone(),
             node_rx,
             pod_rx,
             shutdown.clone(),

@@ -2,6 +2,7 @@
 //! of the same reason and message on the same object bumps the first event's count instead of
 //! creating another, so a probe failing every second does not flood the API.
 
+use everynode_clock::SharedClock;
 use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Client;
@@ -19,15 +20,17 @@ pub struct Recorder {
     normal: bool,
     /// (object uid, reason, message) → (event name, namespace, count).
     series: Mutex<HashMap<SeriesKey, (String, u32)>>,
+    clock: SharedClock,
 }
 
 impl Recorder {
-    pub fn new(client: Client, node: String, normal: bool) -> Recorder {
+    pub fn new(client: Client, node: String, normal: bool, clock: SharedClock) -> Recorder {
         Recorder {
             client,
             node,
             normal,
             series: Mutex::new(HashMap::new()),
+            clock,
         }
     }
 
@@ -54,7 +57,8 @@ impl Recorder {
         let ns = crate::pod::namespace_of(pod);
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
-        let now = Time(jiff::Timestamp::now());
+        let at = self.clock.now();
+        let now = Time(at);
         let key = (uid.clone(), reason.to_owned(), message.to_owned());
         let existing = self.series.lock().ok().and_then(|mut s| {
             s.get_mut(&key).map(|(name, count)| {
@@ -75,7 +79,7 @@ impl Recorder {
         let name = format!(
             "{}.{:x}",
             pod.metadata.name.as_deref().unwrap_or("pod"),
-            jiff::Timestamp::now().as_nanosecond()
+            at.as_nanosecond()
         );
         let event = Event {
             metadata: ObjectMeta {

@@ -8,6 +8,7 @@ use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use everynode_clock::SharedClock;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
@@ -23,6 +24,8 @@ pub struct LogServer {
     /// State directories of the nodes served (one, or a hollow fleet's).
     pub state_dirs: Arc<Vec<PathBuf>>,
     pub token: Arc<String>,
+    /// For `sinceSeconds`.
+    pub clock: SharedClock,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -147,7 +150,7 @@ async fn container_logs(
     };
     let since = options
         .since_seconds
-        .map(|s| jiff::Timestamp::now() - jiff::SignedDuration::from_secs(s))
+        .map(|s| server.clock.now() - jiff::SignedDuration::from_secs(s))
         .or_else(|| options.since_time.as_deref().and_then(|t| t.parse().ok()));
     let timestamps = flag(&options.timestamps);
     // Rotated parts first (`N.log.2`, `N.log.1`), then the live file.

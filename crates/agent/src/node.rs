@@ -2,6 +2,7 @@
 //! four kubelet conditions, and the Lease in `kube-node-lease` the node lifecycle controller
 //! watches.
 
+use everynode_clock::{Clock, SharedClock};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{
     DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeSpec, NodeStatus,
@@ -235,7 +236,11 @@ pub struct RegisterError {
 }
 
 /// Creates the Node (or, when it exists, adds this agent's labels) and reports its status.
-pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<Node, RegisterError> {
+pub async fn register(
+    client: &Client,
+    cfg: &NodeConfig,
+    clock: &dyn Clock,
+) -> Result<Node, RegisterError> {
     let api: Api<Node> = Api::all(client.clone());
     let err = |source| RegisterError {
         node: cfg.name.clone(),
@@ -253,7 +258,7 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<Node, Registe
         Err(e) => return Err(err(e)),
     }
     let current = api.get(&cfg.name).await.map_err(err)?;
-    let status = node_status(cfg, Some(&current), jiff::Timestamp::now());
+    let status = node_status(cfg, Some(&current), clock.now());
     api.patch_status(
         &cfg.name,
         &PatchParams::default(),
@@ -265,7 +270,12 @@ pub async fn register(client: &Client, cfg: &NodeConfig) -> Result<Node, Registe
 
 /// Patches node status when it changed (or every report interval) and renews the Lease every
 /// quarter of its duration, as kubelet does. Runs until the process ends.
-pub async fn heartbeat(client: Client, cfg: Arc<NodeConfig>, node: watch::Receiver<Arc<Node>>) {
+pub async fn heartbeat(
+    client: Client,
+    cfg: Arc<NodeConfig>,
+    clock: SharedClock,
+    node: watch::Receiver<Arc<Node>>,
+) {
     let nodes: Api<Node> = Api::all(client.clone());
     let leases: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let renew_every = Duration::from_secs((cfg.lease_duration_seconds.max(4) / 4) as u64);
@@ -278,13 +288,13 @@ pub async fn heartbeat(client: Client, cfg: Arc<NodeConfig>, node: watch::Receiv
         tokio::select! {
             _ = lease_tick.tick() => {
                 let uid = node.borrow().metadata.uid.clone();
-                if let Err(e) = renew_lease(&leases, &cfg, uid).await {
+                if let Err(e) = renew_lease(&leases, &cfg, uid, clock.now()).await {
                     tracing::warn!(node = %cfg.name, error = %e, "lease renewal failed");
                 }
             }
             _ = status_tick.tick() => {
                 let current = node.borrow().clone();
-                let wanted = node_status(&cfg, Some(&current), jiff::Timestamp::now());
+                let wanted = node_status(&cfg, Some(&current), clock.now());
                 if differs(&current, &wanted) || last_report.elapsed() >= cfg.status_report_frequency {
                     match nodes
                         .patch_status(&cfg.name, &PatchParams::default(), &Patch::Merge(&serde_json::json!({"status": wanted})))
@@ -293,7 +303,7 @@ pub async fn heartbeat(client: Client, cfg: Arc<NodeConfig>, node: watch::Receiv
                         Ok(_) => last_report = tokio::time::Instant::now(),
                         Err(kube::Error::Api(e)) if e.code == 404 => {
                             // Someone deleted the Node: register again, as kubelet does.
-                            if let Err(e) = register(&client, &cfg).await {
+                            if let Err(e) = register(&client, &cfg, clock.as_ref()).await {
                                 tracing::warn!(error = %e, "re-registration failed");
                             }
                         }
@@ -309,11 +319,12 @@ async fn renew_lease(
     leases: &Api<Lease>,
     cfg: &NodeConfig,
     node_uid: Option<String>,
+    now: jiff::Timestamp,
 ) -> Result<(), kube::Error> {
     let spec = LeaseSpec {
         holder_identity: Some(cfg.name.clone()),
         lease_duration_seconds: Some(cfg.lease_duration_seconds),
-        renew_time: Some(MicroTime(jiff::Timestamp::now())),
+        renew_time: Some(MicroTime(now)),
         ..Default::default()
     };
     let patch = serde_json::json!({"spec": spec});

@@ -5,7 +5,6 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod cache;
-pub mod clock;
 pub mod credentials;
 pub mod discovery;
 pub mod error;

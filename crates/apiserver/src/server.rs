@@ -3,9 +3,9 @@
 use crate::api::{Api, Options};
 use crate::auth::Tokens;
 use crate::cache::WatchCache;
-use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::{http, namespaces};
+use everynode_clock::Clock;
 use everynode_store::Store;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;

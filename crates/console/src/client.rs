@@ -9,6 +9,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use bytes::Bytes;
+use everynode_clock::SharedClock;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -24,11 +25,17 @@ pub const YAML: &str = "application/yaml";
 pub struct ApiClient {
     api: Router,
     token: String,
+    clock: SharedClock,
 }
 
 impl ApiClient {
-    pub fn new(api: Router, token: String) -> Self {
-        ApiClient { api, token }
+    pub fn new(api: Router, token: String, clock: SharedClock) -> Self {
+        ApiClient { api, token, clock }
+    }
+
+    /// The time by the console's clock: ages on the pages, `restartedAt` of a redeploy.
+    pub fn now(&self) -> jiff::Timestamp {
+        self.clock.now()
     }
 
     async fn call(

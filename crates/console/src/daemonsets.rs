@@ -157,7 +157,7 @@ pub async fn rows(client: &ApiClient, ns: &str) -> ConsoleResult<Markup> {
         .list(&collection("/apis/apps/v1", ns, "daemonsets"))
         .await?;
     let fleet = Fleet::load(client, ns).await?;
-    let now = Timestamp::now();
+    let now = client.now();
     Ok(html! {
         @if list.is_empty() {
             tr { td colspan="12" .muted { "No DaemonSets here yet. " a href="/ui/create" { "Create one" } "." } }

@@ -84,7 +84,7 @@ async fn revisions(client: &ApiClient, ds: &Value) -> ConsoleResult<Vec<Value>> 
 async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult<Markup> {
     let ds = client.get(&ds_path(ns, name)).await?;
     let fleet = Fleet::load(client, ns).await?;
-    let now = Timestamp::now();
+    let now = client.now();
     let (st, pods) = fleet.status_of(&ds, now);
     Ok(html! {
         div.card #status-panel data-status=(st.word.as_str()) {
@@ -379,7 +379,7 @@ async fn render(
     } else {
         q.tab.as_str()
     };
-    let now = Timestamp::now();
+    let now = client.now();
     let body = match tab {
         "overview" | "pods" => {
             let panel = status_panel(client, ns, name).await?;
@@ -582,7 +582,7 @@ pub async fn redeploy(
     Path((ns, name)): Path<(String, String)>,
 ) -> Response {
     // What `kubectl rollout restart` writes.
-    let now = Timestamp::now().to_string();
+    let now = client.now().to_string();
     let patch = json!({"spec": {"template": {"metadata": {"annotations": {"kubectl.kubernetes.io/restartedAt": now}}}}});
     match client
         .write(

@@ -24,18 +24,20 @@ use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
+use everynode_clock::SharedClock;
 
-/// What every handler needs: the API server's router, to send requests to.
+/// What every handler needs: the API server's router, to send requests to, and the clock.
 #[derive(Clone)]
 pub struct ConsoleState {
     api: Router,
+    clock: SharedClock,
 }
 
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 
 /// The console's routes, to be nested under `/ui`; `api` is the API server's router.
-pub fn router(api: Router) -> Router {
+pub fn router(api: Router, clock: SharedClock) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/daemonsets") }))
         .route("/login", get(session::login_page).post(session::login))
@@ -80,13 +82,13 @@ pub fn router(api: Router) -> Router {
             get(nodes::namespaces).post(nodes::create_namespace),
         )
         .route("/namespaces/{name}/delete", post(nodes::delete_namespace))
-        .with_state(ConsoleState { api })
+        .with_state(ConsoleState { api, clock })
 }
 
 /// `api` with the console nested at `/ui`.
-pub fn mount(api: Router) -> Router {
+pub fn mount(api: Router, clock: SharedClock) -> Router {
     Router::new()
         .route("/ui/", get(|| async { Redirect::to("/ui/daemonsets") }))
-        .nest("/ui", router(api.clone()))
+        .nest("/ui", router(api.clone(), clock))
         .merge(api)
 }

@@ -9,7 +9,6 @@ use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
-use k8s_openapi::jiff::Timestamp;
 use maud::html;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,7 +27,7 @@ pub async fn list(Session(client): Session, Query(q): Query<NoticeQuery>) -> Res
         (Ok(n), Ok(p)) => (n, p),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
-    let now = Timestamp::now();
+    let now = client.now();
     page(
         "Nodes",
         Nav::Nodes,
@@ -170,7 +169,7 @@ pub async fn namespaces(Session(client): Session, Query(q): Query<NoticeQuery>) 
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
-    let now = Timestamp::now();
+    let now = client.now();
     page(
         "Namespaces",
         Nav::Namespaces,

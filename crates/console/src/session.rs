@@ -57,7 +57,11 @@ impl FromRequestParts<ConsoleState> for Session {
             .into_response());
         }
         match token_from(&parts.headers) {
-            Some(token) => Ok(Session(ApiClient::new(state.api.clone(), token))),
+            Some(token) => Ok(Session(ApiClient::new(
+                state.api.clone(),
+                token,
+                state.clock.clone(),
+            ))),
             None => Err(Redirect::to("/ui/login").into_response()),
         }
     }
@@ -95,7 +99,7 @@ pub struct LoginForm {
 
 pub async fn login(State(state): State<ConsoleState>, Form(form): Form<LoginForm>) -> Response {
     let token = form.token.trim().to_owned();
-    let client = ApiClient::new(state.api.clone(), token.clone());
+    let client = ApiClient::new(state.api.clone(), token.clone(), state.clock.clone());
     match client.get("/api").await {
         Ok(_) => {
             let value = crate::layout::query_value(&token);

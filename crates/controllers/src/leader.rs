@@ -7,6 +7,7 @@
 //! candidates never both win.
 
 use crate::last_change::LastChange;
+use everynode_clock::{Clock, SharedClock};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Client;
@@ -90,6 +91,7 @@ async fn try_acquire_or_renew(
     api: &Api<Lease>,
     s: &Settings,
     observer: &mut LastChange<Record>,
+    clock: &dyn Clock,
 ) -> bool {
     let current = match api.get_opt(LEASE_NAME).await {
         Ok(l) => l,
@@ -99,7 +101,7 @@ async fn try_acquire_or_renew(
         }
     };
     let unchanged = observer.observe(record(current.as_ref()), Instant::now());
-    let now = MicroTime(jiff::Timestamp::now());
+    let now = MicroTime(clock.now());
     let spec = |acquire: Option<MicroTime>, transitions: i32| LeaseSpec {
         holder_identity: Some(s.identity.clone()),
         lease_duration_seconds: Some(s.lease_duration.as_secs() as i32),
@@ -155,11 +157,16 @@ async fn try_acquire_or_renew(
 
 /// Runs `start`'s controllers whenever this process leads; stops them when it loses the lease.
 /// Runs until the process ends.
-pub async fn run_elected(client: Client, s: Settings, start: impl Fn() -> Vec<JoinHandle<()>>) {
+pub async fn run_elected(
+    client: Client,
+    s: Settings,
+    clock: SharedClock,
+    start: impl Fn() -> Vec<JoinHandle<()>>,
+) {
     let api: Api<Lease> = Api::namespaced(client, NAMESPACE);
     let mut observer = LastChange::new(None, Instant::now());
     loop {
-        while !try_acquire_or_renew(&api, &s, &mut observer).await {
+        while !try_acquire_or_renew(&api, &s, &mut observer, clock.as_ref()).await {
             tokio::time::sleep(s.retry_period).await;
         }
         tracing::info!(identity = %s.identity, "became the leader; starting controllers");
@@ -167,7 +174,7 @@ pub async fn run_elected(client: Client, s: Settings, start: impl Fn() -> Vec<Jo
         let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(s.retry_period).await;
-            if try_acquire_or_renew(&api, &s, &mut observer).await {
+            if try_acquire_or_renew(&api, &s, &mut observer, clock.as_ref()).await {
                 renewed = Instant::now();
             } else if renewed.elapsed() > s.renew_deadline {
                 break;

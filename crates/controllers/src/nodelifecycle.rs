@@ -11,6 +11,7 @@
 use crate::last_change::LastChange;
 use crate::stores::Informers;
 use everynode_api::scheduling;
+use everynode_clock::SharedClock;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -273,7 +274,7 @@ pub fn eviction(pod: &Pod, node: &Node, now: jiff::Timestamp) -> Eviction {
 }
 
 /// Runs the controller until the process ends.
-pub async fn run(informers: Informers, settings: Settings) {
+pub async fn run(informers: Informers, clock: SharedClock, settings: Settings) {
     let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
     let nodes = informers.nodes().ready_cache(&changed).await;
@@ -292,7 +293,7 @@ pub async fn run(informers: Informers, settings: Settings) {
             }
         }
         let now = Instant::now();
-        let wall = jiff::Timestamp::now();
+        let wall = clock.now();
         let all_nodes = nodes.state();
         health.forget_missing(&all_nodes);
         let lease_by_node: HashMap<String, Arc<Lease>> = leases

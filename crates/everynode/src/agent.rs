@@ -280,9 +280,12 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             pod_manifest_path: args.pod_manifest_path.clone(),
         })
         .collect();
+    // The agent's one clock: the system's.
+    let clock = everynode_clock::system();
     let log_server = LogServer {
         state_dirs: Arc::new(configs.iter().map(|c| c.state_dir.clone()).collect()),
         token: Arc::new(token),
+        clock: clock.clone(),
     };
     let cert_names = vec![args.node_ip.clone(), base_name.clone(), "localhost".into()];
     tokio::spawn(async move {
@@ -302,7 +305,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         tracing::info!("stopping: pods on this node are stopped first");
         let _ = stop_tx.send(true);
     });
-    agent::run(client, configs, runtime, stop_rx).await;
+    agent::run(client, configs, runtime, clock, stop_rx).await;
     Ok(())
 }
 

@@ -7,6 +7,7 @@
 //! (its store revision delta), in concurrent batches that share fsyncs.
 
 use crate::Error;
+use everynode_clock::Clock;
 use everynode_store::{EmbeddedStore, Store};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -19,8 +20,9 @@ use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
+use tokio::time::Instant;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct BenchArgs {
@@ -235,7 +237,7 @@ async fn nodes_ready(client: &Client, total: usize, timeout: Duration) -> Result
     let mut ready: HashMap<String, bool> = HashMap::new();
     let stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default());
     futures::pin_mut!(stream);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = Instant::now() + timeout;
     loop {
         let count = ready.values().filter(|r| **r).count();
         progress.show(count);
@@ -477,7 +479,8 @@ fn commit() -> String {
 }
 
 fn today() -> String {
-    k8s_openapi::jiff::Timestamp::now()
+    everynode_clock::SystemClock
+        .now()
         .strftime("%Y-%m-%d")
         .to_string()
 }

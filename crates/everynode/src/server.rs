@@ -2,9 +2,9 @@
 
 use crate::{Error, kubeconfig_path};
 use everynode_apiserver::api::Options;
-use everynode_apiserver::clock::SystemClock;
 use everynode_apiserver::credentials;
 use everynode_apiserver::server::{self, CacheSizes};
+use everynode_clock::SharedClock;
 use everynode_controllers::stores::Informers;
 use everynode_controllers::{leader, nodelifecycle};
 use everynode_store::{EmbeddedStore, MemoryStore, Store};
@@ -159,6 +159,7 @@ impl Started {
 /// Spawns the enabled controllers; their handles stop them when leadership is lost.
 fn spawn_controllers(
     client: &kube::Client,
+    clock: &SharedClock,
     flags: ControllerFlags,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut running = Vec::new();
@@ -168,6 +169,7 @@ fn spawn_controllers(
         running.push(tokio::spawn(
             everynode_controllers::daemonset::controller::run(
                 informers.clone(),
+                clock.clone(),
                 flags.daemonset_burst,
             ),
         ));
@@ -175,6 +177,7 @@ fn spawn_controllers(
     if !flags.no_scheduler {
         running.push(tokio::spawn(everynode_controllers::scheduler::run(
             informers.clone(),
+            clock.clone(),
         )));
     }
     if !flags.no_garbage_collector {
@@ -191,6 +194,7 @@ fn spawn_controllers(
     if !flags.no_node_lifecycle_controller {
         running.push(tokio::spawn(nodelifecycle::run(
             informers.clone(),
+            clock.clone(),
             nodelifecycle::Settings {
                 monitor_period: Duration::from_secs(flags.node_monitor_period.max(1)),
                 grace_period: Duration::from_secs(flags.node_monitor_grace_period),
@@ -239,8 +243,10 @@ pub async fn elected_controllers(
         retry_period: Duration::from_secs(leader.leader_elect_retry_period.max(1)),
     };
     let elector_client = client.clone();
-    leader::run_elected(elector_client, settings, move || {
-        spawn_controllers(&client, flags)
+    // Controllers run on the system's clock; tests of their timing inject a paused one.
+    let clock = everynode_clock::system();
+    leader::run_elected(elector_client, settings, clock.clone(), move || {
+        spawn_controllers(&client, &clock, flags)
     })
     .await;
 }
@@ -361,9 +367,11 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         history: watch_history,
         ..CacheSizes::default()
     };
+    // The server's one clock, shared with the console it serves.
+    let clock = everynode_clock::system();
     let (_api, router) = server::start(
         store,
-        Arc::new(SystemClock),
+        clock.clone(),
         options,
         sizes,
         vec![creds.token.clone()],
@@ -371,7 +379,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     .await
     .map_err(|e| Error::Startup(e.to_string()))?;
     // The web console under /ui: an API client of this same router.
-    let router = everynode_console::mount(router);
+    let router = everynode_console::mount(router, clock);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| Error::Listen {

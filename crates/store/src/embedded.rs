@@ -282,7 +282,7 @@ fn write_loop(
         }
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
         let start = revision.load(Ordering::SeqCst);
-        let (writes, began) = (ops.len(), std::time::Instant::now());
+        let (writes, began) = (ops.len(), tokio::time::Instant::now());
         let committed = commit_batch(db, ops, start);
         tracing::debug!(
             writes,

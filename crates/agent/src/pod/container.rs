@@ -35,14 +35,20 @@ pub async fn stop_requested(stop: &mut watch::Receiver<Option<i64>>) -> i64 {
     }
 }
 
-fn terminated_state(exit: Exit, started_at: Timestamp, id: &str, message: Option<String>) -> State {
+fn terminated_state(
+    exit: Exit,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+    id: &str,
+    message: Option<String>,
+) -> State {
     State::Terminated {
         exit_code: exit.code,
         signal: exit.signal,
         reason: if exit.code == 0 { "Completed" } else { "Error" }.into(),
         message,
         started_at: Some(started_at),
-        finished_at: Timestamp::now(),
+        finished_at,
         container_id: Some(id.to_owned()),
     }
 }
@@ -215,9 +221,9 @@ pub async fn supervise(
                     State::Running { started_at } => Some(started_at),
                     _ => None,
                 })
-                .unwrap_or_else(Timestamp::now)
+                .unwrap_or_else(|| ctx.node.clock.now())
         } else {
-            Timestamp::now()
+            ctx.node.clock.now()
         };
         let ran_from = Instant::now();
         let probes_run = ctx.node.runtime.runs_processes() && kind == Kind::Regular;
@@ -324,7 +330,7 @@ pub async fn supervise(
                 (exit, true, None)
             }
         };
-        let terminated = terminated_state(exit, started_at, &id, message);
+        let terminated = terminated_state(exit, started_at, ctx.node.clock.now(), &id, message);
         ctx.update_container(kind, index, |c| {
             c.state = terminated.clone();
             c.ready = false;

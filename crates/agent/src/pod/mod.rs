@@ -9,6 +9,7 @@ pub mod worker;
 
 use crate::events::Recorder;
 use crate::runtime::Runtime;
+use everynode_clock::SharedClock;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Client;
 use status::{ContainerView, PodView};
@@ -39,6 +40,8 @@ pub struct NodeShared {
     pub state_dir: PathBuf,
     pub log_max_bytes: u64,
     pub log_max_files: usize,
+    /// The agent's clock: container start and finish times, pod status times.
+    pub clock: SharedClock,
 }
 
 impl NodeShared {

@@ -64,7 +64,7 @@ async fn deletion(rx: &mut watch::Receiver<Option<Arc<Pod>>>) -> Interrupt {
 
 /// Starts the view from what the pod already reports, so an agent restart continues counters
 /// (restartCount, start times) rather than resetting them.
-fn initial_view(pod: &Pod, host_ip: &str, pod_ip: &str) -> PodView {
+fn initial_view(pod: &Pod, host_ip: &str, pod_ip: &str, now: jiff::Timestamp) -> PodView {
     let spec = pod.spec.clone().unwrap_or_default();
     let status = pod.status.clone().unwrap_or_default();
     let recover =
@@ -105,10 +105,7 @@ fn initial_view(pod: &Pod, host_ip: &str, pod_ip: &str) -> PodView {
             .iter()
             .map(|c| recover(c, &status.container_statuses))
             .collect(),
-        start_time: status
-            .start_time
-            .map(|t| t.0)
-            .or(Some(jiff::Timestamp::now())),
+        start_time: status.start_time.map(|t| t.0).or(Some(now)),
         host_ip: host_ip.to_owned(),
         pod_ip: pod_ip.to_owned(),
     }
@@ -125,7 +122,7 @@ pub async fn run(ctx: Arc<PodCtx>) {
     } else {
         hollow_pod_ip(&ctx.uid)
     };
-    ctx.update_view(|v| *v = initial_view(&pod, &ctx.node.host_ip, &pod_ip));
+    ctx.update_view(|v| *v = initial_view(&pod, &ctx.node.host_ip, &pod_ip, ctx.node.clock.now()));
     let writer = tokio::spawn(status_writer(Arc::clone(&ctx)));
     let mut state = if everynode_api::scheduling::is_terminated(&pod) {
         PodState::Finished
@@ -525,7 +522,7 @@ async fn sync_status(ctx: &PodCtx, last: &mut Option<serde_json::Value>) {
         Ok(v) => v.clone(),
         Err(_) => return,
     };
-    let status = pod_status(&pod, &view, jiff::Timestamp::now());
+    let status = pod_status(&pod, &view, ctx.node.clock.now());
     let Ok(value) = serde_json::to_value(&status) else {
         return;
     };
@@ -612,7 +609,7 @@ mod tests {
                 "restartCount": 4, "state": {"running": {"startedAt": "2026-11-25T10:00:00Z"}}}]}
         }))
         .expect("pod");
-        let v = initial_view(&pod, "10.0.0.1", "10.0.0.1");
+        let v = initial_view(&pod, "10.0.0.1", "10.0.0.1", jiff::Timestamp::UNIX_EPOCH);
         assert_eq!(v.containers[0].restart_count, 4);
         assert!(matches!(v.containers[0].state, State::Running { .. }));
         assert!(v.initialized);

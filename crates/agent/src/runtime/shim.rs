@@ -12,6 +12,7 @@
 //! 5. writes the exit code to `DIR/exit` and ends.
 
 use super::{Launch, Mount};
+use everynode_clock::Clock;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -255,7 +256,7 @@ impl LogWriter {
     }
 
     pub fn write_line(&mut self, stream: &str, text: &[u8]) {
-        let mut line = format!("{} {stream} F ", jiff::Timestamp::now()).into_bytes();
+        let mut line = format!("{} {stream} F ", everynode_clock::SystemClock.now()).into_bytes();
         line.extend_from_slice(text);
         line.push(b'\n');
         if self.max_bytes > 0 && self.written + line.len() as u64 > self.max_bytes {
