@@ -4,8 +4,8 @@
 //! - `DefaultTolerationSeconds`: pods without a toleration for the not-ready / unreachable
 //!   NoExecute taints get one for 300 s (daemon pods already tolerate them forever).
 
-use crate::api::Api;
 use crate::error::{ApiError, ApiResult};
+use crate::registry::Registry;
 use everynode_api::registry::{self, Kind, Resource};
 use everynode_api::selector::{FieldSelector, Selector};
 use serde_json::{Value, json};
@@ -23,8 +23,8 @@ fn class_fields(pc: &Value) -> (i64, String) {
     )
 }
 
-async fn global_default(api: &Api, pcs: &'static Resource) -> Option<(String, i64, String)> {
-    let filter = Api::filter(pcs, None, Selector::everything(), FieldSelector::default());
+async fn global_default(api: &Registry, pcs: &'static Resource) -> Option<(String, i64, String)> {
+    let filter = Registry::filter(pcs, None, Selector::everything(), FieldSelector::default());
     api.cache
         .list(&filter, None, 0)
         .items
@@ -44,7 +44,7 @@ async fn global_default(api: &Api, pcs: &'static Resource) -> Option<(String, i6
 }
 
 /// Resolves priority (the `Priority` plugin).
-async fn priority(api: &Api, pods: &'static Resource, pod: &mut Value) -> ApiResult<()> {
+async fn priority(api: &Registry, pods: &'static Resource, pod: &mut Value) -> ApiResult<()> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let pcs = registry::by_kind(Kind::PriorityClass);
     let class = pod["spec"]["priorityClassName"]
@@ -118,7 +118,7 @@ fn default_toleration_seconds(pod: &mut Value) {
 }
 
 /// Admits a pod being created.
-pub async fn pod_create(api: &Api, pods: &'static Resource, pod: &mut Value) -> ApiResult<()> {
+pub async fn pod_create(api: &Registry, pods: &'static Resource, pod: &mut Value) -> ApiResult<()> {
     priority(api, pods, pod).await?;
     default_toleration_seconds(pod);
     Ok(())

@@ -1,18 +1,25 @@
 //! The everynode API server: Kubernetes REST over HTTP(S) for the resources in
 //! `everynode_api::registry`, backed by an `everynode_store::Store`, with a watch cache.
+//!
+//! A request goes: `http` (router, authentication) → `request` (typed path, query and options)
+//! → `handlers` (one per verb and subresource) → `registry` (read-modify-write with defaulting,
+//! validation and field tracking, as `Write`s) → the store, and out through `response`.
 
 pub mod admission;
-pub mod api;
 pub mod auth;
+pub mod body;
 pub mod cache;
 pub mod credentials;
 pub mod discovery;
 pub mod error;
+pub mod handlers;
 pub mod http;
-pub mod logs;
 pub mod namespaces;
 pub mod object;
 pub mod openapi;
+pub mod registry;
 pub mod request;
+pub mod response;
 pub mod server;
 pub mod watch;
+pub mod write;

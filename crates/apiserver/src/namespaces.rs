@@ -3,8 +3,8 @@
 //! it goes. Upstream runs this in the controller manager; it is here because it has to empty
 //! every resource the server serves, and it uses the same operations as any client request.
 
-use crate::api::{Api, DeleteOptions, UpdateMode};
 use crate::error::ApiResult;
+use crate::registry::{DeleteOptions, Registry, Write};
 use everynode_api::registry::{self, Kind};
 use everynode_api::selector::{FieldSelector, Selector};
 use serde_json::{Value, json};
@@ -16,7 +16,7 @@ pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Creates the system namespaces and built-in PriorityClasses when absent.
-pub async fn bootstrap(api: &Api) -> ApiResult<()> {
+pub async fn bootstrap(api: &Registry) -> ApiResult<()> {
     let ns = registry::by_kind(Kind::Namespace);
     for name in SYSTEM_NAMESPACES {
         if api.get(ns, None, name, false).await.is_err() {
@@ -45,10 +45,10 @@ pub async fn bootstrap(api: &Api) -> ApiResult<()> {
 }
 
 /// Empties one terminating namespace; returns true when it is finished.
-async fn finalize(api: &Api, name: &str) -> ApiResult<bool> {
+async fn finalize(api: &Registry, name: &str) -> ApiResult<bool> {
     let mut remaining = 0usize;
     for res in registry::RESOURCES.iter().filter(|r| r.namespaced) {
-        let filter = Api::filter(
+        let filter = Registry::filter(
             res,
             Some(name),
             Selector::everything(),
@@ -79,39 +79,32 @@ async fn finalize(api: &Api, name: &str) -> ApiResult<bool> {
         return Ok(false);
     }
     let ns = registry::by_kind(Kind::Namespace);
-    api.update_with(
-        ns,
-        None,
-        name,
-        UpdateMode::System,
-        false,
-        None,
-        &|current| {
-            let mut new = current.clone();
-            let kept: Vec<Value> = new["spec"]["finalizers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|f| *f != "kubernetes")
-                .cloned()
-                .collect();
-            new["spec"]["finalizers"] = json!(kept);
-            Ok(new)
-        },
-    )
+    api.update_with(&Write::system(ns, None, name), &|current| {
+        let mut new = current.clone();
+        let kept: Vec<Value> = new["spec"]["finalizers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| *f != "kubernetes")
+            .cloned()
+            .collect();
+        new["spec"]["finalizers"] = json!(kept);
+        Ok(new)
+    })
     .await?;
     Ok(true)
 }
 
 /// Follows namespaces forever, finishing the deletion of terminating ones.
-pub async fn run(api: Arc<Api>) {
+pub async fn run(api: Arc<Registry>) {
     let ns = registry::by_kind(Kind::Namespace);
     let mut last = 0;
     loop {
         let rev = api.cache.revision();
         if rev != last {
             last = rev;
-            let filter = Api::filter(ns, None, Selector::everything(), FieldSelector::default());
+            let filter =
+                Registry::filter(ns, None, Selector::everything(), FieldSelector::default());
             for obj in api.cache.list(&filter, None, 0).items {
                 let v: Value = serde_json::from_slice(&obj.json).unwrap_or(Value::Null);
                 if v["metadata"].get("deletionTimestamp").is_none() {

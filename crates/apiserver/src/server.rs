@@ -1,9 +1,9 @@
 //! Building and serving the API server: store, cache, background tasks, HTTP(S).
 
-use crate::api::{Api, Options};
 use crate::auth::Tokens;
 use crate::cache::WatchCache;
 use crate::error::ApiError;
+use crate::registry::{Options, Registry};
 use crate::{http, namespaces};
 use everynode_clock::Clock;
 use everynode_store::Store;
@@ -38,10 +38,10 @@ pub async fn start(
     options: Options,
     sizes: CacheSizes,
     tokens: Vec<String>,
-) -> Result<(Arc<Api>, axum::Router), ApiError> {
+) -> Result<(Arc<Registry>, axum::Router), ApiError> {
     let cache = WatchCache::new(sizes.history, sizes.watcher_buffer);
     tokio::spawn(Arc::clone(&cache).run(Arc::clone(&store)));
-    let api = Arc::new(Api {
+    let api = Arc::new(Registry {
         store,
         cache,
         clock,

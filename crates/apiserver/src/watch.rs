@@ -1,8 +1,8 @@
 //! Watch responses: one JSON event per line, streamed as the cache delivers them.
 
-use crate::api::Api;
 use crate::cache::{CacheError, Filter, WatchHandle};
 use crate::error::{ApiError, ApiResult};
+use crate::registry::Registry;
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::Response;
@@ -136,7 +136,7 @@ fn streaming(body: Body) -> Response {
 
 /// Starts a watch and returns the streaming response.
 pub async fn serve(
-    api: &Arc<Api>,
+    api: &Arc<Registry>,
     res: &'static Resource,
     params: WatchParams,
 ) -> ApiResult<Response> {

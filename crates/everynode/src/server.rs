@@ -1,8 +1,8 @@
 //! `everynode server`: the API server with the controllers running in-process as its clients.
 
 use crate::{Error, kubeconfig_path};
-use everynode_apiserver::api::Options;
 use everynode_apiserver::credentials;
+use everynode_apiserver::registry::Options;
 use everynode_apiserver::server::{self, CacheSizes};
 use everynode_clock::SharedClock;
 use everynode_controllers::stores::Informers;

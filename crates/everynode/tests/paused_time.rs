@@ -5,7 +5,7 @@
 //! from one timer to the next). No test here waits on the wall clock.
 
 use everynode_agent::node::{self, NodeConfig};
-use everynode_apiserver::api::Options;
+use everynode_apiserver::registry::Options;
 use everynode_apiserver::server::{self, CacheSizes};
 use everynode_clock::{Clock, PausedClock, SharedClock};
 use everynode_controllers::daemonset::expectations::{EXPIRY, Expectations};

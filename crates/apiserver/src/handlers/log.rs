@@ -2,9 +2,10 @@
 //! agent's `/containerLogs` endpoint over HTTPS with the agent token, streaming the answer
 //! (so `kubectl logs -f` follows). Upstream's messages for the cases kubectl users meet.
 
-use crate::api::Api;
 use crate::error::{ApiError, ApiResult};
-use crate::request::Query;
+use crate::registry::Registry;
+use crate::request::ResourcePath;
+use crate::request::options::LogOptions;
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,17 +13,6 @@ use everynode_api::registry::{self};
 use futures::StreamExt;
 use serde_json::Value;
 use std::sync::Arc;
-
-/// Query parameters passed through to the agent.
-const PASSED: [&str; 7] = [
-    "follow",
-    "previous",
-    "tailLines",
-    "sinceSeconds",
-    "sinceTime",
-    "timestamps",
-    "limitBytes",
-];
 
 fn names(list: &Value) -> Vec<String> {
     list.as_array()
@@ -87,20 +77,18 @@ fn agent_address(node: &Value) -> Option<String> {
     Some(format!("{host}:{port}"))
 }
 
-pub async fn proxy(api: &Arc<Api>, namespace: &str, name: &str, q: &Query) -> ApiResult<Response> {
+pub async fn handle(
+    api: &Arc<Registry>,
+    path: &ResourcePath,
+    name: &str,
+    options: &LogOptions,
+) -> ApiResult<Response> {
+    let namespace = path.namespace().unwrap_or("default");
     let pods = registry::find("", "v1", "pods").ok_or_else(ApiError::no_route)?;
     let nodes = registry::find("", "v1", "nodes").ok_or_else(ApiError::no_route)?;
-    for key in ["tailLines", "sinceSeconds", "limitBytes"] {
-        if q.number(key)?
-            .is_some_and(|n| n < 0 || (key != "tailLines" && n == 0))
-        {
-            return Err(ApiError::bad_request(format!(
-                "{key}: Invalid value: must be greater than 0"
-            )));
-        }
-    }
+    options.validate()?;
     let pod = api.get(pods, Some(namespace), name, false).await?;
-    let container = pick_container(&pod, q.get("container"))?;
+    let container = pick_container(&pod, options.container.as_deref())?;
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(format!(
             "pod \"{name}\" does not have a host assigned"
@@ -113,10 +101,7 @@ pub async fn proxy(api: &Arc<Api>, namespace: &str, name: &str, q: &Query) -> Ap
         )));
     };
     let mut url = format!("https://{address}/containerLogs/{namespace}/{name}/{container}");
-    let passed: Vec<(String, String)> = PASSED
-        .iter()
-        .filter_map(|k| q.get(k).map(|v| ((*k).to_owned(), v.to_owned())))
-        .collect();
+    let passed = options.agent_query();
     if !passed.is_empty() {
         url.push('?');
         url.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());

@@ -43,34 +43,17 @@ impl Default for Options {
     }
 }
 
-/// The API: storage, the watch cache, the clock.
-pub struct Api {
+/// The generic registry (upstream's `registry/generic/registry.Store`): every REST verb's
+/// read-modify-write over storage, with the watch cache and the clock.
+pub struct Registry {
     pub store: Arc<dyn Store>,
     pub cache: Arc<WatchCache>,
     pub clock: Arc<dyn Clock>,
     pub options: Options,
 }
 
-/// Which part of an object an update writes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpdateMode {
-    /// The main resource: status is kept from storage.
-    Main,
-    /// `/status`: everything but status is kept from storage.
-    Status,
-    /// A server-internal write that bypasses registry rules (finalizer and binding bookkeeping).
-    System,
-}
-
-/// `DeleteOptions` as they arrive in the body or the query.
-#[derive(Clone, Debug, Default)]
-pub struct DeleteOptions {
-    pub grace_period_seconds: Option<i64>,
-    pub propagation_policy: Option<String>,
-    pub precondition_uid: Option<String>,
-    pub precondition_rv: Option<String>,
-    pub dry_run: bool,
-}
+pub use crate::request::options::DeleteOptions;
+pub use crate::write::{UpdateMode, Write};
 
 /// What a delete did.
 pub enum Deleted {
@@ -92,7 +75,7 @@ fn generate_name(base: &str) -> String {
     format!("{base}{suffix}")
 }
 
-impl Api {
+impl Registry {
     fn key(&self, res: &Resource, namespace: Option<&str>, name: &str) -> String {
         res.key(namespace, name)
     }
@@ -284,17 +267,19 @@ impl Api {
     /// The shared read-modify-write loop: reads the stored object, applies `mutate`, runs the
     /// registry rules for `mode`, and writes with compare-and-swap. A lost race is retried unless
     /// the caller pinned a resourceVersion.
-    #[allow(clippy::too_many_arguments)]
     pub async fn update_with(
         &self,
-        res: &'static Resource,
-        namespace: Option<&str>,
-        name: &str,
-        mode: UpdateMode,
-        dry_run: bool,
-        manager: Option<&str>,
+        write: &Write<'_>,
         mutate: &(dyn Fn(&Value) -> ApiResult<Value> + Send + Sync),
     ) -> ApiResult<Value> {
+        let Write {
+            res,
+            namespace,
+            name,
+            mode,
+            dry_run,
+            manager,
+        } = *write;
         let key = self.key(res, namespace, name);
         for _ in 0..MAX_RETRIES {
             let (kv, current) = self.stored(res, &key, name).await?;
@@ -456,17 +441,15 @@ impl Api {
     }
 
     /// Replaces an object (PUT). Leases, Events and Endpoints are created when absent, as upstream allows.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn replace(
-        &self,
-        res: &'static Resource,
-        namespace: Option<&str>,
-        name: &str,
-        body: Value,
-        mode: UpdateMode,
-        dry_run: bool,
-        manager: Option<&str>,
-    ) -> ApiResult<(Value, bool)> {
+    pub async fn replace(&self, write: &Write<'_>, body: Value) -> ApiResult<(Value, bool)> {
+        let Write {
+            res,
+            namespace,
+            name,
+            mode,
+            dry_run,
+            manager,
+        } = *write;
         let mut obj = self.decode(res, body)?;
         match meta_str(&obj, "name") {
             Some(n) if !n.is_empty() && n != name => {
@@ -489,11 +472,7 @@ impl Api {
             res.id,
             Kind::Lease | Kind::Event | Kind::EventsV1Event | Kind::Endpoints
         );
-        let result = self
-            .update_with(res, namespace, name, mode, dry_run, manager, &|_| {
-                Ok(obj.clone())
-            })
-            .await;
+        let result = self.update_with(write, &|_| Ok(obj.clone())).await;
         match result {
             Err(e)
                 if e.code == axum::http::StatusCode::NOT_FOUND
@@ -675,7 +654,11 @@ impl Api {
         let now = format_time(self.clock.now());
         let node = node.to_owned();
         let pod_name = pod.to_owned();
-        self.update_with(res, Some(namespace), pod, UpdateMode::System, dry_run, None, &move |current| {
+        let write = Write {
+            dry_run,
+            ..Write::system(res, Some(namespace), pod)
+        };
+        self.update_with(&write, &move |current| {
             if meta_str(current, "deletionTimestamp").is_some() {
                 return Err(ApiError::conflict(res, &pod_name, &format!("pod {pod_name} is being deleted, cannot be assigned to a host")));
             }

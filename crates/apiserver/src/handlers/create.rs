@@ -1,0 +1,42 @@
+//! POST to a collection: create an object.
+
+use crate::body;
+use crate::error::ApiResult;
+use crate::registry::Registry;
+use crate::request::ResourcePath;
+use crate::request::options::CreateOptions;
+use crate::response;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use std::sync::Arc;
+
+pub async fn handle(
+    registry: &Arc<Registry>,
+    path: &ResourcePath,
+    options: &CreateOptions,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let (raw, warnings) = body::written_object(
+        path.res,
+        path.namespace(),
+        headers,
+        body,
+        options.field_validation,
+    )?;
+    let manager = options.manager(body::user_agent(headers))?;
+    let obj = registry
+        .create(
+            path.res,
+            path.namespace(),
+            raw,
+            options.dry_run,
+            Some(&manager),
+        )
+        .await?;
+    Ok(response::with_warnings(
+        response::json(StatusCode::CREATED, &obj),
+        &warnings,
+    ))
+}
