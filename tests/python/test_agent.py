@@ -151,6 +151,43 @@ def test_crashing_container_backs_off_with_growing_delay(nodes):
     client.close()
 
 
+def test_termination_messages_and_a_failed_post_start_hook(nodes):
+    """A container's termination message comes from its terminationMessagePath, or under
+    FallbackToLogsOnError from its log's tail; a failed postStart hook is reported as upstream
+    reports it (FailedPostStartHook, then the container is killed and restarted)."""
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apply(nodes, loop_ds("messenger", "printf 'disk is full' > /dev/termination-log; exit 4"))
+    fallback = loop_ds("fallback", "echo first line; echo last line; exit 5")
+    fallback["spec"]["template"]["spec"]["containers"][0]["terminationMessagePolicy"] = "FallbackToLogsOnError"
+    apply(nodes, fallback)
+    hooked = loop_ds("hooked", "while true; do sleep 1; done")
+    hooked["spec"]["template"]["spec"]["containers"][0]["lifecycle"] = {
+        "postStart": {"exec": {"command": ["sh", "-c", "echo no config; exit 3"]}}}
+    hooked["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 1
+    apply(nodes, hooked)
+
+    def messages(name):
+        found = set()
+        for p in pods_of(core, name):
+            for c in p.status.container_statuses or []:
+                for state in (c.state, c.last_state):
+                    if state and state.terminated and state.terminated.message:
+                        found.add(state.terminated.message)
+        return found
+
+    assert wait_for("the written message", lambda: "disk is full" in messages("messenger"), timeout=60)
+    assert wait_for("the log's tail", lambda: "first line\nlast line" in messages("fallback"), timeout=60)
+    wait_for("a restart after the postStart failure", lambda: any(
+        c.restart_count >= 1 for p in pods_of(core, "hooked") for c in (p.status.container_statuses or [])), timeout=60)
+    events = core.list_namespaced_event("default").items
+    hook_events = [e for e in events if e.involved_object.name.startswith("hooked")]
+    assert any(e.reason == "FailedPostStartHook" and e.message == "PostStartHook failed" and e.type == "Warning"
+               for e in hook_events), [(e.reason, e.message) for e in hook_events]
+    assert any(e.reason == "Killing" and e.message == "FailedPostStartHook" for e in hook_events)
+    client.close()
+
+
 def test_failing_readiness_probe_lowers_number_ready(nodes, tmp_path):
     client = nodes.client()
     core = kubernetes.client.CoreV1Api(client)

@@ -311,16 +311,19 @@ pub fn container_env(
     Ok(vars)
 }
 
-/// `command` + `args` with `$(VAR)` expanded against the container's environment.
-pub fn argv(container: &Container, env: &[(String, String)]) -> Vec<String> {
+/// `command` and `args` with `$(VAR)` expanded against the container's environment.
+pub fn command_and_args(
+    container: &Container,
+    env: &[(String, String)],
+) -> (Vec<String>, Vec<String>) {
     let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    container
-        .command
-        .iter()
-        .flatten()
-        .chain(container.args.iter().flatten())
-        .map(|s| expand(s, &lookup))
-        .collect()
+    let expand_all = |list: &Option<Vec<String>>| {
+        list.iter()
+            .flatten()
+            .map(|s| expand(s, &lookup))
+            .collect::<Vec<_>>()
+    };
+    (expand_all(&container.command), expand_all(&container.args))
 }
 
 #[cfg(test)]
@@ -380,10 +383,12 @@ mod tests {
         assert_eq!(get("CPU"), Some("2"));
         assert_eq!(get("LEVEL"), Some("debug"));
         assert_eq!(get("POD_IP"), Some("10.0.0.1"));
+        let (command, args) = command_and_args(c, &env);
         assert_eq!(
-            argv(c, &env),
+            command,
             vec!["sh", "-c", "echo hi-$(NODE) $(MISSING) $(ESCAPED)"]
         );
+        assert!(args.is_empty());
     }
 
     #[test]

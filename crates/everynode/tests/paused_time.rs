@@ -407,3 +407,98 @@ async fn failed_pod_backoff() {
     );
     running.iter().for_each(tokio::task::JoinHandle::abort);
 }
+
+/// The container statuses of pod `name`'s only container: (restartCount, waiting reason and
+/// message, running).
+async fn container_state(pods: &Api<Pod>, name: &str) -> (i32, Option<(String, String)>, bool) {
+    let pod = pods.get(name).await.expect("the pod");
+    let status = pod
+        .status
+        .and_then(|s| s.container_statuses)
+        .and_then(|cs| cs.into_iter().next())
+        .expect("a container status");
+    let state = status.state.unwrap_or_default();
+    let waiting = state
+        .waiting
+        .map(|w| (w.reason.unwrap_or_default(), w.message.unwrap_or_default()));
+    (status.restart_count, waiting, state.running.is_some())
+}
+
+/// CrashLoopBackOff, by the real agent on a runtime whose containers exit 1 s after they start:
+/// the first restart is at once, then 10 s, then 20 s, each announced in the waiting message.
+#[tokio::test(start_paused = true)]
+async fn crash_loop_back_off_delays() {
+    use everynode_agent::agent::{self, AgentConfig};
+    use everynode_agent::runtime::hollow::HollowRuntime;
+    let clock = PausedClock::shared(start_wall());
+    let client = cluster(clock.clone()).await;
+    let state = tempfile::tempdir().expect("a state directory");
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let config = AgentConfig {
+        node: node_config("node-1"),
+        state_dir: state.path().to_owned(),
+        log_max_bytes: 1 << 20,
+        log_max_files: 2,
+        normal_events: true,
+        pod_manifest_path: None,
+    };
+    let agent = tokio::spawn(agent::run(
+        client.clone(),
+        vec![config],
+        Arc::new(HollowRuntime::exiting(
+            Duration::ZERO,
+            Duration::from_secs(1),
+            1,
+        )),
+        clock.clone(),
+        stop_rx,
+    ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pass(Duration::from_secs(1)).await;
+    pods.create(
+        &PostParams::default(),
+        &pod_on("crasher", "node-1", json!([])),
+    )
+    .await
+    .expect("a pod");
+    // Simulated timeline from the first start at t=0 (give or take the pod's admission):
+    // runs 1 s, restarts at once, runs 1 s (t=2), backs off 10 s, runs from t=12 to 13,
+    // backs off 20 s, runs from t=33.
+    let start = tokio::time::Instant::now();
+    let at = |secs: f64| start + Duration::from_secs_f64(secs);
+    tokio::time::sleep_until(at(7.0)).await;
+    let (restarts, waiting, running) = container_state(&pods, "crasher").await;
+    assert_eq!(restarts, 2, "exited at 1 s and at 2 s");
+    assert!(!running);
+    let (reason, message) = waiting.expect("waiting to restart");
+    assert_eq!(reason, "CrashLoopBackOff");
+    assert!(
+        message.starts_with("back-off 10s restarting failed container=c pod=crasher_default("),
+        "{message}"
+    );
+    tokio::time::sleep_until(at(12.6)).await;
+    let (restarts, _, running) = container_state(&pods, "crasher").await;
+    assert_eq!(
+        (restarts, running),
+        (2, true),
+        "restarted 10 s after the second exit"
+    );
+    tokio::time::sleep_until(at(25.0)).await;
+    let (restarts, waiting, running) = container_state(&pods, "crasher").await;
+    assert_eq!((restarts, running), (3, false));
+    let (_, message) = waiting.expect("waiting to restart");
+    assert!(message.starts_with("back-off 20s"), "{message}");
+    tokio::time::sleep_until(at(32.0)).await;
+    assert!(
+        !container_state(&pods, "crasher").await.2,
+        "still backing off at 32 s"
+    );
+    tokio::time::sleep_until(at(33.6)).await;
+    let (restarts, _, running) = container_state(&pods, "crasher").await;
+    assert_eq!(
+        (restarts, running),
+        (3, true),
+        "restarted 20 s after the third exit"
+    );
+    agent.abort();
+}

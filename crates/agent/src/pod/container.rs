@@ -1,27 +1,20 @@
-//! One container across its restarts: start (or adopt after an agent restart), postStart,
-//! probes, exit, restart with backoff per `restartPolicy`, and graceful termination (preStop,
-//! SIGTERM, grace period, SIGKILL).
+//! One container across its restarts: the I/O that drives its `Lifecycle` (start or adopt,
+//! postStart, probes, wait, kill, back-off), and the reports and events each transition asks
+//! for. Every decision is `Lifecycle::step`'s; this file only does what it says.
 
-use super::backoff::{self, CrashBackoff};
+use super::lifecycle::{Action, Event, KillCause, Lifecycle, Names, Phase, Report, RestartPolicy};
 use super::status::State;
 use super::{Kind, PodCtx};
-use crate::probe::{self, Action, Timing};
+use crate::probe::{self, Action as ProbeAction, Timing};
 use crate::runtime::{Container, Exit, Launch};
-use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container as Spec, Pod, Probe};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 
-/// How a supervised container ended for good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    Succeeded,
-    Failed,
-    /// The pod is being stopped.
-    Stopped,
-}
+pub use super::lifecycle::Outcome;
 
 /// Waits until a stop is requested; yields the grace period in seconds.
 pub async fn stop_requested(stop: &mut watch::Receiver<Option<i64>>) -> i64 {
@@ -35,30 +28,12 @@ pub async fn stop_requested(stop: &mut watch::Receiver<Option<i64>>) -> i64 {
     }
 }
 
-fn terminated_state(
-    exit: Exit,
-    started_at: Timestamp,
-    finished_at: Timestamp,
-    id: &str,
-    message: Option<String>,
-) -> State {
-    State::Terminated {
-        exit_code: exit.code,
-        signal: exit.signal,
-        reason: if exit.code == 0 { "Completed" } else { "Error" }.into(),
-        message,
-        started_at: Some(started_at),
-        finished_at,
-        container_id: Some(id.to_owned()),
-    }
-}
-
 /// Runs a lifecycle hook, bounded by `timeout`.
 async fn run_hook(
     ctx: &PodCtx,
     spec: &Spec,
     container: &dyn Container,
-    action: &Action,
+    action: &ProbeAction,
     timeout: Duration,
 ) -> Result<(), String> {
     let ports = spec.ports.clone().unwrap_or_default();
@@ -88,7 +63,7 @@ pub async fn terminate(
             .lifecycle
             .as_ref()
             .and_then(|l| l.pre_stop.as_ref())
-            .and_then(Action::of_hook)
+            .and_then(ProbeAction::of_hook)
         && let Err(message) = run_hook(ctx, spec, container, &action, grace).await
     {
         ctx.container_event(
@@ -129,10 +104,119 @@ pub fn grace_seconds(pod: &Pod) -> i64 {
         })
 }
 
-enum Ended {
-    Exited(Exit),
-    ProbeFailed(String, Duration),
-    Stop(i64),
+/// Upstream's limits on a termination message: from the file, and from the log's tail.
+const MAX_MESSAGE_FILE_BYTES: usize = 4096;
+const MAX_MESSAGE_LOG_LINES: usize = 80;
+const MAX_MESSAGE_LOG_BYTES: usize = 2048;
+
+/// The host file the container's `terminationMessagePath` is mounted from.
+pub fn termination_log(ctx: &PodCtx, container: &str) -> PathBuf {
+    ctx.node
+        .pod_dir(&ctx.uid)
+        .join("containers")
+        .join(container)
+        .join("termination-log")
+}
+
+/// The message of a terminated container, as kubelet takes it: what the container wrote to
+/// its `terminationMessagePath` (at most 4 KiB); else, under `FallbackToLogsOnError` and when it
+/// failed, the last 80 lines of its log (at most 2 KiB).
+fn termination_message(spec: &Spec, file: &Path, log: &Path, exit: Exit) -> Option<String> {
+    let written = std::fs::read(file).unwrap_or_default();
+    if !written.is_empty() {
+        let cut = &written[..written.len().min(MAX_MESSAGE_FILE_BYTES)];
+        return Some(String::from_utf8_lossy(cut).into_owned());
+    }
+    let fallback = spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    if !fallback || exit.code == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(log).ok()?;
+    // CRI log lines: `<time> <stream> <F|P> <text>`.
+    let lines: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.splitn(4, ' ').nth(3))
+        .collect();
+    let tail = lines[lines.len().saturating_sub(MAX_MESSAGE_LOG_LINES)..].join("\n");
+    let start = tail.len().saturating_sub(MAX_MESSAGE_LOG_BYTES);
+    let start = (start..=tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    let tail = &tail[start..];
+    (!tail.is_empty()).then(|| tail.to_owned())
+}
+
+fn seconds(g: i64) -> Duration {
+    Duration::from_secs(g.max(0) as u64)
+}
+
+/// What one container of a pod needs besides its lifecycle: the pod, its spec and launch,
+/// and what decides its `started` and `ready`.
+struct Supervised {
+    ctx: Arc<PodCtx>,
+    kind: Kind,
+    index: usize,
+    pod: Arc<Pod>,
+    spec: Spec,
+    probes_run: bool,
+    needs_probe_gate: bool,
+}
+
+impl Supervised {
+    /// Carries out what a transition asked for.
+    async fn perform(&self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Record {
+                    warning,
+                    reason,
+                    message,
+                } => {
+                    self.ctx
+                        .container_event(&self.pod, &self.spec.name, warning, reason, &message)
+                        .await;
+                }
+                Action::Report(report) => self.report(report),
+            }
+        }
+    }
+
+    fn report(&self, report: Report) {
+        let spec = &self.spec;
+        self.ctx
+            .update_container(self.kind, self.index, |c| match report {
+                Report::Waiting { reason, message } => c.state = State::Waiting { reason, message },
+                Report::Running {
+                    id,
+                    started_at,
+                    restart_count,
+                } => {
+                    c.state = State::Running { started_at };
+                    c.container_id = Some(id);
+                    c.restart_count = restart_count;
+                    c.started = !self.probes_run || spec.startup_probe.is_none();
+                    c.ready = self.kind == Kind::Regular && !self.needs_probe_gate;
+                }
+                Report::Terminated(state) => {
+                    c.state = state;
+                    c.ready = false;
+                }
+                Report::Restarting {
+                    last,
+                    restart_count,
+                    waiting,
+                } => {
+                    c.last_terminated = Some(last);
+                    c.restart_count = restart_count;
+                    if let Some((reason, message)) = waiting {
+                        c.state = State::Waiting {
+                            reason,
+                            message: Some(message),
+                        };
+                    }
+                }
+            });
+    }
 }
 
 /// Supervises container `index` of `kind` until it is done for good.
@@ -147,248 +231,180 @@ pub async fn supervise(
     let Some(pod) = ctx.current() else {
         return Outcome::Stopped;
     };
-    let policy = pod
-        .spec
-        .as_ref()
-        .and_then(|s| s.restart_policy.clone())
-        .unwrap_or_else(|| "Always".into());
-    let mut backoff = CrashBackoff::default();
-    let mut restart_count = ctx.container(kind, index).map_or(0, |c| c.restart_count);
-    let mut first = true;
+    let names = Names {
+        container: spec.name.clone(),
+        pod: pod.metadata.name.clone().unwrap_or_default(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        uid: ctx.uid.clone(),
+    };
+    let restart_count = ctx.container(kind, index).map_or(0, |c| c.restart_count);
+    let mut life = Lifecycle::new(kind, RestartPolicy::of(&pod), restart_count, names);
+    let probes_run = ctx.node.runtime.runs_workloads() && kind == Kind::Regular;
+    let supervised = Supervised {
+        needs_probe_gate: probes_run
+            && (spec.startup_probe.is_some() || spec.readiness_probe.is_some()),
+        probes_run,
+        ctx: Arc::clone(&ctx),
+        kind,
+        index,
+        pod: Arc::clone(&pod),
+        spec: spec.clone(),
+    };
     let log_dir = ctx.node.log_dir(&pod).join(&spec.name);
+    let message_file = termination_log(&ctx, &spec.name);
+    let post_start = spec
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+        .and_then(ProbeAction::of_hook);
+    let grace = seconds(grace_seconds(&pod));
+    let mut container: Option<Arc<dyn Container>> = None;
+    let mut ran_from = Instant::now();
     loop {
-        if stop.borrow().is_some() {
-            return Outcome::Stopped;
-        }
-        let adopted = if first {
-            ctx.node.runtime.adopt(&launch.key).await
-        } else {
-            None
-        };
-        let adopting = adopted.is_some();
-        first = false;
-        let container: Arc<dyn Container> = match adopted {
-            Some(c) => Arc::from(c),
-            None => {
-                launch.log_path = log_dir.join(format!("{restart_count}.log"));
-                // Keep this start's log and the previous one (`kubectl logs --previous`).
-                if restart_count >= 2 {
-                    let _ =
-                        std::fs::remove_file(log_dir.join(format!("{}.log", restart_count - 2)));
-                }
-                match ctx.node.runtime.start(launch.clone()).await {
-                    Ok(c) => {
-                        ctx.container_event(
-                            &pod,
-                            &spec.name,
-                            false,
-                            "Created",
-                            &format!("Created container {}", spec.name),
-                        )
-                        .await;
-                        Arc::from(c)
-                    }
-                    Err(e) => {
-                        let message = e.to_string();
-                        ctx.update_container(kind, index, |c| {
-                            c.state = State::Waiting {
-                                reason: e.reason().into(),
-                                message: Some(message.clone()),
-                            };
-                        });
-                        ctx.container_event(
-                            &pod,
-                            &spec.name,
-                            true,
-                            "Failed",
-                            &format!("Error: {message}"),
-                        )
-                        .await;
-                        let delay = backoff.on_exit(Duration::ZERO).max(Duration::from_secs(1));
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => continue,
-                            _ = stop_requested(&mut stop) => return Outcome::Stopped,
+        let event = match &life.phase {
+            Phase::Done(outcome) => return *outcome,
+            Phase::Starting { adopt } => {
+                if let Some(g) = *stop.borrow() {
+                    Event::StopRequested { grace: seconds(g) }
+                } else {
+                    let adopted = if *adopt {
+                        ctx.node.runtime.adopt(&launch.key).await
+                    } else {
+                        None
+                    };
+                    let adopted_now = adopted.is_some();
+                    let started = match adopted {
+                        Some(c) => Ok(c),
+                        None => {
+                            let count = life.restart_count();
+                            launch.log_path = log_dir.join(format!("{count}.log"));
+                            // Keep this start's log and the previous one (`kubectl logs --previous`).
+                            if count >= 2 {
+                                let _ = std::fs::remove_file(
+                                    log_dir.join(format!("{}.log", count - 2)),
+                                );
+                            }
+                            // Each start writes its own termination message.
+                            if message_file.exists() {
+                                let _ = std::fs::write(&message_file, b"");
+                            }
+                            ctx.node.runtime.start(launch.clone()).await
                         }
+                    };
+                    match started {
+                        Ok(c) => {
+                            let c: Arc<dyn Container> = Arc::from(c);
+                            let id = c.id();
+                            container = Some(c);
+                            ran_from = Instant::now();
+                            // An adopted container keeps the start time the pod reports.
+                            let reported = adopted_now
+                                .then(|| ctx.container(kind, index))
+                                .flatten()
+                                .and_then(|c| match c.state {
+                                    State::Running { started_at } => Some(started_at),
+                                    _ => None,
+                                });
+                            Event::Started {
+                                id,
+                                at: reported.unwrap_or_else(|| ctx.node.clock.now()),
+                                adopted: adopted_now,
+                                has_post_start: post_start.is_some(),
+                            }
+                        }
+                        Err(e) => Event::StartFailed {
+                            reason: e.reason(),
+                            message: e.to_string(),
+                        },
                     }
                 }
             }
-        };
-        let id = container.id();
-        let started_at = if adopting {
-            // Keep the start time and counters the pod already reports.
-            ctx.container(kind, index)
-                .and_then(|c| match c.state {
-                    State::Running { started_at } => Some(started_at),
-                    _ => None,
-                })
-                .unwrap_or_else(|| ctx.node.clock.now())
-        } else {
-            ctx.node.clock.now()
-        };
-        let ran_from = Instant::now();
-        let probes_run = ctx.node.runtime.runs_processes() && kind == Kind::Regular;
-        let needs_probe_gate =
-            probes_run && (spec.startup_probe.is_some() || spec.readiness_probe.is_some());
-        ctx.update_container(kind, index, |c| {
-            c.state = State::Running { started_at };
-            c.container_id = Some(id.clone());
-            c.restart_count = restart_count;
-            c.started = !probes_run || spec.startup_probe.is_none();
-            c.ready = kind == Kind::Regular && !needs_probe_gate;
-        });
-        if !adopting {
-            ctx.container_event(
-                &pod,
-                &spec.name,
-                false,
-                "Started",
-                &format!("Started container {}", spec.name),
-            )
-            .await;
-        }
-        let grace = Duration::from_secs(grace_seconds(&pod).max(0) as u64);
-        let mut post_start_failed = None;
-        if !adopting
-            && let Some(action) = spec
-                .lifecycle
-                .as_ref()
-                .and_then(|l| l.post_start.as_ref())
-                .and_then(Action::of_hook)
-            && let Err(message) = run_hook(
-                &ctx,
-                &spec,
-                container.as_ref(),
-                &action,
-                grace.max(Duration::from_secs(1)),
-            )
-            .await
-        {
-            ctx.container_event(
-                &pod,
-                &spec.name,
-                true,
-                "FailedPostStartHook",
-                &format!("PostStartHook failed: {message}"),
-            )
-            .await;
-            post_start_failed = Some(message);
-        }
-        let (fail_tx, fail_rx) = oneshot::channel();
-        let probes = if probes_run && post_start_failed.is_none() {
-            Some(tokio::spawn(probe_loops(
-                Arc::clone(&ctx),
-                index,
-                spec.clone(),
-                Arc::clone(&container),
-                fail_tx,
-            )))
-        } else {
-            None
-        };
-        let ended = if let Some(message) = post_start_failed.clone() {
-            Ended::ProbeFailed(message, grace)
-        } else {
-            tokio::select! {
-                exit = container.wait() => Ended::Exited(exit),
-                Ok((message, grace)) = fail_rx => Ended::ProbeFailed(message, grace),
-                g = stop_requested(&mut stop) => Ended::Stop(g),
-            }
-        };
-        if let Some(p) = probes {
-            p.abort();
-        }
-        let (exit, stopped, message) = match ended {
-            Ended::Exited(exit) => (exit, false, None),
-            Ended::ProbeFailed(message, grace) => {
-                ctx.container_event(&pod, &spec.name, false, "Killing", &message)
-                    .await;
-                let exit = tokio::select! {
-                    exit = terminate(&ctx, &pod, &spec, container.as_ref(), grace) => exit,
-                    g = stop_requested(&mut stop) => {
-                        terminate(&ctx, &pod, &spec, container.as_ref(), Duration::from_secs(g.max(0) as u64)).await
+            Phase::Running(run) => {
+                let Some(c) = container.clone() else {
+                    return Outcome::Stopped;
+                };
+                if run.post_start_pending {
+                    let hook = post_start.as_ref().map(|action| {
+                        run_hook(
+                            &ctx,
+                            &spec,
+                            c.as_ref(),
+                            action,
+                            grace.max(Duration::from_secs(1)),
+                        )
+                    });
+                    match hook {
+                        Some(hook) => match hook.await {
+                            Ok(()) => Event::PostStartSucceeded,
+                            Err(message) => Event::PostStartFailed { message, grace },
+                        },
+                        None => Event::PostStartSucceeded,
                     }
-                };
-                (exit, stop.borrow().is_some(), None)
+                } else {
+                    let (fail_tx, fail_rx) = oneshot::channel();
+                    let probes = probes_run.then(|| {
+                        tokio::spawn(probe_loops(
+                            Arc::clone(&ctx),
+                            index,
+                            spec.clone(),
+                            Arc::clone(&c),
+                            fail_tx,
+                        ))
+                    });
+                    let event = tokio::select! {
+                        exit = c.wait() => exited(&ctx, &spec, &message_file, &launch, exit, ran_from),
+                        Ok((message, grace)) = fail_rx => Event::ProbeFailed { message, grace },
+                        g = stop_requested(&mut stop) => Event::StopRequested { grace: seconds(g) },
+                    };
+                    if let Some(p) = probes {
+                        p.abort();
+                    }
+                    event
+                }
             }
-            Ended::Stop(g) => {
-                ctx.container_event(
-                    &pod,
-                    &spec.name,
-                    false,
-                    "Killing",
-                    &format!("Stopping container {}", spec.name),
-                )
-                .await;
-                let exit = terminate(
-                    &ctx,
-                    &pod,
-                    &spec,
-                    container.as_ref(),
-                    Duration::from_secs(g.max(0) as u64),
-                )
-                .await;
-                (exit, true, None)
+            Phase::Killing { cause, grace, .. } => {
+                let Some(c) = container.clone() else {
+                    return Outcome::Stopped;
+                };
+                let grace = *grace;
+                if *cause == KillCause::Stop {
+                    let exit = terminate(&ctx, &pod, &spec, c.as_ref(), grace).await;
+                    exited(&ctx, &spec, &message_file, &launch, exit, ran_from)
+                } else {
+                    tokio::select! {
+                        exit = terminate(&ctx, &pod, &spec, c.as_ref(), grace) => {
+                            exited(&ctx, &spec, &message_file, &launch, exit, ran_from)
+                        }
+                        g = stop_requested(&mut stop) => Event::StopRequested { grace: seconds(g) },
+                    }
+                }
+            }
+            Phase::BackingOff { delay } => {
+                tokio::select! {
+                    _ = tokio::time::sleep(*delay) => Event::BackOffElapsed,
+                    g = stop_requested(&mut stop) => Event::StopRequested { grace: seconds(g) },
+                }
             }
         };
-        let terminated = terminated_state(exit, started_at, ctx.node.clock.now(), &id, message);
-        ctx.update_container(kind, index, |c| {
-            c.state = terminated.clone();
-            c.ready = false;
-        });
-        if stopped {
-            return Outcome::Stopped;
-        }
-        let succeeded = exit.code == 0;
-        let restart = match (kind, policy.as_str()) {
-            (_, "Never") => false,
-            (Kind::Init, _) | (Kind::Regular, "OnFailure") => !succeeded,
-            (Kind::Regular, _) => true,
-        };
-        if !restart {
-            return if succeeded {
-                Outcome::Succeeded
-            } else {
-                Outcome::Failed
-            };
-        }
-        restart_count += 1;
-        let delay = backoff.on_exit(ran_from.elapsed());
-        ctx.update_container(kind, index, |c| {
-            c.last_terminated = Some(terminated.clone());
-            c.restart_count = restart_count;
-            if !delay.is_zero() {
-                c.state = State::Waiting {
-                    reason: "CrashLoopBackOff".into(),
-                    message: Some(backoff::message(
-                        delay,
-                        &spec.name,
-                        pod.metadata.name.as_deref().unwrap_or(""),
-                        pod.metadata.namespace.as_deref().unwrap_or(""),
-                        &ctx.uid,
-                    )),
-                };
-            }
-        });
-        if !delay.is_zero() {
-            ctx.container_event(
-                &pod,
-                &spec.name,
-                true,
-                "BackOff",
-                &format!(
-                    "Back-off restarting failed container {} in pod {}_{}({})",
-                    spec.name,
-                    pod.metadata.name.as_deref().unwrap_or(""),
-                    pod.metadata.namespace.as_deref().unwrap_or(""),
-                    ctx.uid
-                ),
-            )
-            .await;
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = stop_requested(&mut stop) => return Outcome::Stopped,
-            }
-        }
+        let actions = life.step(event);
+        supervised.perform(actions).await;
+    }
+}
+
+/// The `Exited` event for `exit`, with the termination message and how long it ran.
+fn exited(
+    ctx: &PodCtx,
+    spec: &Spec,
+    message_file: &Path,
+    launch: &Launch,
+    exit: Exit,
+    ran_from: Instant,
+) -> Event {
+    Event::Exited {
+        exit,
+        ran_for: ran_from.elapsed(),
+        message: termination_message(spec, message_file, &launch.log_path, exit),
+        at: ctx.node.clock.now(),
     }
 }
 
@@ -413,7 +429,7 @@ enum Until {
 
 impl Target<'_> {
     /// One probe attempt; a failure is reported as an `Unhealthy` event.
-    async fn once(&self, action: &Action, timing: &Timing, label: &str) -> Result<(), String> {
+    async fn once(&self, action: &ProbeAction, timing: &Timing, label: &str) -> Result<(), String> {
         let ports = self.spec.ports.clone().unwrap_or_default();
         let result = probe::run(
             action,
@@ -449,7 +465,7 @@ impl Target<'_> {
         mut on_result: impl FnMut(bool, u32, u32),
     ) -> Result<(), String> {
         let timing = Timing::of(probe);
-        let Some(action) = Action::of_probe(probe) else {
+        let Some(action) = ProbeAction::of_probe(probe) else {
             return std::future::pending().await;
         };
         tokio::time::sleep(timing.initial_delay).await;

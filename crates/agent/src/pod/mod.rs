@@ -4,6 +4,7 @@
 pub mod admission;
 pub mod backoff;
 pub mod container;
+pub mod lifecycle;
 pub mod status;
 pub mod worker;
 

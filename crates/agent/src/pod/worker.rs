@@ -116,7 +116,7 @@ pub async fn run(ctx: Arc<PodCtx>) {
     let Some(pod) = ctx.current() else {
         return;
     };
-    let pod_ip = if ctx.node.runtime.runs_processes() {
+    let pod_ip = if ctx.node.runtime.runs_workloads() {
         // Process containers share the host's network.
         ctx.node.host_ip.clone()
     } else {
@@ -289,17 +289,23 @@ fn launch_for(
         full_env.retain(|(name, _)| *name != k);
         full_env.push((k, v));
     }
-    let argv = env::argv(c, &full_env);
+    let (command, args) = env::command_and_args(c, &full_env);
     Launch {
         key: format!("{}/{}", ctx.uid, c.name),
-        argv,
+        image: c.image.clone().unwrap_or_default(),
+        command,
+        args,
         env: full_env,
         working_dir: c
             .working_dir
             .clone()
             .filter(|d| !d.is_empty())
             .map(Into::into),
-        mounts: volumes::mounts_for(c, volume_paths, pod),
+        mounts: {
+            let mut mounts = volumes::mounts_for(c, volume_paths, pod);
+            mounts.extend(termination_log_mount(ctx, c));
+            mounts
+        },
         run_as_user: security
             .run_as_user
             .or(pod_security.run_as_user)
@@ -314,6 +320,32 @@ fn launch_for(
         log_max_bytes: ctx.node.log_max_bytes,
         log_max_files: ctx.node.log_max_files,
     }
+}
+
+/// The container's `terminationMessagePath` (default `/dev/termination-log`), bound to an empty
+/// host file of its own that `container.rs` reads when it exits, as kubelet does. Only where
+/// the runtime runs processes and may mount (as root); elsewhere the message comes from the
+/// log alone (`FallbackToLogsOnError`).
+fn termination_log_mount(ctx: &PodCtx, c: &Container) -> Option<crate::runtime::Mount> {
+    if !ctx.node.runtime.runs_workloads() || !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let file = super::container::termination_log(ctx, &c.name);
+    let dir = file.parent()?;
+    std::fs::create_dir_all(dir).ok()?;
+    std::fs::write(&file, b"").ok()?;
+    // Writable by the container whatever user it runs as; the directories above stay private.
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).ok()?;
+    let target = c
+        .termination_message_path
+        .clone()
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/dev/termination-log".to_owned());
+    Some(crate::runtime::Mount {
+        source: file,
+        target: target.into(),
+        read_only: false,
+    })
 }
 
 /// Sets up volumes and resolves every container's environment, retrying with backoff
@@ -362,7 +394,7 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
                 .filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k, q)))
                 .collect(),
         };
-        let result = if ctx.node.runtime.runs_processes() {
+        let result = if ctx.node.runtime.runs_workloads() {
             volumes::set_up(&pod, &ctx.node.pod_dir(&ctx.uid), &data, &sources)
                 .map_err(|e| ("FailedMount", e.to_string(), e.retryable))
         } else {

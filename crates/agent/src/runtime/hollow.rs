@@ -1,5 +1,6 @@
 //! The `hollow` runtime: nothing runs. A container "starts" after a configurable delay and runs
-//! until it is signalled; exec (probes, hooks) succeeds. Everything above it (admission, status,
+//! until it is signalled (or, when built with `exiting`, until it exits on its own); exec
+//! (probes, hooks) succeeds. Everything above it (admission, status,
 //! restarts, termination) is the real agent, which is what scale tests need to exercise.
 
 use super::{Container, ExecResult, Exit, Launch, Runtime, RuntimeError};
@@ -9,11 +10,25 @@ use tokio::sync::watch;
 
 pub struct HollowRuntime {
     start_delay: Duration,
+    /// Every container exits on its own this long after it starts, with this code.
+    exit_after: Option<(Duration, i32)>,
 }
 
 impl HollowRuntime {
     pub fn new(start_delay: Duration) -> HollowRuntime {
-        HollowRuntime { start_delay }
+        HollowRuntime {
+            start_delay,
+            exit_after: None,
+        }
+    }
+
+    /// A runtime whose containers exit with `code` after running for `run_for`: crash loops
+    /// without processes, on paused time in tests or by the thousand in benchmarks.
+    pub fn exiting(start_delay: Duration, run_for: Duration, code: i32) -> HollowRuntime {
+        HollowRuntime {
+            start_delay,
+            exit_after: Some((run_for, code)),
+        }
     }
 }
 
@@ -80,7 +95,7 @@ impl Runtime for HollowRuntime {
         format!("hollow://{}", env!("CARGO_PKG_VERSION"))
     }
 
-    fn runs_processes(&self) -> bool {
+    fn runs_workloads(&self) -> bool {
         false
     }
 
@@ -88,9 +103,23 @@ impl Runtime for HollowRuntime {
         if !self.start_delay.is_zero() {
             tokio::time::sleep(self.start_delay).await;
         }
+        let exit_tx = watch::channel(None).0;
+        if let Some((run_for, code)) = self.exit_after {
+            let exit_tx = exit_tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(run_for).await;
+                exit_tx.send_if_modified(|current| {
+                    let first = current.is_none();
+                    if first {
+                        *current = Some(Exit { code, signal: None });
+                    }
+                    first
+                });
+            });
+        }
         Ok(Box::new(HollowContainer {
             id: format!("hollow://{}", launch.key.replace('/', "-")),
-            exit_tx: watch::channel(None).0,
+            exit_tx,
         }))
     }
 

@@ -1,6 +1,7 @@
-//! How containers are run. The pod worker decides what runs and when; a `Runtime` only starts,
-//! signals and waits for one container at a time, so `process` (host processes) and `hollow`
-//! (nothing at all, for scale tests) share every lifecycle rule above them.
+//! How containers are run. The pod worker and `pod::lifecycle` decide what runs and when; a
+//! `Runtime` only starts, signals, waits for and execs in one container at a time, so `process`
+//! (host processes), `hollow` (nothing at all, for scale tests) and a container runtime share
+//! every lifecycle rule above them. Nothing above this trait knows how a runtime runs things.
 
 pub mod hollow;
 pub mod process;
@@ -23,8 +24,13 @@ pub struct Mount {
 pub struct Launch {
     /// `<pod uid>/<container name>`: stable across restarts, unique on the node.
     pub key: String,
-    /// The program and its arguments, after `$(VAR)` expansion.
-    pub argv: Vec<String>,
+    /// The image to run, as the pod names it. The process runtime records it; a container
+    /// runtime pulls and runs it.
+    pub image: String,
+    /// `command`, after `$(VAR)` expansion; empty means the image's entrypoint.
+    pub command: Vec<String>,
+    /// `args`, after `$(VAR)` expansion; empty means the image's cmd when `command` is empty too.
+    pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub mounts: Vec<Mount>,
@@ -37,6 +43,13 @@ pub struct Launch {
     pub log_path: PathBuf,
     pub log_max_bytes: u64,
     pub log_max_files: usize,
+}
+
+impl Launch {
+    /// `command` followed by `args`: what a runtime that cannot read images runs.
+    pub fn argv(&self) -> Vec<String> {
+        self.command.iter().chain(&self.args).cloned().collect()
+    }
 }
 
 /// How a container ended.
@@ -93,8 +106,9 @@ pub trait Container: Send + Sync {
 pub trait Runtime: Send + Sync {
     /// `nodeInfo.containerRuntimeVersion`, e.g. `process://0.1.0`.
     fn version(&self) -> String;
-    /// Scheme of container ids, and of pod IPs: whether pods run for real.
-    fn runs_processes(&self) -> bool;
+    /// Whether workloads really run (processes or containers), so probes, hooks, pod IPs and
+    /// termination messages apply; `false` for the hollow runtime.
+    fn runs_workloads(&self) -> bool;
     /// Starts a container.
     async fn start(&self, launch: Launch) -> Result<Box<dyn Container>, RuntimeError>;
     /// A container of a previous agent run with this key that is still running, to adopt

@@ -176,12 +176,12 @@ impl Runtime for ProcessRuntime {
         format!("process://{}", env!("CARGO_PKG_VERSION"))
     }
 
-    fn runs_processes(&self) -> bool {
+    fn runs_workloads(&self) -> bool {
         true
     }
 
     async fn start(&self, launch: Launch) -> Result<Box<dyn Container>, RuntimeError> {
-        if launch.argv.is_empty() {
+        if launch.argv().is_empty() {
             return Err(RuntimeError::Config(
                 "the process runtime runs the container's command and args; this container has no command (image entrypoints are not read): set `command`".into(),
             ));

@@ -49,8 +49,8 @@ fn run_inner(dir: &Path) -> Result<(), String> {
         private_mounts(&launch.mounts)?;
     }
     join_cgroups(&launch);
-    let (program, args) = launch
-        .argv
+    let argv = launch.argv();
+    let (program, args) = argv
         .split_first()
         .ok_or_else(|| "no command to run".to_owned())?;
     let mut command = Command::new(program);
