@@ -229,6 +229,16 @@ def wait_for(what, check, timeout=90, interval=0.25):
     raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
+def stays(what, check, seconds=1.0, interval=0.05):
+    """Polls `check` for `seconds` and fails the moment it is false: for rules that say
+    something does not happen (nothing restarts, a standby does not act)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not check():
+            raise AssertionError(f"expected {what} to hold, and it stopped holding")
+        time.sleep(interval)
+
+
 @pytest.fixture
 def nodes(tmp_data_dir):
     """A server with every controller and three process-runtime agents: node-1..node-3."""

@@ -6,7 +6,7 @@ import time
 
 import kubernetes
 
-from conftest import API_ONLY, MERGE, Server
+from conftest import API_ONLY, MERGE, Server, wait_for
 
 
 def writer(server, index, acked, stop):
@@ -34,7 +34,8 @@ def test_acknowledged_writes_survive_sigkill(tmp_data_dir):
     threads = [threading.Thread(target=writer, args=(server, i, acked_per_writer[i], stop)) for i in range(4)]
     for t in threads:
         t.start()
-    time.sleep(2)
+    # Kill once the writers are well under way, with requests in flight.
+    wait_for("acknowledged writes", lambda: sum(len(d) for d in acked_per_writer) > 40, timeout=60, interval=0.05)
     server.kill()  # SIGKILL while the writers are mid-request
     stop.set()
     for t in threads:

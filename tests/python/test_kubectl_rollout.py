@@ -1,10 +1,9 @@
 """Spec §5.10, kubectl against a real server: one test per K scenario, named after it, driving the
 machine's kubectl while the agent stand-in makes pods Ready."""
 
-import time
 
 from agent_sim import AgentSim
-from conftest import daemonset
+from conftest import daemonset, stays
 from test_daemonset_controller import apps, core, daemon_pods, node, status, wait_for
 
 
@@ -68,8 +67,7 @@ def test_k03_k04_k05_rollout_history_and_undo(cluster, cluster_api):
         uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
         skipped = cluster.kubectl("rollout", "undo", "ds/foo", "--to-revision=3").stdout
         assert skipped.strip() == "daemonset.apps/foo skipped rollback (current template already matches revision 3)"
-        time.sleep(1)
-        assert {p.metadata.uid for p in daemon_pods(cluster_api)} == uids, "nothing restarted"
+        stays("no pod restarted", lambda: {p.metadata.uid for p in daemon_pods(cluster_api)} == uids)
 
 
 def test_k06_rollout_restart_replaces_every_pod(cluster, cluster_api):
@@ -123,7 +121,6 @@ def test_k09_delete_cascade_orphan_then_recreate_adopts_without_restart(cluster,
         apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
         wait_for(lambda: {p.metadata.uid for p in daemon_pods(cluster_api)} == uids, what="adopted")
         wait_for(lambda: status(cluster_api) == (2, 2, 2, 2, 2), what="status after adoption")
-        time.sleep(1)
-        assert {p.metadata.uid for p in c.list_namespaced_pod("default").items} == uids, "nothing restarted"
+        stays("no pod restarted", lambda: {p.metadata.uid for p in c.list_namespaced_pod("default").items} == uids)
         revisions = apps(cluster_api).list_namespaced_controller_revision("default").items
         assert [r.metadata.owner_references[0].name for r in revisions] == ["foo"]

@@ -7,7 +7,7 @@ import time
 
 import kubernetes
 
-from conftest import API_ONLY, Server, daemonset, everynode_binary, wait_for
+from conftest import API_ONLY, Server, daemonset, everynode_binary, stays, wait_for
 
 
 def node(name):
@@ -36,8 +36,8 @@ def test_one_leader_runs_controllers_and_a_standby_takes_over(tmp_data_dir):
         core.create_node(node("n1"))
         apps.create_namespaced_daemon_set("default", daemonset())
         wait_for("a daemon pod on n1", lambda: [p for p in core.list_namespaced_pod("default").items if p.spec.node_name == "n1"])
-        time.sleep(2)  # give a second, wrongly active controller the chance to show itself
-        assert len(core.list_namespaced_pod("default").items) == 1, "exactly one controller acted"
+        # A second, wrongly active controller would show itself by a second pod.
+        stays("exactly one controller acting", lambda: len(core.list_namespaced_pod("default").items) == 1, seconds=2)
         procs[holder].send_signal(signal.SIGKILL)
         procs[holder].wait()
         standby = next(i for i in procs if i != holder)
