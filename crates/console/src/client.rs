@@ -1,18 +1,19 @@
-//! The console's way to the Kubernetes API: HTTP requests carrying the signed-in user's token.
+//! The console's way to the Kubernetes API: a `kube::Client` carrying the signed-in user's token,
+//! to the API server's router in this process or to another cluster's API server.
 //!
-//! The console holds the API server's router and sends it whole requests (authentication,
-//! validation and admission included), so every page reads and every button writes exactly as
-//! kubectl would, as that user, with no second path into storage.
+//! Every page reads and every button writes as kubectl would, as that user, through
+//! authentication, validation and admission, with no second path into storage; the same pages
+//! work against any cluster (`everynode console --kubeconfig`).
 
 use crate::error::ConsoleError;
 use axum::Router;
-use axum::body::Body;
-use axum::http::{Method, Request, StatusCode, header};
+use axum::http::{HeaderValue, Method, Request, StatusCode, header};
 use bytes::Bytes;
 use everynode_clock::SharedClock;
 use futures::{Stream, StreamExt};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tower::ServiceExt;
 
 /// Content types the console writes with.
 pub const JSON: &str = "application/json";
@@ -20,17 +21,74 @@ pub const MERGE_PATCH: &str = "application/merge-patch+json";
 pub const STRATEGIC_MERGE_PATCH: &str = "application/strategic-merge-patch+json";
 pub const YAML: &str = "application/yaml";
 
+/// Where the console's requests go.
+#[derive(Clone)]
+pub enum Backend {
+    /// The API server's router, in this process.
+    Router(Router),
+    /// Another cluster's API server: its address and CA from a kubeconfig; the signed-in user's
+    /// token is the credential.
+    Remote(Box<kube::Config>),
+}
+
+impl Backend {
+    /// A client of the backend that sends `token` with every request.
+    pub fn client(&self, token: &str) -> Result<kube::Client, ConsoleError> {
+        match self {
+            Backend::Router(router) => {
+                let bearer = HeaderValue::from_str(&format!("Bearer {token}"))
+                    .map_err(|_| ConsoleError::Unauthorized)?;
+                let service = tower::ServiceBuilder::new()
+                    .map_request(move |mut request: Request<kube::client::Body>| {
+                        request
+                            .headers_mut()
+                            .insert(header::AUTHORIZATION, bearer.clone());
+                        request
+                    })
+                    .service(router.clone());
+                Ok(kube::Client::new(service, "default"))
+            }
+            Backend::Remote(config) => {
+                let mut config = (**config).clone();
+                config.auth_info = kube::config::AuthInfo {
+                    token: Some(token.to_owned().into()),
+                    ..Default::default()
+                };
+                kube::Client::try_from(config).map_err(|e| {
+                    ConsoleError::Internal(format!("a client for {}: {e}", config_url(self)))
+                })
+            }
+        }
+    }
+}
+
+fn config_url(backend: &Backend) -> String {
+    match backend {
+        Backend::Router(_) => "this server".into(),
+        Backend::Remote(config) => config.cluster_url.to_string(),
+    }
+}
+
+/// Decodes an answer as the type the console reads it as.
+fn decode<K: DeserializeOwned>(path: &str, value: Value) -> Result<K, ConsoleError> {
+    serde_json::from_value(value)
+        .map_err(|e| ConsoleError::Internal(format!("decoding the answer to {path}: {e}")))
+}
+
 /// An API client for one user.
 #[derive(Clone)]
 pub struct ApiClient {
-    api: Router,
-    token: String,
+    client: kube::Client,
     clock: SharedClock,
 }
 
 impl ApiClient {
-    pub fn new(api: Router, token: String, clock: SharedClock) -> Self {
-        ApiClient { api, token, clock }
+    /// A client of `backend` as the user whose token this is.
+    pub fn new(backend: &Backend, token: &str, clock: SharedClock) -> Result<Self, ConsoleError> {
+        Ok(ApiClient {
+            client: backend.client(token)?,
+            clock,
+        })
     }
 
     /// The time by the console's clock: ages on the pages, `restartedAt` of a redeploy.
@@ -44,29 +102,42 @@ impl ApiClient {
         path: &str,
         content_type: Option<&str>,
         body: Vec<u8>,
-    ) -> Result<axum::http::Response<Body>, ConsoleError> {
+    ) -> Result<axum::http::Response<kube::client::Body>, ConsoleError> {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
             .header(header::ACCEPT, JSON)
             .header(header::USER_AGENT, "everynode-console/v1");
         if let Some(ct) = content_type {
             request = request.header(header::CONTENT_TYPE, ct);
         }
         let request = request
-            .body(Body::from(body))
+            .body(kube::client::Body::from(body))
             .map_err(|e| ConsoleError::Internal(format!("building a request for {path}: {e}")))?;
         let response = self
-            .api
-            .clone()
-            .oneshot(request)
+            .client
+            .send(request)
             .await
             .map_err(|e| ConsoleError::Internal(format!("{path}: {e}")))?;
         if response.status() == StatusCode::UNAUTHORIZED {
             return Err(ConsoleError::Unauthorized);
         }
         Ok(response)
+    }
+
+    /// The whole body of an answer.
+    async fn bytes(
+        path: &str,
+        response: axum::http::Response<kube::client::Body>,
+    ) -> Result<(StatusCode, Bytes), ConsoleError> {
+        let code = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ConsoleError::Internal(format!("reading {path}: {e}")))?
+            .to_bytes();
+        Ok((code, bytes))
     }
 
     /// A request whose answer is one JSON document; a non-2xx answer becomes `ConsoleError::Api`
@@ -79,10 +150,7 @@ impl ApiClient {
         body: Vec<u8>,
     ) -> Result<Value, ConsoleError> {
         let response = self.call(method, path, content_type, body).await?;
-        let code = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .map_err(|e| ConsoleError::Internal(format!("reading {path}: {e}")))?;
+        let (code, bytes) = Self::bytes(path, response).await?;
         let value: Value = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         if code.is_success() {
@@ -94,6 +162,20 @@ impl ApiClient {
 
     pub async fn get(&self, path: &str) -> Result<Value, ConsoleError> {
         self.send(Method::GET, path, None, Vec::new()).await
+    }
+
+    /// One object, typed.
+    pub async fn get_as<K: DeserializeOwned>(&self, path: &str) -> Result<K, ConsoleError> {
+        decode(path, self.get(path).await?)
+    }
+
+    /// The `items` of a list, typed.
+    pub async fn list_as<K: DeserializeOwned>(&self, path: &str) -> Result<Vec<K>, ConsoleError> {
+        self.list(path)
+            .await?
+            .into_iter()
+            .map(|item| decode(path, item))
+            .collect()
     }
 
     /// The `items` of a list.
@@ -120,10 +202,7 @@ impl ApiClient {
     /// Plain text (pod logs). Errors still come back as a `Status`.
     pub async fn text(&self, path: &str) -> Result<String, ConsoleError> {
         let response = self.call(Method::GET, path, None, Vec::new()).await?;
-        let code = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .map_err(|e| ConsoleError::Internal(format!("reading {path}: {e}")))?;
+        let (code, bytes) = Self::bytes(path, response).await?;
         if code.is_success() {
             Ok(String::from_utf8_lossy(&bytes).into_owned())
         } else {
@@ -141,9 +220,7 @@ impl ApiClient {
         let response = self.call(Method::GET, path, None, Vec::new()).await?;
         let code = response.status();
         if !code.is_success() {
-            let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-                .await
-                .unwrap_or_default();
+            let (_, bytes) = Self::bytes(path, response).await?;
             let status = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             return Err(ConsoleError::api(code, status));
         }

@@ -3,7 +3,7 @@
 use crate::ConsoleState;
 use crate::client::ApiClient;
 use crate::error::{ConsoleError, ConsoleResult};
-use crate::layout::{Nav, age, int_at, notice, page, pairs, query_value, str_at};
+use crate::layout::{Nav, age_of, map_pairs, notice, page, query_value};
 use crate::live;
 use crate::placement::placement;
 use crate::session::Session;
@@ -11,11 +11,10 @@ use crate::status::{Status, status};
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, PodSpec};
 use k8s_openapi::jiff::Timestamp;
 use maud::{Markup, html};
 use serde::Deserialize;
-use serde_json::Value;
 use std::sync::Arc;
 
 #[derive(Deserialize, Default)]
@@ -38,59 +37,58 @@ pub fn collection(prefix: &str, ns: &str, plural: &str) -> String {
 /// What a DaemonSet's status needs besides itself.
 pub struct Fleet {
     pub nodes: Vec<Node>,
-    pub pods: Vec<Value>,
+    pub pods: Vec<Pod>,
+}
+
+/// A DaemonSet's pod as a row: its name, node, STATUS word, and the pod.
+pub struct PodRow {
+    pub name: String,
+    pub node: String,
+    pub word: String,
+    pub pod: Pod,
+}
+
+/// The READY, STATUS and RESTARTS columns of a pod, by the server's own printer (which reads
+/// the wire form).
+pub fn pod_columns(pod: &Pod, now: Timestamp) -> (String, String, String) {
+    let wire = serde_json::to_value(pod).unwrap_or_default();
+    everynode_api::table::pod_status(&wire, now)
 }
 
 impl Fleet {
     pub async fn load(client: &ApiClient, ns: &str) -> ConsoleResult<Self> {
-        let nodes = client
-            .list("/api/v1/nodes")
-            .await?
-            .into_iter()
-            .filter_map(|n| serde_json::from_value(n).ok())
-            .collect();
-        let pods = client.list(&collection("/api/v1", ns, "pods")).await?;
+        let nodes = client.list_as("/api/v1/nodes").await?;
+        let pods = client.list_as(&collection("/api/v1", ns, "pods")).await?;
         Ok(Fleet { nodes, pods })
     }
 
-    /// The DaemonSet's status word, and its pods as (name, node, STATUS word, pod).
-    pub fn status_of(
-        &self,
-        ds: &Value,
-        now: Timestamp,
-    ) -> (Status, Vec<(String, String, String, Value)>) {
-        let typed: DaemonSet = serde_json::from_value(ds.clone()).unwrap_or_default();
-        let typed_pods: Vec<(Pod, &Value)> = self
+    /// The DaemonSet's status word, and its pods.
+    pub fn status_of(&self, ds: &DaemonSet, now: Timestamp) -> (Status, Vec<PodRow>) {
+        let owned: Vec<Pod> = self
             .pods
             .iter()
-            .filter_map(|p| Some((serde_json::from_value::<Pod>(p.clone()).ok()?, p)))
-            .filter(|(p, _)| crate::placement::owned_by(p, &typed))
+            .filter(|p| crate::placement::owned_by(p, ds))
+            .cloned()
             .collect();
-        let rows = placement(
-            &typed,
-            &self.nodes,
-            &typed_pods
-                .iter()
-                .map(|(p, _)| p.clone())
-                .collect::<Vec<_>>(),
-        );
-        let pods: Vec<(String, String, String, Value)> = typed_pods
-            .iter()
-            .map(|(_, raw)| {
-                let (_, word, _) = everynode_api::table::pod_status(raw, now);
-                (
-                    str_at(raw, "/metadata/name").to_owned(),
-                    str_at(raw, "/spec/nodeName").to_owned(),
-                    word,
-                    (*raw).clone(),
-                )
+        let rows = placement(ds, &self.nodes, &owned);
+        let pods: Vec<PodRow> = owned
+            .into_iter()
+            .map(|pod| PodRow {
+                name: pod.metadata.name.clone().unwrap_or_default(),
+                node: pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+                word: pod_columns(&pod, now).1,
+                pod,
             })
             .collect();
         let words: Vec<(String, String, String)> = pods
             .iter()
-            .map(|(a, b, c, _)| (a.clone(), b.clone(), c.clone()))
+            .map(|r| (r.name.clone(), r.node.clone(), r.word.clone()))
             .collect();
-        (status(&typed, &rows, &words), pods)
+        (status(ds, &rows, &words), pods)
     }
 }
 
@@ -107,37 +105,42 @@ pub fn status_badge(s: &Status) -> Markup {
 }
 
 /// The images of a pod spec's containers, comma separated.
-pub fn images(pod_spec: &Value) -> String {
+pub fn images(pod_spec: Option<&PodSpec>) -> String {
     pod_spec
-        .pointer("/containers")
-        .and_then(Value::as_array)
-        .map(|cs| {
-            cs.iter()
-                .filter_map(|c| c.get("image").and_then(Value::as_str))
+        .map(|spec| {
+            spec.containers
+                .iter()
+                .filter_map(|c| c.image.as_deref())
                 .collect::<Vec<_>>()
                 .join(", ")
         })
         .unwrap_or_default()
 }
 
-fn row(ds: &Value, fleet: &Fleet, now: Timestamp) -> Markup {
-    let ns = str_at(ds, "/metadata/namespace");
-    let name = str_at(ds, "/metadata/name");
+/// The pod spec of a DaemonSet's template.
+pub fn template_spec(ds: &DaemonSet) -> Option<&PodSpec> {
+    ds.spec.as_ref().and_then(|s| s.template.spec.as_ref())
+}
+
+fn row(ds: &DaemonSet, fleet: &Fleet, now: Timestamp) -> Markup {
+    let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
+    let name = ds.metadata.name.as_deref().unwrap_or_default();
     let (st, _) = fleet.status_of(ds, now);
+    let counts = ds.status.clone().unwrap_or_default();
     let base = format!("/ui/daemonsets/{ns}/{name}");
     html! {
         tr data-name=(name) data-status=(st.word.as_str()) {
             td { a href=(base) { (name) } }
             td { (ns) }
             td { (status_badge(&st)) }
-            td.num { (int_at(ds, "/status/desiredNumberScheduled")) }
-            td.num { (int_at(ds, "/status/currentNumberScheduled")) }
-            td.num { (int_at(ds, "/status/numberReady")) }
-            td.num { (int_at(ds, "/status/updatedNumberScheduled")) }
-            td.num { (int_at(ds, "/status/numberAvailable")) }
-            td { code { (images(&ds["spec"]["template"]["spec"])) } }
-            td { (pairs(ds.pointer("/spec/template/spec/nodeSelector"))) }
-            td { (age(ds, now)) }
+            td.num { (counts.desired_number_scheduled) }
+            td.num { (counts.current_number_scheduled) }
+            td.num { (counts.number_ready) }
+            td.num { (counts.updated_number_scheduled.unwrap_or(0)) }
+            td.num { (counts.number_available.unwrap_or(0)) }
+            td { code { (images(template_spec(ds))) } }
+            td { (map_pairs(template_spec(ds).and_then(|s| s.node_selector.as_ref()))) }
+            td { (age_of(&ds.metadata, now)) }
             td.actions {
                 a.button href={(base) "?tab=edit"} { "Edit" }
                 a.button href={(base) "?tab=yaml"} { "Edit YAML" }
@@ -153,8 +156,8 @@ fn row(ds: &Value, fleet: &Fleet, now: Timestamp) -> Markup {
 
 /// The table body: one row per DaemonSet.
 pub async fn rows(client: &ApiClient, ns: &str) -> ConsoleResult<Markup> {
-    let list = client
-        .list(&collection("/apis/apps/v1", ns, "daemonsets"))
+    let list: Vec<DaemonSet> = client
+        .list_as(&collection("/apis/apps/v1", ns, "daemonsets"))
         .await?;
     let fleet = Fleet::load(client, ns).await?;
     let now = client.now();
@@ -175,7 +178,10 @@ pub async fn list(
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let namespaces = client.list("/api/v1/namespaces").await.unwrap_or_default();
+    let namespaces: Vec<Namespace> = client
+        .list_as("/api/v1/namespaces")
+        .await
+        .unwrap_or_default();
     page(
         "DaemonSets",
         Nav::DaemonSets,
@@ -187,7 +193,7 @@ pub async fn list(
                     select name="namespace" onchange="this.form.submit()" {
                         option value="" selected[q.namespace.is_empty()] { "All namespaces" }
                         @for n in &namespaces {
-                            @let n = str_at(n, "/metadata/name");
+                            @let n = n.metadata.name.as_deref().unwrap_or_default();
                             option value=(n) selected[n == q.namespace] { (n) }
                         }
                     }

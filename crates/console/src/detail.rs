@@ -3,9 +3,11 @@
 
 use crate::client::ApiClient;
 use crate::client::{JSON, STRATEGIC_MERGE_PATCH, YAML};
-use crate::daemonsets::{Fleet, images, status_badge};
+use crate::daemonsets::{Fleet, images, pod_columns, status_badge, template_spec};
 use crate::error::{ConsoleError, ConsoleResult};
-use crate::layout::{Nav, age, error_box, int_at, notice, page, pairs, query_value, str_at, yaml};
+use crate::layout::{
+    Nav, age_of, error_box, int_or_string, map_pairs, notice, page, query_value, yaml,
+};
 use crate::live;
 use crate::placement::placement;
 use crate::session::Session;
@@ -15,8 +17,8 @@ use axum::http::{Method, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
 use maud::{Markup, html};
 use serde::Deserialize;
@@ -61,56 +63,60 @@ pub struct DetailQuery {
 }
 
 /// The DaemonSet's revisions, oldest first.
-async fn revisions(client: &ApiClient, ds: &Value) -> ConsoleResult<Vec<Value>> {
-    let ns = str_at(ds, "/metadata/namespace");
-    let uid = str_at(ds, "/metadata/uid");
-    let mut list: Vec<Value> = client
-        .list(&format!(
+async fn revisions(client: &ApiClient, ds: &DaemonSet) -> ConsoleResult<Vec<ControllerRevision>> {
+    let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
+    let uid = ds.metadata.uid.as_deref();
+    let mut list: Vec<ControllerRevision> = client
+        .list_as::<ControllerRevision>(&format!(
             "/apis/apps/v1/namespaces/{ns}/controllerrevisions"
         ))
         .await?
         .into_iter()
         .filter(|r| {
-            r.pointer("/metadata/ownerReferences")
-                .and_then(Value::as_array)
-                .is_some_and(|refs| refs.iter().any(|o| o["uid"] == uid))
+            r.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| Some(o.uid.as_str()) == uid)
         })
         .collect();
-    list.sort_by_key(|r| int_at(r, "/revision"));
+    list.sort_by_key(|r| r.revision);
     Ok(list)
 }
 
 /// Status, counters and pods: the part of the page that changes on its own.
 async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult<Markup> {
-    let ds = client.get(&ds_path(ns, name)).await?;
+    let ds: DaemonSet = client.get_as(&ds_path(ns, name)).await?;
     let fleet = Fleet::load(client, ns).await?;
     let now = client.now();
     let (st, pods) = fleet.status_of(&ds, now);
+    let counts = ds.status.clone().unwrap_or_default();
     Ok(html! {
         div.card #status-panel data-status=(st.word.as_str()) {
             (status_badge(&st))
             div.counters {
-                span { "Desired " b { (int_at(&ds, "/status/desiredNumberScheduled")) } }
-                span { "Current " b { (int_at(&ds, "/status/currentNumberScheduled")) } }
-                span { "Ready " b.ready { (int_at(&ds, "/status/numberReady")) } }
-                span { "Up-to-date " b.updated { (int_at(&ds, "/status/updatedNumberScheduled")) } }
-                span { "Available " b { (int_at(&ds, "/status/numberAvailable")) } }
-                span { "Misscheduled " b { (int_at(&ds, "/status/numberMisscheduled")) } }
-                span { "Images " code.images { (images(&ds["spec"]["template"]["spec"])) } }
+                span { "Desired " b { (counts.desired_number_scheduled) } }
+                span { "Current " b { (counts.current_number_scheduled) } }
+                span { "Ready " b.ready { (counts.number_ready) } }
+                span { "Up-to-date " b.updated { (counts.updated_number_scheduled.unwrap_or(0)) } }
+                span { "Available " b { (counts.number_available.unwrap_or(0)) } }
+                span { "Misscheduled " b { (counts.number_misscheduled) } }
+                span { "Images " code.images { (images(template_spec(&ds))) } }
             }
         }
         h2 { "Pods" }
         table #pods {
             thead { tr { th { "Name" } th { "Status" } th { "Ready" } th { "Node" } th { "IP" } th { "Restarts" } th { "Images" } th { "Age" } th { "Logs" } } }
             tbody {
-                @for (pod_name, node, word, pod) in &pods {
-                    @let (ready, _, restarts) = everynode_api::table::pod_status(pod, now);
-                    tr data-pod=(pod_name) data-status=(word) {
-                        td { (pod_name) } td { (word) } td { (ready) } td { (node) }
-                        td { (str_at(pod, "/status/podIP")) } td { (restarts) }
-                        td { code { (images(&pod["spec"])) } }
-                        td { (age(pod, now)) }
-                        td { a href={"/ui/pods/" (ns) "/" (pod_name) "/logs"} { "logs" } }
+                @for row in &pods {
+                    @let (ready, _, restarts) = pod_columns(&row.pod, now);
+                    @let ip = row.pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).unwrap_or_default();
+                    tr data-pod=(row.name) data-status=(row.word) {
+                        td { (row.name) } td { (row.word) } td { (ready) } td { (row.node) }
+                        td { (ip) } td { (restarts) }
+                        td { code { (images(row.pod.spec.as_ref())) } }
+                        td { (age_of(&row.pod.metadata, now)) }
+                        td { a href={"/ui/pods/" (ns) "/" (row.name) "/logs"} { "logs" } }
                     }
                 }
             }
@@ -118,32 +124,40 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
     })
 }
 
-fn overview(ds: &Value) -> Markup {
-    let spec = &ds["spec"];
-    let strategy = str_at(ds, "/spec/updateStrategy/type");
+fn overview(ds: &DaemonSet) -> Markup {
+    let spec = ds.spec.clone().unwrap_or_default();
+    let strategy = spec.update_strategy.clone().unwrap_or_default();
+    let kind = strategy.type_.clone().unwrap_or_default();
+    let rolling = strategy.rolling_update.clone().unwrap_or_default();
+    let pod_spec = spec.template.spec.clone().unwrap_or_default();
     html! {
         div.grid {
             div.card {
                 h2 { "Strategy" }
-                p { b { (strategy) } }
-                @if strategy == "RollingUpdate" {
-                    p { "maxUnavailable " code { (spec.pointer("/updateStrategy/rollingUpdate/maxUnavailable").map(Value::to_string).unwrap_or_default()) }
-                        ", maxSurge " code { (spec.pointer("/updateStrategy/rollingUpdate/maxSurge").map(Value::to_string).unwrap_or_default()) } }
+                p { b { (kind) } }
+                @if kind == "RollingUpdate" {
+                    p { "maxUnavailable " code { (int_or_string(rolling.max_unavailable.as_ref())) }
+                        ", maxSurge " code { (int_or_string(rolling.max_surge.as_ref())) } }
                 }
-                p { "minReadySeconds " (int_at(ds, "/spec/minReadySeconds"))
-                    ", revisionHistoryLimit " (int_at(ds, "/spec/revisionHistoryLimit")) }
+                p { "minReadySeconds " (spec.min_ready_seconds.unwrap_or(0))
+                    ", revisionHistoryLimit " (spec.revision_history_limit.unwrap_or(0)) }
             }
             div.card {
                 h2 { "Selector" }
-                p { code { (pairs(spec.pointer("/selector/matchLabels"))) } }
+                p { code { (map_pairs(spec.selector.match_labels.as_ref())) } }
                 h2 { "Node selector" }
-                p { code { (pairs(spec.pointer("/template/spec/nodeSelector"))) } }
+                p { code { (map_pairs(pod_spec.node_selector.as_ref())) } }
             }
             div.card {
                 h2 { "Tolerations" }
                 ul {
-                    @for t in spec.pointer("/template/spec/tolerations").and_then(Value::as_array).into_iter().flatten() {
-                        li { code { (str_at(t, "/key")) " " (t.get("operator").and_then(Value::as_str).unwrap_or("Equal")) " " (str_at(t, "/value")) " " (str_at(t, "/effect")) } }
+                    @for t in pod_spec.tolerations.iter().flatten() {
+                        li { code {
+                            (t.key.as_deref().unwrap_or_default()) " "
+                            (t.operator.as_deref().unwrap_or("Equal")) " "
+                            (t.value.as_deref().unwrap_or_default()) " "
+                            (t.effect.as_deref().unwrap_or_default())
+                        } }
                     }
                 }
             }
@@ -151,14 +165,8 @@ fn overview(ds: &Value) -> Markup {
     }
 }
 
-fn placement_tab(ds: &Value, fleet: &Fleet) -> Markup {
-    let typed: DaemonSet = serde_json::from_value(ds.clone()).unwrap_or_default();
-    let pods: Vec<Pod> = fleet
-        .pods
-        .iter()
-        .filter_map(|p| serde_json::from_value(p.clone()).ok())
-        .collect();
-    let rows = placement(&typed, &fleet.nodes, &pods);
+fn placement_tab(ds: &DaemonSet, fleet: &Fleet) -> Markup {
+    let rows = placement(ds, &fleet.nodes, &fleet.pods);
     html! {
         table #placement {
             thead { tr { th { "Node" } th { "Pod" } th { "Why" } } }
@@ -181,9 +189,12 @@ fn placement_tab(ds: &Value, fleet: &Fleet) -> Markup {
     }
 }
 
-fn template_yaml(revision: &Value) -> String {
+/// The pod template a revision records (its `data` is a strategic merge patch of the spec).
+fn template_yaml(revision: &ControllerRevision) -> String {
     let mut template = revision
-        .pointer("/data/spec/template")
+        .data
+        .as_ref()
+        .and_then(|d| d.0.pointer("/spec/template"))
         .cloned()
         .unwrap_or(Value::Null);
     if let Some(o) = template.as_object_mut() {
@@ -207,28 +218,41 @@ fn diff(from: &str, to: &str) -> Markup {
     }
 }
 
-fn revisions_tab(ns: &str, name: &str, list: &[Value], q: &DetailQuery, now: Timestamp) -> Markup {
-    let current_hash = list
-        .last()
-        .map(|r| str_at(r, "/metadata/labels/controller-revision-hash"));
-    let find = |n: &str| {
-        list.iter()
-            .find(|r| int_at(r, "/revision").to_string() == n)
+const HASH_LABEL: &str = "controller-revision-hash";
+
+fn revisions_tab(
+    ns: &str,
+    name: &str,
+    list: &[ControllerRevision],
+    q: &DetailQuery,
+    now: Timestamp,
+) -> Markup {
+    let hash = |r: &ControllerRevision| {
+        r.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(HASH_LABEL))
+            .cloned()
+            .unwrap_or_default()
     };
+    let current_hash = list.last().map(hash);
+    let find = |n: &str| list.iter().find(|r| r.revision.to_string() == n);
     html! {
         table #revisions {
             thead { tr { th { "Revision" } th { "Hash" } th { "Change cause" } th { "Created" } th { "" } } }
             tbody {
                 @for r in list.iter().rev() {
-                    @let revision = int_at(r, "/revision");
-                    @let hash = str_at(r, "/metadata/labels/controller-revision-hash");
+                    @let revision = r.revision;
+                    @let hash = hash(r);
+                    @let cause = r.metadata.annotations.as_ref().and_then(|a| a.get("kubernetes.io/change-cause")).cloned().unwrap_or_default();
+                    @let created = r.metadata.creation_timestamp.as_ref().map(|t| everynode_clock::format_time(t.0)).unwrap_or_default();
                     tr data-revision=(revision) {
-                        td { (revision) @if Some(hash) == current_hash { " (current)" } }
+                        td { (revision) @if Some(&hash) == current_hash.as_ref() { " (current)" } }
                         td { code { (hash) } }
-                        td { (str_at(r, "/metadata/annotations/kubernetes.io~1change-cause")) }
-                        td { (str_at(r, "/metadata/creationTimestamp")) " (" (age(r, now)) ")" }
+                        td { (cause) }
+                        td { (created) " (" (age_of(&r.metadata, now)) ")" }
                         td {
-                            @if Some(hash) != current_hash {
+                            @if Some(&hash) != current_hash.as_ref() {
                                 form method="post" action={"/ui/daemonsets/" (ns) "/" (name) "/rollback"} {
                                     input type="hidden" name="revision" value=(revision);
                                     button type="submit" data-confirm={"Roll back " (name) " to revision " (revision) "?"} { "Roll back to " (revision) }
@@ -242,8 +266,8 @@ fn revisions_tab(ns: &str, name: &str, list: &[Value], q: &DetailQuery, now: Tim
         h2 { "Compare revisions" }
         form method="get" {
             input type="hidden" name="tab" value="revisions";
-            label { "From" select name="from" { @for r in list { @let n = int_at(r, "/revision").to_string(); option value=(n) selected[n == q.from] { (n) } } } }
-            label { "To" select name="to" { @for r in list.iter().rev() { @let n = int_at(r, "/revision").to_string(); option value=(n) selected[n == q.to] { (n) } } } }
+            label { "From" select name="from" { @for r in list { @let n = r.revision.to_string(); option value=(n) selected[n == q.from] { (n) } } } }
+            label { "To" select name="to" { @for r in list.iter().rev() { @let n = r.revision.to_string(); option value=(n) selected[n == q.to] { (n) } } } }
             button type="submit" { "Show diff" }
         }
         @if let (Some(a), Some(b)) = (find(&q.from), find(&q.to)) {
@@ -261,65 +285,69 @@ async fn events_tab(
     let selector = query_value(&format!(
         "involvedObject.kind=DaemonSet,involvedObject.name={name},involvedObject.namespace={ns}"
     ));
-    let mut events = client
-        .list(&format!(
+    let mut events: Vec<CoreEvent> = client
+        .list_as(&format!(
             "/api/v1/namespaces/{ns}/events?fieldSelector={selector}"
         ))
         .await?;
-    events.sort_by(|a, b| str_at(b, "/lastTimestamp").cmp(str_at(a, "/lastTimestamp")));
+    events.sort_by(|a, b| b.last_timestamp.cmp(&a.last_timestamp));
     Ok(html! {
         table #events {
             thead { tr { th { "Type" } th { "Reason" } th { "Age" } th { "From" } th { "Message" } } }
             tbody {
                 @for e in &events {
-                    tr { td { (str_at(e, "/type")) } td { (str_at(e, "/reason")) }
-                         td { (age(e, now)) } td { (str_at(e, "/source/component")) } td { (str_at(e, "/message")) } }
+                    tr { td { (e.type_.as_deref().unwrap_or_default()) } td { (e.reason.as_deref().unwrap_or_default()) }
+                         td { (age_of(&e.metadata, now)) }
+                         td { (e.source.as_ref().and_then(|s| s.component.as_deref()).unwrap_or_default()) }
+                         td { (e.message.as_deref().unwrap_or_default()) } }
                 }
             }
         }
     })
 }
 
-fn metadata_tab(ds: &Value) -> Markup {
-    let table = |title: &str, map: Option<&Value>| {
+fn metadata_tab(ds: &DaemonSet) -> Markup {
+    let table = |title: &str, map: Option<&BTreeMap<String, String>>| {
         html! {
             h2 { (title) }
             table {
                 tbody {
-                    @for (k, v) in map.and_then(Value::as_object).into_iter().flatten() {
-                        tr { td { code { (k) } } td { code { (v.as_str().unwrap_or_default()) } } }
+                    @for (k, v) in map.into_iter().flatten() {
+                        tr { td { code { (k) } } td { code { (v) } } }
                     }
                 }
             }
         }
     };
+    let template = ds.spec.as_ref().and_then(|s| s.template.metadata.as_ref());
     html! {
-        (table("Labels", ds.pointer("/metadata/labels")))
-        (table("Annotations", ds.pointer("/metadata/annotations")))
-        (table("Pod template labels", ds.pointer("/spec/template/metadata/labels")))
-        (table("Pod template annotations", ds.pointer("/spec/template/metadata/annotations")))
+        (table("Labels", ds.metadata.labels.as_ref()))
+        (table("Annotations", ds.metadata.annotations.as_ref()))
+        (table("Pod template labels", template.and_then(|m| m.labels.as_ref())))
+        (table("Pod template annotations", template.and_then(|m| m.annotations.as_ref())))
     }
 }
 
-fn edit_tab(ns: &str, name: &str, ds: &Value) -> Markup {
-    let containers = ds
-        .pointer("/spec/template/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+fn edit_tab(ns: &str, name: &str, ds: &DaemonSet) -> Markup {
+    let spec = ds.spec.clone().unwrap_or_default();
+    let containers = spec.template.spec.clone().unwrap_or_default().containers;
+    let max_unavailable = spec
+        .update_strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref())
+        .and_then(|r| r.max_unavailable.as_ref());
     html! {
         form.card method="post" action={"/ui/daemonsets/" (ns) "/" (name) "/edit"} {
             @for c in &containers {
-                @let cname = str_at(c, "/name");
-                label { "Image of container " (cname)
-                    input name={"image." (cname)} value=(str_at(c, "/image")) size="50";
+                label { "Image of container " (c.name)
+                    input name={"image." (c.name)} value=(c.image.as_deref().unwrap_or_default()) size="50";
                 }
             }
             br;
             label { "maxUnavailable"
-                input name="maxUnavailable" value=(ds.pointer("/spec/updateStrategy/rollingUpdate/maxUnavailable").map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned)).unwrap_or_default());
+                input name="maxUnavailable" value=(int_or_string(max_unavailable));
             }
-            label { "minReadySeconds" input name="minReadySeconds" value=(int_at(ds, "/spec/minReadySeconds")); }
+            label { "minReadySeconds" input name="minReadySeconds" value=(spec.min_ready_seconds.unwrap_or(0)); }
             label { "Change cause (kubernetes.io/change-cause)" input name="changeCause" size="40"; }
             br;
             button.primary type="submit" { "Save" }
@@ -373,7 +401,7 @@ async fn render(
     yaml_text: Option<String>,
     problem: Option<&ConsoleError>,
 ) -> ConsoleResult<Response> {
-    let ds = client.get(&ds_path(ns, name)).await?;
+    let ds: DaemonSet = client.get_as(&ds_path(ns, name)).await?;
     let tab = if q.tab.is_empty() {
         "overview"
     } else {
@@ -393,11 +421,14 @@ async fn render(
         "events" => events_tab(client, ns, name, now).await?,
         "metadata" => metadata_tab(&ds),
         "edit" => edit_tab(ns, name, &ds),
-        "yaml" => yaml_tab(
-            ns,
-            name,
-            &yaml_text.unwrap_or_else(|| yaml(&editable(ds.clone()))),
-        ),
+        "yaml" => {
+            let text = match yaml_text {
+                Some(text) => text,
+                // The object as the server sends it, for editing as text.
+                None => yaml(&editable(client.get(&ds_path(ns, name)).await?)),
+            };
+            yaml_tab(ns, name, &text)
+        }
         "delete" => delete_tab(ns, name),
         other => return Err(ConsoleError::BadInput(format!("no tab {other:?}"))),
     };
@@ -614,11 +645,11 @@ pub async fn rollback(
     Form(form): Form<RollbackForm>,
 ) -> Response {
     let result: ConsoleResult<()> = async {
-        let ds = client.get(&ds_path(&ns, &name)).await?;
+        let ds: DaemonSet = client.get_as(&ds_path(&ns, &name)).await?;
         let list = revisions(&client, &ds).await?;
         let revision = list
             .iter()
-            .find(|r| int_at(r, "/revision") == form.revision)
+            .find(|r| r.revision == form.revision)
             .ok_or_else(|| {
                 ConsoleError::BadInput(format!("{name} has no revision {}", form.revision))
             })?;
@@ -629,7 +660,7 @@ pub async fn rollback(
                 Method::PATCH,
                 &ds_path(&ns, &name),
                 STRATEGIC_MERGE_PATCH,
-                &revision["data"],
+                &revision.data.as_ref().map_or(Value::Null, |d| d.0.clone()),
             )
             .await?;
         Ok(())
@@ -707,18 +738,20 @@ pub async fn logs(
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let pod = match client
-        .get(&format!("/api/v1/namespaces/{ns}/pods/{name}"))
+    let pod: Pod = match client
+        .get_as(&format!("/api/v1/namespaces/{ns}/pods/{name}"))
         .await
     {
         Ok(p) => p,
         Err(e) => return e.into_response(),
     };
-    let containers: Vec<String> = ["/spec/initContainers", "/spec/containers"]
+    let spec = pod.spec.clone().unwrap_or_default();
+    let containers: Vec<String> = spec
+        .init_containers
         .iter()
-        .filter_map(|p| pod.pointer(p).and_then(Value::as_array))
         .flatten()
-        .map(|c| str_at(c, "/name").to_owned())
+        .chain(&spec.containers)
+        .map(|c| c.name.clone())
         .collect();
     let follow = q.follow == "on";
     let text = if follow {
@@ -727,10 +760,12 @@ pub async fn logs(
         client.text(&log_path(&ns, &name, &q, false)).await
     };
     let owner = pod
-        .pointer("/metadata/ownerReferences/0/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|refs| refs.first())
+        .map(|o| o.name.clone())
+        .unwrap_or_default();
     let stream = format!(
         "/ui/pods/{ns}/{name}/logs/stream?container={}&previous={}",
         query_value(&q.container),

@@ -1,9 +1,12 @@
 //! The page shell every console page shares, and small rendering helpers.
 
 use crate::error::ConsoleError;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// Which navigation entry a page belongs to.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -95,33 +98,36 @@ pub fn notice(text: Option<&str>) -> Markup {
     }
 }
 
-/// Age as kubectl prints it.
-pub fn age(obj: &Value, now: Timestamp) -> String {
-    obj.pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str)
-        .and_then(|t| t.parse::<Timestamp>().ok())
-        .map(|t| everynode_api::table::human_duration(now.duration_since(t).as_secs()))
+/// Age of an object from its metadata, as kubectl prints it.
+pub fn age_of(meta: &ObjectMeta, now: Timestamp) -> String {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| everynode_api::table::human_duration(now.duration_since(t.0).as_secs()))
         .unwrap_or_else(|| "<unknown>".into())
+}
+
+/// `k=v` pairs of a label-like map, comma separated.
+pub fn map_pairs(map: Option<&BTreeMap<String, String>>) -> String {
+    map.map(|m| {
+        m.iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    })
+    .unwrap_or_default()
+}
+
+/// An int-or-string as kubectl prints it (`1`, `25%`).
+pub fn int_or_string(v: Option<&IntOrString>) -> String {
+    match v {
+        Some(IntOrString::Int(i)) => i.to_string(),
+        Some(IntOrString::String(s)) => s.clone(),
+        None => String::new(),
+    }
 }
 
 pub fn str_at<'a>(obj: &'a Value, pointer: &str) -> &'a str {
     obj.pointer(pointer).and_then(Value::as_str).unwrap_or("")
-}
-
-pub fn int_at(obj: &Value, pointer: &str) -> i64 {
-    obj.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
-}
-
-/// `k=v` pairs of a map, comma separated.
-pub fn pairs(obj: Option<&Value>) -> String {
-    obj.and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect::<Vec<_>>()
-                .join(", ")
-        })
-        .unwrap_or_default()
 }
 
 /// Pretty YAML of a value (empty on the impossible failure).

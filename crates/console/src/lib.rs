@@ -24,20 +24,21 @@ use axum::Router;
 use axum::http::header;
 use axum::response::{IntoResponse, Redirect};
 use axum::routing::{get, post};
+use client::Backend;
 use everynode_clock::SharedClock;
 
-/// What every handler needs: the API server's router, to send requests to, and the clock.
+/// What every handler needs: where API requests go, and the clock.
 #[derive(Clone)]
 pub struct ConsoleState {
-    api: Router,
+    backend: Backend,
     clock: SharedClock,
 }
 
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
 
-/// The console's routes, to be nested under `/ui`; `api` is the API server's router.
-pub fn router(api: Router, clock: SharedClock) -> Router {
+/// The console's routes, to be nested under `/ui`, sending API requests to `backend`.
+pub fn router(backend: Backend, clock: SharedClock) -> Router {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui/daemonsets") }))
         .route("/login", get(session::login_page).post(session::login))
@@ -82,13 +83,17 @@ pub fn router(api: Router, clock: SharedClock) -> Router {
             get(nodes::namespaces).post(nodes::create_namespace),
         )
         .route("/namespaces/{name}/delete", post(nodes::delete_namespace))
-        .with_state(ConsoleState { api, clock })
+        .with_state(ConsoleState { backend, clock })
 }
 
-/// `api` with the console nested at `/ui`.
+/// `api` with the console nested at `/ui`, sending its requests to `api` in process.
 pub fn mount(api: Router, clock: SharedClock) -> Router {
+    standalone(Backend::Router(api.clone()), clock).merge(api)
+}
+
+/// The console alone at `/ui` (and `/` redirecting there), sending its requests to `backend`.
+pub fn standalone(backend: Backend, clock: SharedClock) -> Router {
     Router::new()
         .route("/ui/", get(|| async { Redirect::to("/ui/daemonsets") }))
-        .nest("/ui", router(api.clone(), clock))
-        .merge(api)
+        .nest("/ui", router(backend, clock))
 }

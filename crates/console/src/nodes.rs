@@ -3,15 +3,16 @@
 
 use crate::client::{JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH};
 use crate::error::ConsoleError;
-use crate::layout::{Nav, age, error_box, notice, page, pairs, query_value, str_at};
+use crate::layout::{Nav, age_of, error_box, map_pairs, notice, page, query_value};
 use crate::session::Session;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::Method;
 use axum::response::{IntoResponse, Redirect, Response};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Taint};
 use maud::html;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[derive(Deserialize, Default)]
 pub struct NoticeQuery {
@@ -20,9 +21,9 @@ pub struct NoticeQuery {
 }
 
 pub async fn list(Session(client): Session, Query(q): Query<NoticeQuery>) -> Response {
-    let (nodes, pods) = match (
-        client.list("/api/v1/nodes").await,
-        client.list("/api/v1/pods").await,
+    let (nodes, pods): (Vec<Node>, Vec<Pod>) = match (
+        client.list_as("/api/v1/nodes").await,
+        client.list_as("/api/v1/pods").await,
     ) {
         (Ok(n), Ok(p)) => (n, p),
         (Err(e), _) | (_, Err(e)) => return e.into_response(),
@@ -38,23 +39,27 @@ pub async fn list(Session(client): Session, Query(q): Query<NoticeQuery>) -> Res
                 thead { tr { th { "Name" } th { "Status" } th { "Labels" } th { "Taints" } th { "Conditions" } th { "Pods" } th { "Age" } th { "Actions" } } }
                 tbody {
                     @for n in &nodes {
-                        @let name = str_at(n, "/metadata/name");
-                        @let on_node: Vec<&str> = pods.iter().filter(|p| str_at(p, "/spec/nodeName") == name).map(|p| str_at(p, "/metadata/name")).collect();
-                        @let unschedulable = n.pointer("/spec/unschedulable").and_then(Value::as_bool).unwrap_or(false);
+                        @let name = n.metadata.name.as_deref().unwrap_or_default();
+                        @let on_node: Vec<&str> = pods.iter()
+                            .filter(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some(name))
+                            .filter_map(|p| p.metadata.name.as_deref())
+                            .collect();
+                        @let spec = n.spec.clone().unwrap_or_default();
+                        @let unschedulable = spec.unschedulable.unwrap_or(false);
                         tr data-node=(name) {
                             td { (name) }
-                            td.node-status { (everynode_api::table::node_status(n)) }
-                            td { code { (pairs(n.pointer("/metadata/labels"))) } }
+                            td.node-status { (node_status_word(n)) }
+                            td { code { (map_pairs(n.metadata.labels.as_ref())) } }
                             td.taints {
-                                @for t in n.pointer("/spec/taints").and_then(Value::as_array).into_iter().flatten() {
-                                    code { (str_at(t, "/key")) @if !str_at(t, "/value").is_empty() { "=" (str_at(t, "/value")) } ":" (str_at(t, "/effect")) } br;
+                                @for t in spec.taints.iter().flatten() {
+                                    code { (crate::placement::taint_text(t)) } br;
                                 }
                             }
-                            td { @for c in n.pointer("/status/conditions").and_then(Value::as_array).into_iter().flatten() {
-                                span title=(str_at(c, "/message")) { (str_at(c, "/type")) "=" (str_at(c, "/status")) } br;
+                            td { @for c in n.status.as_ref().and_then(|s| s.conditions.as_ref()).into_iter().flatten() {
+                                span title=(c.message.as_deref().unwrap_or_default()) { (c.type_) "=" (c.status) } br;
                             } }
                             td { (on_node.len()) details { summary { "list" } ul { @for p in &on_node { li { (p) } } } } }
-                            td { (age(n, now)) }
+                            td { (age_of(&n.metadata, now)) }
                             td.actions {
                                 form method="post" action={"/ui/nodes/" (name) "/" (if unschedulable { "uncordon" } else { "cordon" })} {
                                     button type="submit" { @if unschedulable { "Uncordon" } @else { "Cordon" } }
@@ -83,8 +88,13 @@ pub struct ValueForm {
     value: String,
 }
 
+/// The STATUS column of a node, by the server's own printer (which reads the wire form).
+fn node_status_word(node: &Node) -> String {
+    everynode_api::table::node_status(&serde_json::to_value(node).unwrap_or_default())
+}
+
 /// `key=value:Effect` (or `key:Effect`) into a taint.
-fn parse_taint(text: &str) -> Result<Value, String> {
+fn parse_taint(text: &str) -> Result<Taint, String> {
     let (kv, effect) = text
         .rsplit_once(':')
         .ok_or_else(|| format!("{text:?}: a taint is key=value:Effect"))?;
@@ -94,11 +104,12 @@ fn parse_taint(text: &str) -> Result<Value, String> {
         ));
     }
     let (key, value) = kv.split_once('=').unwrap_or((kv, ""));
-    let mut taint = json!({"key": key, "effect": effect});
-    if !value.is_empty() {
-        taint["value"] = json!(value);
-    }
-    Ok(taint)
+    Ok(Taint {
+        key: key.to_owned(),
+        value: (!value.is_empty()).then(|| value.to_owned()),
+        effect: effect.to_owned(),
+        time_added: None,
+    })
 }
 
 pub async fn act(
@@ -135,17 +146,12 @@ pub async fn act(
             ))),
         },
         "taint" => match parse_taint(value) {
-            Ok(taint) => match client.get(&path).await {
+            Ok(taint) => match client.get_as::<Node>(&path).await {
                 Ok(node) => {
-                    let mut taints = node
-                        .pointer("/spec/taints")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
-                    taints
-                        .retain(|t| !(t["key"] == taint["key"] && t["effect"] == taint["effect"]));
+                    let mut taints = node.spec.and_then(|s| s.taints).unwrap_or_default();
+                    taints.retain(|t| !(t.key == taint.key && t.effect == taint.effect));
                     taints.push(taint);
-                    let rv = str_at(&node, "/metadata/resourceVersion");
+                    let rv = node.metadata.resource_version.unwrap_or_default();
                     client.write(Method::PATCH, &path, MERGE_PATCH, &json!({"metadata": {"resourceVersion": rv}, "spec": {"taints": taints}})).await
                 }
                 Err(e) => Err(e),
@@ -165,7 +171,7 @@ pub async fn act(
 }
 
 pub async fn namespaces(Session(client): Session, Query(q): Query<NoticeQuery>) -> Response {
-    let list = match client.list("/api/v1/namespaces").await {
+    let list: Vec<Namespace> = match client.list_as("/api/v1/namespaces").await {
         Ok(l) => l,
         Err(e) => return e.into_response(),
     };
@@ -184,11 +190,11 @@ pub async fn namespaces(Session(client): Session, Query(q): Query<NoticeQuery>) 
                 thead { tr { th { "Name" } th { "Status" } th { "Age" } th { "" } } }
                 tbody {
                     @for n in &list {
-                        @let name = str_at(n, "/metadata/name");
+                        @let name = n.metadata.name.as_deref().unwrap_or_default();
                         tr data-namespace=(name) {
                             td { a href={"/ui/daemonsets?namespace=" (name)} { (name) } }
-                            td { (str_at(n, "/status/phase")) }
-                            td { (age(n, now)) }
+                            td { (n.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()) }
+                            td { (age_of(&n.metadata, now)) }
                             td { form method="post" action={"/ui/namespaces/" (name) "/delete"} {
                                 button.danger type="submit" data-confirm={"Delete namespace " (name) " and everything in it?"} { "Delete" }
                             } }
@@ -236,12 +242,14 @@ mod tests {
     #[test]
     fn taints_are_read_as_kubectl_writes_them() {
         assert_eq!(
-            parse_taint("dedicated=gpu:NoSchedule"),
-            Ok(json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}))
+            parse_taint("dedicated=gpu:NoSchedule").map(|t| serde_json::to_value(t).ok()),
+            Ok(Some(
+                json!({"key": "dedicated", "value": "gpu", "effect": "NoSchedule"})
+            ))
         );
         assert_eq!(
-            parse_taint("maintenance:NoExecute"),
-            Ok(json!({"key": "maintenance", "effect": "NoExecute"}))
+            parse_taint("maintenance:NoExecute").map(|t| serde_json::to_value(t).ok()),
+            Ok(Some(json!({"key": "maintenance", "effect": "NoExecute"})))
         );
         assert!(parse_taint("a=b").is_err());
         assert!(parse_taint("a=b:Sometimes").is_err());

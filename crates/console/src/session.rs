@@ -57,11 +57,9 @@ impl FromRequestParts<ConsoleState> for Session {
             .into_response());
         }
         match token_from(&parts.headers) {
-            Some(token) => Ok(Session(ApiClient::new(
-                state.api.clone(),
-                token,
-                state.clock.clone(),
-            ))),
+            Some(token) => ApiClient::new(&state.backend, &token, state.clock.clone())
+                .map(Session)
+                .map_err(IntoResponse::into_response),
             None => Err(Redirect::to("/ui/login").into_response()),
         }
     }
@@ -99,8 +97,11 @@ pub struct LoginForm {
 
 pub async fn login(State(state): State<ConsoleState>, Form(form): Form<LoginForm>) -> Response {
     let token = form.token.trim().to_owned();
-    let client = ApiClient::new(state.api.clone(), token.clone(), state.clock.clone());
-    match client.get("/api").await {
+    let checked = match ApiClient::new(&state.backend, &token, state.clock.clone()) {
+        Ok(client) => client.get("/api").await,
+        Err(e) => Err(e),
+    };
+    match checked {
         Ok(_) => {
             let value = crate::layout::query_value(&token);
             (

@@ -153,7 +153,10 @@ fn row_templates() -> Markup {
 }
 
 pub async fn page(Session(client): Session) -> Response {
-    let namespaces = client.list("/api/v1/namespaces").await.unwrap_or_default();
+    let namespaces: Vec<k8s_openapi::api::core::v1::Namespace> = client
+        .list_as("/api/v1/namespaces")
+        .await
+        .unwrap_or_default();
     let steps = [
         "Basic information",
         "Containers",
@@ -175,7 +178,7 @@ pub async fn page(Session(client): Session) -> Response {
                         legend { "Basic information" }
                         label { "Name" input name="name" required maxlength="63" data-dns-label pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" placeholder="node-exporter"; }
                         label { "Namespace" select name="namespace" {
-                            @for n in &namespaces { @let n = str_at(n, "/metadata/name"); option value=(n) selected[n == "default"] { (n) } }
+                            @for n in &namespaces { @let n = n.metadata.name.as_deref().unwrap_or_default(); option value=(n) selected[n == "default"] { (n) } }
                         } }
                         label { "Description (up to 512 characters)" textarea name="description" maxlength="512" rows="3" {} }
                     }

@@ -3,6 +3,7 @@
 
 mod agent;
 mod bench;
+mod console;
 mod server;
 mod up;
 
@@ -43,6 +44,9 @@ enum Command {
     /// DaemonSet's pods Ready and two rolling updates, with API latency, memory, CPU and the
     /// store's floor. Prints a Markdown table for bench/RESULTS.md.
     Bench(Box<bench::BenchArgs>),
+    /// Serve the web console alone, for the cluster a kubeconfig names (everynode's or any
+    /// other); users sign in with their own bearer token.
+    Console(Box<console::ConsoleArgs>),
     /// Print the admin kubeconfig of a data directory.
     Kubeconfig {
         #[arg(long, default_value = "everynode-data")]
@@ -146,6 +150,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             started.serve().await
         }
         Command::Agent(args) => agent::run(*args).await,
+        Command::Console(args) => console::run(*args).await,
         Command::Bench(args) => bench::run(*args).await,
         Command::Controllers(args) => {
             let client = server::client_from_kubeconfig(&args.kubeconfig).await?;
