@@ -192,6 +192,9 @@ fn parse_set(rest: &str) -> Result<Vec<String>, SelectorError> {
         .ok_or_else(|| SelectorError::UnbracketedSet {
             found: rest.to_owned(),
         })?;
+    if inner.trim().is_empty() {
+        return Err(SelectorError::EmptySet);
+    }
     let values: Vec<String> = inner.split(',').map(|v| v.trim().to_owned()).collect();
     for v in &values {
         check_value(v)?;
@@ -464,6 +467,11 @@ mod tests {
             ("canary", "1")
         ])));
         assert!(parse_label_selector("a in b").is_err());
+        assert_eq!(
+            parse_label_selector("a notin ()"),
+            Err(SelectorError::EmptySet),
+            "an empty set selects nothing and is refused, as upstream"
+        );
         assert!(parse_label_selector("-bad=x").is_err());
         assert!(parse_label_selector("").expect("empty").is_everything());
         let g = parse_label_selector("rank>3").expect("gt");

@@ -7,6 +7,7 @@
 
 pub mod duplicate_fields;
 pub mod managed_fields;
+pub mod nesting;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod protobuf;

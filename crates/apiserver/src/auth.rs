@@ -25,6 +25,16 @@ fn same_secret(a: &[u8], b: &[u8]) -> bool {
 pub struct Tokens(pub Arc<Vec<String>>);
 
 /// Middleware: 401 with a `Status` body unless the request carries an accepted bearer token.
+/// The token of an `Authorization: Bearer <token>` header; the scheme in any case, as upstream
+/// reads it.
+fn bearer_token(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
 pub async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next) -> Response {
     if is_public(req.uri().path()) {
         return next.run(req).await;
@@ -33,8 +43,7 @@ pub async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next
         .headers()
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .and_then(bearer_token);
     match presented {
         Some(t)
             if tokens
@@ -51,6 +60,15 @@ pub async fn authenticate(State(tokens): State<Tokens>, req: Request, next: Next
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_in_any_case() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("BEARER  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+    }
 
     #[test]
     fn secrets_and_public_paths() {

@@ -26,8 +26,17 @@ pub fn user_agent(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-/// Parses a YAML (or JSON, which is YAML) body; errors name the line and column.
+/// Parses a YAML (or JSON, which is YAML) body; errors name the line and column. A body nested
+/// deeper than `MAX_DEPTH` is refused before the parser, whose cost grows with the square of
+/// the depth, sees it.
 pub fn yaml(body: &Bytes) -> ApiResult<Value> {
+    use everynode_apimachinery::nesting::{MAX_DEPTH, flow_depth};
+    let depth = flow_depth(body);
+    if depth > MAX_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "error converting YAML to JSON: yaml: the document nests {depth} levels deep; at most {MAX_DEPTH} are allowed"
+        )));
+    }
     serde_yaml_ng::from_slice(body).map_err(|e| {
         let at = e
             .location()

@@ -166,6 +166,15 @@ impl ApiError {
         Self::new(StatusCode::GONE, "Expired", message)
     }
 
+    /// 413: a request, or what it would make of an object, is too large.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            message,
+        )
+    }
+
     /// 415.
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(

@@ -10,6 +10,7 @@ use crate::request::ResourceRequest;
 use crate::response::ok;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -76,6 +77,16 @@ async fn ready(State(api): State<Arc<Registry>>) -> Response {
     }
 }
 
+/// A body that could not be read: over the limit (413, as upstream words it), or broken (400),
+/// as a `Status` like every other error.
+fn body_rejected(rejection: &BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::too_large(format!("Request entity too large: limit is {MAX_BODY}"))
+    } else {
+        ApiError::bad_request(format!("reading the request body: {rejection}"))
+    }
+}
+
 /// Every resource path: the typed request, then the endpoint's handler. Failures are logged at
 /// debug level and answered with their `Status`.
 async fn resource_request(
@@ -83,11 +94,14 @@ async fn resource_request(
     method: Method,
     request: Result<ResourceRequest, ApiError>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let result = match request {
-        Ok(request) => handlers::serve(&registry, &method, &request, &headers, body).await,
-        Err(e) => Err(e),
+    let result = match (request, body) {
+        (Ok(request), Ok(body)) => {
+            handlers::serve(&registry, &method, &request, &headers, body).await
+        }
+        (Err(e), _) => Err(e),
+        (Ok(_), Err(rejection)) => Err(body_rejected(&rejection)),
     };
     result.unwrap_or_else(|e| {
         tracing::debug!(%method, code = e.code.as_u16(), message = %e.message, "request failed");

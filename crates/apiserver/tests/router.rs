@@ -483,3 +483,235 @@ async fn authentication_and_bad_query_strings() {
     assert_eq!(code, StatusCode::BAD_REQUEST);
     assert_status(&body, 400, "BadRequest", "\"fieldValidation\"");
 }
+
+/// Issue 15's input defects, each a regression test: what used to exhaust memory, panic, or be
+/// accepted where upstream refuses.
+#[tokio::test]
+async fn abusive_and_malformed_input_is_refused_with_a_status() {
+    let r = router().await;
+    let cms = "/api/v1/namespaces/default/configmaps";
+    call(
+        &r,
+        Method::POST,
+        cms,
+        JSON,
+        json!({"metadata": {"name": "cm"}, "data": {"k": "v"}}),
+    )
+    .await;
+    let path = format!("{cms}/cm");
+    let json_patch = "application/json-patch+json";
+
+    // A 2 KB patch whose copies double a value: refused before it grows, with a 413.
+    // Each copy puts the whole annotations map into itself: 1 KiB doubles 21 times.
+    let mut doubling = vec![json!({"op": "add", "path": "/metadata/annotations",
+        "value": {"seed": "y".repeat(1024)}})];
+    doubling.extend((0..21).map(|i| {
+        json!({"op": "copy", "from": "/metadata/annotations", "path": format!("/metadata/annotations/c{i}")})
+    }));
+    let (code, body) = call(
+        &r,
+        Method::PATCH,
+        &format!("{path}?dryRun=All"),
+        json_patch,
+        json!(doubling),
+    )
+    .await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+    assert_status(
+        &body,
+        413,
+        "RequestEntityTooLarge",
+        "would add more than 3145728 bytes",
+    );
+    // More operations than upstream allows.
+    let many: Vec<Value> = (0..10_001)
+        .map(|_| json!({"op": "test", "path": "/data/k", "value": "v"}))
+        .collect();
+    let (code, body) = call(&r, Method::PATCH, &path, json_patch, json!(many)).await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_status(
+        &body,
+        413,
+        "RequestEntityTooLarge",
+        "The allowed maximum operations in a JSON patch is 10000, got 10001",
+    );
+
+    // Replacing the root with anything but an object, or changing or dropping the name:
+    // a 400, where these used to panic or be taken silently.
+    for value in [
+        json!("text"),
+        json!(7),
+        json!([1]),
+        json!(true),
+        Value::Null,
+    ] {
+        let (code, body) = call(
+            &r,
+            Method::PATCH,
+            &path,
+            json_patch,
+            json!([{"op": "replace", "path": "", "value": value}]),
+        )
+        .await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{value}: {body}");
+        assert_status(&body, 400, "BadRequest", "not a JSON object");
+    }
+    let (code, body) = call(
+        &r,
+        Method::PATCH,
+        &path,
+        json_patch,
+        json!([{"op": "replace", "path": "/metadata/name", "value": "other"}]),
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_status(
+        &body,
+        400,
+        "BadRequest",
+        "the name of the object (other) does not match the name on the URL (cm)",
+    );
+    let (code, _) = call(
+        &r,
+        Method::PATCH,
+        &path,
+        "application/merge-patch+json",
+        json!({"metadata": null}),
+    )
+    .await;
+    assert_eq!(
+        code,
+        StatusCode::BAD_REQUEST,
+        "dropping metadata drops the name"
+    );
+    let (_, kept) = call(&r, Method::GET, &path, JSON, Value::Null).await;
+    assert_eq!(kept["data"]["k"], "v", "nothing was lost");
+
+    // ConfigMap and Secret data: at most 1 MiB, as upstream validates.
+    let big = "x".repeat(1024 * 1024 + 1);
+    let (code, body) = call(
+        &r,
+        Method::POST,
+        cms,
+        JSON,
+        json!({"metadata": {"name": "big"}, "data": {"k": big}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_status(
+        &body,
+        422,
+        "Invalid",
+        "[]: Too long: must have at most 1048576 bytes",
+    );
+    use base64::Engine;
+    let secret = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 1024 * 1024 + 1]);
+    let (code, body) = call(
+        &r,
+        Method::POST,
+        "/api/v1/namespaces/default/secrets",
+        JSON,
+        json!({"metadata": {"name": "big"}, "data": {"k": secret}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_status(
+        &body,
+        422,
+        "Invalid",
+        "data: Too long: must have at most 1048576 bytes",
+    );
+    let exactly = base64::engine::general_purpose::STANDARD.encode(vec![7u8; 1024 * 1024]);
+    let (code, _) = call(
+        &r,
+        Method::POST,
+        "/api/v1/namespaces/default/secrets",
+        JSON,
+        json!({"metadata": {"name": "full"}, "data": {"k": exactly}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED, "1 MiB exactly is allowed");
+
+    // A body over the request limit: a 413 Status, not plain text.
+    let (code, body) = call(
+        &r,
+        Method::POST,
+        cms,
+        JSON,
+        json!({"metadata": {"name": "huge"}, "data": {"k": "x".repeat(3 * 1024 * 1024 + 1)}}),
+    )
+    .await;
+    assert_eq!(code, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_status(
+        &body,
+        413,
+        "RequestEntityTooLarge",
+        "Request entity too large: limit is 3145728",
+    );
+
+    // Bodies nested 60,000 deep: refused before the parser (whose cost is quadratic in depth)
+    // for YAML, by serde_json's own limit for JSON.
+    let deep = format!("{}{}", "[".repeat(60_000), "]".repeat(60_000));
+    for (content_type, target, method) in [
+        ("application/yaml", cms.to_owned(), Method::POST),
+        (
+            "application/apply-patch+yaml",
+            format!("{path}?fieldManager=m"),
+            Method::PATCH,
+        ),
+        (JSON, cms.to_owned(), Method::POST),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(&target)
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Body::from(format!("{{\"a\": {deep}}}")))
+            .expect("a request");
+        let response = r.clone().oneshot(request).await.expect("infallible");
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{content_type}");
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("a body")
+            .to_bytes();
+        let body: Value = serde_json::from_slice(&bytes).expect("a Status");
+        let expected = if content_type == JSON {
+            "recursion limit exceeded"
+        } else {
+            "nests 60001 levels deep; at most 128 are allowed"
+        };
+        assert_status(&body, 400, "BadRequest", expected);
+    }
+
+    // An empty set in a selector is refused.
+    let (code, body) = call(
+        &r,
+        Method::GET,
+        &format!("{cms}?labelSelector=a%20notin%20()"),
+        JSON,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(code, StatusCode::BAD_REQUEST);
+    assert_status(&body, 400, "BadRequest", "values set can't be empty");
+
+    // A huge watch timeout is a long watch, not a panic.
+    let request = Request::builder()
+        .uri(format!("{cms}?watch=1&timeoutSeconds=9223372036854775807"))
+        .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+        .body(Body::empty())
+        .expect("a request");
+    let response = r.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // The bearer scheme in any case, as upstream reads it.
+    let request = Request::builder()
+        .uri(cms)
+        .header(header::AUTHORIZATION, format!("bearer {TOKEN}"))
+        .body(Body::empty())
+        .expect("a request");
+    let response = r.clone().oneshot(request).await.expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+}

@@ -246,7 +246,44 @@ fn validate_kind(res: &Resource, obj: &Value) -> ErrorList {
         Kind::Node => validate_node(&typed(obj)),
         Kind::ControllerRevision => validate_controller_revision(&typed(obj), obj),
         Kind::PriorityClass => validate_priority_class(&typed(obj)),
+        Kind::ConfigMap => validate_data_size(obj, &["data", "binaryData"], Path::root("[]")),
+        Kind::Secret => validate_data_size(obj, &["data"], Path::root("data")),
         _ => ErrorList::new(),
+    }
+}
+
+/// Upstream's limit on what a ConfigMap or a Secret holds (`core.MaxSecretSize`), so that one
+/// object cannot crowd out the rest of the store.
+pub const MAX_DATA_BYTES: usize = 1024 * 1024;
+
+/// The bytes a base64 value decodes to (`binaryData` and Secret `data` are base64 on the wire,
+/// and decoding has already checked the form).
+fn decoded_len(value: &str) -> usize {
+    let padding = value.bytes().rev().take_while(|b| *b == b'=').count();
+    (value.len() / 4 * 3).saturating_sub(padding)
+}
+
+/// ConfigMap data plus binaryData, or Secret data, at most `MAX_DATA_BYTES` in all
+/// (upstream reports it on `[]` for a ConfigMap and on `data` for a Secret).
+fn validate_data_size(obj: &Value, maps: &[&str], field: Path) -> ErrorList {
+    let is_secret = maps == ["data"];
+    let total: usize = maps
+        .iter()
+        .filter_map(|m| obj.get(*m).and_then(Value::as_object).map(|o| (*m, o)))
+        .flat_map(|(m, o)| {
+            o.values().filter_map(Value::as_str).map(move |v| {
+                if is_secret || m == "binaryData" {
+                    decoded_len(v)
+                } else {
+                    v.len()
+                }
+            })
+        })
+        .sum();
+    if total > MAX_DATA_BYTES {
+        vec![FieldError::too_long(&field, MAX_DATA_BYTES)]
+    } else {
+        ErrorList::new()
     }
 }
 

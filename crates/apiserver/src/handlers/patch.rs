@@ -33,8 +33,54 @@ pub async fn handle(
     Ok(response::with_warnings(response::ok(&obj), &warnings))
 }
 
+/// The most operations a JSON patch may have, as upstream allows.
+const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
+
+/// The most a JSON patch may add to an object, by the serialized size of the values its `add`,
+/// `replace` and `copy` operations put in: upstream's request body limit, which it also applies
+/// to a patch's accumulated copies. Without it, twenty `copy` operations of a growing value
+/// took a 2 KB patch to gigabytes.
+const MAX_PATCH_GROWTH_BYTES: usize = 3 * 1024 * 1024;
+
+/// Why a patch did not apply.
+#[derive(Debug)]
+enum PatchFailure {
+    /// The patch does not apply to this object (a failed `test`, a missing path): 422.
+    Invalid(String),
+    /// The patched object would be too large: 413.
+    TooLarge(String),
+}
+
 /// Applies a parsed patch document to an object.
-type PatchFn = Box<dyn Fn(&mut Value) -> Result<(), String> + Send + Sync>;
+type PatchFn = Box<dyn Fn(&mut Value) -> Result<(), PatchFailure> + Send + Sync>;
+
+/// The serialized size of a value.
+fn size_of(value: &Value) -> usize {
+    serde_json::to_vec(value).map_or(0, |v| v.len())
+}
+
+/// Applies a JSON patch an operation at a time, refusing one that grows the object past
+/// `MAX_PATCH_GROWTH_BYTES`. Each value is measured once, so the work is bounded by the limit.
+fn apply_json_patch(doc: &mut Value, patch: &json_patch::Patch) -> Result<(), PatchFailure> {
+    use json_patch::PatchOperation::{Add, Copy, Replace};
+    let mut growth = 0usize;
+    for op in &patch.0 {
+        growth += match op {
+            Add(o) => size_of(&o.value),
+            Replace(o) => size_of(&o.value),
+            Copy(o) => doc.pointer(o.from.as_str()).map_or(0, size_of),
+            _ => 0,
+        };
+        if growth > MAX_PATCH_GROWTH_BYTES {
+            return Err(PatchFailure::TooLarge(format!(
+                "the JSON patch would add more than {MAX_PATCH_GROWTH_BYTES} bytes to the object"
+            )));
+        }
+        json_patch::patch(doc, std::slice::from_ref(op))
+            .map_err(|e| PatchFailure::Invalid(e.to_string()))?;
+    }
+    Ok(())
+}
 
 /// The patch document as a function of the object, by its patch type.
 fn patch_fn(target: &Target<'_>, patch_type: &str, body: &Bytes) -> ApiResult<PatchFn> {
@@ -44,7 +90,13 @@ fn patch_fn(target: &Target<'_>, patch_type: &str, body: &Bytes) -> ApiResult<Pa
         "application/json-patch+json" => {
             let p: json_patch::Patch = serde_json::from_value(parsed)
                 .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-            Box::new(move |doc| json_patch::patch(doc, &p).map_err(|e| e.to_string()))
+            if p.0.len() > MAX_JSON_PATCH_OPERATIONS {
+                return Err(ApiError::too_large(format!(
+                    "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPERATIONS}, got {}",
+                    p.0.len()
+                )));
+            }
+            Box::new(move |doc| apply_json_patch(doc, &p))
         }
         "application/merge-patch+json" => {
             if !parsed.is_object() {
@@ -66,7 +118,7 @@ fn patch_fn(target: &Target<'_>, patch_type: &str, body: &Bytes) -> ApiResult<Pa
             let kind = target.path.res.id;
             Box::new(move |doc| {
                 *doc = everynode_apimachinery::strategic_merge::apply(doc, &parsed, kind)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| PatchFailure::Invalid(e.to_string()))?;
                 Ok(())
             })
         }
@@ -100,13 +152,19 @@ async fn patch(
     let obj = registry
         .update_with(&write, &|current| {
             let mut doc = current.clone();
-            apply(&mut doc).map_err(|e| {
-                ApiError::invalid(
+            apply(&mut doc).map_err(|failure| match failure {
+                PatchFailure::TooLarge(message) => ApiError::too_large(message),
+                PatchFailure::Invalid(message) => ApiError::invalid(
                     res,
                     name,
-                    &[FieldError::invalid(&Path::root("patch"), BadValue::None, e)],
-                )
+                    &[FieldError::invalid(
+                        &Path::root("patch"),
+                        BadValue::None,
+                        message,
+                    )],
+                ),
             })?;
+            check_patched(&doc, name)?;
             // A patch that leaves the resourceVersion as read carries no precondition.
             if doc.get("metadata").and_then(|m| m.get("resourceVersion"))
                 == current
@@ -134,6 +192,27 @@ async fn patch(
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner),
     ))
+}
+
+/// A patch may not turn the object into something else: the result must be an object with the
+/// name on the URL (upstream answers the same 400 for a patch that changes or drops it).
+fn check_patched(doc: &Value, name: &str) -> ApiResult<()> {
+    if !doc.is_object() {
+        return Err(ApiError::bad_request(
+            "the patched object is not a JSON object: a patch may not replace the object with another kind of value",
+        ));
+    }
+    let patched = doc
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if patched != name {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({patched}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that an apply configuration names the object the URL does.
