@@ -104,6 +104,14 @@ pub fn check_host_path(path: &Path, kind: &str) -> Result<(), String> {
     }
 }
 
+/// A directory a container sees through its mount: readable by whatever user the container runs
+/// as (0755, as kubelet's). The pod directories above it stay private to the agent (umask 077),
+/// so no other user of the host reaches a pod's volumes, its Secrets included.
+fn create_volume_dir(dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
+}
+
 /// Writes `data` as files under `dir` (all keys, or `items`), with `mode` unless an item
 /// sets its own. The directory is replaced as a whole so removed keys disappear.
 fn write_files(
@@ -114,7 +122,7 @@ fn write_files(
     what: &str,
 ) -> Result<(), String> {
     let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    create_volume_dir(dir)?;
     let files: Vec<(String, &Vec<u8>, i32)> = match items {
         Some(items) => {
             let mut out = Vec::new();
@@ -135,7 +143,7 @@ fn write_files(
         }
         let path = dir.join(&rel);
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+            create_volume_dir(parent)?;
         }
         std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode as u32 & 0o777))
@@ -288,7 +296,7 @@ fn set_up_one(
         // Projected service-account tokens: there is no token issuer; an empty directory keeps
         // pods that merely mount `kube-api-access-*` running.
         let dir = dir_for("kubernetes.io~projected");
-        std::fs::create_dir_all(&dir).map_err(|e| retry(e.to_string()))?;
+        create_volume_dir(&dir).map_err(retry)?;
         return Ok(dir);
     }
     Err((

@@ -7,10 +7,11 @@ use crate::registry::{Options, Registry};
 use crate::{http, namespaces};
 use everynode_clock::Clock;
 use everynode_store::Store;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
@@ -54,7 +55,38 @@ pub async fn start(
     Ok((api, router))
 }
 
-/// Serves `router` on `listener`, with TLS when `tls` is given, until the process ends.
+/// How long a client has to complete its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an HTTP/1 connection may take to send a request's headers, counted from when the
+/// server starts waiting for them, so it also ends idle keep-alive connections.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// HTTP/2 pings: how often, and how long an answer may take before the connection is dropped.
+const H2_KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(30);
+const H2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A connection builder with the timeouts above; `protocol` pins HTTP/1 or HTTP/2 where TLS's
+/// ALPN has already chosen, so no version sniffing waits on a silent client.
+fn connection_builder(protocol: Option<&[u8]>) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_KEEP_ALIVE_INTERVAL)
+        .keep_alive_timeout(H2_KEEP_ALIVE_TIMEOUT);
+    match protocol {
+        Some(b"h2") => builder.http2_only(),
+        Some(_) => builder.http1_only(),
+        None => builder,
+    }
+}
+
+/// Serves `router` on `listener`, with TLS when `tls` is given, until the process ends. A client
+/// that does not finish its TLS handshake in 10 s, or its request headers in 30 s, is dropped, so
+/// silent connections cannot pile up.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
@@ -75,21 +107,27 @@ pub async fn serve(
         let service = TowerToHyperService::new(router.clone());
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let builder = Builder::new(TokioExecutor::new());
             let result = match acceptor {
-                Some(acceptor) => match acceptor.accept(tcp).await {
-                    Ok(stream) => {
-                        builder
-                            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                            .await
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => {
+                            let protocol = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                            connection_builder(Some(protocol.as_deref().unwrap_or(b"http/1.1")))
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
                     }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
+                }
                 None => {
-                    builder
+                    connection_builder(None)
                         .serve_connection_with_upgrades(TokioIo::new(tcp), service)
                         .await
                 }

@@ -189,10 +189,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         .state_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("everynode-agent").join(&base_name));
-    std::fs::create_dir_all(&state_root).map_err(|source| Error::Read {
-        path: state_root.clone(),
-        source,
-    })?;
+    crate::private_dir(&state_root)?;
     let runtime: Arc<dyn Runtime> = if hollow {
         Arc::new(HollowRuntime::new(Duration::from_millis(
             args.hollow_start_delay_ms,

@@ -105,6 +105,10 @@ fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_file_limit();
+    // Nothing the server or an agent writes is for other users of the host: the store, keys,
+    // agent state and pods' volumes are 0600/0700 unless made otherwise on purpose.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,6 +126,34 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// Raises the soft limit on open files to the hard one, as servers do: at the usual 1024, about
+/// a thousand idle connections were enough to block `accept` for everyone. A host that refuses
+/// keeps the limit it has, said once on stderr.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "could not raise the open file limit");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not read the open file limit"),
+    }
+}
+
+/// Creates `dir` if needed and makes it private to this user (0700), whatever an earlier version
+/// left: it holds the store, keys, agent state or pods' volumes.
+pub fn private_dir(dir: &std::path::Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .and_then(|()| std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)))
+        .map_err(|source| Error::Read {
+            path: dir.to_owned(),
+            source,
+        })
 }
 
 pub fn kubeconfig_path(data_dir: &std::path::Path) -> PathBuf {

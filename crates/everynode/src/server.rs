@@ -337,10 +337,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
             "--insecure-plain-http is allowed only on a loopback address, not {listen}; drop it to serve HTTPS with the generated CA"
         )));
     }
-    std::fs::create_dir_all(&data_dir).map_err(|source| Error::Read {
-        path: data_dir.clone(),
-        source,
-    })?;
+    crate::private_dir(&data_dir)?;
     let mut hosts = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),

@@ -40,10 +40,7 @@ fn spawn_agent(
     extra: &[String],
 ) -> Result<Agent, Error> {
     let state = data_dir.join("agents").join(name);
-    std::fs::create_dir_all(&state).map_err(|source| Error::Read {
-        path: state.clone(),
-        source,
-    })?;
+    crate::private_dir(&state)?;
     let log_path = data_dir.join("agents").join(format!("{name}.log"));
     let log = std::fs::File::create(&log_path).map_err(|source| Error::Read {
         path: log_path,

@@ -41,6 +41,10 @@ pub fn run(dir: &Path) -> ExitCode {
 }
 
 fn run_inner(dir: &Path) -> Result<(), String> {
+    // The agent runs with umask 077 so that nothing it writes is readable by other users; the
+    // container gets the usual 022, as a container runtime gives it, for the files it creates
+    // and the mount points made for it.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let text = std::fs::read(dir.join("launch.json"))
         .map_err(|e| format!("reading {}: {e}", dir.join("launch.json").display()))?;
     let launch: Launch =
