@@ -915,8 +915,10 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
         plan.status = Some(status.clone());
     }
     // A Ready pod becomes available with no event to say so: look again just after the
-    // first one does (S-103: its Ready transition + minReadySeconds + 1 s).
-    if ctx.min_ready > 0 && status.number_ready != status.number_available.unwrap_or(0) {
+    // first one does (S-103: its Ready transition + minReadySeconds + 1 s). Every pod counts,
+    // not only nodes short of an available pod: in a surge rollout the old pod keeps its node
+    // available while the new one waits, and its deletion waits on exactly this moment.
+    if ctx.min_ready > 0 {
         let first = map
             .values()
             .flatten()

@@ -1095,6 +1095,25 @@ fn s083_unready_old_pod_removed() {
     assert_eq!(w.pass(), (4, 2));
 }
 
+/// Issue 15 defect 9: in a surge rollout the old pod keeps the node available, so the counts
+/// show nothing waiting; the pass must still requeue for the moment the new pod becomes
+/// available, or the old one waits for the 30 s resync (about 30 s per node).
+#[test]
+fn surge_requeues_when_the_new_pod_becomes_available() {
+    let (mut w, cur) = surge_world(4);
+    let new = w.add_pod("node-1", cur, true, 50);
+    World::set_ready(w.pod(&new), true, t(50));
+    let o = w.add_pod("node-1", old(), true, 0);
+    World::set_ready(w.pod(&o), true, t(0));
+    w.now = t(52);
+    w.pass();
+    assert_eq!(
+        w.plan().requeue_after,
+        Some(Duration::from_secs(3)),
+        "Ready at 50 s, available after 4 s, looked at 1 s later: 3 s from now"
+    );
+}
+
 #[test]
 fn s084_s085_min_ready_seconds_and_surge() {
     for (now, want_deletes) in [(60, 1), (70, 2)] {
