@@ -175,6 +175,11 @@ impl ApiError {
         )
     }
 
+    /// 429: over the in-flight request limits; the client retries after a second.
+    pub fn too_many_requests(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+    }
+
     /// 415.
     pub fn unsupported_media_type(content_type: &str) -> Self {
         Self::new(

@@ -23,6 +23,10 @@ const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// The whole router, authentication included.
 pub fn router(api: Arc<Registry>, tokens: Tokens) -> Router {
+    let limits = crate::inflight::InflightLimits::new(
+        api.options.max_requests_inflight,
+        api.options.max_mutating_requests_inflight,
+    );
     Router::new()
         .route("/version", get(|| async { ok(&discovery::version()) }))
         .route("/healthz", get(health))
@@ -58,6 +62,11 @@ pub fn router(api: Arc<Registry>, tokens: Tokens) -> Router {
         .route("/openapi/v3/{*path}", get(crate::openapi::document))
         .fallback(resource_request)
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Inside authentication, as upstream counts only authenticated requests.
+        .layer(axum::middleware::from_fn_with_state(
+            limits,
+            crate::inflight::limit,
+        ))
         .layer(axum::middleware::from_fn_with_state(tokens, authenticate))
         .with_state(api)
 }

@@ -14,6 +14,7 @@ pub mod discovery;
 pub mod error;
 pub mod handlers;
 pub mod http;
+pub mod inflight;
 pub mod namespaces;
 pub mod object;
 pub mod openapi;

@@ -31,6 +31,10 @@ pub struct Options {
     pub bookmark_interval: Duration,
     /// Bearer token presented to node agents when proxying `pods/log`.
     pub agent_token: Option<String>,
+    /// Reads and writes served at once; more are answered 429 (upstream's
+    /// `--max-requests-inflight` and `--max-mutating-requests-inflight`).
+    pub max_requests_inflight: usize,
+    pub max_mutating_requests_inflight: usize,
 }
 
 impl Default for Options {
@@ -39,6 +43,8 @@ impl Default for Options {
             cache_wait: Duration::from_secs(3),
             bookmark_interval: Duration::from_secs(30),
             agent_token: None,
+            max_requests_inflight: crate::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
+            max_mutating_requests_inflight: crate::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
         }
     }
 }

@@ -107,6 +107,13 @@ pub struct ServerArgs {
     /// Seconds between watch bookmarks for clients that allow them.
     #[arg(long, default_value_t = 30)]
     pub bookmark_interval_seconds: u64,
+    /// Reads served at once (watches and followed logs excepted); more are answered 429 with
+    /// Retry-After. 0 means no limit.
+    #[arg(long, default_value_t = everynode_apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT)]
+    pub max_requests_inflight: usize,
+    /// Writes served at once; more are answered 429 with Retry-After. 0 means no limit.
+    #[arg(long, default_value_t = everynode_apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT)]
+    pub max_mutating_requests_inflight: usize,
     #[command(flatten)]
     pub controllers: ControllerFlags,
     #[command(flatten)]
@@ -123,6 +130,9 @@ impl ServerArgs {
             tls_sans: Vec::new(),
             watch_history: 50_000,
             bookmark_interval_seconds: 30,
+            max_requests_inflight: everynode_apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
+            max_mutating_requests_inflight:
+                everynode_apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             controllers: ControllerFlags::default(),
             leader: LeaderFlags::default(),
         }
@@ -329,6 +339,8 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         tls_sans,
         watch_history,
         bookmark_interval_seconds,
+        max_requests_inflight,
+        max_mutating_requests_inflight,
         controllers,
         leader,
     } = args;
@@ -358,6 +370,8 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     let options = Options {
         bookmark_interval: Duration::from_secs(bookmark_interval_seconds.max(1)),
         agent_token: Some(creds.token.clone()),
+        max_requests_inflight,
+        max_mutating_requests_inflight,
         ..Options::default()
     };
     let sizes = CacheSizes {
