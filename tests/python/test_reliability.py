@@ -99,3 +99,122 @@ def test_secrets_and_state_are_private_to_the_agent(tmp_data_dir):
         agent.stop()
         server.kill()
         shutil.rmtree(pathlib.Path(tempfile.gettempdir()) / f"everynode-secret-{os.getpid()}", ignore_errors=True)
+
+
+def _agent_processes(state_dir):
+    """Pids of `everynode agent` processes serving `state_dir`, zombies excluded."""
+    found = []
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().split(") ")[-1].split()[0]
+        except OSError:
+            continue
+        if b"agent" in args and str(state_dir).encode() in args and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_up_supervises_its_agents_and_never_runs_two_for_a_node(tmp_data_dir):
+    """`everynode up` used to neither restart nor reap a dead agent, to orphan its agents when
+    killed, and to start a second set beside them when started again (one node ran up to 5 copies
+    of a DaemonSet's pod). Now: a killed agent is restarted and reaped, agents die with `up`, a new
+    `up` stops leftovers, the pods are adopted rather than restarted, and agent logs are kept."""
+    import signal
+    import subprocess
+    import time
+
+    import yaml
+
+    from conftest import everynode_binary, kubectl_binary, wait_for
+
+    data = pathlib.Path(tmp_data_dir) / "cluster"
+    state = data / "agents" / "node-1"
+    ups = []
+
+    def start_up():
+        up = subprocess.Popen([everynode_binary(), "up", "--nodes", "1", "--listen", "127.0.0.1:0",
+                               "--data-dir", str(data)], stdout=subprocess.PIPE,
+                              stderr=open(pathlib.Path(tmp_data_dir) / "up.log", "ab"), text=True)
+        ups.append(up)
+        lines = [up.stdout.readline(), up.stdout.readline()]
+        assert "listening on" in lines[0], lines
+        assert lines[1].startswith("everynode agent node-1 pid "), lines
+        return up, int(lines[1].split()[-1])
+
+    def kubectl(*args, input=None):
+        env = dict(os.environ, KUBECONFIG=str(data / "kubeconfig"), HOME=str(tmp_data_dir))
+        r = subprocess.run([kubectl_binary(), *args], capture_output=True, text=True, env=env, input=input, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def pod():
+        items = json.loads(kubectl("get", "pods", "-l", "app=looper", "-o", "json"))["items"]
+        return items[0] if len(items) == 1 else None
+
+    def running_pod():
+        p = pod()
+        statuses = (p or {}).get("status", {}).get("containerStatuses", [])
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in (p or {}).get("status", {}).get("conditions", []))
+        return p if statuses and "running" in statuses[0]["state"] and ready else None
+
+    import json
+    try:
+        up, first_agent = start_up()
+        wait_for("node-1 Ready", lambda: " Ready " in kubectl("get", "nodes"))
+        kubectl("apply", "-f", "-", input=yaml.safe_dump({
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "looper"},
+            "spec": {"selector": {"matchLabels": {"app": "looper"}},
+                     "template": {"metadata": {"labels": {"app": "looper"}},
+                                  "spec": {"containers": [{"name": "c", "image": "busybox",
+                                                           "command": ["sh", "-c", "while true; do sleep 1; done"]}]}}}}))
+        before = wait_for("the pod running", running_pod)
+        container = before["status"]["containerStatuses"][0]["containerID"]
+
+        # A killed agent is restarted (a new pid) and reaped (no zombie left).
+        os.kill(first_agent, signal.SIGKILL)
+        line = up.stdout.readline()
+        assert line.startswith("everynode agent node-1 pid "), line
+        second_agent = int(line.split()[-1])
+        assert second_agent != first_agent
+        wait_for("the killed agent reaped", lambda: first_agent not in _agent_processes(state)
+                 and not pathlib.Path(f"/proc/{first_agent}").exists())
+        after = wait_for("the pod running again", running_pod)
+        assert after["metadata"]["uid"] == before["metadata"]["uid"]
+        assert after["status"]["containerStatuses"][0]["containerID"] == container, "adopted, not restarted"
+        assert after["status"]["containerStatuses"][0]["restartCount"] == 0
+
+        # kill -9 of `up`: its agent dies with it; the containers live on.
+        up.kill()
+        up.wait()
+        wait_for("the agent gone with up", lambda: not _agent_processes(state))
+        # An agent left by an earlier `up` that could not take it down (an older version): a
+        # new `up` finds it by its pid file and stops it before starting its own.
+        orphan = subprocess.Popen([everynode_binary(), "agent", "--kubeconfig", str(data / "kubeconfig"),
+                                   "--name", "node-1", "--state-dir", str(state), "--listen", "127.0.0.1:0"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        (data / "agents" / "node-1.pid").write_text(f"{orphan.pid}\n")
+        wait_for("the orphan running", lambda: _agent_processes(state) == [orphan.pid])
+        # A new `up` runs exactly one agent for node-1, which adopts the pod's container.
+        up, third_agent = start_up()
+        orphan.wait(timeout=30)
+        assert orphan.returncode == -signal.SIGKILL, "stopped by SIGKILL, which leaves its pods running"
+        wait_for("one agent", lambda: _agent_processes(state) == [third_agent])
+        again = wait_for("the pod running under the new up", running_pod)
+        assert again["metadata"]["uid"] == before["metadata"]["uid"]
+        assert again["status"]["containerStatuses"][0]["containerID"] == container
+        assert again["status"]["containerStatuses"][0]["restartCount"] == 0
+        log = (data / "agents" / "node-1.log").read_text()
+        assert log.count("--- everynode up started agent node-1") == 3, "each start appends"
+    finally:
+        for u in ups:
+            if u.poll() is None:
+                u.send_signal(signal.SIGTERM)
+                try:
+                    u.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    u.kill()
+        for pid in _agent_processes(state):
+            os.kill(pid, signal.SIGKILL)

@@ -36,6 +36,10 @@ pub struct AgentArgs {
     /// kubeconfig to reach the API server (the one `everynode server` writes).
     #[arg(long, conflicts_with = "server")]
     pub kubeconfig: Option<PathBuf>,
+    /// Die (SIGKILL) when the process that started this agent dies, as `everynode up` asks of
+    /// its agents: no agent outlives it, and the containers, which do, are adopted by the next.
+    #[arg(long)]
+    pub exit_with_parent: bool,
     /// Node name (default: this host's name). With --hollow-nodes, the prefix of the names.
     #[arg(long)]
     pub name: Option<String>,
@@ -170,7 +174,23 @@ fn secrecy_expose(t: &secrecy::SecretString) -> String {
     t.expose_secret().to_owned()
 }
 
+/// Asks the kernel for SIGKILL when the parent dies; if it already has (this process was
+/// reparented before asking), exits now.
+fn exit_with_parent() -> Result<(), Error> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| Error::Startup(format!("--exit-with-parent: {e}")))?;
+    if nix::unistd::getppid() == nix::unistd::Pid::from_raw(1) {
+        return Err(Error::Startup(
+            "--exit-with-parent: the parent is already gone".into(),
+        ));
+    }
+    Ok(())
+}
+
 pub async fn run(args: AgentArgs) -> Result<(), Error> {
+    if args.exit_with_parent {
+        exit_with_parent()?;
+    }
     let hollow = args.runtime == RuntimeKind::Hollow;
     if args.hollow_nodes != 1 && !hollow {
         return Err(Error::Usage(

@@ -27,45 +27,181 @@ pub struct UpArgs {
     pub controllers: ControllerFlags,
 }
 
-struct Agent {
+/// How one agent is started: its name and extra arguments.
+#[derive(Clone)]
+struct AgentSpec {
     name: String,
-    child: tokio::process::Child,
+    extra: Vec<String>,
+}
+
+/// Restarts of a crashed agent wait 1 s, doubling to 30 s; an agent that ran a minute starts
+/// over at 1 s.
+const RESTART_FIRST: Duration = Duration::from_secs(1);
+const RESTART_MAX: Duration = Duration::from_secs(30);
+const RAN_LONG_ENOUGH: Duration = Duration::from_secs(60);
+
+/// Where `up` keeps what it knows of one agent.
+struct AgentFiles {
+    state: PathBuf,
+    log: PathBuf,
+    pid: PathBuf,
+}
+
+fn files(data_dir: &Path, name: &str) -> AgentFiles {
+    let agents = data_dir.join("agents");
+    AgentFiles {
+        state: agents.join(name),
+        log: agents.join(format!("{name}.log")),
+        pid: agents.join(format!("{name}.pid")),
+    }
+}
+
+/// An agent of an earlier `up` that is still running (after a kill -9 of `up`, before the
+/// kernel's parent-death signal existed, or from an older version): found by its pid file and
+/// checked by its command line, so a reused pid is never touched.
+fn leftover(files: &AgentFiles) -> Option<nix::unistd::Pid> {
+    let pid: i32 = std::fs::read_to_string(&files.pid)
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let state = files.state.as_os_str().as_encoded_bytes();
+    let is_ours = args.iter().any(|a| *a == b"agent") && args.contains(&state);
+    is_ours.then(|| nix::unistd::Pid::from_raw(pid))
+}
+
+/// Stops an agent of an earlier `up` with SIGKILL: its containers keep running, and the agent
+/// started next adopts them (SIGTERM would stop its pods).
+async fn stop_leftover(name: &str, files: &AgentFiles) {
+    let Some(pid) = leftover(files) else { return };
+    tracing::warn!(
+        agent = name,
+        pid = pid.as_raw(),
+        "an agent of an earlier `everynode up` is still running; stopping it so only one agent serves the node"
+    );
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    for _ in 0..100 {
+        if leftover(files).is_none() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn spawn_agent(
     exe: &Path,
     kubeconfig: &Path,
-    data_dir: &Path,
-    name: &str,
-    extra: &[String],
-) -> Result<Agent, Error> {
-    let state = data_dir.join("agents").join(name);
-    crate::private_dir(&state)?;
-    let log_path = data_dir.join("agents").join(format!("{name}.log"));
-    let log = std::fs::File::create(&log_path).map_err(|source| Error::Read {
-        path: log_path,
-        source,
-    })?;
+    files: &AgentFiles,
+    spec: &AgentSpec,
+    clock: &dyn everynode_clock::Clock,
+) -> Result<tokio::process::Child, Error> {
+    crate::private_dir(&files.state)?;
+    // Appended, with a marker per start, so an earlier run's log is kept.
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&files.log)
+        .map_err(|source| Error::Read {
+            path: files.log.clone(),
+            source,
+        })?;
     let child = tokio::process::Command::new(exe)
         .arg("agent")
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .arg("--name")
-        .arg(name)
+        .arg(&spec.name)
         .arg("--state-dir")
-        .arg(&state)
+        .arg(&files.state)
         .arg("--listen")
         .arg("127.0.0.1:0")
-        .args(extra)
+        .arg("--exit-with-parent")
+        .args(&spec.extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(log)
+        .stderr(log.try_clone().map_err(|source| Error::Read {
+            path: files.log.clone(),
+            source,
+        })?)
         .spawn()
-        .map_err(|e| Error::Startup(format!("starting agent {name}: {e}")))?;
-    Ok(Agent {
-        name: name.to_owned(),
-        child,
-    })
+        .map_err(|e| Error::Startup(format!("starting agent {}: {e}", spec.name)))?;
+    let pid = child.id().unwrap_or(0);
+    use std::io::Write;
+    let _ = writeln!(
+        log,
+        "--- everynode up started agent {} (pid {pid}) at {} ---",
+        spec.name,
+        everynode_clock::format_time(clock.now())
+    );
+    let _ = std::fs::write(&files.pid, format!("{pid}\n"));
+    println!("everynode agent {} pid {pid}", spec.name);
+    Ok(child)
+}
+
+/// Runs one agent until `stop` fires: restarts it with back-off when it exits on its own
+/// (reaping it), and on stop sends SIGTERM (it stops its pods), then SIGKILL after 40 s.
+async fn supervise(
+    exe: PathBuf,
+    kubeconfig: PathBuf,
+    files: AgentFiles,
+    spec: AgentSpec,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let clock = everynode_clock::system();
+    let mut delay = RESTART_FIRST;
+    loop {
+        let mut child = match spawn_agent(&exe, &kubeconfig, &files, &spec, clock.as_ref()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(agent = %spec.name, error = %e, "cannot start the agent; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+                delay = (delay * 2).min(RESTART_MAX);
+                continue;
+            }
+        };
+        let started = tokio::time::Instant::now();
+        tokio::select! {
+            status = child.wait() => {
+                let ran = started.elapsed();
+                if ran >= RAN_LONG_ENOUGH {
+                    delay = RESTART_FIRST;
+                }
+                tracing::warn!(agent = %spec.name, status = ?status.ok(), restart_in = ?delay, "the agent exited; restarting it");
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    _ = stop.changed() => return,
+                }
+                delay = (delay * 2).min(RESTART_MAX);
+            }
+            _ = stop.changed() => {
+                stop_agent(&spec.name, &mut child).await;
+                let _ = std::fs::remove_file(&files.pid);
+                return;
+            }
+        }
+    }
+}
+
+/// SIGTERM (the agent stops its pods), then SIGKILL if it is still running after 40 s.
+async fn stop_agent(name: &str, child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(40), child.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(agent = name, "agent did not stop in 40 s; killing it");
+        let _ = child.kill().await;
+    }
 }
 
 pub async fn run(args: UpArgs) -> Result<(), Error> {
@@ -76,34 +212,36 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     .await?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::Startup(format!("cannot find this executable: {e}")))?;
-    let mut agents = Vec::new();
-    match args.runtime {
-        RuntimeKind::Process => {
-            for i in 1..=args.nodes {
-                agents.push(spawn_agent(
-                    &exe,
-                    &started.kubeconfig,
-                    &args.data_dir,
-                    &format!("node-{i}"),
-                    &[],
-                )?);
-            }
-        }
-        RuntimeKind::Hollow if args.nodes > 0 => {
-            agents.push(spawn_agent(
-                &exe,
-                &started.kubeconfig,
-                &args.data_dir,
-                "hollow",
-                &[
-                    "--runtime".into(),
-                    "hollow".into(),
-                    "--hollow-nodes".into(),
-                    args.nodes.to_string(),
-                ],
-            )?);
-        }
-        RuntimeKind::Hollow => {}
+    let specs: Vec<AgentSpec> = match args.runtime {
+        RuntimeKind::Process => (1..=args.nodes)
+            .map(|i| AgentSpec {
+                name: format!("node-{i}"),
+                extra: Vec::new(),
+            })
+            .collect(),
+        RuntimeKind::Hollow if args.nodes > 0 => vec![AgentSpec {
+            name: "hollow".into(),
+            extra: vec![
+                "--runtime".into(),
+                "hollow".into(),
+                "--hollow-nodes".into(),
+                args.nodes.to_string(),
+            ],
+        }],
+        RuntimeKind::Hollow => Vec::new(),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut agents = tokio::task::JoinSet::new();
+    for spec in specs {
+        let files = files(&args.data_dir, &spec.name);
+        stop_leftover(&spec.name, &files).await;
+        agents.spawn(supervise(
+            exe.clone(),
+            started.kubeconfig.clone(),
+            files,
+            spec,
+            stop_rx.clone(),
+        ));
     }
     eprintln!(
         "\neverynode is up: API server {} with {} {} node(s).\n\
@@ -121,38 +259,11 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
         args.data_dir.join("admin.token").display(),
         args.data_dir.join("agents").display()
     );
-    for a in &agents {
-        println!(
-            "everynode agent {} pid {}",
-            a.name,
-            a.child.id().unwrap_or(0)
-        );
-    }
     let result = tokio::select! {
         r = started.serve() => r,
         () = crate::stop_signal() => Ok(()),
     };
-    stop_agents(agents).await;
+    let _ = stop_tx.send(true);
+    while agents.join_next().await.is_some() {}
     result
-}
-
-/// SIGTERM to every agent (they stop their pods), then SIGKILL to any still running after 40 s.
-async fn stop_agents(agents: Vec<Agent>) {
-    for a in &agents {
-        if let Some(pid) = a.child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-    }
-    for mut a in agents {
-        if tokio::time::timeout(Duration::from_secs(40), a.child.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(agent = %a.name, "agent did not stop in 40 s; killing it");
-            let _ = a.child.kill().await;
-        }
-    }
 }
