@@ -218,3 +218,60 @@ def test_up_supervises_its_agents_and_never_runs_two_for_a_node(tmp_data_dir):
                     u.kill()
         for pid in _agent_processes(state):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
+    """An agent whose state directory was lost used to start a second copy of each container
+    while the first ran on forever; now the containers it can no longer adopt are stopped."""
+    import kubernetes
+    import shutil as _shutil
+    import signal
+
+    from conftest import Agent, stays, wait_for
+
+    server = Server(tmp_data_dir, API_ONLY).start()
+    agent = Agent(server, "node-1").start()
+    client = server.client()
+    marker = f"copy-marker-{os.getpid()}"
+
+    def copies():
+        return [pid for pid, args in _commands() if any(marker in a for a in args) and args[:1] == ["sh"]]
+
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        wait_for("node-1 Ready", lambda: any(
+            c.type == "Ready" and c.status == "True"
+            for n in core.list_node().items for c in (n.status.conditions or [])))
+        core.create_namespaced_pod("default", {
+            "metadata": {"name": "looper"},
+            "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "busybox",
+                                     "command": ["sh", "-c", f"while true; do echo {marker}; sleep 1; done"]}]}})
+        def container():
+            statuses = core.read_namespaced_pod("looper", "default").status.container_statuses or []
+            return statuses[0] if statuses and statuses[0].state.running else None
+
+        first = wait_for("the pod running", container).container_id
+        wait_for("one copy running", lambda: len(copies()) == 1)
+        agent.stop(signal.SIGKILL)
+        _shutil.rmtree(agent.state_dir)
+        agent.start()
+        # Its state gone, the agent cannot adopt the container: it starts a new one...
+        wait_for("a new container", lambda: (container() or first) != first and container())
+        # ...and stops the one it could not adopt.
+        wait_for("exactly one copy", lambda: len(copies()) == 1)
+        stays("exactly one copy", lambda: len(copies()) == 1, seconds=3)
+    finally:
+        client.close()
+        agent.stop()
+        server.kill()
+
+
+def _commands():
+    for entry in pathlib.Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                args = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+            except OSError:
+                continue
+            yield int(entry.name), args

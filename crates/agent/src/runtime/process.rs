@@ -211,6 +211,16 @@ impl Runtime for ProcessRuntime {
             })?;
         let shim_pid = shim.id().unwrap_or(0) as i32;
         let _ = std::fs::write(dir.join("shim_pid"), shim_pid.to_string());
+        // A container is started only when none could be adopted: any other shim still serving
+        // this directory lost its state (a wiped state directory) and would run a second copy.
+        for other in shims_serving(&dir).filter(|pid| *pid != shim_pid) {
+            tracing::warn!(
+                key = launch.key,
+                shim = other,
+                "stopping a copy of this container whose state was lost"
+            );
+            stop_shim(other);
+        }
         // Wait for the shim to report the container's pid, or to fail trying.
         let pid = loop {
             if let Some(pid) = read_number(&dir.join("pid")) {
@@ -301,5 +311,92 @@ impl Runtime for ProcessRuntime {
                 let _ = std::fs::remove_dir(pod.path());
             }
         }
+        // Shims whose state directory is gone (the agent's state was lost or wiped): their
+        // containers cannot be adopted, and a pod that still exists gets a fresh container, so
+        // each would otherwise run a second copy forever.
+        for (shim, key) in orphan_shims(&self.root) {
+            tracing::warn!(key, shim, "stopping a container whose state is gone");
+            stop_shim(shim);
+            remove_cgroups(&key);
+        }
     }
+}
+
+/// Shim processes (`everynode shim DIR`) serving a container under `root` that the state no
+/// longer knows: `DIR` is gone, or was made anew and its `shim_pid` names another shim. A
+/// directory without `shim_pid` is a start under way and is left alone.
+fn orphan_shims(root: &Path) -> Vec<(i32, String)> {
+    processes()
+        .filter_map(|(pid, args)| {
+            let [_, verb, dir, ..] = args.as_slice() else {
+                return None;
+            };
+            let dir = Path::new(dir);
+            let key = dir.strip_prefix(root).ok()?;
+            let known = if dir.exists() {
+                read_number(&dir.join("shim_pid")).is_none_or(|shim| shim == pid)
+            } else {
+                false
+            };
+            (verb == "shim" && !known).then(|| (pid, key.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
+/// Shim processes serving `dir`.
+fn shims_serving(dir: &Path) -> impl Iterator<Item = i32> + '_ {
+    processes().filter_map(move |(pid, args)| match args.as_slice() {
+        [_, verb, served, ..] if verb == "shim" && Path::new(served) == dir => Some(pid),
+        _ => None,
+    })
+}
+
+/// SIGKILL to a shim, then to its container's process group. The shim goes first: seeing its
+/// container die, it would record the exit in a directory that now belongs to the new copy.
+fn stop_shim(shim: i32) {
+    let containers = children(shim);
+    let _ = kill(Pid::from_raw(shim), Signal::SIGKILL);
+    for child in containers {
+        let _ = killpg(Pid::from_raw(child), Signal::SIGKILL);
+        let _ = kill(Pid::from_raw(child), Signal::SIGKILL);
+    }
+}
+
+/// The children of `parent`.
+fn children(parent: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|stat| {
+                    // `pid (comm) state ppid ...`: the command may hold spaces; split after it.
+                    let rest = stat.rsplit_once(") ")?.1;
+                    rest.split_whitespace().nth(1)?.parse::<i32>().ok()
+                })
+                == Some(parent)
+        })
+        .collect()
+}
+
+/// Every process with its command line.
+fn processes() -> impl Iterator<Item = (i32, Vec<String>)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args = raw
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((pid, args))
+        })
 }
