@@ -46,7 +46,7 @@ def up():
 
         def three_ready():
             nodes = core.list_node().items
-            return sum(1 for n in nodes for c in (n.status.conditions or []) if c.type == "Ready" and c.status == "True") == 3
+            return sum(1 for n in nodes for c in ((n.status and n.status.conditions) or []) if c.type == "Ready" and c.status == "True") == 3
 
         wait_for("three Ready nodes", three_ready)
         yield {"url": url, "token": (data / "d" / "admin.token").read_text().strip(), "client": client}

@@ -64,7 +64,7 @@ def test_secrets_and_state_are_private_to_the_agent(tmp_data_dir):
         core = kubernetes.client.CoreV1Api(client)
         wait_for("node-1 Ready", lambda: any(
             c.type == "Ready" and c.status == "True"
-            for n in core.list_node().items for c in (n.status.conditions or [])))
+            for n in core.list_node().items for c in ((n.status and n.status.conditions) or [])))
         core.create_namespaced_secret("default", {"metadata": {"name": "db"}, "stringData": {"password": "hunter2"}})
         # Under /tmp (1777): pytest's own temp dirs are 0700, which uid 1000 could not traverse.
         mount = pathlib.Path(tempfile.gettempdir()) / f"everynode-secret-{os.getpid()}"
@@ -241,7 +241,7 @@ def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
         core = kubernetes.client.CoreV1Api(client)
         wait_for("node-1 Ready", lambda: any(
             c.type == "Ready" and c.status == "True"
-            for n in core.list_node().items for c in (n.status.conditions or [])))
+            for n in core.list_node().items for c in ((n.status and n.status.conditions) or [])))
         core.create_namespaced_pod("default", {
             "metadata": {"name": "looper"},
             "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1,

@@ -2,7 +2,8 @@
 //! `fieldValidation`'s check for undeclared and repeated fields.
 
 use crate::error::{ApiError, ApiResult};
-use crate::request::options::FieldValidation;
+use crate::request::ResourcePath;
+use crate::request::options::{FieldValidation, WriteOptions};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, header};
 use everynode_api::registry::Resource;
@@ -160,21 +161,33 @@ pub fn check_fields(
     Ok(problems)
 }
 
-/// The object a create or an update sends, with the field-validation warnings about it.
+/// What a create or an update sends: the object, the field-validation warnings about it, and
+/// the field manager that writes it.
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+    pub manager: String,
+}
+
+/// Reads the object a create or an update sends to `path`.
 pub fn written_object(
-    res: &'static Resource,
-    namespace: Option<&str>,
+    path: &ResourcePath,
     headers: &HeaderMap,
     body: &Bytes,
-    validation: FieldValidation,
-) -> ApiResult<(Value, Vec<String>)> {
-    let raw = object(headers, body)?;
+    options: &WriteOptions,
+) -> ApiResult<Written> {
+    let object = self::object(headers, body)?;
     let warnings = check_fields(
-        res,
-        namespace,
-        &raw,
+        path.res,
+        path.namespace(),
+        &object,
         &duplicated_fields(headers, body),
-        validation,
+        options.field_validation,
     )?;
-    Ok((raw, warnings))
+    let manager = options.manager(user_agent(headers))?;
+    Ok(Written {
+        object,
+        warnings,
+        manager,
+    })
 }

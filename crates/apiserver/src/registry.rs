@@ -448,14 +448,7 @@ impl Registry {
 
     /// Replaces an object (PUT). Leases, Events and Endpoints are created when absent, as upstream allows.
     pub async fn replace(&self, write: &Write<'_>, body: Value) -> ApiResult<(Value, bool)> {
-        let Write {
-            res,
-            namespace,
-            name,
-            mode,
-            dry_run,
-            manager,
-        } = *write;
+        let (res, namespace, name) = (write.res, write.namespace, write.name);
         let mut obj = self.decode(res, body)?;
         match meta_str(&obj, "name") {
             Some(n) if !n.is_empty() && n != name => {
@@ -483,12 +476,13 @@ impl Registry {
             Err(e)
                 if e.code == axum::http::StatusCode::NOT_FOUND
                     && allow_create
-                    && mode == UpdateMode::Main =>
+                    && write.mode == UpdateMode::Main =>
             {
                 let mut fresh = obj.clone();
                 remove_meta(&mut fresh, "resourceVersion");
                 Ok((
-                    self.create(res, namespace, fresh, dry_run, manager).await?,
+                    self.create(res, namespace, fresh, write.dry_run, write.manager)
+                        .await?,
                     true,
                 ))
             }

@@ -220,19 +220,8 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         })?;
         Arc::new(ProcessRuntime::new(&state_root, exe))
     };
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: args.listen,
-            source,
-        })?;
-    let port = listener
-        .local_addr()
-        .map_err(|source| Error::Listen {
-            addr: args.listen,
-            source,
-        })?
-        .port();
+    let (listener, local) = crate::bind(args.listen).await?;
+    let port = local.port();
     let (cpus, memory, info) = host_info(&runtime.version());
     let mut capacity = BTreeMap::from([
         (

@@ -24,28 +24,11 @@ pub async fn run(args: ConsoleArgs) -> Result<(), Error> {
             args.listen
         )));
     }
-    let path = &args.kubeconfig;
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .map_err(|e| Error::Startup(format!("reading {}: {e}", path.display())))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .map_err(|e| Error::Startup(format!("{}: {e}", path.display())))?;
+    let config = crate::server::config_from_kubeconfig(&args.kubeconfig).await?;
     let cluster = config.cluster_url.to_string();
     let app =
         everynode_console::standalone(Backend::Remote(Box::new(config)), everynode_clock::system());
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|source| Error::Listen {
-            addr: args.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| Error::Listen {
-        addr: args.listen,
-        source,
-    })?;
+    let (listener, addr) = crate::bind(args.listen).await?;
     println!("everynode console listening on http://{addr}/ui for {cluster}");
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal())

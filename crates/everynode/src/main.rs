@@ -156,6 +156,18 @@ pub fn private_dir(dir: &std::path::Path) -> Result<(), Error> {
         })
 }
 
+/// Binds `addr` (port 0 picks one) and says where it is listening.
+pub async fn bind(
+    addr: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), Error> {
+    let listen_error = |source| Error::Listen { addr, source };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(listen_error)?;
+    let local = listener.local_addr().map_err(listen_error)?;
+    Ok((listener, local))
+}
+
 pub fn kubeconfig_path(data_dir: &std::path::Path) -> PathBuf {
     data_dir.join("kubeconfig")
 }

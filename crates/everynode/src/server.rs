@@ -320,13 +320,17 @@ fn server_identity(data_dir: &Path) -> String {
     format!("{host}_{hash:016x}")
 }
 
-pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+/// The client configuration a kubeconfig file gives (its current context).
+pub async fn config_from_kubeconfig(path: &Path) -> Result<kube::Config, Error> {
     let kc = kube::config::Kubeconfig::read_from(path)
         .map_err(|e| Error::Startup(format!("reading {}: {e}", path.display())))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-            .await
-            .map_err(|e| Error::Startup(e.to_string()))?;
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .map_err(|e| Error::Startup(format!("{}: {e}", path.display())))
+}
+
+pub async fn client_from_kubeconfig(path: &Path) -> Result<kube::Client, Error> {
+    let config = config_from_kubeconfig(path).await?;
     kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))
 }
 

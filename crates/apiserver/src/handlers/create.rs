@@ -18,25 +18,18 @@ pub async fn handle(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
-    let (raw, warnings) = body::written_object(
-        path.res,
-        path.namespace(),
-        headers,
-        body,
-        options.field_validation,
-    )?;
-    let manager = options.manager(body::user_agent(headers))?;
+    let written = body::written_object(path, headers, body, options)?;
     let obj = registry
         .create(
             path.res,
             path.namespace(),
-            raw,
+            written.object,
             options.dry_run,
-            Some(&manager),
+            Some(&written.manager),
         )
         .await?;
     Ok(response::with_warnings(
         response::json(StatusCode::CREATED, &obj),
-        &warnings,
+        &written.warnings,
     ))
 }

@@ -65,27 +65,19 @@ pub async fn handle(
         (None, _) => {
             registry.fresh_cache().await?;
         }
-        (Some(rv), ResourceVersionMatch::Exact) => {
+        (Some(rv), matching) => {
             let rev = parse_rv(rv).map_err(ApiError::bad_request)?;
             registry
                 .cache
                 .wait_for(rev, cache_wait)
                 .await
                 .map_err(|e| ApiError::timeout(e.to_string()))?;
-            if registry.cache.revision() != rev {
+            if matching == ResourceVersionMatch::Exact && registry.cache.revision() != rev {
                 return Err(ApiError::gone(format!(
                     "too old resource version: {rev} ({})",
                     registry.cache.revision()
                 )));
             }
-        }
-        (Some(rv), _) => {
-            let rev = parse_rv(rv).map_err(ApiError::bad_request)?;
-            registry
-                .cache
-                .wait_for(rev, cache_wait)
-                .await
-                .map_err(|e| ApiError::timeout(e.to_string()))?;
         }
     }
     let page = registry

@@ -39,20 +39,15 @@ pub async fn handle(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> ApiResult<Response> {
-    let path = target.path;
-    let (raw, warnings) = body::written_object(
-        path.res,
-        path.namespace(),
-        headers,
-        body,
-        options.field_validation,
-    )?;
-    let manager = options.manager(body::user_agent(headers))?;
+    let written = body::written_object(target.path, headers, body, options)?;
     let (obj, created) = registry
-        .replace(&target.write(options.dry_run, Some(&manager)), raw)
+        .replace(
+            &target.write(options.dry_run, Some(&written.manager)),
+            written.object,
+        )
         .await?;
     Ok(response::with_warnings(
         response::written(created, &obj),
-        &warnings,
+        &written.warnings,
     ))
 }
