@@ -1,6 +1,7 @@
 """Issue 15: one client's abuse must not take the server from everyone else. Each test is a
 regression test for a defect found by probing a release server as an attacker would."""
 
+import json
 import os
 import pathlib
 import resource
@@ -160,7 +161,6 @@ def test_up_supervises_its_agents_and_never_runs_two_for_a_node(tmp_data_dir):
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in (p or {}).get("status", {}).get("conditions", []))
         return p if statuses and "running" in statuses[0]["state"] and ready else None
 
-    import json
     try:
         up, first_agent = start_up()
         wait_for("node-1 Ready", lambda: " Ready " in kubectl("get", "nodes"))

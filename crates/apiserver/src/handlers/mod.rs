@@ -97,7 +97,7 @@ pub async fn serve(
     ) else {
         return Err(ApiError::method_not_allowed(format!(
             "{method} is not supported on {}",
-            request_path(request)
+            request.raw_path
         )));
     };
     match endpoint {
@@ -123,30 +123,6 @@ pub async fn serve(
         }
         Endpoint::Log(name) => log::handle(registry, path, name, &query.decode()?).await,
     }
-}
-
-/// The request's path as the client wrote it, for messages.
-fn request_path(request: &ResourceRequest) -> String {
-    let p = &request.path;
-    let mut out = if p.res.group.is_empty() {
-        format!("/api/{}", p.res.version)
-    } else {
-        format!("/apis/{}/{}", p.res.group, p.res.version)
-    };
-    if let Some(ns) = &p.namespace {
-        out.push_str(&format!("/namespaces/{ns}"));
-    }
-    out.push('/');
-    out.push_str(p.res.plural);
-    if let Some(name) = &p.name {
-        out.push('/');
-        out.push_str(name);
-    }
-    if let Some(sub) = p.subresource {
-        out.push('/');
-        out.push_str(sub.segment());
-    }
-    out
 }
 
 #[cfg(test)]

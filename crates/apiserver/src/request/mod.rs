@@ -20,6 +20,8 @@ use axum::http::request::Parts;
 pub struct ResourceRequest {
     pub path: ResourcePath,
     pub query: Query,
+    /// The path as the client sent it, for messages.
+    pub raw_path: String,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for ResourceRequest {
@@ -28,6 +30,10 @@ impl<S: Send + Sync> FromRequestParts<S> for ResourceRequest {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
         let path = parse_path(parts.uri.path()).ok_or_else(ApiError::no_route)?;
         let query = Query::parse(parts.uri.query())?;
-        Ok(ResourceRequest { path, query })
+        Ok(ResourceRequest {
+            path,
+            query,
+            raw_path: parts.uri.path().to_owned(),
+        })
     }
 }
