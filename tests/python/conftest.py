@@ -12,7 +12,7 @@ import kubernetes
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
-EXAMPLES = REPO.parent / "shared" / "examples"
+EXAMPLES = REPO / "tests" / "examples"
 
 
 def everynode_binary():

@@ -1,4 +1,4 @@
-"""The manifests of ../shared/examples over the API, as its README requires. They are sent as
+"""The manifests of tests/examples (copied from the design repository) over the API, as its README requires. They are sent as
 users' files are: the raw YAML, with Content-Type application/yaml."""
 
 import copy

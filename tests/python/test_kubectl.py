@@ -93,7 +93,7 @@ def test_create_rejects_misplaced_fields_by_path(server):
 
 
 def test_example_manifests_through_create(server):
-    """The other three manifests of ../shared/examples as `kubectl create -f` treats them (the
+    """The other three manifests of tests/examples as `kubectl create -f` treats them (the
     fluentd one is the test above)."""
     for broken, line in (("dce-hwameistor-en.yaml", 16), ("cka-fluentd-es-demo.yaml", 30)):
         result = server.kubectl("create", "-f", str(EXAMPLES / broken), check=False)

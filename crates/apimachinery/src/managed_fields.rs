@@ -842,8 +842,10 @@ pub fn apply(
             fields: applied,
         },
     );
-    if merged.get("metadata").is_none() {
-        merged["metadata"] = json!({});
+    // Only an object has metadata to record owners in; a scalar in, found by fuzzing, is
+    // returned merged and untracked rather than panicking on the index.
+    if let Some(map) = merged.as_object_mut() {
+        map.entry("metadata").or_insert_with(|| json!({}));
     }
     store_entries(&mut merged, entries);
     Ok(merged)
@@ -854,6 +856,28 @@ mod tests {
     use super::*;
 
     const MAIN: Part = Part::Main { has_status: true };
+
+    /// Fuzzing found a live value that is not an object panicking the merge's metadata insert
+    /// (`fuzz/artifacts/apply`, a live number and a configuration string).
+    #[test]
+    fn apply_over_a_scalar_does_not_panic() {
+        for live in [json!(1000), json!("x"), json!([1]), json!(null)] {
+            let _ = apply(
+                Some(&live),
+                &json!("t, \"s\"{"),
+                Kind::DaemonSet,
+                writer("m"),
+                false,
+            );
+            let _ = apply(
+                Some(&live),
+                &json!({"spec": {}}),
+                Kind::DaemonSet,
+                writer("m"),
+                true,
+            );
+        }
+    }
 
     fn writer(manager: &str) -> Writer<'_> {
         Writer {

@@ -25,12 +25,13 @@ pub fn filter(path: &ResourcePath, options: &ListOptions) -> ApiResult<crate::ca
 }
 
 /// A continue token: where the next page starts. Opaque to clients, as upstream's.
-fn encode_continue(rev: u64, after: &str) -> String {
+pub fn encode_continue(rev: u64, after: &str) -> String {
     let raw = json!({"v": "meta.k8s.io/v1", "rv": rev, "start": after});
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw.to_string())
 }
 
-fn decode_continue(token: &str) -> ApiResult<String> {
+/// The key a continue token starts after; a token that is not one is a 400, as upstream's.
+pub fn decode_continue(token: &str) -> ApiResult<String> {
     let bad = || ApiError::bad_request(format!("continue key is not valid: {token:?}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)

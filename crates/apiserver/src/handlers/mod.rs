@@ -7,9 +7,9 @@ mod create;
 mod delete;
 mod finalize;
 mod get;
-mod list;
+pub mod list;
 pub mod log;
-mod patch;
+pub mod patch;
 mod update;
 mod watch;
 

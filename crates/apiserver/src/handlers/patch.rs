@@ -11,6 +11,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use everynode_api::field::{BadValue, FieldError, Path};
+use everynode_api::registry::Kind;
 use serde_json::Value;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -82,8 +83,27 @@ fn apply_json_patch(doc: &mut Value, patch: &json_patch::Patch) -> Result<(), Pa
     Ok(())
 }
 
+/// A JSON, merge or strategic merge patch applied to `original` as PATCH applies it before
+/// decoding the result: the same limits and the same errors, without a store. For the fuzz
+/// targets and tests.
+pub fn patched(original: &Value, kind: Kind, patch_type: &str, body: &[u8]) -> ApiResult<Value> {
+    let apply = patch_fn(kind, patch_type, body)?;
+    let mut doc = original.clone();
+    apply(&mut doc).map_err(|failure| match failure {
+        PatchFailure::TooLarge(message) => ApiError::too_large(message),
+        PatchFailure::Invalid(message) => ApiError::bad_request(message),
+    })?;
+    let name = original
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    check_patched(&doc, name)?;
+    Ok(doc)
+}
+
 /// The patch document as a function of the object, by its patch type.
-fn patch_fn(target: &Target<'_>, patch_type: &str, body: &Bytes) -> ApiResult<PatchFn> {
+fn patch_fn(kind: Kind, patch_type: &str, body: &[u8]) -> ApiResult<PatchFn> {
     let parsed: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     Ok(match patch_type {
@@ -115,7 +135,6 @@ fn patch_fn(target: &Target<'_>, patch_type: &str, body: &Bytes) -> ApiResult<Pa
                     "error decoding patch: a strategic merge patch must be a JSON object",
                 ));
             }
-            let kind = target.path.res.id;
             Box::new(move |doc| {
                 *doc = everynode_apimachinery::strategic_merge::apply(doc, &parsed, kind)
                     .map_err(|e| PatchFailure::Invalid(e.to_string()))?;
@@ -147,7 +166,7 @@ async fn patch(
     let validation = options.write.field_validation;
     let warnings = Mutex::new(Vec::new());
     let duplicated = body::duplicated_fields(headers, body);
-    let apply = patch_fn(target, patch_type, body)?;
+    let apply = patch_fn(target.path.res.id, patch_type, body)?;
     let write = target.write(options.write.dry_run, Some(&manager));
     let obj = registry
         .update_with(&write, &|current| {
