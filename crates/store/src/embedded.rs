@@ -9,9 +9,10 @@ use crate::{
 };
 use bytes::Bytes;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, PoisonError, RwLock, mpsc};
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
@@ -79,9 +80,61 @@ struct Request {
     reply: oneshot::Sender<Result<KeyValue>>,
 }
 
+fn open_database(path: &Path) -> Result<Database> {
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(io)
+}
+
+/// The open database, replaced after a failed commit. Once a write fails on I/O (a full disk,
+/// say), redb refuses every later transaction ("Previous I/O error occurred") until the database
+/// is closed and opened again; without this, writes never resumed when space came back.
+struct Handle {
+    path: PathBuf,
+    current: RwLock<Option<Arc<Database>>>,
+}
+
+impl Handle {
+    fn get(&self) -> Result<Arc<Database>> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or_else(|| Error::Io("the store is reopening after an I/O error".into()))
+    }
+
+    /// Closes the database (once the reads holding it finish, for at most a few seconds) and
+    /// opens it again from what its last commit left on disk.
+    fn reopen(&self) -> Result<()> {
+        let old = self
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(mut old) = old {
+            for _ in 0..500 {
+                match Arc::try_unwrap(old) {
+                    Ok(db) => {
+                        drop(db);
+                        break;
+                    }
+                    Err(shared) => {
+                        old = shared;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
+        }
+        let db = open_database(&self.path)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(db));
+        Ok(())
+    }
+}
+
 /// The embedded durable backend.
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    db: Arc<Handle>,
     /// `None` only while dropping.
     writer: Option<mpsc::Sender<Request>>,
     writer_thread: Option<std::thread::JoinHandle<()>>,
@@ -93,12 +146,7 @@ impl EmbeddedStore {
     /// Opens (or creates) the database at `path`, keeping `history` events for watches.
     /// Watch history does not survive a restart: a watch from before it gets `Compacted`.
     pub fn open(path: &Path, history: usize) -> Result<Self> {
-        let db = Arc::new(
-            Database::builder()
-                .set_cache_size(CACHE_BYTES)
-                .create(path)
-                .map_err(io)?,
-        );
+        let db = open_database(path)?;
         let txn = db.begin_write().map_err(io)?;
         let revision = {
             txn.open_table(OBJECTS).map_err(io)?;
@@ -106,6 +154,10 @@ impl EmbeddedStore {
             meta.get(REVISION_KEY).map_err(io)?.map_or(0, |g| g.value())
         };
         txn.commit().map_err(io)?;
+        let db = Arc::new(Handle {
+            path: path.to_owned(),
+            current: RwLock::new(Some(Arc::new(db))),
+        });
         let revision = Arc::new(AtomicU64::new(revision));
         let log = Arc::new(EventLog::new(revision.load(Ordering::SeqCst), history));
         let (writer, requests) = mpsc::channel();
@@ -136,7 +188,7 @@ impl EmbeddedStore {
         &self,
         f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        let db = Arc::clone(&self.db);
+        let db = self.db.get()?;
         tokio::task::spawn_blocking(move || f(&db))
             .await
             .map_err(io)?
@@ -267,7 +319,7 @@ fn commit_batch(
 }
 
 fn write_loop(
-    db: &Database,
+    db: &Handle,
     requests: &mpsc::Receiver<Request>,
     revision: &AtomicU64,
     log: &EventLog,
@@ -283,7 +335,7 @@ fn write_loop(
         let (ops, replies): (Vec<Op>, Vec<_>) = batch.into_iter().map(|r| (r.op, r.reply)).unzip();
         let start = revision.load(Ordering::SeqCst);
         let (writes, began) = (ops.len(), tokio::time::Instant::now());
-        let committed = commit_batch(db, ops, start);
+        let committed = db.get().and_then(|db| commit_batch(&db, ops, start));
         tracing::debug!(
             writes,
             micros = began.elapsed().as_micros() as u64,
@@ -307,6 +359,9 @@ fn write_loop(
                 tracing::error!(error = %e, "store commit failed; no write of the batch was acknowledged");
                 for reply in replies {
                     let _ = reply.send(Err(Error::Io(e.to_string())));
+                }
+                if let Err(e) = db.reopen() {
+                    tracing::error!(error = %e, "could not reopen the store; the next write tries again");
                 }
             }
         }
