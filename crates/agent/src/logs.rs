@@ -1,11 +1,12 @@
 //! The agent's HTTPS endpoint, kubelet's `/containerLogs/{namespace}/{pod}/{container}`: the
-//! API server proxies `pods/{name}/log` here. Requests must carry the agent's bearer token.
+//! API server proxies `pods/{name}/log` here. Callers must present a client certificate signed by
+//! the cluster CA (`endpoint_tls`).
 //! Options as kubelet: follow, previous, tailLines, sinceSeconds, sinceTime, timestamps,
 //! limitBytes.
 
 use axum::body::Body;
 use axum::extract::{Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use everynode_clock::SharedClock;
@@ -23,7 +24,6 @@ use tokio_rustls::TlsAcceptor;
 pub struct LogServer {
     /// State directories of the nodes served (one, or a hollow fleet's).
     pub state_dirs: Arc<Vec<PathBuf>>,
-    pub token: Arc<String>,
     /// For `sinceSeconds`.
     pub clock: SharedClock,
 }
@@ -113,17 +113,9 @@ fn pod_log_dir(state_dirs: &[PathBuf], ns: &str, pod: &str) -> Option<(PathBuf, 
 
 async fn container_logs(
     State(server): State<LogServer>,
-    headers: HeaderMap,
     UrlPath((ns, pod, container)): UrlPath<(String, String, String)>,
     Query(options): Query<LogOptions>,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if presented != Some(server.token.as_str()) {
-        return error(StatusCode::UNAUTHORIZED, "Unauthorized".into());
-    }
     let Some((dir, uid, state)) = pod_log_dir(&server.state_dirs, &ns, &pod) else {
         return error(
             StatusCode::NOT_FOUND,
@@ -257,34 +249,13 @@ async fn follow(
     }
 }
 
-/// A self-signed serving certificate for the agent endpoint. The API server does not verify
-/// it (upstream's default without `--kubelet-certificate-authority`); the bearer token is what
-/// authenticates the caller.
-fn tls_config(names: &[String]) -> Result<Arc<rustls::ServerConfig>, String> {
-    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
-    let params = rcgen::CertificateParams::new(names.to_vec()).map_err(|e| e.to_string())?;
-    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
-    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
-        .map_err(|e| e.to_string())?;
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(vec![cert.der().clone()], der)
-    .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
-}
-
 /// Serves the endpoint on `listener` over TLS until the process ends.
 pub async fn serve(
     listener: TcpListener,
     server: LogServer,
-    names: Vec<String>,
+    tls: Arc<rustls::ServerConfig>,
 ) -> Result<(), String> {
-    let acceptor = TlsAcceptor::from(tls_config(&names)?);
+    let acceptor = TlsAcceptor::from(tls);
     let router = axum::Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",

@@ -19,6 +19,11 @@ use tokio::sync::watch;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 
+/// The Node annotation carrying the agent endpoint's certificate fingerprint. The API server
+/// pins it when it connects to the agent, so a Node pointing its address elsewhere reaches
+/// nothing that can answer. Writing a Node takes a node's or an administrator's credential.
+pub const CERTIFICATE_ANNOTATION: &str = "everynode.io/agent-certificate-sha256";
+
 /// Everything that describes this node, decided before registration.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -31,6 +36,9 @@ pub struct NodeConfig {
     pub info: NodeSystemInfo,
     /// Port of the agent's HTTPS endpoint (logs), published as the kubelet endpoint.
     pub port: u16,
+    /// SHA-256 (hex) of the endpoint's serving certificate, published on the Node as
+    /// [`CERTIFICATE_ANNOTATION`] so the API server talks only to this agent at that address.
+    pub certificate_sha256: String,
     pub lease_duration_seconds: i32,
     pub status_update_frequency: Duration,
     /// Status is patched at least this often even when unchanged (upstream 5 min).
@@ -104,10 +112,13 @@ pub fn build_node(cfg: &NodeConfig) -> Node {
         metadata: ObjectMeta {
             name: Some(cfg.name.clone()),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([(
-                "node.alpha.kubernetes.io/ttl".to_owned(),
-                "0".to_owned(),
-            )])),
+            annotations: Some(BTreeMap::from([
+                ("node.alpha.kubernetes.io/ttl".to_owned(), "0".to_owned()),
+                (
+                    CERTIFICATE_ANNOTATION.to_owned(),
+                    cfg.certificate_sha256.clone(),
+                ),
+            ])),
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -250,7 +261,8 @@ pub async fn register(
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let patch = serde_json::json!({"metadata": {"labels": node.metadata.labels}});
+            let patch = serde_json::json!({"metadata": {"labels": node.metadata.labels,
+                "annotations": {CERTIFICATE_ANNOTATION: cfg.certificate_sha256}}});
             api.patch(&cfg.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(err)?;
@@ -380,6 +392,7 @@ mod tests {
                 ..Default::default()
             },
             port: 10250,
+            certificate_sha256: "ab".repeat(32),
             lease_duration_seconds: 40,
             status_update_frequency: Duration::from_secs(10),
             status_report_frequency: Duration::from_secs(300),

@@ -5,7 +5,8 @@
 use base64::Engine;
 use rand::Rng;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -39,6 +40,10 @@ pub struct Credentials {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The client certificate and key the server presents to node agents (upstream's
+    /// `--kubelet-client-certificate`), signed by the CA.
+    pub agent_client_cert_pem: String,
+    pub agent_client_key_pem: String,
     pub token: String,
 }
 
@@ -77,7 +82,16 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn generate_pki(hosts: &[String]) -> Result<(String, String, String), CredentialsError> {
+/// What `generate_pki` makes, as PEM.
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    agent_client_cert: String,
+    agent_client_key: String,
+}
+
+fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -106,7 +120,22 @@ fn generate_pki(hosts: &[String]) -> Result<(String, String, String), Credential
             });
     }
     let cert = params.signed_by(&server_key, &issuer)?;
-    Ok((ca_cert.pem(), cert.pem(), server_key.serialize_pem()))
+
+    let client_key = KeyPair::generate()?;
+    let mut client_params = CertificateParams::new(Vec::<String>::new())?;
+    client_params
+        .distinguished_name
+        .push(DnType::CommonName, "everynode-apiserver-agent-client");
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params.signed_by(&client_key, &issuer)?;
+    // The CA's key is not kept: nothing else is signed after this.
+    Ok(Pki {
+        ca: ca_cert.pem(),
+        server_cert: cert.pem(),
+        server_key: server_key.serialize_pem(),
+        agent_client_cert: client_cert.pem(),
+        agent_client_key: client_key.serialize_pem(),
+    })
 }
 
 /// Loads the credentials in `dir`, creating whatever is missing. `hosts` are the names and
@@ -118,11 +147,26 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsEr
         pki.join("apiserver.crt"),
         pki.join("apiserver.key"),
     );
-    if !(ca_path.exists() && cert_path.exists() && key_path.exists()) {
-        let (ca, cert, key) = generate_pki(hosts)?;
-        write_file(&ca_path, ca.as_bytes(), 0o644)?;
-        write_file(&key_path, key.as_bytes(), 0o600)?;
-        write_file(&cert_path, cert.as_bytes(), 0o644)?;
+    let (client_cert_path, client_key_path) = (
+        pki.join("apiserver-agent-client.crt"),
+        pki.join("apiserver-agent-client.key"),
+    );
+    // All or nothing: a data directory from before the agent client certificate gets a new CA
+    // (its kubeconfig is rewritten at every start; agents read it when they start).
+    let paths = [
+        &ca_path,
+        &cert_path,
+        &key_path,
+        &client_cert_path,
+        &client_key_path,
+    ];
+    if !paths.iter().all(|p| p.exists()) {
+        let pki = generate_pki(hosts)?;
+        write_file(&ca_path, pki.ca.as_bytes(), 0o644)?;
+        write_file(&key_path, pki.server_key.as_bytes(), 0o600)?;
+        write_file(&cert_path, pki.server_cert.as_bytes(), 0o644)?;
+        write_file(&client_key_path, pki.agent_client_key.as_bytes(), 0o600)?;
+        write_file(&client_cert_path, pki.agent_client_cert.as_bytes(), 0o644)?;
     }
     let token_path = dir.join("admin.token");
     if !token_path.exists() {
@@ -139,6 +183,8 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsEr
         ca_pem: read(&ca_path)?,
         cert_pem: read(&cert_path)?,
         key_pem: read(&key_path)?,
+        agent_client_cert_pem: read(&client_cert_path)?,
+        agent_client_key_pem: read(&client_key_path)?,
         token,
     })
 }
@@ -192,7 +238,11 @@ mod tests {
         let again = ensure(dir.path(), &[]).expect("reuse");
         assert_eq!(first.token, again.token);
         assert_eq!(first.ca_pem, again.ca_pem);
-        for secret in ["admin.token", "pki/apiserver.key"] {
+        for secret in [
+            "admin.token",
+            "pki/apiserver.key",
+            "pki/apiserver-agent-client.key",
+        ] {
             let mode = std::fs::metadata(dir.path().join(secret))
                 .expect("exists")
                 .permissions()

@@ -6,6 +6,7 @@
 //! validation and field tracking, as `Write`s) → the store, and out through `response`.
 
 pub mod admission;
+pub mod agent_client;
 pub mod auth;
 pub mod body;
 pub mod cache;

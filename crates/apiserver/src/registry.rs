@@ -29,8 +29,9 @@ pub struct Options {
     pub cache_wait: Duration,
     /// How often a watch that allows bookmarks gets one.
     pub bookmark_interval: Duration,
-    /// Bearer token presented to node agents when proxying `pods/log`.
-    pub agent_token: Option<String>,
+    /// The identity presented to node agents when proxying `pods/log`; without one, logs are
+    /// unavailable.
+    pub agent_client: Option<crate::agent_client::AgentClient>,
     /// Reads and writes served at once; more are answered 429 (upstream's
     /// `--max-requests-inflight` and `--max-mutating-requests-inflight`).
     pub max_requests_inflight: usize,
@@ -42,7 +43,7 @@ impl Default for Options {
         Options {
             cache_wait: Duration::from_secs(3),
             bookmark_interval: Duration::from_secs(30),
-            agent_token: None,
+            agent_client: None,
             max_requests_inflight: crate::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_mutating_requests_inflight: crate::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
         }

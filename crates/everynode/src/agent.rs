@@ -2,6 +2,7 @@
 
 use crate::Error;
 use everynode_agent::agent::{self, AgentConfig};
+use everynode_agent::endpoint_tls::ServingIdentity;
 use everynode_agent::logs::{self, LogServer};
 use everynode_agent::node::{NodeConfig, host_info};
 use everynode_agent::runtime::Runtime;
@@ -27,10 +28,11 @@ pub struct AgentArgs {
     /// API server URL (with --token). Alternatively --kubeconfig.
     #[arg(long, requires = "token")]
     pub server: Option<String>,
-    /// Bearer token for the API server; the API server presents the same token to read logs.
+    /// Bearer token for the API server.
     #[arg(long, env = "EVERYNODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// CA certificate (PEM) of the API server, with --server.
+    /// CA certificate (PEM) of the API server, with --server. The agent's endpoint also accepts
+    /// only client certificates this CA signed (the API server's).
     #[arg(long)]
     pub certificate_authority: Option<PathBuf>,
     /// kubeconfig to reach the API server (the one `everynode server` writes).
@@ -129,20 +131,47 @@ fn parse_pairs(items: &[String], what: &str) -> Result<BTreeMap<String, String>,
         .collect()
 }
 
-async fn client(args: &AgentArgs) -> Result<(kube::Client, String), Error> {
+/// The client for the API server, and the cluster CA (PEM) when one is known: the kubeconfig's
+/// `certificate-authority-data` or file, or `--certificate-authority`.
+async fn client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>), Error> {
     if let Some(path) = &args.kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path)
             .map_err(|e| Error::Startup(format!("reading {}: {e}", path.display())))?;
-        let token = kc
+        let has_token = kc
             .auth_infos
             .first()
             .and_then(|a| a.auth_info.as_ref())
             .and_then(|a| a.token.as_ref())
-            .map(secrecy_expose)
-            .or_else(|| args.token.clone())
-            .ok_or_else(|| Error::Usage("the kubeconfig has no token; pass --token".into()))?;
+            .is_some();
+        if !has_token && args.token.is_none() {
+            return Err(Error::Usage(
+                "the kubeconfig has no token; pass --token".into(),
+            ));
+        }
+        let cluster = kc.clusters.first().and_then(|c| c.cluster.as_ref());
+        let ca = match cluster {
+            Some(c) if c.certificate_authority_data.is_some() => {
+                use base64::Engine;
+                let data = c.certificate_authority_data.as_deref().unwrap_or_default();
+                Some(
+                    base64::engine::general_purpose::STANDARD
+                        .decode(data.trim())
+                        .map_err(|e| {
+                            Error::Startup(format!(
+                                "{}: certificate-authority-data is not base64: {e}",
+                                path.display()
+                            ))
+                        })?,
+                )
+            }
+            Some(c) if c.certificate_authority.is_some() => {
+                let file = PathBuf::from(c.certificate_authority.clone().unwrap_or_default());
+                Some(std::fs::read(&file).map_err(|source| Error::Read { path: file, source })?)
+            }
+            _ => None,
+        };
         let client = crate::server::client_from_kubeconfig(path).await?;
-        return Ok((client, token));
+        return Ok((client, ca));
     }
     let (Some(server), Some(token)) = (&args.server, &args.token) else {
         return Err(Error::Usage(
@@ -154,9 +183,10 @@ async fn client(args: &AgentArgs) -> Result<(kube::Client, String), Error> {
         .map_err(|e| Error::Usage(format!("invalid --server {server:?}: {e}")))?;
     let mut config = kube::Config::new(url);
     config.auth_info.token = Some(token.clone().into());
-    if let Some(ca) = &args.certificate_authority {
-        let pem = std::fs::read(ca).map_err(|source| Error::Read {
-            path: ca.clone(),
+    let mut ca = None;
+    if let Some(path) = &args.certificate_authority {
+        let pem = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.clone(),
             source,
         })?;
         let certs: Vec<Vec<u8>> = rustls_pemfile::certs(&mut pem.as_slice())
@@ -164,14 +194,10 @@ async fn client(args: &AgentArgs) -> Result<(kube::Client, String), Error> {
             .map(|c| c.to_vec())
             .collect();
         config.root_cert = Some(certs);
+        ca = Some(pem);
     }
     let client = kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))?;
-    Ok((client, token.clone()))
-}
-
-fn secrecy_expose(t: &secrecy::SecretString) -> String {
-    use secrecy::ExposeSecret;
-    t.expose_secret().to_owned()
+    Ok((client, ca))
 }
 
 /// Asks the kernel for SIGKILL when the parent dies; if it already has (this process was
@@ -197,7 +223,14 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             "--hollow-nodes requires --runtime hollow".into(),
         ));
     }
-    let (client, token) = client(&args).await?;
+    let (client, cluster_ca) = client(&args).await?;
+    let cert_names = vec![
+        args.node_ip.clone(),
+        args.name.clone().unwrap_or_else(|| "localhost".into()),
+        "localhost".into(),
+    ];
+    let identity =
+        ServingIdentity::generate(&cert_names).map_err(|e| Error::Startup(e.to_string()))?;
     let base_name = args.name.clone().unwrap_or_else(|| {
         nix::unistd::gethostname()
             .ok()
@@ -269,6 +302,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
                 capacity: capacity.clone(),
                 info: info.clone(),
                 port,
+                certificate_sha256: identity.sha256(),
                 lease_duration_seconds: args.node_lease_duration_seconds,
                 status_update_frequency: Duration::from_secs(
                     args.node_status_update_frequency.max(1),
@@ -290,15 +324,26 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     let clock = everynode_clock::system();
     let log_server = LogServer {
         state_dirs: Arc::new(configs.iter().map(|c| c.state_dir.clone()).collect()),
-        token: Arc::new(token),
         clock: clock.clone(),
     };
-    let cert_names = vec![args.node_ip.clone(), base_name.clone(), "localhost".into()];
-    tokio::spawn(async move {
-        if let Err(e) = logs::serve(listener, log_server, cert_names).await {
-            tracing::error!(error = %e, "the agent endpoint stopped");
+    // Without the cluster CA (a plain-HTTP server on loopback) the endpoint could not tell the
+    // API server from anyone else, so it does not serve: logs are then unavailable.
+    match cluster_ca {
+        Some(ca) => {
+            let tls = identity
+                .server_config(&ca)
+                .map_err(|e| Error::Startup(e.to_string()))?;
+            tokio::spawn(async move {
+                if let Err(e) = logs::serve(listener, log_server, tls).await {
+                    tracing::error!(error = %e, "the agent endpoint stopped");
+                }
+            });
         }
-    });
+        None => tracing::warn!(
+            "no cluster CA (the kubeconfig has none and no --certificate-authority was given): \
+             the agent endpoint is off, so `kubectl logs` cannot reach this node"
+        ),
+    }
     eprintln!(
         "everynode agent: {} node(s) ({}), endpoint port {port}, state in {}",
         configs.len(),

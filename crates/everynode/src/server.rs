@@ -1,6 +1,7 @@
 //! `everynode server`: the API server with the controllers running in-process as its clients.
 
 use crate::{Error, kubeconfig_path};
+use everynode_apiserver::agent_client::AgentClient;
 use everynode_apiserver::credentials;
 use everynode_apiserver::registry::Options;
 use everynode_apiserver::server::{self, CacheSizes};
@@ -373,7 +374,10 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     };
     let options = Options {
         bookmark_interval: Duration::from_secs(bookmark_interval_seconds.max(1)),
-        agent_token: Some(creds.token.clone()),
+        agent_client: Some(
+            AgentClient::from_pem(&creds.agent_client_cert_pem, &creds.agent_client_key_pem)
+                .map_err(|e| Error::Startup(e.to_string()))?,
+        ),
         max_requests_inflight,
         max_mutating_requests_inflight,
         ..Options::default()

@@ -69,6 +69,7 @@ fn node_config(name: &str) -> NodeConfig {
             .collect(),
         info: Default::default(),
         port: 10250,
+        certificate_sha256: "ab".repeat(32),
         lease_duration_seconds: 40,
         status_update_frequency: Duration::from_secs(10),
         status_report_frequency: Duration::from_secs(300),

@@ -1,8 +1,12 @@
 //! `GET pods/{name}/log`: resolves the container and the pod's node, then proxies to the node
-//! agent's `/containerLogs` endpoint over HTTPS with the agent token, streaming the answer
+//! agent's `/containerLogs` endpoint over mutually authenticated HTTPS (`agent_client`), streaming the answer
 //! (so `kubectl logs -f` follows). Upstream's messages for the cases kubectl users meet.
 
 use crate::error::{ApiError, ApiResult};
+
+/// The Node annotation where an agent publishes its endpoint certificate's SHA-256 (the agent
+/// crate's `node::CERTIFICATE_ANNOTATION`; the API server does not depend on the agent).
+pub const CERTIFICATE_ANNOTATION: &str = "everynode.io/agent-certificate-sha256";
 use crate::registry::Registry;
 use crate::request::ResourcePath;
 use crate::request::options::LogOptions;
@@ -106,17 +110,18 @@ pub async fn handle(
         url.push('?');
         url.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
     }
-    // Like upstream without --kubelet-certificate-authority, the agent's certificate is not
-    // verified; the agent authenticates us by the token.
-    let client = reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .build()
+    let Some(pin) = node["metadata"]["annotations"][CERTIFICATE_ANNOTATION].as_str() else {
+        return Err(ApiError::bad_request(format!(
+            "node \"{node_name}\" does not publish its agent's certificate ({CERTIFICATE_ANNOTATION}); logs are read only from an agent that does"
+        )));
+    };
+    let identity = api.options.agent_client.as_ref().ok_or_else(|| {
+        ApiError::internal("this server has no client certificate for node agents")
+    })?;
+    let client = identity
+        .pinned_to(pin)
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let mut request = client.get(&url);
-    if let Some(token) = &api.options.agent_token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.map_err(|e| {
+    let response = client.get(&url).send().await.map_err(|e| {
         ApiError::internal(format!(
             "Get \"{url}\": cannot reach the agent of node \"{node_name}\": {e}"
         ))
