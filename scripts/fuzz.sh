@@ -5,7 +5,7 @@
 # regression tests next to the code they broke.
 #
 #   scripts/fuzz.sh TARGET SECONDS
-#   scripts/fuzz.sh all 30          # what CI runs
+#   FUZZ_BUILD=--dev scripts/fuzz.sh all 30    # what CI runs: an unoptimised build, built faster
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,13 +32,13 @@ if [ "$target" = all ]; then
 else
   targets=$target
 fi
-cargo fuzz build -s none --fuzz-dir fuzz
+cargo fuzz build -s none ${FUZZ_BUILD:-} --fuzz-dir fuzz
 status=0
 for t in $targets; do
   echo "== fuzz $t for ${seconds}s"
   # -rss_limit_mb: an input that makes the code take 2 GiB is a finding, as the 2 KB patch that
   # took the server to 3 GB was. -timeout: one input taking 10 s is a finding too.
-  if ! cargo fuzz run -s none --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
+  if ! cargo fuzz run -s none ${FUZZ_BUILD:-} --fuzz-dir fuzz "$t" "fuzz/corpus/$t" -- \
       -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
       2> >(tee "fuzz/last-$t.log" | grep -E "^(stat::number_of_executed_units|==|INFO: Done|SUMMARY|.*panicked|thread)" >&2); then
     echo "fuzz target $t failed; its input is in fuzz/artifacts/$t/ and the log in fuzz/last-$t.log" >&2

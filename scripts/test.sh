@@ -31,6 +31,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 fi
 
+# The clock-step fault test runs the server on a stepped wall clock through Debian's libfaketime.
+if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
+  log "faketime (Debian's, for the clock-step fault test)"
+  apt-get install -y -qq faketime >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq faketime; }
+fi
+
 log "python test environment"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
@@ -46,6 +52,11 @@ cargo build --workspace
 
 log "rust tests"
 cargo test --workspace
+
+# Every fuzz target for 30 s from the seed corpus, built unoptimised (half the build time of the
+# optimised build, which scripts/fuzz.sh uses by default for longer runs).
+log "fuzz targets, 30 s each"
+FUZZ_BUILD=--dev scripts/fuzz.sh all 30
 
 log "python and kubectl tests against real server processes"
 EVERYNODE_BIN="$PWD/target/debug/everynode" .venv/bin/python -m pytest tests/python -q -p no:cacheprovider

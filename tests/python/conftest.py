@@ -50,9 +50,11 @@ def kubectl_binary():
 class Server:
     """One everynode server process with its own data directory."""
 
-    def __init__(self, data_dir, extra_args=()):
+    def __init__(self, data_dir, extra_args=(), env=None):
         self.data_dir = pathlib.Path(data_dir)
         self.extra_args = list(extra_args)
+        # Extra environment for the server process (LD_PRELOAD of libfaketime, say).
+        self.env = env
         self.proc = None
         self.url = None
         # Which kubectl `kubectl()` runs; None: the machine's.
@@ -76,6 +78,7 @@ class Server:
             [everynode_binary(), "server", "--data-dir", str(self.data_dir), "--listen", listen, *self.extra_args],
             stdout=subprocess.PIPE,
             stderr=log,
+            env=dict(os.environ, **self.env) if self.env else None,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

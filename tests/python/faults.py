@@ -14,6 +14,7 @@ and after it:
 """
 
 import json
+import os
 import random
 import signal
 import ssl
@@ -133,13 +134,13 @@ class Writer(threading.Thread):
                 time.sleep(0.05)
 
 
-def start_hollow_agents(server, count):
+def start_hollow_agents(server, count, env=None):
     log = open(server.data_dir / "agents.log", "ab")
     return subprocess.Popen(
         [everynode_binary(), "agent", "--kubeconfig", server.kubeconfig, "--runtime", "hollow",
          "--hollow-nodes", str(count), "--name", "hollow", "--listen", "127.0.0.1:0", "--hollow-start-delay-ms", "300",
          "--node-lease-duration-seconds", "40", "--node-status-update-frequency", "2"],
-        stdout=subprocess.DEVNULL, stderr=log)
+        stdout=subprocess.DEVNULL, stderr=log, env=dict(os.environ, **env) if env else None)
 
 
 def rollout_with_a_kill(data_dir, nodes=6, max_surge=0, max_unavailable=1, seed=None):

@@ -3,9 +3,15 @@ update, with and without surge; the data directory's filesystem full; the wall c
 agent cut off from the server by its own network namespace. A few trials here; bench/faults.py
 runs many and records them."""
 
+import os
+import pathlib
+import signal
+import subprocess
+
 import pytest
 
-from faults import rollout_with_a_kill
+from conftest import API_ONLY, Server, stays, wait_for
+from faults import DS_NAME, Http, daemon_set, image_of, live, ready, rollout_with_a_kill, start_hollow_agents
 
 
 @pytest.mark.parametrize("max_surge,max_unavailable", [(0, 1), (1, 0)], ids=["unavailable-1", "surge-1"])
@@ -15,3 +21,135 @@ def test_server_killed_during_a_rolling_update(tmp_data_dir, max_surge, max_unav
     assert result["violations"] == [], result["violations"][:10]
     assert result["observations"] > 10, result
     assert result["acknowledged"] > 0, result
+
+
+LIBFAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+
+
+def faked_clock(offset_file):
+    """Environment that puts a process on a wall clock offset by what `offset_file` says
+    (`+3600`, `-3600`), read afresh at every call: the machine's clock stepped, for that process.
+    Monotonic time stays real, as it does when an administrator or NTP steps the clock."""
+    if not os.path.exists(LIBFAKETIME):
+        if os.environ.get("CI") == "true":
+            pytest.fail("libfaketime is required in CI (scripts/test.sh installs Debian's faketime)")
+        pytest.skip("libfaketime not installed")
+    return {"LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": str(offset_file),
+            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def test_wall_clock_stepped_forward_and_back(tmp_data_dir):
+    """The wall clock of the server and the agents jumps an hour forward, then two hours back.
+    Timeouts and grace periods run on monotonic time, so nothing may happen: every node stays
+    Ready, every daemon pod stays (same uid, no restart), the DaemonSet stays fully available,
+    writes go on; and a rolling update afterwards completes."""
+    offset = pathlib.Path(tmp_data_dir) / "clock-offset"
+    offset.write_text("+0\n")
+    env = faked_clock(offset)
+    server = Server(tmp_data_dir, env=env).start()
+    agents = start_hollow_agents(server, 3, env=env)
+    http = Http(server)
+    try:
+        names = [f"hollow-{i:05}" for i in (1, 2, 3)]
+
+        def pods():
+            code, body = http.call("GET", f"/api/v1/namespaces/default/pods?labelSelector=app%3D{DS_NAME}")
+            assert code == 200, body
+            return body["items"]
+
+        def steady():
+            items = pods()
+            return (sorted(p["spec"].get("nodeName") or "" for p in items) == names
+                    and all(ready(p) and live(p) for p in items) and items)
+
+        def all_nodes_ready():
+            code, body = http.call("GET", "/api/v1/nodes")
+            return code == 200 and sum(1 for n in body["items"] if ready({"status": n.get("status")})) == 3
+
+        wait_for("3 Ready nodes", all_nodes_ready, timeout=60)
+        code, body = http.call("POST", "/apis/apps/v1/namespaces/default/daemonsets", daemon_set("agent:1", 0, 1))
+        assert code == 201, body
+        before = {p["metadata"]["uid"] for p in wait_for("a Ready pod on every node", steady, timeout=60)}
+
+        def unchanged():
+            code, ds = http.call("GET", f"/apis/apps/v1/namespaces/default/daemonsets/{DS_NAME}")
+            return (steady() and {p["metadata"]["uid"] for p in pods()} == before
+                    and all_nodes_ready() and code == 200 and ds["status"].get("numberAvailable") == 3)
+
+        for step, name in (("+3600", "forward"), ("-3600", "back")):
+            offset.write_text(step + "\n")
+            code, _ = http.call("POST", "/api/v1/namespaces/default/configmaps", {"metadata": {"name": f"after-stepping-{name}"}})
+            assert code == 201, f"a write after stepping the clock {step} s"
+            # Longer than the lease duration the agents were started with is not needed: a wall
+            # step that mattered would show at the next lease renewal or controller pass.
+            stays(f"the cluster unchanged after stepping the clock {step} s", unchanged, seconds=8, interval=0.5)
+        code, body = http.call("PATCH", f"/apis/apps/v1/namespaces/default/daemonsets/{DS_NAME}",
+                               {"spec": {"template": {"spec": {"containers": [{"name": "main", "image": "agent:2"}]}}}},
+                               content_type="application/merge-patch+json")
+        assert code == 200, body
+        wait_for("the rolling update after the steps", lambda: (s := steady()) and all(image_of(p) == "agent:2" for p in s), timeout=90)
+    finally:
+        agents.send_signal(signal.SIGTERM)
+        agents.wait(timeout=30)
+        server.kill()
+
+
+def mount_small_filesystem(image, mount_point, size_mb):
+    """A loop-mounted ext4 filesystem of `size_mb`: a disk that fills up. Needs root, as CI has."""
+    if os.geteuid() != 0:
+        if os.environ.get("CI") == "true":
+            pytest.fail("the disk-full test needs root to loop-mount a filesystem")
+        pytest.skip("not root")
+    subprocess.run(["truncate", "-s", f"{size_mb}M", str(image)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(image)], check=True)
+    mount_point.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mount_point)], check=True)
+
+
+def test_data_directory_full_refuses_writes_clearly_and_recovers(tmp_path):
+    """The data directory's filesystem fills up: writes are refused with a 5xx Status that says
+    why, nothing acknowledged is lost, reads go on, and writes succeed again once space returns,
+    across a restart too."""
+    data = tmp_path / "data"
+    mount_small_filesystem(tmp_path / "disk.img", data, 48)
+    server = Server(data, API_ONLY)
+    try:
+        server.start()
+        # Room to give back later.
+        filler = data / "filler"
+        subprocess.run(["fallocate", "-l", "8M", str(filler)], check=True)
+        http = Http(server)
+        value = "x" * 200_000
+        acked, refusal = [], None
+        for i in range(400):
+            code, body = http.call("POST", "/api/v1/namespaces/default/configmaps",
+                                   {"metadata": {"name": f"big-{i}"}, "data": {"v": value}}, timeout=30)
+            if code == 201:
+                acked.append(f"big-{i}")
+                continue
+            refusal = (code, body)
+            break
+        assert refusal, "the filesystem never filled up"
+        code, body = refusal
+        assert code is not None and code >= 500, refusal
+        assert body["kind"] == "Status" and "space" in body["message"].lower(), body
+        assert len(acked) > 10, acked
+
+        def names():
+            code, body = http.call("GET", "/api/v1/namespaces/default/configmaps", timeout=30)
+            assert code == 200, body
+            return {cm["metadata"]["name"] for cm in body["items"]}
+
+        assert set(acked) <= names(), "an acknowledged write was lost when the disk filled"
+        filler.unlink()
+        code, body = wait_for("a write to succeed once space returns", lambda: (
+            r := http.call("POST", "/api/v1/namespaces/default/configmaps",
+                           {"metadata": {"name": "after-space-returned"}, "data": {"v": "small"}}, timeout=30)
+        )[0] == 201 and r, timeout=60, interval=1)
+        server.kill()
+        server.start(listen=server.url.split("//")[1])
+        after = names()
+        assert set(acked) | {"after-space-returned"} <= after, "lost across the restart"
+    finally:
+        server.kill()
+        subprocess.run(["umount", str(data)], check=False)

@@ -1,16 +1,25 @@
 """Issue 15: one client's abuse must not take the server from everyone else. Each test is a
 regression test for a defect found by probing a release server as an attacker would."""
 
+import hashlib
 import json
 import os
 import pathlib
 import resource
 import shutil
 import socket
+import ssl
+import subprocess
 import tempfile
+import threading
+import urllib.error
 import urllib.parse
+import urllib.request
 
-from conftest import API_ONLY, Server
+import kubernetes
+import pytest
+
+from conftest import API_ONLY, Agent, Server, wait_for
 
 
 def open_file_soft_limit(pid):
@@ -275,3 +284,109 @@ def _commands():
             except OSError:
                 continue
             yield int(entry.name), args
+
+
+class RecordingTlsListener(threading.Thread):
+    """A TLS listener of an attacker's: answers every request with 200 and records what came."""
+
+    def __init__(self, workdir):
+        super().__init__(daemon=True)
+        self.cert, self.key = workdir / "fake.crt", workdir / "fake.key"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-keyout", str(self.key), "-out", str(self.cert), "-days", "1",
+                        "-subj", "/CN=fake", "-addext", "subjectAltName=IP:127.0.0.1"],
+                       check=True, capture_output=True)
+        der = ssl.PEM_cert_to_DER_cert(self.cert.read_text())
+        self.sha256 = hashlib.sha256(der).hexdigest()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.received = []
+
+    def run(self):
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(self.cert, self.key)
+        ctx.set_alpn_protocols(["http/1.1"])
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            try:
+                with ctx.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(5)
+                    self.received.append(tls.recv(65536))
+                    tls.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nfake\n")
+            except (OSError, ssl.SSLError):
+                self.received.append(b"<handshake failed>")
+
+
+def test_the_server_sends_no_credential_to_an_address_a_node_advertises(tmp_data_dir, tmp_path):
+    """Defect 4: the server sent `Bearer <admin token>` to whatever address a Node advertised,
+    without checking the certificate. Now it presents a client certificate instead of a token
+    and trusts only the certificate the Node publishes; the agent's endpoint refuses callers
+    without a certificate from the cluster CA, the admin token included."""
+    server = Server(tmp_data_dir, API_ONLY).start()
+    agent = Agent(server, "real").start()
+    client = server.client()
+    core = kubernetes.client.CoreV1Api(client)
+    listener = RecordingTlsListener(tmp_path)
+    listener.start()
+    try:
+        def fake_node(pin):
+            body = {"metadata": {"name": "fake", "annotations": {}},
+                    "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                               "daemonEndpoints": {"kubeletEndpoint": {"Port": listener.port}}}}
+            if pin:
+                body["metadata"]["annotations"]["everynode.io/agent-certificate-sha256"] = pin
+            try:
+                core.delete_node("fake")
+            except kubernetes.client.exceptions.ApiException:
+                pass
+            core.create_node(body)
+            core.patch_node_status("fake", {"status": body["status"]})
+
+        core.create_namespaced_pod("default", {"metadata": {"name": "p"}, "spec": {
+            "nodeName": "fake", "containers": [{"name": "c", "image": "busybox"}]}})
+
+        def read_log():
+            try:
+                return 200, core.read_namespaced_pod_log("p", "default")
+            except kubernetes.client.exceptions.ApiException as e:
+                return e.status, json.loads(e.body)["message"]
+
+        # No published certificate: no connection at all.
+        fake_node(None)
+        code, message = read_log()
+        assert code == 400 and "does not publish its agent's certificate" in message, (code, message)
+        assert listener.received == []
+        # Another certificate published (the real agent's): the handshake fails, nothing is sent.
+        real_pin = wait_for("the real agent's published certificate", lambda: (
+            core.read_node("real").metadata.annotations or {}).get("everynode.io/agent-certificate-sha256"))
+        fake_node(real_pin)
+        code, message = read_log()
+        assert code == 500 and "cannot reach the agent" in message, (code, message)
+        assert all(r == b"<handshake failed>" for r in listener.received), listener.received
+        # Its own certificate published, as a Node's writer can: it is asked, but gets no token.
+        fake_node(listener.sha256)
+        assert read_log() == (200, "fake\n")
+        request = listener.received[-1].decode(errors="replace")
+        assert request.startswith("GET /containerLogs/default/p/c"), request
+        assert "authorization" not in request.lower(), request
+        assert server.token not in request
+
+        # The real agent's endpoint: no client certificate, no answer, token or not.
+        node = core.read_node("real")
+        port = node.status.daemon_endpoints.kubelet_endpoint.port
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        with pytest.raises((ssl.SSLError, ConnectionError, urllib.error.URLError)):
+            req = urllib.request.Request(f"https://127.0.0.1:{port}/containerLogs/default/p/c",
+                                         headers={"Authorization": f"Bearer {server.token}"})
+            urllib.request.urlopen(req, context=ctx, timeout=5).read()
+    finally:
+        listener.sock.close()
+        client.close()
+        agent.stop()
+        server.kill()
