@@ -83,20 +83,33 @@ def test_secrets_and_state_are_private_to_the_agent(tmp_data_dir):
             "spec": {"nodeName": "node-1", "securityContext": {"runAsUser": 1000},
                      "volumes": [{"name": "db", "secret": {"secretName": "db"}}],
                      "containers": [{"name": "c", "image": "busybox",
-                                     "command": ["sh", "-c", f"cat {mount}/password; echo; sleep 3600"],
+                                     "command": ["sh", "-c", f"cat {mount}/password; echo; echo env=$DB_PASSWORD; sleep 3600"],
+                                     "env": [{"name": "DB_PASSWORD", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
                                      "volumeMounts": [{"name": "db", "mountPath": str(mount)}]}]}})
-        logs = wait_for("the pod reads its own secret as uid 1000",
-                        lambda: "hunter2" in core.read_namespaced_pod_log("reader", "default")
+        logs = wait_for("the pod reads its own secret as uid 1000, from its volume and its environment",
+                        lambda: "env=hunter2" in core.read_namespaced_pod_log("reader", "default")
                         and core.read_namespaced_pod_log("reader", "default"))
-        assert "hunter2" in logs
+        assert logs.startswith("hunter2\n"), logs
         uid = core.read_namespaced_pod("reader", "default").metadata.uid
         secret_files = list((agent.state_dir / "pods" / uid).rglob("password"))
         assert secret_files, "the secret volume is on the host"
         for f in secret_files:
             read = subprocess.run(["cat", str(f)], user=65534, capture_output=True, text=True)
             assert read.returncode != 0 and "hunter2" not in read.stdout, f"uid 65534 read {f}"
+        # In memory, as kubelet keeps Secret volumes: a tmpfs, gone with the pod.
+        pod_dir = str(agent.state_dir / "pods" / uid)
+
+        def mounts_under_pod():
+            return [line.split()[1:3] for line in open("/proc/self/mounts") if line.split()[1].startswith(pod_dir)]
+        assert [fs for _, fs in mounts_under_pod()] == ["tmpfs"], mounts_under_pod()
         launch = list((agent.state_dir).rglob("launch.json"))
         assert launch and all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in launch)
+        # The environment is handed to the container, not written down: no Secret value in
+        # launch.json, whoever could read it.
+        for p in launch:
+            assert "hunter2" not in p.read_text(), f"{p} holds the Secret's value"
+        core.delete_namespaced_pod("reader", "default", grace_period_seconds=0)
+        wait_for("the pod's tmpfs unmounted once it is gone", lambda: mounts_under_pod() == [])
         for directory in (server.data_dir, agent.state_dir):
             assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700, directory
         written_by_the_test = {"server.log", "agent-node-1.log"}

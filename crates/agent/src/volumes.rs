@@ -112,8 +112,72 @@ fn create_volume_dir(dir: &Path) -> Result<(), String> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())
 }
 
+/// Mounts a tmpfs at `dir` (made if missing) unless one is there: Secret volumes live in memory,
+/// as kubelet keeps them, never on the node's disk. Where mounting is not allowed (an agent
+/// without CAP_SYS_ADMIN), the directory stays on disk, private to the agent above it.
+fn ensure_memory_backed(dir: &Path) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    create_volume_dir(dir)?;
+    if is_mount_point(dir) {
+        return Ok(());
+    }
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        flags,
+        Some("mode=0755,size=64m"),
+    ) {
+        tracing::debug!(dir = %dir.display(), error = %e, "secret volume stays on disk: tmpfs not mountable");
+    }
+    Ok(())
+}
+
+/// Whether `dir` is the root of a mounted filesystem (its device differs from its parent's).
+fn is_mount_point(dir: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(here), Some(Ok(parent))) =
+        (std::fs::metadata(dir), dir.parent().map(std::fs::metadata))
+    else {
+        return false;
+    };
+    here.dev() != parent.dev()
+}
+
+/// Unmounts every filesystem mounted under `dir` (the tmpfs of a pod's Secret volumes), deepest
+/// first, so the pod directory can be removed. Read from `/proc/self/mounts`.
+pub fn unmount_under(dir: &Path) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mut points: Vec<PathBuf> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        // /proc/self/mounts escapes spaces and the like as octal; pod paths have none.
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
+        if let Err(e) = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH) {
+            tracing::warn!(path = %p.display(), error = %e, "could not unmount a pod volume");
+        }
+    }
+}
+
+/// Empties `dir` but keeps it (it may be a mount point).
+fn clear_dir(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let _ = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+    }
+}
+
 /// Writes `data` as files under `dir` (all keys, or `items`), with `mode` unless an item
-/// sets its own. The directory is replaced as a whole so removed keys disappear.
+/// sets its own. The directory is emptied first so removed keys disappear.
 fn write_files(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
@@ -121,7 +185,7 @@ fn write_files(
     mode: i32,
     what: &str,
 ) -> Result<(), String> {
-    let _ = std::fs::remove_dir_all(dir);
+    clear_dir(dir);
     create_volume_dir(dir)?;
     let files: Vec<(String, &Vec<u8>, i32)> = match items {
         Some(items) => {
@@ -221,6 +285,7 @@ fn set_up_one(
     }
     if let Some(s) = &v.secret {
         let dir = dir_for("kubernetes.io~secret");
+        ensure_memory_backed(&dir).map_err(retry)?;
         let name = s.secret_name.clone().unwrap_or_default();
         match data.secrets.get(&name) {
             Some(d) => write_files(
@@ -296,7 +361,7 @@ fn set_up_one(
         // Projected service-account tokens: there is no token issuer; an empty directory keeps
         // pods that merely mount `kube-api-access-*` running.
         let dir = dir_for("kubernetes.io~projected");
-        create_volume_dir(&dir).map_err(retry)?;
+        ensure_memory_backed(&dir).map_err(retry)?;
         return Ok(dir);
     }
     Err((
@@ -434,6 +499,13 @@ mod tests {
         );
         assert_eq!(mounts.len(), 2);
         assert!(mounts.iter().all(|m| m.read_only));
+        // The optional Secret's directory is memory-backed where this may mount (root).
+        let secret = &paths["missing"];
+        if nix::unistd::geteuid().is_root() {
+            assert!(is_mount_point(secret), "a tmpfs at {}", secret.display());
+        }
+        unmount_under(dir.path());
+        assert!(!is_mount_point(secret));
     }
 
     #[test]

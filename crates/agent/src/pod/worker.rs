@@ -614,6 +614,7 @@ async fn finish(ctx: &Arc<PodCtx>) {
         .as_ref()
         .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
     {
+        crate::volumes::unmount_under(&ctx.node.pod_dir(&ctx.uid));
         let _ = std::fs::remove_dir_all(ctx.node.pod_dir(&ctx.uid));
         if let Some(p) = &pod {
             let _ = std::fs::remove_dir_all(ctx.node.log_dir(p));

@@ -31,6 +31,9 @@ pub struct Launch {
     pub command: Vec<String>,
     /// `args`, after `$(VAR)` expansion; empty means the image's cmd when `command` is empty too.
     pub args: Vec<String>,
+    /// Never written to `launch.json`: values may come from Secrets. The process runtime hands
+    /// them to the shim through a pipe, and reads an adopted container's from the kernel.
+    #[serde(skip)]
     pub env: Vec<(String, String)>,
     pub working_dir: Option<PathBuf>,
     pub mounts: Vec<Mount>,

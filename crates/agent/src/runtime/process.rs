@@ -201,7 +201,7 @@ impl Runtime for ProcessRuntime {
         let mut shim = tokio::process::Command::new(&self.shim_exe)
             .arg("shim")
             .arg(&dir)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null())
             .stderr(shim_log)
             .process_group(0)
@@ -209,6 +209,15 @@ impl Runtime for ProcessRuntime {
             .map_err(|e| {
                 RuntimeError::Start(format!("starting shim {}: {e}", self.shim_exe.display()))
             })?;
+        // The environment goes through the shim's stdin, not the state directory.
+        if let Some(mut stdin) = shim.stdin.take() {
+            use tokio::io::AsyncWriteExt;
+            let env =
+                serde_json::to_vec(&launch.env).map_err(|e| RuntimeError::Start(e.to_string()))?;
+            stdin.write_all(&env).await.map_err(|e| {
+                RuntimeError::Start(format!("handing the environment to the shim: {e}"))
+            })?;
+        }
         let shim_pid = shim.id().unwrap_or(0) as i32;
         let _ = std::fs::write(dir.join("shim_pid"), shim_pid.to_string());
         // A container is started only when none could be adopted: any other shim still serving
@@ -266,8 +275,9 @@ impl Runtime for ProcessRuntime {
         if read_exit(&dir).is_some() || !alive(shim_pid) {
             return None;
         }
-        let launch: Launch =
+        let mut launch: Launch =
             serde_json::from_slice(&std::fs::read(dir.join("launch.json")).ok()?).ok()?;
+        launch.env = environment_of(pid);
         let exited = ProcessContainer::watch_adopted(dir.clone(), shim_pid);
         Some(Box::new(ProcessContainer {
             id: format!("process://{}-{pid}", key.replace('/', "-")),
@@ -399,4 +409,18 @@ fn processes() -> impl Iterator<Item = (i32, Vec<String>)> {
                 .collect();
             Some((pid, args))
         })
+}
+
+/// The environment a running process was started with (`/proc/PID/environ`), for probes of an
+/// adopted container: its values are not kept on disk.
+fn environment_of(pid: i32) -> Vec<(String, String)> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .filter_map(|entry| {
+            let text = String::from_utf8_lossy(entry);
+            let (k, v) = text.split_once('=')?;
+            Some((k.to_owned(), v.to_owned()))
+        })
+        .collect()
 }

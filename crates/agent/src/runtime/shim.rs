@@ -2,7 +2,7 @@
 //! containerd-shim or conmon. The agent starts one per container start; it outlives the agent,
 //! so a crashed or restarted agent leaves containers running and finds them again.
 //!
-//! It reads `DIR/launch.json`, then:
+//! It reads `DIR/launch.json` and the environment on its stdin (never stored), then:
 //! 1. with mounts, enters a private mount namespace and bind-mounts each volume at its path;
 //! 2. joins cgroup v1 memory and cpu groups with the limits, where the host allows it;
 //! 3. starts the command in its own process group (so a signal reaches its children too),
@@ -47,8 +47,13 @@ fn run_inner(dir: &Path) -> Result<(), String> {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let text = std::fs::read(dir.join("launch.json"))
         .map_err(|e| format!("reading {}: {e}", dir.join("launch.json").display()))?;
-    let launch: Launch =
+    let mut launch: Launch =
         serde_json::from_slice(&text).map_err(|e| format!("bad launch.json: {e}"))?;
+    // The environment comes on stdin (JSON pairs), never from the state directory.
+    let mut env = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut env)
+        .map_err(|e| format!("reading the environment: {e}"))?;
+    launch.env = serde_json::from_slice(&env).map_err(|e| format!("bad environment: {e}"))?;
     if !launch.mounts.is_empty() {
         private_mounts(&launch.mounts)?;
     }
