@@ -27,7 +27,25 @@ pub enum PatchError {
     MissingMergeKey { item: String, key: String },
     #[error("invalid patch: {0}")]
     Invalid(String),
+    /// A directive of the wrong shape (upstream's `mergepatch.ErrBadPatchFormat*`): the
+    /// request is malformed, a 400.
+    #[error("{0}")]
+    BadFormat(&'static str),
+    /// A patch field outside its map's `$retainKeys` list (upstream's 422).
+    #[error("patch content doesn't match retainKeys list")]
+    NotMatchRetainKeys,
 }
+
+impl PatchError {
+    /// Whether upstream answers this with 400 Bad Request (else 422 Unprocessable Entity).
+    pub fn is_bad_request(&self) -> bool {
+        matches!(self, PatchError::BadFormat(_))
+    }
+}
+
+const BAD_RETAIN_KEYS: &str = "invalid patch format of retainKeys";
+const BAD_SET_ORDER: &str = "invalid patch format of setElementOrder list";
+const BAD_PRIMITIVE_LIST: &str = "invalid patch format of primitive list";
 
 /// The Go types whose fields carry patch strategies. `Any` merges maps and replaces lists.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -265,13 +283,20 @@ fn merge_map(
         }
     }
     if let Some(retain) = patch.remove(RETAIN_KEYS) {
+        // A string or map here used to retain nothing and wipe the map.
         let keep: Vec<String> = retain
             .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .map(str::to_owned)
-            .collect();
+            .ok_or(PatchError::BadFormat(BAD_RETAIN_KEYS))?
+            .iter()
+            .map(|k| k.as_str().map(str::to_owned))
+            .collect::<Option<_>>()
+            .ok_or(PatchError::BadFormat(BAD_RETAIN_KEYS))?;
+        let outside = patch
+            .iter()
+            .any(|(k, v)| !v.is_null() && !k.starts_with('$') && !keep.contains(k));
+        if outside {
+            return Err(PatchError::NotMatchRetainKeys);
+        }
         original.retain(|k, _| keep.contains(k));
     }
     // $setElementOrder directives merge their list now and fix its order.
@@ -282,10 +307,10 @@ fn merge_map(
         .collect();
     for order_key in order_keys {
         let field_name = order_key[SET_ORDER.len()..].to_owned();
-        let order = patch
-            .remove(&order_key)
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default();
+        let order = match patch.remove(&order_key) {
+            Some(Value::Array(order)) => order,
+            _ => return Err(PatchError::BadFormat(BAD_SET_ORDER)),
+        };
         let (item_ty, strategy) = field(ty, &field_name);
         let orig_list = original
             .get(&field_name)
@@ -306,7 +331,9 @@ fn merge_map(
     }
     for (k, pv) in patch {
         if let Some(field_name) = k.strip_prefix(DELETE_PRIMITIVE) {
-            let remove = pv.as_array().cloned().unwrap_or_default();
+            let Value::Array(remove) = pv else {
+                return Err(PatchError::BadFormat(BAD_PRIMITIVE_LIST));
+            };
             if let Some(Value::Array(list)) = original.get_mut(field_name) {
                 list.retain(|x| !remove.contains(x));
             }
@@ -592,6 +619,42 @@ mod tests {
             out["spec"]["template"]["spec"]["volumes"],
             json!([{"name": "v", "emptyDir": {}}])
         );
+    }
+
+    /// Issue 15, defect 10: directives of the wrong type were accepted, and a string
+    /// `$retainKeys` wiped the spec. Upstream refuses each with its own 400 message, and a patch
+    /// field outside `$retainKeys` with a 422.
+    #[test]
+    fn directives_of_the_wrong_shape_are_refused_not_obeyed() {
+        let original = json!({"metadata": {"finalizers": ["a"]}, "spec": {"minReadySeconds": 1,
+            "template": {"spec": {"containers": [{"name": "x"}]}}}});
+        let cases = [
+            (
+                json!({"spec": {"$retainKeys": "spec"}}),
+                "invalid patch format of retainKeys",
+            ),
+            (
+                json!({"spec": {"$retainKeys": [1]}}),
+                "invalid patch format of retainKeys",
+            ),
+            (
+                json!({"spec": {"template": {"spec": {"$setElementOrder/containers": "x"}}}}),
+                "invalid patch format of setElementOrder list",
+            ),
+            (
+                json!({"metadata": {"$deleteFromPrimitiveList/finalizers": {"a": 1}}}),
+                "invalid patch format of primitive list",
+            ),
+        ];
+        for (patch, message) in cases {
+            let err = apply(&original, &patch, Kind::DaemonSet).expect_err("refused");
+            assert_eq!(err.to_string(), message, "{patch}");
+            assert!(err.is_bad_request());
+        }
+        let outside = json!({"spec": {"$retainKeys": ["template"], "minReadySeconds": 2}});
+        let err = apply(&original, &outside, Kind::DaemonSet).expect_err("refused");
+        assert_eq!(err, PatchError::NotMatchRetainKeys);
+        assert!(!err.is_bad_request());
     }
 
     #[test]

@@ -523,6 +523,28 @@ async fn abusive_and_malformed_input_is_refused_with_a_status() {
         "RequestEntityTooLarge",
         "would add more than 3145728 bytes",
     );
+    // Strategic-merge directives of the wrong shape: upstream's 400s, and nothing wiped.
+    let smp = "application/strategic-merge-patch+json";
+    for (patch, message) in [
+        (
+            json!({"data": {"$retainKeys": "k"}}),
+            "invalid patch format of retainKeys",
+        ),
+        (
+            json!({"$setElementOrder/data": "k"}),
+            "invalid patch format of setElementOrder list",
+        ),
+        (
+            json!({"metadata": {"$deleteFromPrimitiveList/finalizers": {"a": 1}}}),
+            "invalid patch format of primitive list",
+        ),
+    ] {
+        let (code, body) = call(&r, Method::PATCH, &path, smp, patch.clone()).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{patch}: {body}");
+        assert_status(&body, 400, "BadRequest", message);
+    }
+    let (_, kept) = call(&r, Method::GET, &path, JSON, Value::Null).await;
+    assert_eq!(kept["data"], json!({"k": "v"}), "{kept}");
     // More operations than upstream allows.
     let many: Vec<Value> = (0..10_001)
         .map(|_| json!({"op": "test", "path": "/data/k", "value": "v"}))

@@ -50,6 +50,8 @@ enum PatchFailure {
     Invalid(String),
     /// The patched object would be too large: 413.
     TooLarge(String),
+    /// The patch is malformed (a directive of the wrong shape): 400.
+    Malformed(String),
 }
 
 /// Applies a parsed patch document to an object.
@@ -91,7 +93,9 @@ pub fn patched(original: &Value, kind: Kind, patch_type: &str, body: &[u8]) -> A
     let mut doc = original.clone();
     apply(&mut doc).map_err(|failure| match failure {
         PatchFailure::TooLarge(message) => ApiError::too_large(message),
-        PatchFailure::Invalid(message) => ApiError::bad_request(message),
+        PatchFailure::Invalid(message) | PatchFailure::Malformed(message) => {
+            ApiError::bad_request(message)
+        }
     })?;
     let name = original
         .get("metadata")
@@ -136,8 +140,15 @@ fn patch_fn(kind: Kind, patch_type: &str, body: &[u8]) -> ApiResult<PatchFn> {
                 ));
             }
             Box::new(move |doc| {
-                *doc = everynode_apimachinery::strategic_merge::apply(doc, &parsed, kind)
-                    .map_err(|e| PatchFailure::Invalid(e.to_string()))?;
+                *doc = everynode_apimachinery::strategic_merge::apply(doc, &parsed, kind).map_err(
+                    |e| {
+                        if e.is_bad_request() {
+                            PatchFailure::Malformed(e.to_string())
+                        } else {
+                            PatchFailure::Invalid(e.to_string())
+                        }
+                    },
+                )?;
                 Ok(())
             })
         }
@@ -173,6 +184,7 @@ async fn patch(
             let mut doc = current.clone();
             apply(&mut doc).map_err(|failure| match failure {
                 PatchFailure::TooLarge(message) => ApiError::too_large(message),
+                PatchFailure::Malformed(message) => ApiError::bad_request(message),
                 PatchFailure::Invalid(message) => ApiError::invalid(
                     res,
                     name,
