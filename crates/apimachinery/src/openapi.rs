@@ -31,6 +31,25 @@ fn write_params() -> Vec<Value> {
     ]
 }
 
+/// The path parameters of a path item, declared on the item as upstream's document does.
+fn path_params(res: &Resource, with_name: bool) -> Value {
+    let param = |name: &str, description: String| {
+        json!({"name": name, "in": "path", "required": true, "description": description,
+            "schema": {"type": "string", "uniqueItems": true}})
+    };
+    let mut params = Vec::new();
+    if with_name {
+        params.push(param("name", format!("name of the {}", res.kind)));
+    }
+    if res.namespaced {
+        params.push(param(
+            "namespace",
+            "object name and auth scope, such as for teams and projects".into(),
+        ));
+    }
+    Value::Array(params)
+}
+
 fn schema_ref(name: &str) -> Value {
     json!({"$ref": format!("#/components/schemas/{name}")})
 }
@@ -107,6 +126,7 @@ fn paths_for(res: &Resource, paths: &mut Map<String, Value>) {
             "get": operation(res, "list", vec![query("labelSelector", "Label selector."), query("fieldSelector", "Field selector."), query("watch", "Watch for changes.")], None, list.clone()),
             "post": operation(res, "post", write_params(), Some(vec!["application/json", "application/yaml"]), object.clone()),
             "delete": operation(res, "deletecollection", vec![query("labelSelector", "Label selector.")], None, json!({"type": "object"})),
+            "parameters": path_params(res, false),
         }),
     );
     paths.insert(
@@ -116,6 +136,7 @@ fn paths_for(res: &Resource, paths: &mut Map<String, Value>) {
             "put": operation(res, "put", write_params(), Some(vec!["application/json", "application/yaml"]), object.clone()),
             "patch": operation(res, "patch", patch_params.clone(), Some(patch_types.clone()), object.clone()),
             "delete": operation(res, "delete", vec![query("gracePeriodSeconds", "Grace period."), query("propagationPolicy", "Orphan, Background or Foreground.")], None, json!({"type": "object"})),
+            "parameters": path_params(res, true),
         }),
     );
     for sub in res.subresources.iter().filter(|s| **s == "status") {
@@ -125,6 +146,7 @@ fn paths_for(res: &Resource, paths: &mut Map<String, Value>) {
                 "get": operation(res, "get", vec![], None, object.clone()),
                 "put": operation(res, "put", write_params(), Some(vec!["application/json"]), object.clone()),
                 "patch": operation(res, "patch", patch_params.clone(), Some(patch_types.clone()), object.clone()),
+                "parameters": path_params(res, true),
             }),
         );
     }
@@ -233,6 +255,21 @@ mod tests {
                 .iter()
                 .any(|p| p["name"] == "fieldValidation")
         );
+        // Every templated segment of every path is declared as a required path parameter
+        // (issue 15: the document declared none, which OpenAPI tools refuse).
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            let declared: Vec<&str> = item["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|p| p["in"] == "path" && p["required"] == true)
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            for segment in path.split('/').filter(|s| s.starts_with('{')) {
+                let name = segment.trim_matches(|c| c == '{' || c == '}');
+                assert!(declared.contains(&name), "{path} does not declare {name}");
+            }
+        }
         let containers =
             &doc["components"]["schemas"]["io.k8s.api.core.v1.PodSpec"]["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
