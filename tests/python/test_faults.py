@@ -5,12 +5,15 @@ runs many and records them."""
 
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 
 import pytest
 
-from conftest import API_ONLY, Server, stays, wait_for
+import kubernetes
+
+from conftest import API_ONLY, FAST_LIFECYCLE, Server, everynode_binary, stays, wait_for
 from faults import DS_NAME, Http, daemon_set, image_of, live, ready, rollout_with_a_kill, start_hollow_agents
 
 
@@ -153,3 +156,121 @@ def test_data_directory_full_refuses_writes_clearly_and_recovers(tmp_path):
     finally:
         server.kill()
         subprocess.run(["umount", str(data)], check=False)
+
+
+class NetworkNamespace:
+    """A network namespace joined to the host by a veth pair: a host of its own, whose cable
+    can be pulled (`cut`) and plugged back (`reconnect`)."""
+
+    def __init__(self, tag):
+        self.name = f"en-{tag}"
+        self.host_if, self.ns_if = f"veh{tag}", f"vea{tag}"
+        octet = 16 + tag % 200
+        self.host_ip, self.ns_ip = f"10.231.{octet}.1", f"10.231.{octet}.2"
+
+    def __enter__(self):
+        def ip(*args):
+            subprocess.run(["ip", *args], check=True, capture_output=True)
+
+        ip("netns", "add", self.name)
+        try:
+            ip("link", "add", self.host_if, "type", "veth", "peer", "name", self.ns_if)
+            ip("link", "set", self.ns_if, "netns", self.name)
+            ip("addr", "add", f"{self.host_ip}/30", "dev", self.host_if)
+            ip("link", "set", self.host_if, "up")
+            ip("-n", self.name, "addr", "add", f"{self.ns_ip}/30", "dev", self.ns_if)
+            ip("-n", self.name, "link", "set", self.ns_if, "up")
+            ip("-n", self.name, "link", "set", "lo", "up")
+        except subprocess.CalledProcessError:
+            self.__exit__()
+            raise
+        return self
+
+    def cut(self):
+        subprocess.run(["ip", "link", "set", self.host_if, "down"], check=True)
+
+    def reconnect(self):
+        subprocess.run(["ip", "link", "set", self.host_if, "up"], check=True)
+
+    def __exit__(self, *exc):
+        subprocess.run(["ip", "link", "del", self.host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
+
+
+def test_agent_cut_off_by_the_network_keeps_its_pods_and_rejoins_without_a_duplicate(tmp_data_dir):
+    """The agent runs in a network namespace of its own and its link to the server goes down:
+    the node goes Unknown within the grace period while its container keeps running; when the
+    link comes back the node is Ready again with the same pod, not restarted, and never a
+    second one."""
+    if os.geteuid() != 0 or not shutil.which("ip"):
+        if os.environ.get("CI") == "true":
+            pytest.fail("the network fault test needs root and iproute2")
+        pytest.skip("needs root and iproute2")
+    with NetworkNamespace(os.getpid() % 10000) as netns:
+        server = Server(tmp_data_dir, ["--tls-san", netns.host_ip, *FAST_LIFECYCLE]).start(listen=f"{netns.host_ip}:0")
+        state = pathlib.Path(tmp_data_dir) / "agents" / "cut"
+        state.mkdir(parents=True)
+        agent = subprocess.Popen(
+            ["ip", "netns", "exec", netns.name, everynode_binary(), "agent", "--kubeconfig", server.kubeconfig,
+             "--name", "cut", "--node-ip", netns.ns_ip, "--listen", f"{netns.ns_ip}:0", "--state-dir", str(state),
+             "--node-lease-duration-seconds", "4", "--node-status-update-frequency", "1"],
+            stdout=subprocess.DEVNULL, stderr=open(pathlib.Path(tmp_data_dir) / "agent-cut.log", "ab"))
+        client = server.client()
+        try:
+            core = kubernetes.client.CoreV1Api(client)
+            apps = kubernetes.client.AppsV1Api(client)
+
+            def node_ready():
+                n = core.read_node("cut")
+                return next(c.status for c in n.status.conditions if c.type == "Ready")
+
+            wait_for("the cut-off node Ready", lambda: node_ready() == "True", timeout=60)
+            apps.create_namespaced_daemon_set("default", {
+                "metadata": {"name": "survivor"},
+                "spec": {"selector": {"matchLabels": {"app": "survivor"}},
+                         "template": {"metadata": {"labels": {"app": "survivor"}},
+                                      "spec": {"containers": [{"name": "main", "image": "busybox",
+                                                               "command": ["sh", "-c", "while true; do sleep 1; done"]}]}}}})
+
+            def pod_ready(p):
+                return any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or []))
+
+            def container_pid(uid):
+                pid_file = state / "containers" / uid / "main" / "pid"
+                return int(pid_file.read_text()) if pid_file.exists() else None
+
+            before = wait_for("the daemon pod running", lambda: (p := running_pod_obj(core)) and pod_ready(p) and p, timeout=60)
+            uid = before.metadata.uid
+            pid = container_pid(uid)
+            assert pid and os.path.exists(f"/proc/{pid}"), "the container's process"
+
+            netns.cut()
+            wait_for("the node Unknown within the grace period", lambda: node_ready() == "Unknown", timeout=30)
+            pods = core.list_namespaced_pod("default", label_selector="app=survivor").items
+            assert [p.metadata.uid for p in pods] == [uid], "the daemon pod stays"
+            assert os.path.exists(f"/proc/{pid}"), "the container keeps running while its node is cut off"
+
+            netns.reconnect()
+            wait_for("the node Ready again", lambda: node_ready() == "True", timeout=60)
+            after = wait_for("the same pod Ready again", lambda: (p := running_pod_obj(core)) and pod_ready(p) and p, timeout=60)
+            assert after.metadata.uid == uid, "no second pod"
+            assert after.status.container_statuses[0].restart_count == 0, "not restarted"
+            assert container_pid(uid) == pid and os.path.exists(f"/proc/{pid}"), "the same process"
+            stays("one daemon pod, the same one", lambda: [
+                p.metadata.uid for p in core.list_namespaced_pod("default", label_selector="app=survivor").items] == [uid],
+                seconds=3, interval=0.5)
+        finally:
+            client.close()
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+            server.kill()
+
+
+def running_pod_obj(core):
+    pods = core.list_namespaced_pod("default", label_selector="app=survivor").items
+    assert len(pods) <= 1, "never two daemon pods on the node"
+    return pods[0] if pods else None

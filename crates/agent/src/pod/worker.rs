@@ -537,13 +537,48 @@ async fn running_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
     }
 }
 
-/// Reports the view whenever it changes.
+/// Reports the view whenever it changes, and whenever the API's copy stops agreeing with it
+/// (the node lifecycle controller marks pods NotReady while their node is unreachable; once the
+/// agent reaches the server again it must say they are Ready, as kubelet's status manager
+/// reconciles).
 async fn status_writer(ctx: Arc<PodCtx>) {
     let mut last = None;
+    let mut pod = ctx.pod.clone();
+    let mut watching = true;
     loop {
         sync_status(&ctx, &mut last).await;
-        ctx.changed.notified().await;
+        if watching {
+            tokio::select! {
+                () = ctx.changed.notified() => {}
+                changed = pod.changed() => watching = changed.is_ok(),
+            }
+        } else {
+            ctx.changed.notified().await;
+        }
     }
+}
+
+/// Whether the API's copy of the pod says what `status` says, where others write too: the
+/// phase and each condition's status. (Not a full comparison: the server's rendering of times
+/// and empty fields need not match ours, and comparing them would post forever.)
+fn api_agrees(pod: &Pod, status: &serde_json::Value) -> bool {
+    let Some(api) = pod.status.as_ref() else {
+        return false;
+    };
+    if status["phase"].as_str() != api.phase.as_deref() {
+        return false;
+    }
+    let api_conditions = api.conditions.as_deref().unwrap_or_default();
+    status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .all(|c| {
+            api_conditions.iter().any(|a| {
+                Some(a.type_.as_str()) == c["type"].as_str()
+                    && Some(a.status.as_str()) == c["status"].as_str()
+            })
+        })
 }
 
 async fn sync_status(ctx: &PodCtx, last: &mut Option<serde_json::Value>) {
@@ -558,7 +593,7 @@ async fn sync_status(ctx: &PodCtx, last: &mut Option<serde_json::Value>) {
     let Ok(value) = serde_json::to_value(&status) else {
         return;
     };
-    if last.as_ref() == Some(&value) {
+    if last.as_ref() == Some(&value) && api_agrees(&pod, &value) {
         return;
     }
     let ns = crate::pod::namespace_of(&pod);
