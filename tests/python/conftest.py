@@ -212,6 +212,18 @@ class Agent:
 FAST_LIFECYCLE = ["--node-monitor-grace-period", "4", "--node-monitor-period", "1", "--node-startup-grace-period", "10"]
 
 
+def stop_process(proc, timeout=60):
+    """SIGTERM, then SIGKILL if it has not ended within `timeout` seconds; reaps it."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def wait_for(what, check, timeout=90, interval=0.25):
     """Polls `check` until it returns something truthy; fails naming `what` otherwise."""
     deadline = time.monotonic() + timeout

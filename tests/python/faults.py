@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import Server, everynode_binary, wait_for
+from conftest import Server, everynode_binary, stop_process, wait_for
 
 DS_NAME = "faulty"
 
@@ -36,6 +36,15 @@ class Http:
         self.base = server.url
         self.token = server.token
         self.ctx = ssl.create_default_context(cafile=server.ca)
+
+    def get(self, path, patience=15):
+        """A GET that waits out a slow moment (no answer within the timeout) on a loaded
+        machine, for checks that must not mistake slowness for a broken rule."""
+        deadline = time.monotonic() + patience
+        while True:
+            code, body = self.call("GET", path)
+            if code is not None or time.monotonic() > deadline:
+                return code, body
 
     def call(self, method, path, body=None, content_type="application/json", timeout=5):
         data = json.dumps(body).encode() if body is not None else None
@@ -208,10 +217,5 @@ def rollout_with_a_kill(data_dir, nodes=6, max_surge=0, max_unavailable=1, seed=
             observer.stop.set()
         for w in writers:
             w.stop.set()
-        agents.send_signal(signal.SIGTERM)
-        try:
-            agents.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            agents.kill()
-            agents.wait()
+        stop_process(agents, timeout=30)
         server.kill()

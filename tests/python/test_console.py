@@ -7,7 +7,6 @@ import os
 import pathlib
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -15,7 +14,7 @@ import time
 import kubernetes
 import pytest
 
-from conftest import EXAMPLES, REPO, everynode_binary, required_tool, wait_for
+from conftest import EXAMPLES, REPO, everynode_binary, required_tool, stop_process, wait_for
 
 SHOTS = pathlib.Path(os.environ.get("EVERYNODE_SCREENSHOTS", REPO / "target" / "console-screenshots"))
 
@@ -52,12 +51,7 @@ def up():
         yield {"url": url, "token": (data / "d" / "admin.token").read_text().strip(), "client": client}
         client.close()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc)
         log.close()
         shutil.rmtree(data, ignore_errors=True)
 

@@ -6,14 +6,13 @@ runs many and records them."""
 import os
 import pathlib
 import shutil
-import signal
 import subprocess
 
 import pytest
 
 import kubernetes
 
-from conftest import API_ONLY, FAST_LIFECYCLE, Server, everynode_binary, stays, wait_for
+from conftest import API_ONLY, FAST_LIFECYCLE, Server, everynode_binary, stays, stop_process, wait_for
 from faults import DS_NAME, Http, daemon_set, image_of, live, ready, rollout_with_a_kill, start_hollow_agents
 
 
@@ -56,7 +55,7 @@ def test_wall_clock_stepped_forward_and_back(tmp_data_dir):
         names = [f"hollow-{i:05}" for i in (1, 2, 3)]
 
         def pods():
-            code, body = http.call("GET", f"/api/v1/namespaces/default/pods?labelSelector=app%3D{DS_NAME}")
+            code, body = http.get(f"/api/v1/namespaces/default/pods?labelSelector=app%3D{DS_NAME}")
             assert code == 200, body
             return body["items"]
 
@@ -66,7 +65,7 @@ def test_wall_clock_stepped_forward_and_back(tmp_data_dir):
                     and all(ready(p) and live(p) for p in items) and items)
 
         def all_nodes_ready():
-            code, body = http.call("GET", "/api/v1/nodes")
+            code, body = http.get("/api/v1/nodes")
             return code == 200 and sum(1 for n in body["items"] if ready({"status": n.get("status")})) == 3
 
         wait_for("3 Ready nodes", all_nodes_ready, timeout=60)
@@ -75,7 +74,7 @@ def test_wall_clock_stepped_forward_and_back(tmp_data_dir):
         before = {p["metadata"]["uid"] for p in wait_for("a Ready pod on every node", steady, timeout=60)}
 
         def unchanged():
-            code, ds = http.call("GET", f"/apis/apps/v1/namespaces/default/daemonsets/{DS_NAME}")
+            code, ds = http.get(f"/apis/apps/v1/namespaces/default/daemonsets/{DS_NAME}")
             return (steady() and {p["metadata"]["uid"] for p in pods()} == before
                     and all_nodes_ready() and code == 200 and ds["status"].get("numberAvailable") == 3)
 
@@ -92,8 +91,7 @@ def test_wall_clock_stepped_forward_and_back(tmp_data_dir):
         assert code == 200, body
         wait_for("the rolling update after the steps", lambda: (s := steady()) and all(image_of(p) == "agent:2" for p in s), timeout=90)
     finally:
-        agents.send_signal(signal.SIGTERM)
-        agents.wait(timeout=30)
+        stop_process(agents, timeout=30)
         server.kill()
 
 
@@ -261,12 +259,7 @@ def test_agent_cut_off_by_the_network_keeps_its_pods_and_rejoins_without_a_dupli
                 seconds=3, interval=0.5)
         finally:
             client.close()
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+            stop_process(agent)
             server.kill()
 
 

@@ -39,7 +39,7 @@ impl ServingIdentity {
 
     /// SHA-256 of the certificate (DER), lowercase hex: what the Node publishes.
     pub fn sha256(&self) -> String {
-        sha256_hex(&self.cert)
+        everynode_api::node_endpoint::certificate_sha256(&self.cert)
     }
 
     /// The server configuration: this certificate, clients verified against `client_ca` (PEM).
@@ -74,13 +74,4 @@ impl ServingIdentity {
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
-}
-
-/// SHA-256 of `der`, lowercase hex.
-pub fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }

@@ -19,10 +19,9 @@ use tokio::sync::watch;
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 
-/// The Node annotation carrying the agent endpoint's certificate fingerprint. The API server
-/// pins it when it connects to the agent, so a Node pointing its address elsewhere reaches
-/// nothing that can answer. Writing a Node takes a node's or an administrator's credential.
-pub const CERTIFICATE_ANNOTATION: &str = "everynode.io/agent-certificate-sha256";
+/// Where the agent publishes its endpoint's certificate: the API server pins it, so a Node
+/// pointing its address elsewhere reaches nothing that can answer.
+pub use everynode_api::node_endpoint::CERTIFICATE_ANNOTATION;
 
 /// Everything that describes this node, decided before registration.
 #[derive(Clone, Debug)]

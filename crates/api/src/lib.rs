@@ -8,6 +8,7 @@ pub mod defaults;
 pub mod field;
 pub mod fnv;
 pub mod names;
+pub mod node_endpoint;
 pub mod quantity;
 pub mod registry;
 pub mod scheduling;

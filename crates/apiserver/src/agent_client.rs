@@ -4,6 +4,7 @@
 //! so a Node that points its address at another listener receives nothing reusable, and the
 //! server reads logs only from the agent that registered the Node.
 
+use everynode_api::node_endpoint::certificate_sha256;
 use rustls::DigitallySignedStruct;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
@@ -78,15 +79,6 @@ struct PinnedCertificate {
     provider: Arc<CryptoProvider>,
 }
 
-/// SHA-256 of `der`, lowercase hex.
-pub fn sha256_hex(der: &[u8]) -> String {
-    ring::digest::digest(&ring::digest::SHA256, der)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 impl ServerCertVerifier for PinnedCertificate {
     fn verify_server_cert(
         &self,
@@ -96,7 +88,7 @@ impl ServerCertVerifier for PinnedCertificate {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if sha256_hex(end_entity) == self.sha256 {
+        if certificate_sha256(end_entity) == self.sha256 {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(

@@ -3,16 +3,13 @@
 //! (so `kubectl logs -f` follows). Upstream's messages for the cases kubectl users meet.
 
 use crate::error::{ApiError, ApiResult};
-
-/// The Node annotation where an agent publishes its endpoint certificate's SHA-256 (the agent
-/// crate's `node::CERTIFICATE_ANNOTATION`; the API server does not depend on the agent).
-pub const CERTIFICATE_ANNOTATION: &str = "everynode.io/agent-certificate-sha256";
 use crate::registry::Registry;
 use crate::request::ResourcePath;
 use crate::request::options::LogOptions;
 use axum::body::Body;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use everynode_api::node_endpoint::CERTIFICATE_ANNOTATION;
 use everynode_api::registry::{self};
 use futures::StreamExt;
 use serde_json::Value;
