@@ -403,3 +403,32 @@ def test_the_server_sends_no_credential_to_an_address_a_node_advertises(tmp_data
         client.close()
         agent.stop()
         server.kill()
+
+
+@pytest.mark.parametrize("http_version", ["--http1.1", "--http2"])
+def test_an_oversized_body_gets_a_413_status_over_both_http_versions(tmp_data_dir, tmp_path, http_version):
+    """Defect 10: the 413 for a body over 3 MiB was plain text, and over HTTP/2 a stream reset.
+    curl, a real client of both protocols, must read upstream's Status either way."""
+    curl = shutil.which("curl")
+    if not curl:
+        if os.environ.get("CI") == "true":
+            pytest.fail("curl is required in CI (it is on the base image)")
+        pytest.skip("curl not installed")
+    server = Server(tmp_data_dir, API_ONLY).start()
+    try:
+        body = tmp_path / "big.json"
+        body.write_text(json.dumps({"metadata": {"name": "big"}, "data": {"k": "a" * 4_000_000}}))
+        out = subprocess.run(
+            [curl, "-s", http_version, "--cacert", server.ca, "-H", f"Authorization: Bearer {server.token}",
+             "-H", "Content-Type: application/json", "-X", "POST", "--data-binary", f"@{body}",
+             "-w", "\n%{http_code} %{http_version}", f"{server.url}/api/v1/namespaces/default/configmaps"],
+            capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        status_text, _, trailer = out.stdout.rpartition("\n")
+        code, version = trailer.split()
+        assert code == "413" and version == ("2" if http_version == "--http2" else "1.1"), out.stdout[-300:]
+        status = json.loads(status_text)
+        assert status["kind"] == "Status" and status["reason"] == "RequestEntityTooLarge", status
+        assert status["message"] == "Request entity too large: limit is 3145728", status
+    finally:
+        server.kill()

@@ -9,8 +9,7 @@ use crate::registry::Registry;
 use crate::request::ResourceRequest;
 use crate::response::ok;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -86,14 +85,35 @@ async fn ready(State(api): State<Arc<Registry>>) -> Response {
     }
 }
 
-/// A body that could not be read: over the limit (413, as upstream words it), or broken (400),
-/// as a `Status` like every other error.
-fn body_rejected(rejection: &BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::too_large(format!("Request entity too large: limit is {MAX_BODY}"))
-    } else {
-        ApiError::bad_request(format!("reading the request body: {rejection}"))
+/// How much of an over-limit body is read and thrown away before the 413 is sent, so that the
+/// client, still sending, sees a finished request and reads the `Status`. Over HTTP/2 an answer
+/// to a body still arriving was a stream reset, which curl reports as an error instead of the 413.
+/// Past this, the stream is reset after all.
+const DRAIN_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Reads a request body of at most `MAX_BODY` bytes. Over the limit: 413 (as upstream words
+/// it); unreadable: 400; each as a `Status` like every other error.
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::bad_request(format!("reading the request body: {e}")))?;
+        seen += chunk.len();
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&chunk);
+        } else if seen > MAX_BODY + DRAIN_LIMIT {
+            break;
+        }
     }
+    if seen > MAX_BODY {
+        return Err(ApiError::too_large(format!(
+            "Request entity too large: limit is {MAX_BODY}"
+        )));
+    }
+    Ok(Bytes::from(kept))
 }
 
 /// Every resource path: the typed request, then the endpoint's handler. Failures are logged at
@@ -103,14 +123,13 @@ async fn resource_request(
     method: Method,
     request: Result<ResourceRequest, ApiError>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
-    let result = match (request, body) {
+    let result = match (request, read_body(body).await) {
         (Ok(request), Ok(body)) => {
             handlers::serve(&registry, &method, &request, &headers, body).await
         }
-        (Err(e), _) => Err(e),
-        (Ok(_), Err(rejection)) => Err(body_rejected(&rejection)),
+        (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };
     result.unwrap_or_else(|e| {
         tracing::debug!(%method, code = e.code.as_u16(), message = %e.message, "request failed");
