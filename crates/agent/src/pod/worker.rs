@@ -682,4 +682,21 @@ mod tests {
         assert!(matches!(v.containers[0].state, State::Running { .. }));
         assert!(v.initialized);
     }
+
+    /// The node lifecycle controller's NotReady, seen on the API copy, disagrees with what the
+    /// agent reports; times and other fields do not matter.
+    #[test]
+    fn api_agreement_looks_at_phase_and_condition_statuses() {
+        let ours = serde_json::json!({"phase": "Running", "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": "2026-11-29T10:00:00Z"}]});
+        let pod = |phase: &str, ready: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({"status": {"phase": phase, "conditions": [
+                {"type": "Ready", "status": ready, "lastTransitionTime": "2026-11-29T10:00:05Z"}]}}))
+            .expect("pod")
+        };
+        assert!(api_agrees(&pod("Running", "True"), &ours));
+        assert!(!api_agrees(&pod("Running", "False"), &ours));
+        assert!(!api_agrees(&pod("Pending", "True"), &ours));
+        assert!(!api_agrees(&Pod::default(), &ours));
+    }
 }
