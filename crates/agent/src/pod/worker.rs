@@ -537,23 +537,22 @@ async fn running_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
     }
 }
 
-/// Reports the view whenever it changes, and whenever the API's copy stops agreeing with it
-/// (the node lifecycle controller marks pods NotReady while their node is unreachable; once the
-/// agent reaches the server again it must say they are Ready, as kubelet's status manager
-/// reconciles).
+/// How often a pod's reported status is checked against the API's copy, as kubelet's status
+/// manager reconciles (`syncBatch`, every 10 s).
+const RECONCILE_EVERY: Duration = Duration::from_secs(10);
+
+/// Reports the view whenever it changes, and, checked every `RECONCILE_EVERY`, whenever the
+/// API's copy stops agreeing with it: the node lifecycle controller marks pods NotReady while
+/// their node is unreachable, and once the agent reaches the server again it must say they are
+/// Ready. Not on every change of the API's copy: that copy lags the agent's own writes, and
+/// answering each stale echo kept the agent posting.
 async fn status_writer(ctx: Arc<PodCtx>) {
     let mut last = None;
-    let mut pod = ctx.pod.clone();
-    let mut watching = true;
     loop {
         sync_status(&ctx, &mut last).await;
-        if watching {
-            tokio::select! {
-                () = ctx.changed.notified() => {}
-                changed = pod.changed() => watching = changed.is_ok(),
-            }
-        } else {
-            ctx.changed.notified().await;
+        tokio::select! {
+            () = ctx.changed.notified() => {}
+            () = tokio::time::sleep(RECONCILE_EVERY) => {}
         }
     }
 }
