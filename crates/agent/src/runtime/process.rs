@@ -209,7 +209,10 @@ impl Runtime for ProcessRuntime {
             .map_err(|e| {
                 RuntimeError::Start(format!("starting shim {}: {e}", self.shim_exe.display()))
             })?;
-        // The environment goes through the shim's stdin, not the state directory.
+        let shim_pid = shim.id().unwrap_or(0) as i32;
+        let _ = std::fs::write(dir.join("shim_pid"), shim_pid.to_string());
+        // The environment goes through the shim's stdin, not the state directory; only once
+        // `shim_pid` names the shim, or a resync could take it for a shim whose state is lost.
         if let Some(mut stdin) = shim.stdin.take() {
             use tokio::io::AsyncWriteExt;
             let env =
@@ -218,8 +221,6 @@ impl Runtime for ProcessRuntime {
                 RuntimeError::Start(format!("handing the environment to the shim: {e}"))
             })?;
         }
-        let shim_pid = shim.id().unwrap_or(0) as i32;
-        let _ = std::fs::write(dir.join("shim_pid"), shim_pid.to_string());
         // A container is started only when none could be adopted: any other shim still serving
         // this directory lost its state (a wiped state directory) and would run a second copy.
         for other in shims_serving(&dir).filter(|pid| *pid != shim_pid) {
