@@ -109,7 +109,7 @@ pub async fn handle(
     }
     let Some(pin) = node["metadata"]["annotations"][CERTIFICATE_ANNOTATION].as_str() else {
         return Err(ApiError::bad_request(format!(
-            "node \"{node_name}\" does not publish its agent's certificate ({CERTIFICATE_ANNOTATION}); logs are read only from an agent that does"
+            "node \"{node_name}\" does not publish its agent's certificate ({CERTIFICATE_ANNOTATION}); logs are read only from an agent that does: restart the node's agent, which publishes it when it registers"
         )));
     };
     let identity = api.options.agent_client.as_ref().ok_or_else(|| {
