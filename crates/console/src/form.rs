@@ -117,8 +117,9 @@ pub struct Built {
 pub const DESCRIPTION_ANNOTATION: &str = "kubernetes.io/description";
 /// The longest description the form takes.
 pub const MAX_DESCRIPTION: usize = 512;
-/// At most this many DNS search domains (upstream's limit).
-pub const MAX_SEARCHES: usize = 6;
+/// At most this many DNS search domains (upstream's `MaxDNSSearchPaths` since 1.28; the API
+/// server checks the rest of the limits).
+pub const MAX_SEARCHES: usize = 32;
 
 fn insert_nonempty(map: &mut Map<String, Value>, key: &str, value: Value) {
     let empty = match &value {
@@ -904,9 +905,10 @@ mod tests {
         let err = build(&Form::from_pairs(&[("name", "a"), ("description", &long)]))
             .expect_err("too long");
         assert_eq!(err.field, "description");
+        let searches: Vec<String> = (0..=MAX_SEARCHES).map(|i| format!("s{i}")).collect();
         let err = build(&Form::from_pairs(&[
             ("name", "a"),
-            ("searches", "a\nb\nc\nd\ne\nf\ng"),
+            ("searches", &searches.join("\n")),
         ]))
         .expect_err("too many");
         assert_eq!(err.field, "searches");

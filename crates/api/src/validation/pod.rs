@@ -375,6 +375,11 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
             DNS_POLICIES,
         ));
     }
+    errs.extend(validate_dns_config(
+        spec.dns_config.as_ref(),
+        spec.dns_policy.as_deref(),
+        &path.child("dnsConfig"),
+    ));
     if let Some(ads) = spec.active_deadline_seconds
         && ads < 1
     {
@@ -415,6 +420,101 @@ pub fn validate_pod_spec(spec: &PodSpec, path: &Path) -> ErrorList {
     errs
 }
 
+/// Upstream's limits on a pod's DNS (`validation.MaxDNSNameservers` and friends), which come
+/// from libc's resolver.
+const MAX_DNS_NAMESERVERS: usize = 3;
+const MAX_DNS_SEARCH_PATHS: usize = 32;
+const MAX_DNS_SEARCH_LIST_CHARS: usize = 2048;
+
+/// A list of strings as Go prints it in a field error (`[]string{"a", "b"}`).
+fn go_string_list(items: &[String]) -> crate::field::BadValue {
+    let quoted: Vec<String> = items.iter().map(|s| format!("{s:?}")).collect();
+    crate::field::BadValue::Raw(format!("[]string{{{}}}", quoted.join(", ")))
+}
+
+/// Upstream's `validatePodDNSConfig`: `dnsPolicy: None` needs a config with a nameserver; at
+/// most 3 nameservers, each an IP; at most 32 searches of at most 2048 characters together,
+/// each a DNS subdomain (a trailing dot allowed); every option named.
+fn validate_dns_config(
+    config: Option<&k8s_openapi::api::core::v1::PodDNSConfig>,
+    policy: Option<&str>,
+    path: &Path,
+) -> ErrorList {
+    let mut errs = ErrorList::new();
+    if policy == Some("None") {
+        let Some(config) = config else {
+            errs.push(FieldError::required(
+                path,
+                "must provide `dnsConfig` when `dnsPolicy` is None",
+            ));
+            return errs;
+        };
+        if config.nameservers.as_deref().unwrap_or_default().is_empty() {
+            errs.push(FieldError::required(
+                &path.child("nameservers"),
+                "must provide at least one DNS nameserver when `dnsPolicy` is None",
+            ));
+            return errs;
+        }
+    }
+    let Some(config) = config else {
+        return errs;
+    };
+    let nameservers = config.nameservers.clone().unwrap_or_default();
+    if nameservers.len() > MAX_DNS_NAMESERVERS {
+        errs.push(FieldError::invalid(
+            &path.child("nameservers"),
+            go_string_list(&nameservers),
+            format!("must not have more than {MAX_DNS_NAMESERVERS} nameservers"),
+        ));
+    }
+    for (i, server) in nameservers.iter().enumerate() {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            errs.push(FieldError::invalid(
+                &path.child("nameservers").index(i),
+                server,
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
+            ));
+        }
+    }
+    let searches = config.searches.clone().unwrap_or_default();
+    if searches.len() > MAX_DNS_SEARCH_PATHS {
+        errs.push(FieldError::invalid(
+            &path.child("searches"),
+            go_string_list(&searches),
+            format!("must not have more than {MAX_DNS_SEARCH_PATHS} search paths"),
+        ));
+    }
+    if searches.join(" ").len() > MAX_DNS_SEARCH_LIST_CHARS {
+        errs.push(FieldError::invalid(
+            &path.child("searches"),
+            go_string_list(&searches),
+            format!(
+                "must not have more than {MAX_DNS_SEARCH_LIST_CHARS} characters (including spaces) in the search list"
+            ),
+        ));
+    }
+    for (i, search) in searches.iter().enumerate() {
+        let search = search.strip_suffix('.').unwrap_or(search);
+        for message in names::dns1123_subdomain(search) {
+            errs.push(FieldError::invalid(
+                &path.child("searches").index(i),
+                search,
+                message,
+            ));
+        }
+    }
+    for (i, option) in config.options.iter().flatten().enumerate() {
+        if option.name.as_deref().unwrap_or_default().is_empty() {
+            errs.push(FieldError::required(
+                &path.child("options").index(i),
+                "Option.Name must not be empty",
+            ));
+        }
+    }
+    errs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -426,6 +526,85 @@ mod tests {
 
     fn fields(errs: &ErrorList) -> Vec<String> {
         errs.iter().map(|e| e.to_string()).collect()
+    }
+
+    #[test]
+    fn dns_policy_none_needs_a_config_with_a_nameserver() {
+        let c = json!([{"name": "a", "image": "x"}]);
+        let errs = validate_pod_spec(
+            &spec(json!({"containers": c, "dnsPolicy": "None"})),
+            &Path::root("spec"),
+        );
+        assert_eq!(
+            fields(&errs),
+            vec![
+                "spec.dnsConfig: Required value: must provide `dnsConfig` when `dnsPolicy` is None"
+            ]
+        );
+        let errs = validate_pod_spec(
+            &spec(json!({"containers": c, "dnsPolicy": "None", "dnsConfig": {"searches": ["a"]}})),
+            &Path::root("spec"),
+        );
+        assert_eq!(
+            fields(&errs),
+            vec![
+                "spec.dnsConfig.nameservers: Required value: must provide at least one DNS nameserver when `dnsPolicy` is None"
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_config_limits_are_upstreams() {
+        let searches: Vec<String> = (0..33).map(|i| format!("s{i}.example")).collect();
+        let errs = validate_pod_spec(
+            &spec(
+                json!({"containers": [{"name": "a", "image": "x"}], "dnsConfig": {
+                    "nameservers": ["1.1.1.1", "8.8.8.8", "9.9.9.9", "not-an-ip"],
+                    "searches": searches,
+                    "options": [{"value": "2"}],
+                }}),
+            ),
+            &Path::root("spec"),
+        );
+        let f = fields(&errs);
+        assert!(f.contains(&"spec.dnsConfig.nameservers: Invalid value: []string{\"1.1.1.1\", \"8.8.8.8\", \"9.9.9.9\", \"not-an-ip\"}: must not have more than 3 nameservers".to_owned()), "{f:?}");
+        assert!(f.contains(&"spec.dnsConfig.nameservers[3]: Invalid value: \"not-an-ip\": must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".to_owned()), "{f:?}");
+        assert!(
+            f.iter().any(
+                |e| e.starts_with("spec.dnsConfig.searches: Invalid value: []string{")
+                    && e.ends_with("must not have more than 32 search paths")
+            ),
+            "{f:?}"
+        );
+        assert!(
+            f.contains(
+                &"spec.dnsConfig.options[0]: Required value: Option.Name must not be empty"
+                    .to_owned()
+            ),
+            "{f:?}"
+        );
+        let long: Vec<String> = (0..30).map(|i| format!("{i}{}", "x".repeat(70))).collect();
+        let errs = validate_pod_spec(
+            &spec(
+                json!({"containers": [{"name": "a", "image": "x"}], "dnsConfig": {"searches": long}}),
+            ),
+            &Path::root("spec"),
+        );
+        assert!(fields(&errs).iter().any(|e| e.ends_with(
+            "must not have more than 2048 characters (including spaces) in the search list"
+        )));
+        let errs = validate_pod_spec(
+            &spec(
+                json!({"containers": [{"name": "a", "image": "x"}], "dnsConfig": {"searches": ["ok.example.", "Bad_Name"]}}),
+            ),
+            &Path::root("spec"),
+        );
+        let f = fields(&errs);
+        assert_eq!(f.len(), 1, "{f:?}");
+        assert!(
+            f[0].starts_with("spec.dnsConfig.searches[1]: Invalid value: \"Bad_Name\""),
+            "{f:?}"
+        );
     }
 
     #[test]
