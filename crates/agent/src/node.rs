@@ -42,6 +42,8 @@ pub struct NodeConfig {
     pub status_update_frequency: Duration,
     /// Status is patched at least this often even when unchanged (upstream 5 min).
     pub status_report_frequency: Duration,
+    /// This node's pod network (`spec.podCIDR`), when its runtime gives pods their own IPs.
+    pub pod_cidr: Option<String>,
 }
 
 /// Facts read from this host: (cpu count, memory in bytes, nodeInfo with kernel, OS image,
@@ -122,6 +124,8 @@ pub fn build_node(cfg: &NodeConfig) -> Node {
         },
         spec: Some(NodeSpec {
             taints: Some(cfg.taints.clone()).filter(|t| !t.is_empty()),
+            pod_cidr: cfg.pod_cidr.clone(),
+            pod_cidrs: cfg.pod_cidr.clone().map(|c| vec![c]),
             ..Default::default()
         }),
         status: None,
@@ -260,8 +264,19 @@ pub async fn register(
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let patch = serde_json::json!({"metadata": {"labels": node.metadata.labels,
+            let mut patch = serde_json::json!({"metadata": {"labels": node.metadata.labels,
                 "annotations": {CERTIFICATE_ANNOTATION: cfg.certificate_sha256}}});
+            // spec.podCIDR may be set once (the API refuses a change), as the node registers.
+            if let Some(cidr) = &cfg.pod_cidr
+                && let Ok(existing) = api.get(&cfg.name).await
+                && existing
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.pod_cidr.as_ref())
+                    .is_none()
+            {
+                patch["spec"] = serde_json::json!({"podCIDR": cidr, "podCIDRs": [cidr]});
+            }
             api.patch(&cfg.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
                 .map_err(err)?;
@@ -393,6 +408,7 @@ mod tests {
             port: 10250,
             certificate_sha256: "ab".repeat(32),
             lease_duration_seconds: 40,
+            pod_cidr: None,
             status_update_frequency: Duration::from_secs(10),
             status_report_frequency: Duration::from_secs(300),
         }

@@ -405,6 +405,7 @@ pub fn mounts_for(
                 source,
                 target: PathBuf::from(&m.mount_path),
                 read_only: m.read_only == Some(true) || always_read_only(&m.name),
+                propagation: crate::runtime::Propagation::of(m.mount_propagation.as_deref()),
             })
         })
         .collect()

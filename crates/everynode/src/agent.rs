@@ -1,4 +1,5 @@
-//! `everynode agent`: one node (process runtime), or a fleet of hollow nodes for scale work.
+//! `everynode agent`: one node (process or CRI runtime), or a fleet of hollow nodes for scale
+//! work.
 
 use crate::Error;
 use everynode_agent::agent::{self, AgentConfig};
@@ -6,6 +7,7 @@ use everynode_agent::endpoint_tls::ServingIdentity;
 use everynode_agent::logs::{self, LogServer};
 use everynode_agent::node::{NodeConfig, host_info};
 use everynode_agent::runtime::Runtime;
+use everynode_agent::runtime::cri::CriRuntime;
 use everynode_agent::runtime::hollow::HollowRuntime;
 use everynode_agent::runtime::process::ProcessRuntime;
 use k8s_openapi::api::core::v1::Taint;
@@ -21,6 +23,9 @@ pub enum RuntimeKind {
     Process,
     /// Nothing runs; pods become Running and Ready after --hollow-start-delay-ms.
     Hollow,
+    /// Containers run from images on a CRI runtime (containerd), each pod in its own sandbox
+    /// with its own network namespace and IP (--container-runtime-endpoint).
+    Cri,
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -56,6 +61,17 @@ pub struct AgentArgs {
     pub state_dir: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = RuntimeKind::Process)]
     pub runtime: RuntimeKind,
+    /// The CRI socket of the container runtime (with --runtime cri), e.g.
+    /// unix:///run/containerd/containerd.sock.
+    #[arg(long, required_if_eq("runtime", "cri"))]
+    pub container_runtime_endpoint: Option<String>,
+    /// Parent cgroup of this node's pods (with --runtime cri; default /everynode/<node>).
+    #[arg(long)]
+    pub cgroup_parent: Option<String>,
+    /// This node's pod network, recorded as the Node's spec.podCIDR (with --runtime cri, whose
+    /// CNI configuration allocates from it).
+    #[arg(long)]
+    pub pod_cidr: Option<String>,
     /// Run this many hollow nodes in this process (requires --runtime hollow).
     #[arg(long, default_value_t = 1)]
     pub hollow_nodes: usize,
@@ -243,15 +259,27 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("everynode-agent").join(&base_name));
     crate::private_dir(&state_root)?;
-    let runtime: Arc<dyn Runtime> = if hollow {
-        Arc::new(HollowRuntime::new(Duration::from_millis(
+    let runtime: Arc<dyn Runtime> = match args.runtime {
+        RuntimeKind::Hollow => Arc::new(HollowRuntime::new(Duration::from_millis(
             args.hollow_start_delay_ms,
-        )))
-    } else {
-        let exe = std::env::current_exe().map_err(|e| {
-            Error::Startup(format!("cannot find this executable for the shim: {e}"))
-        })?;
-        Arc::new(ProcessRuntime::new(&state_root, exe))
+        ))),
+        RuntimeKind::Process => {
+            let exe = std::env::current_exe().map_err(|e| {
+                Error::Startup(format!("cannot find this executable for the shim: {e}"))
+            })?;
+            Arc::new(ProcessRuntime::new(&state_root, exe))
+        }
+        RuntimeKind::Cri => {
+            let endpoint = args.container_runtime_endpoint.clone().unwrap_or_default();
+            let cgroup_parent = args
+                .cgroup_parent
+                .clone()
+                .unwrap_or_else(|| format!("/everynode/{base_name}"));
+            let cri = CriRuntime::connect(&endpoint, cgroup_parent, Duration::from_secs(30))
+                .await
+                .map_err(|e| Error::Startup(e.to_string()))?;
+            Arc::new(cri)
+        }
     };
     let (listener, local) = crate::bind(args.listen).await?;
     let port = local.port();
@@ -308,6 +336,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
                     args.node_status_update_frequency.max(1),
                 ),
                 status_report_frequency: Duration::from_secs(300),
+                pod_cidr: args.pod_cidr.clone(),
             },
             state_dir: if names.len() == 1 {
                 state_root.clone()
@@ -347,7 +376,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     eprintln!(
         "everynode agent: {} node(s) ({}), endpoint port {port}, state in {}",
         configs.len(),
-        if hollow { "hollow" } else { "process" },
+        runtime.version(),
         state_root.display()
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

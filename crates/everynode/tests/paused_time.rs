@@ -73,6 +73,7 @@ fn node_config(name: &str) -> NodeConfig {
         lease_duration_seconds: 40,
         status_update_frequency: Duration::from_secs(10),
         status_report_frequency: Duration::from_secs(300),
+        pod_cidr: None,
     }
 }
 

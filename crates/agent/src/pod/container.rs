@@ -2,7 +2,9 @@
 //! postStart, probes, wait, kill, back-off), and the reports and events each transition asks
 //! for. Every decision is `Lifecycle::step`'s; this file only does what it says.
 
-use super::lifecycle::{Action, Event, KillCause, Lifecycle, Names, Phase, Report, RestartPolicy};
+use super::lifecycle::{
+    Action, Event, KillCause, Lifecycle, Names, PULL_BACK_OFF_NOTICE, Phase, Report, RestartPolicy,
+};
 use super::status::State;
 use super::{Kind, PodCtx};
 use crate::probe::{self, Action as ProbeAction, Timing};
@@ -236,6 +238,7 @@ pub async fn supervise(
         pod: pod.metadata.name.clone().unwrap_or_default(),
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         uid: ctx.uid.clone(),
+        image: launch.image.clone(),
     };
     let restart_count = ctx.container(kind, index).map_or(0, |c| c.restart_count);
     let mut life = Lifecycle::new(kind, RestartPolicy::of(&pod), restart_count, names);
@@ -288,7 +291,10 @@ pub async fn supervise(
                             if message_file.exists() {
                                 let _ = std::fs::write(&message_file, b"");
                             }
-                            ctx.node.runtime.start(launch.clone()).await
+                            match ensure_image(&ctx, &pod, &spec.name, &launch).await {
+                                Ok(()) => ctx.node.runtime.start(launch.clone()).await,
+                                Err(e) => Err(e),
+                            }
                         }
                     };
                     match started {
@@ -379,15 +385,68 @@ pub async fn supervise(
                     }
                 }
             }
-            Phase::BackingOff { delay } => {
+            Phase::BackingOff { delay, pull_failed } => {
+                let (sleep, then) = if *pull_failed {
+                    (
+                        (*delay).min(PULL_BACK_OFF_NOTICE),
+                        Event::PullBackOffNoticed,
+                    )
+                } else {
+                    (*delay, Event::BackOffElapsed)
+                };
                 tokio::select! {
-                    _ = tokio::time::sleep(*delay) => Event::BackOffElapsed,
+                    _ = tokio::time::sleep(sleep) => then,
                     g = stop_requested(&mut stop) => Event::StopRequested { grace: seconds(g) },
                 }
             }
         };
         let actions = life.step(event);
         supervised.perform(actions).await;
+    }
+}
+
+/// Makes the container's image present as its `imagePullPolicy` asks, with kubelet's events
+/// (`Pulling`, `Pulled`, `ErrImageNeverPull`). Runtimes without images skip all of it.
+async fn ensure_image(
+    ctx: &PodCtx,
+    pod: &Pod,
+    container: &str,
+    launch: &Launch,
+) -> Result<(), crate::runtime::RuntimeError> {
+    use crate::runtime::image::{self, Plan};
+    let image = &launch.image;
+    image::validate(image).map_err(crate::runtime::RuntimeError::InvalidImageName)?;
+    let Some(present) = ctx.node.runtime.image_present(image).await? else {
+        return Ok(());
+    };
+    match image::plan(launch.pull_policy, present) {
+        Plan::UsePresent => {
+            let message = format!("Container image \"{image}\" already present on machine");
+            ctx.container_event(pod, container, false, "Pulled", &message)
+                .await;
+            Ok(())
+        }
+        Plan::NeverPullMissing => Err(crate::runtime::RuntimeError::ImageNeverPull(format!(
+            "Container image \"{image}\" is not present with pull policy of Never"
+        ))),
+        Plan::Pull => {
+            let message = format!("Pulling image \"{image}\"");
+            ctx.container_event(pod, container, false, "Pulling", &message)
+                .await;
+            let began = Instant::now();
+            let size = ctx
+                .node
+                .runtime
+                .pull_image(image, &launch.registry_auth)
+                .await?;
+            let took = began.elapsed().as_secs_f64();
+            let message = format!(
+                "Successfully pulled image \"{image}\" in {took:.3}s ({took:.3}s including waiting). Image size: {size} bytes."
+            );
+            ctx.container_event(pod, container, false, "Pulled", &message)
+                .await;
+            Ok(())
+        }
     }
 }
 

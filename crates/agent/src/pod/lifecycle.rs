@@ -101,6 +101,9 @@ pub enum Phase {
     /// Waiting before the next start.
     BackingOff {
         delay: Duration,
+        /// A pull failed: after `PULL_BACK_OFF_NOTICE` the container reports
+        /// `ImagePullBackOff` (kubelet shows `ErrImagePull` first, then the back-off).
+        pull_failed: bool,
     },
     Done(Outcome),
 }
@@ -140,7 +143,12 @@ pub enum Event {
         at: Timestamp,
     },
     BackOffElapsed,
+    /// The notice period after a failed pull is over; the back-off goes on.
+    PullBackOffNoticed,
 }
+
+/// How long a failed pull shows `ErrImagePull` before `ImagePullBackOff`.
+pub const PULL_BACK_OFF_NOTICE: Duration = Duration::from_secs(2);
 
 /// A change to the container's reported status.
 #[derive(Clone, Debug, PartialEq)]
@@ -182,6 +190,7 @@ pub struct Names {
     pub pod: String,
     pub namespace: String,
     pub uid: String,
+    pub image: String,
 }
 
 /// One container's lifecycle: its phase and what it remembers across restarts.
@@ -271,14 +280,48 @@ impl Lifecycle {
                     .backoff
                     .on_exit(Duration::ZERO)
                     .max(Duration::from_secs(1));
+                let pull_failed = reason == "ErrImagePull";
+                let mut actions = vec![Action::Report(Report::Waiting {
+                    reason: reason.into(),
+                    message: Some(message.clone()),
+                })];
+                // kubelet's image manager words pull failures its own way; the rest say
+                // `Error: <message>`.
+                match reason {
+                    "ErrImagePull" => {
+                        let image = &self.names.image;
+                        actions.push(record(
+                            true,
+                            "Failed",
+                            format!("Failed to pull image \"{image}\": {message}"),
+                        ));
+                        actions.push(record(true, "Failed", "Error: ErrImagePull".into()));
+                    }
+                    "ErrImageNeverPull" | "InvalidImageName" => {
+                        actions.push(record(true, reason, message.clone()));
+                        actions.push(record(true, "Failed", format!("Error: {reason}")));
+                    }
+                    _ => actions.push(record(true, "Failed", format!("Error: {message}"))),
+                }
+                (Phase::BackingOff { delay, pull_failed }, actions)
+            }
+            (Phase::BackingOff { delay, .. }, Event::PullBackOffNoticed) => {
+                let image = &self.names.image;
+                let message = format!("Back-off pulling image \"{image}\"");
                 let actions = vec![
                     Action::Report(Report::Waiting {
-                        reason: reason.into(),
+                        reason: "ImagePullBackOff".into(),
                         message: Some(message.clone()),
                     }),
-                    record(true, "Failed", format!("Error: {message}")),
+                    record(false, "BackOff", message),
+                    record(true, "Failed", "Error: ImagePullBackOff".into()),
                 ];
-                (Phase::BackingOff { delay }, actions)
+                let delay = delay.saturating_sub(PULL_BACK_OFF_NOTICE);
+                let phase = Phase::BackingOff {
+                    delay,
+                    pull_failed: false,
+                };
+                (phase, actions)
             }
             (Phase::Starting { .. } | Phase::BackingOff { .. }, Event::StopRequested { .. }) => {
                 (Phase::Done(Outcome::Stopped), Vec::new())
@@ -360,7 +403,14 @@ impl Lifecycle {
         let terminated = Reported::Terminated {
             exit_code: exit.code,
             signal: exit.signal,
-            reason: if exit.code == 0 { "Completed" } else { "Error" }.into(),
+            reason: if exit.oom_killed {
+                "OOMKilled"
+            } else if exit.code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            }
+            .into(),
             message,
             started_at: Some(run.started_at),
             finished_at: at,
@@ -385,6 +435,7 @@ impl Lifecycle {
             pod,
             namespace,
             uid,
+            ..
         } = &self.names;
         let waiting = if !delay.is_zero() {
             Some((
@@ -411,7 +462,8 @@ impl Lifecycle {
                 "Back-off restarting failed container {container} in pod {pod}_{namespace}({uid})"
             ),
         ));
-        (Phase::BackingOff { delay }, actions)
+        let pull_failed = false;
+        (Phase::BackingOff { delay, pull_failed }, actions)
     }
 }
 
@@ -429,6 +481,7 @@ mod tests {
             pod: "p".into(),
             namespace: "ns".into(),
             uid: "u".into(),
+            image: "docker.io/local/agent:1".into(),
         }
     }
 
@@ -447,7 +500,11 @@ mod tests {
 
     fn exited(code: i32, ran_for: u64) -> Event {
         Event::Exited {
-            exit: Exit { code, signal: None },
+            exit: Exit {
+                code,
+                signal: None,
+                oom_killed: false,
+            },
             ran_for: Duration::from_secs(ran_for),
             message: None,
             at: at(ran_for as i64),
@@ -470,6 +527,7 @@ mod tests {
                 waiting: Some((reason, _)),
                 ..
             }) => Some(reason.clone()),
+            Action::Report(Report::Waiting { reason, .. }) => Some(reason.clone()),
             _ => None,
         })
     }
@@ -479,10 +537,12 @@ mod tests {
         let ok = Exit {
             code: 0,
             signal: None,
+            oom_killed: false,
         };
         let failed = Exit {
             code: 1,
             signal: None,
+            oom_killed: false,
         };
         use RestartPolicy::*;
         assert!(Always.restarts(Kind::Regular, ok));
@@ -534,11 +594,72 @@ mod tests {
         assert_eq!(
             l.phase,
             Phase::BackingOff {
-                delay: Duration::from_secs(1)
+                delay: Duration::from_secs(1),
+                pull_failed: false,
             }
         );
         l.step(Event::BackOffElapsed);
         assert_eq!(l.phase, Phase::Starting { adopt: false });
+    }
+
+    #[test]
+    fn a_failed_pull_shows_err_image_pull_then_image_pull_back_off() {
+        let mut l = lifecycle(Kind::Regular, RestartPolicy::Always);
+        let actions = l.step(Event::StartFailed {
+            reason: "ErrImagePull",
+            message: "rpc error: code = Unknown desc = not found".into(),
+        });
+        assert_eq!(waiting_reason(&actions).as_deref(), Some("ErrImagePull"));
+        assert!(actions.contains(&Action::Record {
+            warning: true,
+            reason: "Failed",
+            message: "Failed to pull image \"docker.io/local/agent:1\": rpc error: code = Unknown desc = not found".into(),
+        }));
+        let Phase::BackingOff {
+            delay,
+            pull_failed: true,
+        } = l.phase
+        else {
+            panic!("expected a pull back-off, got {:?}", l.phase);
+        };
+        let actions = l.step(Event::PullBackOffNoticed);
+        assert_eq!(
+            waiting_reason(&actions).as_deref(),
+            Some("ImagePullBackOff")
+        );
+        assert_eq!(reasons(&actions), vec!["BackOff", "Failed"]);
+        assert_eq!(
+            l.phase,
+            Phase::BackingOff {
+                delay: delay.saturating_sub(PULL_BACK_OFF_NOTICE),
+                pull_failed: false,
+            }
+        );
+        l.step(Event::BackOffElapsed);
+        assert_eq!(l.phase, Phase::Starting { adopt: false });
+    }
+
+    #[test]
+    fn an_oom_kill_is_reported_as_oom_killed() {
+        let mut l = lifecycle(Kind::Regular, RestartPolicy::Always);
+        l.step(started(false, false));
+        let actions = l.step(Event::Exited {
+            exit: Exit {
+                code: 137,
+                signal: None,
+                oom_killed: true,
+            },
+            ran_for: Duration::from_secs(5),
+            message: None,
+            at: at(5),
+        });
+        let reported = actions.iter().find_map(|a| match a {
+            Action::Report(Report::Terminated(Reported::Terminated {
+                reason, exit_code, ..
+            })) => Some((reason.clone(), *exit_code)),
+            _ => None,
+        });
+        assert_eq!(reported, Some(("OOMKilled".to_owned(), 137)));
     }
 
     #[test]
@@ -549,7 +670,7 @@ mod tests {
             l.step(started(false, false));
             let actions = l.step(exited(1, 1));
             match l.phase {
-                Phase::BackingOff { delay } => {
+                Phase::BackingOff { delay, .. } => {
                     assert_eq!(
                         waiting_reason(&actions).as_deref(),
                         Some("CrashLoopBackOff")
@@ -701,6 +822,7 @@ mod tests {
             exit: Exit {
                 code: 1,
                 signal: None,
+                oom_killed: false,
             },
             ran_for: Duration::from_secs(2),
             message: Some("disk full".into()),

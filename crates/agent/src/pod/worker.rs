@@ -1,5 +1,5 @@
 //! One pod's lifecycle as typed states, in the manner of krustlet:
-//! `Admission → Volumes → InitContainers → Running → Terminating → Terminated`.
+//! `Admission → Sandbox → Volumes → InitContainers → Running → Terminating → Terminated`.
 //! Each state is a function that returns the next one; a deletion (or the pod vanishing) moves
 //! any state to `Terminating`.
 
@@ -21,6 +21,8 @@ use tokio::sync::watch;
 /// The lifecycle states. Data a state needs from its predecessor travels inside it.
 enum PodState {
     Admission,
+    /// The runtime's sandbox (network namespace, pod IP); the pod IP is known after it.
+    Sandbox,
     Volumes,
     InitContainers {
         launches: Launches,
@@ -116,12 +118,12 @@ pub async fn run(ctx: Arc<PodCtx>) {
     let Some(pod) = ctx.current() else {
         return;
     };
-    let pod_ip = if ctx.node.runtime.runs_workloads() {
-        // Process containers share the host's network.
-        ctx.node.host_ip.clone()
-    } else {
-        hollow_pod_ip(&ctx.uid)
-    };
+    // Until the sandbox says otherwise, a pod reports the IP it already had (an agent restart).
+    let pod_ip = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.clone())
+        .unwrap_or_default();
     ctx.update_view(|v| *v = initial_view(&pod, &ctx.node.host_ip, &pod_ip, ctx.node.clock.now()));
     let writer = tokio::spawn(status_writer(Arc::clone(&ctx)));
     let mut state = if everynode_api::scheduling::is_terminated(&pod) {
@@ -132,6 +134,7 @@ pub async fn run(ctx: Arc<PodCtx>) {
     loop {
         state = match state {
             PodState::Admission => admission_state(&ctx).await,
+            PodState::Sandbox => sandbox_state(&ctx).await,
             PodState::Volumes => volumes_state(&ctx).await,
             PodState::InitContainers { launches } => init_state(&ctx, launches).await,
             PodState::Running { launches } => running_state(&ctx, launches).await,
@@ -148,15 +151,58 @@ pub async fn run(ctx: Arc<PodCtx>) {
     finish(&ctx).await;
 }
 
-/// A stable, unique address for a hollow pod (10.x.y.z from its uid), so pod IPs look real.
-fn hollow_pod_ip(uid: &str) -> String {
-    let h = everynode_api::fnv::fnv1a_32([uid.as_bytes()]);
-    format!(
-        "10.{}.{}.{}",
-        (h >> 16) & 0xff,
-        (h >> 8) & 0xff,
-        (h & 0xfe).max(2)
-    )
+/// Asks the runtime for the pod's sandbox, retrying with backoff (2 s doubling to 2 min) and a
+/// `FailedCreatePodSandBox` event while it fails; the pod IP is the sandbox's, or the node's
+/// when the pod shares the node's network.
+async fn sandbox_state(ctx: &Arc<PodCtx>) -> PodState {
+    let mut delay = Duration::from_secs(2);
+    let mut last_error = String::new();
+    let mut rx = ctx.pod.clone();
+    loop {
+        let Some(pod) = ctx.current() else {
+            return PodState::Terminating;
+        };
+        let (host_resolv, node_hosts) = &*crate::dns::NODE_FILES;
+        let (resolv, warning) = crate::dns::resolv_for(&pod, host_resolv, None);
+        let spec = crate::runtime::SandboxSpec {
+            pod: Arc::clone(&pod),
+            log_directory: ctx.node.log_dir(&pod),
+            pod_dir: ctx.node.pod_dir(&ctx.uid),
+            dns: resolv,
+            node_hosts: node_hosts.clone(),
+            cluster_domain: crate::dns::CLUSTER_DOMAIN.to_owned(),
+        };
+        match ctx.node.runtime.ensure_sandbox(&spec).await {
+            Ok(ip) => {
+                // Only where the runtime wrote the pod a resolv.conf of its own.
+                let own_network = ip.is_some() && ctx.node.runtime.runs_workloads();
+                if let Some(warning) = warning.filter(|_| own_network) {
+                    ctx.node
+                        .events
+                        .pod(&pod, None, true, "MissingClusterDNS", &warning)
+                        .await;
+                }
+                let ip = ip.unwrap_or_else(|| ctx.node.host_ip.clone());
+                ctx.update_view(|v| v.pod_ip = ip);
+                return PodState::Volumes;
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if message != last_error {
+                    ctx.node
+                        .events
+                        .pod(&pod, None, true, e.reason(), &message)
+                        .await;
+                    last_error = message;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    Interrupt::Delete = deletion(&mut rx) => return PodState::Terminating,
+                }
+                delay = (delay * 2).min(Duration::from_secs(120));
+            }
+        }
+    }
 }
 
 async fn admission_state(ctx: &Arc<PodCtx>) -> PodState {
@@ -183,7 +229,7 @@ async fn admission_state(ctx: &Arc<PodCtx>) -> PodState {
         result
     };
     match result {
-        Ok(()) => PodState::Volumes,
+        Ok(()) => PodState::Sandbox,
         Err((reason, message)) => {
             ctx.node
                 .events
@@ -262,6 +308,7 @@ fn launch_for(
     c: &Container,
     env: Vec<(String, String)>,
     volume_paths: &HashMap<String, std::path::PathBuf>,
+    registry_auth: &[crate::runtime::RegistryAuth],
 ) -> Launch {
     let limits = c
         .resources
@@ -290,8 +337,47 @@ fn launch_for(
         full_env.push((k, v));
     }
     let (command, args) = env::command_and_args(c, &full_env);
+    let request = |name: &str| {
+        c.resources
+            .as_ref()
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get(name))
+            .and_then(|q| Quantity::parse(&q.0).ok())
+    };
+    let capabilities = security.capabilities.clone().unwrap_or_default();
+    let privileged = security.privileged == Some(true);
+    let seccomp_type = security
+        .seccomp_profile
+        .as_ref()
+        .or(pod_security.seccomp_profile.as_ref())
+        .map(|p| p.type_.clone());
     Launch {
         key: format!("{}/{}", ctx.uid, c.name),
+        pod_uid: ctx.uid.clone(),
+        name: c.name.clone(),
+        pod_ref: format!(
+            "{}_{}({})",
+            pod.metadata.name.as_deref().unwrap_or(""),
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            ctx.uid
+        ),
+        pull_policy: crate::runtime::PullPolicy::of(c.image_pull_policy.as_deref()),
+        registry_auth: registry_auth.to_vec(),
+        security: crate::runtime::Security {
+            privileged,
+            capabilities_add: capabilities.add.unwrap_or_default(),
+            capabilities_drop: capabilities.drop.unwrap_or_default(),
+            read_only_root_filesystem: security.read_only_root_filesystem == Some(true),
+            no_new_privileges: security.allow_privilege_escalation == Some(false),
+            // kubelet leaves containers unconfined unless a profile is asked for.
+            seccomp_unconfined: seccomp_type.as_deref() != Some("RuntimeDefault"),
+            unmasked_proc: security.proc_mount.as_deref() == Some("Unmasked"),
+            run_as_non_root: security
+                .run_as_non_root
+                .or(pod_security.run_as_non_root)
+                .unwrap_or(false),
+            supplemental_groups: pod_security.supplemental_groups.clone().unwrap_or_default(),
+        },
         image: c.image.clone().unwrap_or_default(),
         command,
         args,
@@ -316,6 +402,9 @@ fn launch_for(
             .map(|g| g as u32),
         memory_limit_bytes: limit("memory").map(|q| q.units_ceil() as i64),
         cpu_limit_millis: limit("cpu").map(|q| q.milli_ceil() as i64),
+        cpu_request_millis: request("cpu")
+            .or_else(|| limit("cpu"))
+            .map(|q| q.milli_ceil() as i64),
         log_path: Default::default(),
         log_max_bytes: ctx.node.log_max_bytes,
         log_max_files: ctx.node.log_max_files,
@@ -345,6 +434,7 @@ fn termination_log_mount(ctx: &PodCtx, c: &Container) -> Option<crate::runtime::
         source: file,
         target: target.into(),
         read_only: false,
+        propagation: crate::runtime::Propagation::None,
     })
 }
 
@@ -363,6 +453,14 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
         let (env_cms, env_secrets) = env::referenced_sources(&pod);
         cms.extend(env_cms);
         secrets.extend(env_secrets);
+        let pull_secrets: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.image_pull_secrets.iter().flatten())
+            .map(|r| r.name.clone())
+            .filter(|n| !n.is_empty())
+            .collect();
+        secrets.extend(pull_secrets.iter().cloned());
         cms.sort();
         cms.dedup();
         secrets.sort();
@@ -378,6 +476,12 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
         )
         .await;
         let (data, cm_text, secret_text) = decode(&cm_objs, &secret_objs);
+        // kubelet pulls with what it can read, and without a secret that is missing.
+        let registry_auth: Vec<crate::runtime::RegistryAuth> = pull_secrets
+            .iter()
+            .filter_map(|name| secret_objs.get(name))
+            .flat_map(crate::runtime::image::auth_from_secret)
+            .collect();
         let node = ctx.node.node.borrow().clone();
         let sources = Sources {
             config_maps: cm_text,
@@ -406,7 +510,7 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
                 list.iter()
                     .map(|c| {
                         env::container_env(&pod, c, &sources)
-                            .map(|e| launch_for(ctx, &pod, c, e, &paths))
+                            .map(|e| launch_for(ctx, &pod, c, e, &paths, &registry_auth))
                             .map_err(|e| ("Failed", format!("Error: {e}"), true))
                     })
                     .collect()
@@ -648,6 +752,7 @@ async fn finish(ctx: &Arc<PodCtx>) {
         .as_ref()
         .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
     {
+        ctx.node.runtime.remove_sandbox(&ctx.uid).await;
         crate::volumes::unmount_under(&ctx.node.pod_dir(&ctx.uid));
         let _ = std::fs::remove_dir_all(ctx.node.pod_dir(&ctx.uid));
         if let Some(p) = &pod {
@@ -659,13 +764,6 @@ async fn finish(ctx: &Arc<PodCtx>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hollow_pod_ips_are_stable_and_valid() {
-        let a = hollow_pod_ip("3f1c-uid");
-        assert_eq!(a, hollow_pod_ip("3f1c-uid"));
-        assert!(a.parse::<std::net::Ipv4Addr>().is_ok(), "{a}");
-    }
 
     #[test]
     fn initial_view_recovers_restart_counts() {

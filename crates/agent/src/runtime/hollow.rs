@@ -3,10 +3,21 @@
 //! (probes, hooks) succeeds. Everything above it (admission, status,
 //! restarts, termination) is the real agent, which is what scale tests need to exercise.
 
-use super::{Container, ExecResult, Exit, Launch, Runtime, RuntimeError};
+use super::{Container, ExecResult, Exit, Launch, Runtime, RuntimeError, SandboxSpec};
 use async_trait::async_trait;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// A stable, unique address for a hollow pod (10.x.y.z from its uid), so pod IPs look real.
+fn hollow_pod_ip(uid: &str) -> String {
+    let h = everynode_api::fnv::fnv1a_32([uid.as_bytes()]);
+    format!(
+        "10.{}.{}.{}",
+        (h >> 16) & 0xff,
+        (h >> 8) & 0xff,
+        (h & 0xfe).max(2)
+    )
+}
 
 pub struct HollowRuntime {
     start_delay: Duration,
@@ -53,6 +64,7 @@ impl Container for HollowContainer {
                 return Exit {
                     code: 137,
                     signal: Some(9),
+                    oom_killed: false,
                 };
             }
         }
@@ -64,11 +76,13 @@ impl Container for HollowContainer {
             Exit {
                 code: 137,
                 signal: Some(9),
+                oom_killed: false,
             }
         } else {
             Exit {
                 code: 0,
                 signal: None,
+                oom_killed: false,
             }
         };
         self.exit_tx.send_if_modified(|current| {
@@ -99,6 +113,10 @@ impl Runtime for HollowRuntime {
         false
     }
 
+    async fn ensure_sandbox(&self, spec: &SandboxSpec) -> Result<Option<String>, RuntimeError> {
+        Ok(Some(hollow_pod_ip(&spec.uid())))
+    }
+
     async fn start(&self, launch: Launch) -> Result<Box<dyn Container>, RuntimeError> {
         if !self.start_delay.is_zero() {
             tokio::time::sleep(self.start_delay).await;
@@ -111,7 +129,11 @@ impl Runtime for HollowRuntime {
                 exit_tx.send_if_modified(|current| {
                     let first = current.is_none();
                     if first {
-                        *current = Some(Exit { code, signal: None });
+                        *current = Some(Exit {
+                            code,
+                            signal: None,
+                            oom_killed: false,
+                        });
                     }
                     first
                 });
@@ -128,4 +150,16 @@ impl Runtime for HollowRuntime {
     }
 
     async fn remove_others(&self, _keep: &[String]) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hollow_pod_ips_are_stable_and_valid() {
+        let a = hollow_pod_ip("3f1c-uid");
+        assert_eq!(a, hollow_pod_ip("3f1c-uid"));
+        assert!(a.parse::<std::net::Ipv4Addr>().is_ok(), "{a}");
+    }
 }

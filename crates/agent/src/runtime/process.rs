@@ -43,6 +43,7 @@ fn read_exit(dir: &Path) -> Option<Exit> {
     Some(Exit {
         code: r.code,
         signal: r.signal,
+        oom_killed: false,
     })
 }
 
@@ -74,6 +75,7 @@ impl ProcessContainer {
                     let exit = read_exit(&dir).unwrap_or(Exit {
                         code: 137,
                         signal: Some(9),
+                        oom_killed: false,
                     });
                     let _ = tx.send(Some(exit));
                     return;
@@ -101,6 +103,7 @@ impl Container for ProcessContainer {
                 return read_exit(&self.dir).unwrap_or(Exit {
                     code: 137,
                     signal: Some(9),
+                    oom_killed: false,
                 });
             }
         }
@@ -257,6 +260,7 @@ impl Runtime for ProcessRuntime {
             let exit = read_exit(&exit_dir).unwrap_or(Exit {
                 code: 137,
                 signal: Some(9),
+                oom_killed: false,
             });
             let _ = tx.send(Some(exit));
         });
