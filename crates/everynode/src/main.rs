@@ -4,6 +4,7 @@
 mod agent;
 mod bench;
 mod console;
+mod containerd;
 mod server;
 mod up;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Serve the web console alone, for the cluster a kubeconfig names (everynode's or any
     /// other); users sign in with their own bearer token.
     Console(Box<console::ConsoleArgs>),
+    /// Work with the container images of `up --runtime cri`'s nodes.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Print the admin kubeconfig of a data directory.
     Kubeconfig {
         #[arg(long, default_value = "everynode-data")]
@@ -55,6 +59,22 @@ enum Command {
     /// Container shim used by the process runtime (started by the agent, not by hand).
     #[command(hide = true)]
     Shim { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Load an OCI or docker image archive (e.g. from `docker save`) into every local node's
+    /// containerd, for machines that reach no registry.
+    Import {
+        /// The archive.
+        file: PathBuf,
+        #[arg(long, default_value = "everynode-data")]
+        data_dir: PathBuf,
+        /// A containerd socket to import into instead of the data directory's nodes
+        /// (repeatable).
+        #[arg(long)]
+        address: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args, Clone, Debug)]
@@ -219,6 +239,11 @@ async fn run(cli: Cli) -> Result<(), Error> {
             print!("{text}");
             Ok(())
         }
+        Command::Image(ImageCommand::Import {
+            file,
+            data_dir,
+            address,
+        }) => containerd::import(&file, &data_dir, &address).await,
         Command::Shim { .. } => Ok(()),
     }
 }

@@ -4,6 +4,7 @@
 
 use crate::Error;
 use crate::agent::RuntimeKind;
+use crate::containerd;
 use crate::server::{self, ControllerFlags, ServerArgs};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,13 @@ pub struct UpArgs {
     /// How the nodes run pods.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Process)]
     pub runtime: RuntimeKind,
+    /// With --runtime cri: the pod network, a /16; node N gets its N-th /24.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    pub pod_network_cidr: String,
+    /// With --runtime cri: the image of each pod's sandbox (its "pause" container). These
+    /// machines reach no registry: load it first with `everynode image import`.
+    #[arg(long, default_value = "registry.k8s.io/pause:3.6")]
+    pub pod_infra_image: String,
     #[command(flatten)]
     pub controllers: ControllerFlags,
 }
@@ -205,6 +213,12 @@ async fn stop_agent(name: &str, child: &mut tokio::process::Child) {
 }
 
 pub async fn run(args: UpArgs) -> Result<(), Error> {
+    let node_runtimes = if args.runtime == RuntimeKind::Cri {
+        containerd::check_installed()?;
+        containerd::plan(&args.data_dir, &args.pod_network_cidr, args.nodes)?
+    } else {
+        Vec::new()
+    };
     let started = server::start(ServerArgs {
         controllers: args.controllers,
         ..ServerArgs::defaults(args.data_dir.clone(), args.listen)
@@ -229,7 +243,37 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
             ],
         }],
         RuntimeKind::Hollow => Vec::new(),
+        RuntimeKind::Cri => node_runtimes
+            .iter()
+            .map(|r| AgentSpec {
+                name: r.node.clone(),
+                extra: vec![
+                    "--runtime".into(),
+                    "cri".into(),
+                    "--container-runtime-endpoint".into(),
+                    r.endpoint(),
+                    "--pod-cidr".into(),
+                    r.pod_cidr.clone(),
+                    "--cgroup-parent".into(),
+                    r.cgroup_parent(),
+                ],
+            })
+            .collect(),
     };
+    let host_before = containerd::host_before();
+    let mut containerds = Vec::new();
+    for runtime in &node_runtimes {
+        match containerd::start(runtime, &args.pod_infra_image).await {
+            Ok(child) => containerds.push((runtime.clone(), child)),
+            Err(e) => {
+                for (runtime, mut child) in containerds {
+                    containerd::stop(&runtime, &mut child).await;
+                }
+                containerd::restore_host(&host_before).await;
+                return Err(e);
+            }
+        }
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut agents = tokio::task::JoinSet::new();
     for spec in specs {
@@ -253,6 +297,7 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
         match args.runtime {
             RuntimeKind::Process => "process",
             RuntimeKind::Hollow => "hollow",
+            RuntimeKind::Cri => "CRI (containerd)",
         },
         started.kubeconfig.display(),
         started.url,
@@ -265,5 +310,12 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     };
     let _ = stop_tx.send(true);
     while agents.join_next().await.is_some() {}
+    let had_runtimes = !containerds.is_empty();
+    for (runtime, mut child) in containerds {
+        containerd::stop(&runtime, &mut child).await;
+    }
+    if had_runtimes {
+        containerd::restore_host(&host_before).await;
+    }
     result
 }
