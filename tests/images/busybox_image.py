@@ -41,6 +41,8 @@ def layer_tar():
     applets = subprocess.run([BUSYBOX, "--list"], check=True, capture_output=True, text=True).stdout.split()
     out = io.BytesIO()
     with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        # The root's own entry (0755), as image builders write it.
+        _add_dir(tar, "./")
         for d in ["bin", "etc", "proc", "sys", "dev", "root", "var", "var/www"]:
             _add_dir(tar, d)
         _add_dir(tar, "tmp", 0o1777)

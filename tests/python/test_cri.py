@@ -139,6 +139,8 @@ def httpd_daemonset(name, **spec):
             "image": HTTPD,
             "imagePullPolicy": "IfNotPresent",
             "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
+            # Runs inside the container through the runtime's ExecSync.
+            "startupProbe": {"exec": {"command": ["cat", "/var/www/index.html"]}, "periodSeconds": 1},
         }],
     }
     template_spec.update(spec)
@@ -369,3 +371,43 @@ def test_the_hwameistor_seed_runs_with_host_network_host_pid_privileged_and_bidi
         assert [c["ready"] for c in p["status"]["containerStatuses"]] == [True, True]
     cri.kubectl("delete", "ds", "--all", "-n", "hwameistor")
     wait_for("the seed's pods gone", lambda: cri.pods("", "hwameistor") == [], timeout=120)
+
+
+def test_the_security_context_applies_inside_the_container(cri):
+    cri.apply(pod("secure", "node-2", [{
+        "name": "c", "image": BUSYBOX,
+        "command": ["sh", "-c", "id -u; id -g; touch /probe 2>/dev/null && echo writable || echo read-only; "
+                    "grep CapEff /proc/self/status; sleep 3600"],
+        "securityContext": {"runAsUser": 65534, "runAsGroup": 65534, "readOnlyRootFilesystem": True,
+                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]))
+    wait_for("the container's report", lambda: "CapEff" in logs(cri, "secure"))
+    lines = logs(cri, "secure").splitlines()
+    assert lines[:3] == ["65534", "65534", "read-only"], lines
+    assert lines[3].split()[1] == "0000000000000000", lines
+    # runAsNonRoot against an image that runs as root: refused before it starts, as kubelet does.
+    cri.apply(pod("nonroot", "node-2", [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"],
+                                         "securityContext": {"runAsNonRoot": True}}]))
+
+    def refused():
+        statuses = ((cri.get("pod", "nonroot") or {}).get("status", {}).get("containerStatuses")) or [{}]
+        return statuses[0].get("state", {}).get("waiting", {})
+    waiting = wait_for("CreateContainerConfigError", lambda: refused().get("reason") == "CreateContainerConfigError" and refused())
+    uid = cri.get("pod", "nonroot")["metadata"]["uid"]
+    assert waiting["message"] == f'container has runAsNonRoot and image will run as root (pod: "nonroot_default({uid})", container: c)'
+    cri.kubectl("delete", "pod", "secure", "nonroot")
+
+
+def test_logs_of_cri_containers_follow_kubectl_logs_options(cri):
+    cri.apply(pod("talker", "node-1", [{"name": "c", "image": BUSYBOX, "command": [
+        "sh", "-c", "for i in 1 2 3 4 5; do echo line-$i; done; exit 3"]}], restartPolicy="OnFailure"))
+
+    def restarted():
+        statuses = ((cri.get("pod", "talker") or {}).get("status", {}).get("containerStatuses")) or [{}]
+        return statuses[0].get("restartCount", 0) >= 1
+    wait_for("a restart", restarted)
+    assert cri.kubectl("logs", "talker", "--tail", "2").stdout == "line-4\nline-5\n"
+    previous = cri.kubectl("logs", "talker", "--previous").stdout
+    assert previous.splitlines() == [f"line-{i}" for i in range(1, 6)], previous
+    stamped = cri.kubectl("logs", "talker", "--previous", "--timestamps", "--limit-bytes", "200").stdout
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z line-1\n", stamped), stamped
+    cri.kubectl("delete", "pod", "talker")

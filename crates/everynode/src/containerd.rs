@@ -256,8 +256,10 @@ pub async fn start(
         path: log_path.clone(),
         source,
     })?;
-    let child = tokio::process::Command::new("containerd")
-        .arg("--config")
+    // everynode runs with umask 077 (its files hold secrets); containerd must not inherit it, or
+    // every snapshot's root is 0700 and no container user but root can run anything.
+    let child = tokio::process::Command::new("sh")
+        .args(["-c", "umask 022 && exec containerd --config \"$1\"", "sh"])
         .arg(runtime.config_path())
         .stdin(std::process::Stdio::null())
         .stdout(log)
