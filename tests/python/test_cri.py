@@ -377,13 +377,18 @@ def test_the_security_context_applies_inside_the_container(cri):
     cri.apply(pod("secure", "node-2", [{
         "name": "c", "image": BUSYBOX,
         "command": ["sh", "-c", "id -u; id -g; touch /probe 2>/dev/null && echo writable || echo read-only; "
-                    "grep CapEff /proc/self/status; sleep 3600"],
+                    "grep CapEff /proc/self/status; touch /cache/ok && grep ' /cache ' /proc/mounts; sleep 3600"],
+        "volumeMounts": [{"name": "cache", "mountPath": "/cache"}],
         "securityContext": {"runAsUser": 65534, "runAsGroup": 65534, "readOnlyRootFilesystem": True,
-                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}]))
-    wait_for("the container's report", lambda: "CapEff" in logs(cri, "secure"))
+                            "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}],
+        volumes=[{"name": "cache", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}]))
+    wait_for("the container's report", lambda: "/cache" in logs(cri, "secure"))
     lines = logs(cri, "secure").splitlines()
     assert lines[:3] == ["65534", "65534", "read-only"], lines
     assert lines[3].split()[1] == "0000000000000000", lines
+    # emptyDir with medium Memory is a tmpfs of its sizeLimit, writable by the container's user.
+    mount = lines[4].split()
+    assert mount[2] == "tmpfs" and "size=16384k" in mount[3], lines
     # runAsNonRoot against an image that runs as root: refused before it starts, as kubelet does.
     cri.apply(pod("nonroot", "node-2", [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"],
                                          "securityContext": {"runAsNonRoot": True}}]))

@@ -134,6 +134,29 @@ fn ensure_memory_backed(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `emptyDir.medium: Memory`: a tmpfs (of `sizeLimit` bytes when given), as kubelet mounts it;
+/// where mounting is not allowed it stays a directory on disk.
+fn mount_memory_empty_dir(dir: &Path, size: Option<u64>) {
+    use nix::mount::{MsFlags, mount};
+    if is_mount_point(dir) {
+        return;
+    }
+    let options = match size {
+        Some(bytes) => format!("mode=0777,size={bytes}"),
+        None => "mode=0777".to_owned(),
+    };
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    if let Err(e) = mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        flags,
+        Some(options.as_str()),
+    ) {
+        tracing::debug!(dir = %dir.display(), error = %e, "memory emptyDir stays on disk: tmpfs not mountable");
+    }
+}
+
 /// Whether `dir` is the root of a mounted filesystem (its device differs from its parent's).
 fn is_mount_point(dir: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
@@ -259,9 +282,17 @@ fn set_up_one(
         check_host_path(&path, h.type_.as_deref().unwrap_or("")).map_err(retry)?;
         return Ok(path);
     }
-    if v.empty_dir.is_some() {
+    if let Some(empty) = &v.empty_dir {
         let dir = dir_for("kubernetes.io~empty-dir");
         std::fs::create_dir_all(&dir).map_err(|e| retry(e.to_string()))?;
+        if empty.medium.as_deref() == Some("Memory") {
+            let size = empty
+                .size_limit
+                .as_ref()
+                .and_then(|q| everynode_api::quantity::Quantity::parse(&q.0).ok())
+                .map(|q| u64::try_from(q.units_ceil()).unwrap_or(u64::MAX));
+            mount_memory_empty_dir(&dir, size);
+        }
         let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777));
         return Ok(dir);
     }
