@@ -5,17 +5,17 @@ use crate::auth::{Tokens, authenticate};
 use crate::discovery;
 use crate::error::ApiError;
 use crate::handlers;
+use crate::health;
 use crate::registry::Registry;
 use crate::request::ResourceRequest;
 use crate::response::ok;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Upstream's request body limit.
 const MAX_BODY: usize = 3 * 1024 * 1024;
@@ -26,36 +26,39 @@ pub fn router(api: Arc<Registry>, tokens: Tokens) -> Router {
         api.options.max_requests_inflight,
         api.options.max_mutating_requests_inflight,
     );
+    let version = get(|| async { ok(&discovery::version()) });
+    let core_versions = get(|| async { ok(&discovery::core_versions()) });
+    let core_resources = get(|| async {
+        discovery::resources("", "v1")
+            .map_or_else(|| ApiError::no_route().into_response(), |d| ok(&d))
+    });
+    let groups = get(|| async { ok(&discovery::groups()) });
+    let group = get(|Path(group): Path<String>| async move {
+        discovery::group(&group).map_or_else(|| ApiError::no_route().into_response(), |d| ok(&d))
+    });
+    let group_resources = get(
+        |Path((group, version)): Path<(String, String)>| async move {
+            discovery::resources(&group, &version)
+                .map_or_else(|| ApiError::no_route().into_response(), |d| ok(&d))
+        },
+    );
+    // Discovery answers with and without a trailing slash, as upstream (kr8s asks `/version/`).
     Router::new()
-        .route("/version", get(|| async { ok(&discovery::version()) }))
-        .route("/healthz", get(health))
-        .route("/livez", get(health))
-        .route("/readyz", get(ready))
-        .route("/api", get(|| async { ok(&discovery::core_versions()) }))
-        .route(
-            "/api/v1",
-            get(|| async {
-                discovery::resources("", "v1")
-                    .map_or_else(|| ApiError::no_route().into_response(), |d| ok(&d))
-            }),
-        )
-        .route("/apis", get(|| async { ok(&discovery::groups()) }))
-        .route(
-            "/apis/{group}",
-            get(|Path(group): Path<String>| async move {
-                discovery::group(&group)
-                    .map_or_else(|| ApiError::no_route().into_response(), |d| ok(&d))
-            }),
-        )
-        .route(
-            "/apis/{group}/{version}",
-            get(
-                |Path((group, version)): Path<(String, String)>| async move {
-                    discovery::resources(&group, &version)
-                        .map_or_else(|| ApiError::no_route().into_response(), |d| ok(&d))
-                },
-            ),
-        )
+        .route("/version", version.clone())
+        .route("/version/", version)
+        .merge(health::routes(health::Endpoint::Healthz))
+        .merge(health::routes(health::Endpoint::Livez))
+        .merge(health::routes(health::Endpoint::Readyz))
+        .route("/api", core_versions.clone())
+        .route("/api/", core_versions)
+        .route("/api/v1", core_resources.clone())
+        .route("/api/v1/", core_resources)
+        .route("/apis", groups.clone())
+        .route("/apis/", groups)
+        .route("/apis/{group}", group.clone())
+        .route("/apis/{group}/", group)
+        .route("/apis/{group}/{version}", group_resources.clone())
+        .route("/apis/{group}/{version}/", group_resources)
         .route("/openapi/v2", get(crate::openapi::v2))
         .route("/openapi/v3", get(crate::openapi::index))
         .route("/openapi/v3/{*path}", get(crate::openapi::document))
@@ -68,21 +71,6 @@ pub fn router(api: Arc<Registry>, tokens: Tokens) -> Router {
         ))
         .layer(axum::middleware::from_fn_with_state(tokens, authenticate))
         .with_state(api)
-}
-
-async fn health() -> &'static str {
-    "ok"
-}
-
-async fn ready(State(api): State<Arc<Registry>>) -> Response {
-    match api.cache.wait_for(0, Duration::from_millis(1)).await {
-        Ok(()) => "ok".into_response(),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "[-]watch-cache failed: not synced yet\nreadyz check failed",
-        )
-            .into_response(),
-    }
 }
 
 /// How much of an over-limit body is read and thrown away before the 413 is sent, so that the

@@ -14,6 +14,7 @@ pub mod credentials;
 pub mod discovery;
 pub mod error;
 pub mod handlers;
+pub mod health;
 pub mod http;
 pub mod inflight;
 pub mod namespaces;
