@@ -152,9 +152,31 @@ pub struct Started {
     pub kubeconfig: PathBuf,
     listen: SocketAddr,
     serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    controllers: Option<ControllersThread>,
+}
+
+/// The controllers' thread and the switch that stops it.
+pub struct ControllersThread {
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ControllersThread {
+    /// Stops the controllers and waits for their thread: before the API server goes, so none
+    /// of them reports the server gone while the process is merely stopping.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let thread = self.thread;
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
 }
 
 impl Started {
+    /// The in-process controllers, to stop them before the server (`everynode up`'s Ctrl-C).
+    pub fn take_controllers(&mut self) -> Option<ControllersThread> {
+        self.controllers.take()
+    }
+
     /// Serves until the listener fails.
     pub async fn serve(self) -> Result<(), Error> {
         match self.serving.await {
@@ -272,9 +294,10 @@ async fn start_controllers_runtime(
     flags: ControllerFlags,
     leader: LeaderFlags,
     identity: String,
-) -> Result<(), Error> {
+) -> Result<ControllersThread, Error> {
     let (started, started_rx) = tokio::sync::oneshot::channel::<Result<(), Error>>();
-    std::thread::Builder::new()
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
         .name("controllers".into())
         .spawn(move || {
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -295,18 +318,24 @@ async fn start_controllers_runtime(
                 match client_from_kubeconfig(&kubeconfig).await {
                     Ok(client) => {
                         let _ = started.send(Ok(()));
-                        elected_controllers(client, flags, &leader, identity).await;
+                        tokio::select! {
+                            () = elected_controllers(client, flags, &leader, identity) => {}
+                            _ = stop_rx.changed() => {}
+                        }
                     }
                     Err(e) => {
                         let _ = started.send(Err(e));
                     }
                 }
             });
+            // Its tasks (watches, leases) end here, while the API server still serves.
+            runtime.shutdown_timeout(Duration::from_secs(5));
         })
         .map_err(|e| Error::Startup(format!("cannot start the controllers' thread: {e}")))?;
     started_rx
         .await
-        .unwrap_or_else(|_| Err(Error::Startup("the controllers' thread ended".into())))
+        .unwrap_or_else(|_| Err(Error::Startup("the controllers' thread ended".into())))?;
+    Ok(ControllersThread { stop, thread })
 }
 
 /// This server's candidate identity: stable for a data directory, so a restarted server renews
@@ -437,15 +466,19 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     )?;
     tracing::info!(%url, kubeconfig = %kubeconfig.display(), "everynode API server ready");
     let serving = tokio::spawn(server::serve(listener, router, tls));
-    if controllers.any_enabled() {
-        start_controllers_runtime(
-            kubeconfig.clone(),
-            controllers,
-            leader,
-            server_identity(&data_dir),
+    let controllers = if controllers.any_enabled() {
+        Some(
+            start_controllers_runtime(
+                kubeconfig.clone(),
+                controllers,
+                leader,
+                server_identity(&data_dir),
+            )
+            .await?,
         )
-        .await?;
-    }
+    } else {
+        None
+    };
     // One line on stdout for scripts and tests that start the server and wait for it.
     println!(
         "everynode apiserver listening on {url} kubeconfig {}",
@@ -456,5 +489,6 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         kubeconfig,
         listen,
         serving,
+        controllers,
     })
 }

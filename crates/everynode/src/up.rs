@@ -219,7 +219,7 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     } else {
         Vec::new()
     };
-    let started = server::start(ServerArgs {
+    let mut started = server::start(ServerArgs {
         controllers: args.controllers,
         ..ServerArgs::defaults(args.data_dir.clone(), args.listen)
     })
@@ -304,10 +304,12 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
         args.data_dir.join("admin.token").display(),
         args.data_dir.join("agents").display()
     );
+    let controllers = started.take_controllers();
     let result = tokio::select! {
         r = started.serve() => r,
         () = crate::stop_signal() => Ok(()),
     };
+    tracing::info!("stopping: agents (and their pods), then the controllers and the API server");
     let _ = stop_tx.send(true);
     while agents.join_next().await.is_some() {}
     let had_runtimes = !containerds.is_empty();
@@ -317,5 +319,9 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     if had_runtimes {
         containerd::restore_host(&host_before).await;
     }
+    if let Some(controllers) = controllers {
+        controllers.stop().await;
+    }
+    tracing::info!("stopped");
     result
 }
