@@ -106,6 +106,24 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
             let qos = obj.get("spec").map_or("BestEffort", qos_class);
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
+        Kind::Namespace => {
+            // Upstream's namespace strategy: a new namespace is Active and carries the
+            // `kubernetes` finalizer, whatever the client sent (kubectl sends `spec: {}`), so
+            // its deletion waits until the namespace controller has emptied it.
+            obj["status"] = json!({"phase": "Active"});
+            if !obj["spec"].is_object() {
+                obj["spec"] = json!({});
+            }
+            let finalizers = &mut obj["spec"]["finalizers"];
+            if !finalizers.is_array() {
+                *finalizers = json!([]);
+            }
+            if let Some(list) = finalizers.as_array_mut()
+                && !list.iter().any(|f| f == "kubernetes")
+            {
+                list.push(json!("kubernetes"));
+            }
+        }
         _ => {}
     }
 }

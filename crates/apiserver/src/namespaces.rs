@@ -44,9 +44,122 @@ pub async fn bootstrap(api: &Registry) -> ApiResult<()> {
     Ok(())
 }
 
-/// Empties one terminating namespace; returns true when it is finished.
+/// What the namespace controller found in a terminating namespace on one pass.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// `<plural>.<group>` (core resources as `pods.`) → objects left.
+    pub remaining: Vec<(String, usize)>,
+    /// Finalizer → objects still held by it.
+    pub finalizers: Vec<(String, usize)>,
+    /// Deletes that failed (not NotFound), as `<resource> "<name>": <message>`.
+    pub failures: Vec<String>,
+}
+
+/// The namespace's deletion conditions, as upstream's namespace controller words them
+/// (`NamespaceDeletionContentFailure`, `NamespaceContentRemaining`,
+/// `NamespaceFinalizersRemaining`, and the two discovery conditions, which cannot fail here).
+pub fn deletion_conditions(progress: &Progress, now: &str) -> Vec<Value> {
+    let condition = |kind: &str, status: bool, reason: &str, message: String| json!({"type": kind, "status": if status { "True" } else { "False" }, "lastTransitionTime": now, "reason": reason, "message": message});
+    // Sorted, as upstream sorts its messages.
+    let listed = |items: &[(String, usize)], verb: &str| {
+        let mut lines: Vec<String> = items
+            .iter()
+            .map(|(name, n)| format!("{name} {verb} {n} resource instances"))
+            .collect();
+        lines.sort();
+        lines.join(", ")
+    };
+    vec![
+        condition(
+            "NamespaceDeletionDiscoveryFailure",
+            false,
+            "ResourcesDiscovered",
+            "All resources successfully discovered".into(),
+        ),
+        condition(
+            "NamespaceDeletionGroupVersionParsingFailure",
+            false,
+            "ParsedGroupVersions",
+            "All legacy kube types successfully parsed".into(),
+        ),
+        if progress.failures.is_empty() {
+            condition(
+                "NamespaceDeletionContentFailure",
+                false,
+                "ContentDeleted",
+                "All content successfully deleted, may be waiting on finalization".into(),
+            )
+        } else {
+            condition(
+                "NamespaceDeletionContentFailure",
+                true,
+                "ContentDeletionFailed",
+                format!(
+                    "Failed to delete all resource types, {} remaining: {}",
+                    progress.failures.len(),
+                    progress.failures.join(", ")
+                ),
+            )
+        },
+        if progress.remaining.is_empty() {
+            condition(
+                "NamespaceContentRemaining",
+                false,
+                "ContentRemoved",
+                "All content successfully removed".into(),
+            )
+        } else {
+            condition(
+                "NamespaceContentRemaining",
+                true,
+                "SomeResourcesRemain",
+                format!(
+                    "Some resources are remaining: {}",
+                    listed(&progress.remaining, "has")
+                ),
+            )
+        },
+        if progress.finalizers.is_empty() {
+            condition(
+                "NamespaceFinalizersRemaining",
+                false,
+                "ContentHasNoFinalizers",
+                "All content-preserving finalizers finished".into(),
+            )
+        } else {
+            condition(
+                "NamespaceFinalizersRemaining",
+                true,
+                "SomeFinalizersRemain",
+                format!(
+                    "Some content in the namespace has finalizers remaining: {}",
+                    listed(&progress.finalizers, "in")
+                ),
+            )
+        },
+    ]
+}
+
+/// Whether two condition lists say the same, apart from their times.
+fn same_conditions(a: &Value, b: &[Value]) -> bool {
+    let strip = |c: &Value| {
+        let mut c = c.clone();
+        if let Some(o) = c.as_object_mut() {
+            o.remove("lastTransitionTime");
+        }
+        c
+    };
+    a.as_array()
+        .is_some_and(|a| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| strip(x) == strip(y)))
+}
+
+/// Empties one terminating namespace, as upstream's namespace controller: every namespaced
+/// object is deleted (in the background, pods gracefully), progress goes into the namespace's
+/// conditions, and once nothing is left the `kubernetes` finalizer is removed. Returns true
+/// when it is finished.
 async fn finalize(api: &Registry, name: &str) -> ApiResult<bool> {
-    let mut remaining = 0usize;
+    let mut progress = Progress::default();
+    let mut finalizers: std::collections::BTreeMap<String, usize> = Default::default();
     for res in registry::RESOURCES.iter().filter(|r| r.namespaced) {
         let filter = Registry::filter(
             res,
@@ -54,9 +167,20 @@ async fn finalize(api: &Registry, name: &str) -> ApiResult<bool> {
             Selector::everything(),
             FieldSelector::default(),
         );
-        for obj in api.cache.list(&filter, None, 0).items {
-            remaining += 1;
+        let items = api.cache.list(&filter, None, 0).items;
+        if items.is_empty() {
+            continue;
+        }
+        progress
+            .remaining
+            .push((format!("{}.{}", res.plural, res.group), items.len()));
+        for obj in items {
             let v: Value = serde_json::from_slice(&obj.json).unwrap_or(Value::Null);
+            for f in v["metadata"]["finalizers"].as_array().into_iter().flatten() {
+                *finalizers
+                    .entry(f.as_str().unwrap_or("").to_owned())
+                    .or_default() += 1;
+            }
             if v["metadata"].get("deletionTimestamp").is_some() {
                 continue;
             }
@@ -72,27 +196,36 @@ async fn finalize(api: &Registry, name: &str) -> ApiResult<bool> {
                 && e.code != axum::http::StatusCode::NOT_FOUND
             {
                 tracing::warn!(namespace = name, object = obj_name, error = %e, "namespace cleanup could not delete an object");
+                progress
+                    .failures
+                    .push(format!("{} {obj_name:?}: {}", res.plural, e.message));
             }
         }
     }
-    if remaining > 0 {
-        return Ok(false);
-    }
+    progress.finalizers = finalizers.into_iter().collect();
+    let done = progress.remaining.is_empty();
     let ns = registry::by_kind(Kind::Namespace);
+    let now = everynode_clock::format_time(api.clock.now());
+    let conditions = deletion_conditions(&progress, &now);
     api.update_with(&Write::system(ns, None, name), &|current| {
         let mut new = current.clone();
-        let kept: Vec<Value> = new["spec"]["finalizers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|f| *f != "kubernetes")
-            .cloned()
-            .collect();
-        new["spec"]["finalizers"] = json!(kept);
+        if !same_conditions(&current["status"]["conditions"], &conditions) {
+            new["status"]["conditions"] = json!(conditions);
+        }
+        if done {
+            let kept: Vec<Value> = new["spec"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| *f != "kubernetes")
+                .cloned()
+                .collect();
+            new["spec"]["finalizers"] = json!(kept);
+        }
         Ok(new)
     })
     .await?;
-    Ok(true)
+    Ok(done)
 }
 
 /// Follows namespaces forever, finishing the deletion of terminating ones.
@@ -125,5 +258,58 @@ pub async fn run(api: Arc<Registry>) {
         }
         // Level-triggered: look again when anything changes, and at least every second.
         let _ = api.cache.wait_for(last + 1, Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find<'a>(conditions: &'a [Value], kind: &str) -> &'a Value {
+        conditions
+            .iter()
+            .find(|c| c["type"] == kind)
+            .expect("the condition")
+    }
+
+    #[test]
+    fn conditions_report_what_remains_as_upstream() {
+        let progress = Progress {
+            remaining: vec![("pods.".into(), 2), ("daemonsets.apps".into(), 1)],
+            finalizers: vec![("example.com/hold".into(), 1)],
+            failures: vec![],
+        };
+        let c = deletion_conditions(&progress, "2026-11-30T00:00:00Z");
+        assert_eq!(c.len(), 5);
+        let remaining = find(&c, "NamespaceContentRemaining");
+        assert_eq!(remaining["status"], "True");
+        assert_eq!(remaining["reason"], "SomeResourcesRemain");
+        assert_eq!(
+            remaining["message"],
+            "Some resources are remaining: daemonsets.apps has 1 resource instances, pods. has 2 resource instances"
+        );
+        let finalizers = find(&c, "NamespaceFinalizersRemaining");
+        assert_eq!(
+            finalizers["message"],
+            "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+        );
+        assert_eq!(
+            find(&c, "NamespaceDeletionContentFailure")["status"],
+            "False"
+        );
+    }
+
+    #[test]
+    fn an_empty_namespace_reports_its_content_removed() {
+        let c = deletion_conditions(&Progress::default(), "t");
+        assert_eq!(
+            find(&c, "NamespaceContentRemaining")["reason"],
+            "ContentRemoved"
+        );
+        assert_eq!(find(&c, "NamespaceFinalizersRemaining")["status"], "False");
+        assert!(same_conditions(
+            &json!(c.clone()),
+            &deletion_conditions(&Progress::default(), "later")
+        ));
     }
 }
