@@ -122,6 +122,7 @@ API_ONLY = [
     "--no-garbage-collector",
     "--no-node-lifecycle-controller",
     "--no-pod-gc",
+    "--no-root-ca-publisher",
 ]
 
 

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod registry;
 pub mod request;
 pub mod response;
+pub mod root_ca;
 pub mod server;
 pub mod watch;
 pub mod write;

@@ -36,6 +36,8 @@ pub struct Options {
     /// `--max-requests-inflight` and `--max-mutating-requests-inflight`).
     pub max_requests_inflight: usize,
     pub max_mutating_requests_inflight: usize,
+    /// The cluster CA (PEM) published in every namespace as `kube-root-ca.crt`; none, none.
+    pub root_ca_pem: Option<String>,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             agent_client: None,
             max_requests_inflight: crate::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_mutating_requests_inflight: crate::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+            root_ca_pem: None,
         }
     }
 }

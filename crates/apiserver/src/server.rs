@@ -51,6 +51,9 @@ pub async fn start(
     api.fresh_cache().await?;
     namespaces::bootstrap(&api).await?;
     tokio::spawn(namespaces::run(Arc::clone(&api)));
+    if let Some(ca) = api.options.root_ca_pem.clone() {
+        tokio::spawn(crate::root_ca::run(Arc::clone(&api), ca));
+    }
     let router = http::router(Arc::clone(&api), Tokens(Arc::new(tokens)));
     Ok((api, router))
 }

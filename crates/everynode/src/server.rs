@@ -40,6 +40,9 @@ pub struct ControllerFlags {
     /// Do not run pod garbage collection (pods of vanished nodes, terminated pods).
     #[arg(long)]
     pub no_pod_gc: bool,
+    /// Do not publish the cluster CA as the `kube-root-ca.crt` ConfigMap in every namespace.
+    #[arg(long)]
+    pub no_root_ca_publisher: bool,
     /// Terminated pods kept before the oldest are deleted; 0 keeps them all.
     #[arg(long, default_value_t = 12_500)]
     pub terminated_pod_gc_threshold: usize,
@@ -76,6 +79,7 @@ impl Default for ControllerFlags {
             no_garbage_collector: false,
             no_node_lifecycle_controller: false,
             no_pod_gc: false,
+            no_root_ca_publisher: false,
             terminated_pod_gc_threshold: 12_500,
             daemonset_burst: 250,
             node_monitor_grace_period: 50,
@@ -409,6 +413,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         ),
         max_requests_inflight,
         max_mutating_requests_inflight,
+        root_ca_pem: (!controllers.no_root_ca_publisher).then(|| creds.ca_pem.clone()),
         ..Options::default()
     };
     let sizes = CacheSizes {

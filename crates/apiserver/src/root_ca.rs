@@ -1,0 +1,122 @@
+//! Upstream's root-CA publisher: a `kube-root-ca.crt` ConfigMap in every namespace holding the
+//! cluster CA (`ca.crt`), so pods can verify the API server (the projected service-account
+//! volume mounts it). Recreated when deleted, put back when changed. Upstream runs it in the
+//! controller manager; it is here because the server holds the CA.
+
+use crate::registry::{Registry, Write};
+use everynode_api::registry::{self, Kind};
+use everynode_api::selector::{FieldSelector, Selector};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const CONFIG_MAP: &str = "kube-root-ca.crt";
+const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the kube-apiserver when using internal endpoints such as the internal service IP or kubernetes.default.svc. No other usage is guaranteed across distributions of Kubernetes clusters.";
+
+/// The ConfigMap for namespace `ns`.
+pub fn wanted(ns: &str, ca_pem: &str) -> Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": CONFIG_MAP,
+            "namespace": ns,
+            "annotations": {"kubernetes.io/description": DESCRIPTION},
+        },
+        "data": {"ca.crt": ca_pem},
+    })
+}
+
+/// Whether a stored ConfigMap says what the publisher wants (its data and the annotation).
+pub fn up_to_date(current: &Value, ca_pem: &str) -> bool {
+    current["data"] == json!({"ca.crt": ca_pem})
+        && current["metadata"]["annotations"]["kubernetes.io/description"] == DESCRIPTION
+}
+
+async fn publish(api: &Registry, ns: &str, ca_pem: &str) {
+    let cm = registry::by_kind(Kind::ConfigMap);
+    match api.get(cm, Some(ns), CONFIG_MAP, false).await {
+        Ok(current) if up_to_date(&current, ca_pem) => {}
+        Ok(_) => {
+            let result = api
+                .update_with(&Write::system(cm, Some(ns), CONFIG_MAP), &|current| {
+                    let mut new = current.clone();
+                    new["data"] = json!({"ca.crt": ca_pem});
+                    new["metadata"]["annotations"]["kubernetes.io/description"] =
+                        json!(DESCRIPTION);
+                    if let Some(data) = new.as_object_mut() {
+                        data.remove("binaryData");
+                    }
+                    Ok(new)
+                })
+                .await;
+            if let Err(e) = result {
+                tracing::debug!(namespace = ns, error = %e, "could not put back the root CA");
+            }
+        }
+        Err(_) => {
+            if let Err(e) = api
+                .create(cm, Some(ns), wanted(ns, ca_pem), false, None)
+                .await
+            {
+                // A namespace being deleted refuses new content; the next pass sees it gone.
+                tracing::debug!(namespace = ns, error = %e, "could not publish the root CA");
+            }
+        }
+    }
+}
+
+/// Publishes forever: at once when the namespaces change, and every second otherwise (which
+/// restores a deleted or edited ConfigMap).
+pub async fn run(api: Arc<Registry>, ca_pem: String) {
+    let ns_res = registry::by_kind(Kind::Namespace);
+    let mut last_namespaces = Vec::new();
+    let mut last_pass = tokio::time::Instant::now() - Duration::from_secs(60);
+    loop {
+        let filter = Registry::filter(
+            ns_res,
+            None,
+            Selector::everything(),
+            FieldSelector::default(),
+        );
+        let namespaces: Vec<String> = api
+            .cache
+            .list(&filter, None, 0)
+            .items
+            .into_iter()
+            .filter_map(|obj| {
+                let v: Value = serde_json::from_slice(&obj.json).ok()?;
+                if v["metadata"].get("deletionTimestamp").is_some() {
+                    return None;
+                }
+                v["metadata"]["name"].as_str().map(str::to_owned)
+            })
+            .collect();
+        if namespaces != last_namespaces || last_pass.elapsed() >= Duration::from_secs(1) {
+            for ns in &namespaces {
+                publish(&api, ns, &ca_pem).await;
+            }
+            last_namespaces = namespaces;
+            last_pass = tokio::time::Instant::now();
+        }
+        let rev = api.cache.revision();
+        let _ = api.cache.wait_for(rev + 1, Duration::from_secs(1)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_map_holds_the_ca_with_upstreams_description() {
+        let cm = wanted("team-a", "PEM");
+        assert_eq!(cm["metadata"]["name"], "kube-root-ca.crt");
+        assert_eq!(cm["data"]["ca.crt"], "PEM");
+        assert!(up_to_date(&cm, "PEM"));
+        assert!(!up_to_date(&cm, "OTHER"));
+        let mut edited = cm.clone();
+        edited["metadata"]["annotations"] = json!({});
+        assert!(!up_to_date(&edited, "PEM"));
+    }
+}
