@@ -23,5 +23,15 @@ case " $* " in
     fi
     ;;
 esac
+# The data directory: --data-dir if given, else EVERYNODE_DATA, else ./everynode-data.
+data_dir=()
+case " $* " in
+  *" --data-dir "*|*" --data-dir="*) ;;
+  *) data_dir=(--data-dir "${EVERYNODE_DATA:-everynode-data}") ;;
+esac
+# EVERYNODE_BIN: a binary already built (the README tour's test uses the debug build).
+if [ -n "${EVERYNODE_BIN:-}" ]; then
+  exec "$EVERYNODE_BIN" up "${data_dir[@]}" "$@"
+fi
 cargo build --release -p everynode
-exec ./target/release/everynode up --data-dir "${EVERYNODE_DATA:-everynode-data}" "$@"
+exec ./target/release/everynode up "${data_dir[@]}" "$@"
