@@ -1,0 +1,192 @@
+"""The client matrix, Python part: the same user workflow through kubernetes-asyncio, lightkube
+and kr8s against a server with three agents — list nodes; create a DaemonSet; watch its pods
+until Ready; patch its image; wait for the rollout as `kubectl rollout status` does; follow a
+pod's log; delete with propagation Orphan (the pods stay), adopt them again, delete with
+Background (they go). (The official client and kubectl run the same steps in other tests.)"""
+
+import asyncio
+import time
+
+import pytest
+
+from conftest import wait_for
+
+LABEL = "client-matrix"
+
+
+def daemonset(name, image="busybox:1.36"):
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name, "matrix": LABEL}}, "spec": {
+                     "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": image,
+                                     "command": ["sh", "-c", "echo started on $(hostname); sleep 3600"]}]}}},
+    }
+
+
+def ready(pod):
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
+
+
+def rolled_out(ds):
+    """`kubectl rollout status`'s test for a DaemonSet."""
+    st = ds.get("status") or {}
+    return (ds["metadata"]["generation"] <= st.get("observedGeneration", 0)
+            and st.get("updatedNumberScheduled", 0) == st.get("desiredNumberScheduled", -1)
+            and st.get("numberAvailable", 0) == st.get("desiredNumberScheduled", -1))
+
+
+# ---- kubernetes-asyncio ---------------------------------------------------------------------
+
+async def asyncio_workflow(kubeconfig, name):
+    import kubernetes_asyncio as k
+    from kubernetes_asyncio import watch
+
+    await k.config.load_kube_config(config_file=kubeconfig)
+    async with k.client.ApiClient() as api:
+        core, apps = k.client.CoreV1Api(api), k.client.AppsV1Api(api)
+        nodes = await core.list_node()
+        assert sorted(n.metadata.name for n in nodes.items) == ["node-1", "node-2", "node-3"]
+        await apps.create_namespaced_daemon_set("default", daemonset(name))
+        ready_pods = set()
+        w = watch.Watch()
+        async with w.stream(core.list_namespaced_pod, "default", label_selector=f"app={name}", timeout_seconds=60) as stream:
+            async for event in stream:
+                pod = api.sanitize_for_serialization(event["object"])
+                if ready(pod):
+                    ready_pods.add(pod["metadata"]["name"])
+                if len(ready_pods) == 3:
+                    w.stop()
+        assert len(ready_pods) == 3
+        await apps.patch_namespaced_daemon_set(name, "default", {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}}}})
+        for _ in range(240):
+            ds = api.sanitize_for_serialization(await apps.read_namespaced_daemon_set(name, "default"))
+            if rolled_out(ds):
+                break
+            await asyncio.sleep(0.25)
+        assert rolled_out(ds), ds["status"]
+        pods = (await core.list_namespaced_pod("default", label_selector=f"app={name}")).items
+        resp = await core.read_namespaced_pod_log(pods[0].metadata.name, "default", follow=True, _preload_content=False)
+        line = await asyncio.wait_for(resp.content.readline(), 30)
+        resp.close()
+        assert line.decode().startswith("started on"), line
+        await apps.delete_namespaced_daemon_set(name, "default", propagation_policy="Orphan")
+        return [p.metadata.name for p in pods]
+
+
+async def asyncio_delete_background(kubeconfig, name):
+    import kubernetes_asyncio as k
+    await k.config.load_kube_config(config_file=kubeconfig)
+    async with k.client.ApiClient() as api:
+        apps = k.client.AppsV1Api(api)
+        await apps.create_namespaced_daemon_set("default", daemonset(name, "busybox:1.37"))
+        await asyncio.sleep(1)
+        await apps.delete_namespaced_daemon_set(name, "default", propagation_policy="Background")
+
+
+# ---- lightkube ------------------------------------------------------------------------------
+
+def lightkube_workflow(kubeconfig, name):
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.apps_v1 import DaemonSet
+    from lightkube.resources.core_v1 import Node, Pod
+    from lightkube.types import PatchType
+
+    client = Client(KubeConfig.from_file(kubeconfig).get())
+    assert sorted(n.metadata.name for n in client.list(Node)) == ["node-1", "node-2", "node-3"]
+    client.create(DaemonSet.from_dict(daemonset(name)))
+    ready_pods = set()
+    for _, pod in client.watch(Pod, namespace="default", labels={"app": name}):
+        if ready(pod.to_dict()):
+            ready_pods.add(pod.metadata.name)
+        if len(ready_pods) == 3:
+            break
+    assert len(ready_pods) == 3
+    client.patch(DaemonSet, name, {"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox:1.37"}]}}}},
+                 namespace="default", patch_type=PatchType.STRATEGIC)
+    ds = wait_for("the lightkube rollout", lambda: (lambda d: d if rolled_out(d) else None)(
+        client.get(DaemonSet, name, namespace="default").to_dict()))
+    assert ds["status"]["updatedNumberScheduled"] == 3
+    pods = [p.metadata.name for p in client.list(Pod, namespace="default", labels={"app": name})]
+    first = next(iter(client.log(pods[0], namespace="default", follow=True)))
+    assert first.startswith("started on"), first
+    from lightkube.types import CascadeType
+    client.delete(DaemonSet, name, namespace="default", cascade=CascadeType.ORPHAN)
+    return pods
+
+
+def lightkube_delete_background(kubeconfig, name):
+    from lightkube import Client, KubeConfig
+    from lightkube.resources.apps_v1 import DaemonSet
+    client = Client(KubeConfig.from_file(kubeconfig).get())
+    client.create(DaemonSet.from_dict(daemonset(name, "busybox:1.37")))
+    time.sleep(1)
+    from lightkube.types import CascadeType
+    client.delete(DaemonSet, name, namespace="default", cascade=CascadeType.BACKGROUND)
+
+
+# ---- kr8s -----------------------------------------------------------------------------------
+
+def kr8s_workflow(kubeconfig, name):
+    import kr8s
+    from kr8s.objects import DaemonSet, Pod
+
+    api = kr8s.api(kubeconfig=kubeconfig)
+    assert sorted(n.name for n in api.get("nodes")) == ["node-1", "node-2", "node-3"]
+    ds = DaemonSet(daemonset(name), api=api)
+    ds.create()
+    ready_pods = set()
+    for _, pod in api.watch("pods", namespace="default", label_selector={"app": name}):
+        if ready(pod.raw):
+            ready_pods.add(pod.name)
+        if len(ready_pods) == 3:
+            break
+    # kr8s patches with a merge patch by default, which would replace the container list.
+    ds.patch([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": "busybox:1.37"}], type="json")
+    wait_for("the kr8s rollout", lambda: (ds.refresh() or True) and rolled_out(ds.raw))
+    pods = list(api.get("pods", namespace="default", label_selector={"app": name}))
+    first = next(iter(pods[0].logs(follow=True)))
+    assert first.startswith("started on"), first
+    ds.delete(propagation_policy="Orphan")
+    return [p.name for p in pods]
+
+
+def kr8s_delete_background(kubeconfig, name):
+    import kr8s
+    from kr8s.objects import DaemonSet
+    api = kr8s.api(kubeconfig=kubeconfig)
+    ds = DaemonSet(daemonset(name, "busybox:1.37"), api=api)
+    ds.create()
+    time.sleep(1)
+    ds.delete(propagation_policy="Background")
+
+
+WORKFLOWS = {
+    "kubernetes-asyncio": (lambda kc, n: asyncio.run(asyncio_workflow(kc, n)),
+                           lambda kc, n: asyncio.run(asyncio_delete_background(kc, n))),
+    "lightkube": (lightkube_workflow, lightkube_delete_background),
+    "kr8s": (kr8s_workflow, kr8s_delete_background),
+}
+
+
+@pytest.mark.parametrize("client", sorted(WORKFLOWS))
+def test_the_user_workflow_through_each_client(nodes, client):
+    workflow, delete_background = WORKFLOWS[client]
+    name = "w-" + client.replace("-", "")[:12]
+    pods = workflow(nodes.kubeconfig, name)
+    core = nodes.client()
+    import kubernetes
+    v1 = kubernetes.client.CoreV1Api(core)
+
+    def orphaned():
+        left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
+        return len(left) == 3 and all(not p.metadata.owner_references for p in left)
+    wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
+    assert sorted(p.metadata.name for p in v1.list_namespaced_pod("default", label_selector=f"app={name}").items) == sorted(pods)
+    # The same DaemonSet again adopts them; a Background delete then takes them along.
+    delete_background(nodes.kubeconfig, name)
+    wait_for("the pods gone after the Background delete",
+             lambda: v1.list_namespaced_pod("default", label_selector=f"app={name}").items == [], timeout=60)
