@@ -54,6 +54,10 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
+# The Node.js client of the client matrix (@kubernetes/client-node, from the npm registry).
+log "node test environment"
+(cd tests/node && npm ci --silent --no-audit --no-fund)
+
 log "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -190,3 +190,35 @@ def test_the_user_workflow_through_each_client(nodes, client):
     delete_background(nodes.kubeconfig, name)
     wait_for("the pods gone after the Background delete",
              lambda: v1.list_namespaced_pod("default", label_selector=f"app={name}").items == [], timeout=60)
+
+
+def test_the_user_workflow_through_client_node_with_its_informer(nodes):
+    """@kubernetes/client-node 1.x (npm, installed by scripts/test.sh into tests/node)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    import kubernetes
+    from conftest import REPO
+
+    node = shutil.which("node")
+    module = REPO / "tests" / "node" / "node_modules" / "@kubernetes" / "client-node"
+    if not node or not module.exists():
+        if os.environ.get("CI") == "true":
+            pytest.fail("node and tests/node/node_modules are required in CI (scripts/test.sh runs npm ci)")
+        pytest.skip("run `npm ci` in tests/node")
+    name = "w-clientnode"
+    r = subprocess.run([node, "workflow.mjs", nodes.kubeconfig, name], cwd=REPO / "tests" / "node",
+                       capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["nodes"] == ["node-1", "node-2", "node-3"]
+    assert result["ready"] == 3 and result["updated"] == 3
+    assert result["firstLine"].startswith("started on"), result
+    v1 = kubernetes.client.CoreV1Api(nodes.client())
+
+    def orphaned():
+        left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
+        return len(left) == 3 and all(not p.metadata.owner_references for p in left)
+    wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
