@@ -222,3 +222,56 @@ def test_the_user_workflow_through_client_node_with_its_informer(nodes):
         left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
         return len(left) == 3 and all(not p.metadata.owner_references for p in left)
     wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
+
+
+CHART = {
+    "Chart.yaml": "apiVersion: v2\nname: node-agent\nversion: 0.1.0\nappVersion: \"1.0\"\n",
+    "values.yaml": "image: busybox:1.36\ngreeting: hello\n",
+    "templates/configmap.yaml": (
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-settings\n"
+        "data:\n  greeting: {{ .Values.greeting | quote }}\n"),
+    "templates/service.yaml": (
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n"
+        "  clusterIP: None\n  selector:\n    app: {{ .Release.Name }}\n  ports:\n  - port: 9100\n"),
+    "templates/daemonset.yaml": (
+        "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {{ .Release.Name }}\nspec:\n"
+        "  selector:\n    matchLabels:\n      app: {{ .Release.Name }}\n  template:\n    metadata:\n"
+        "      labels:\n        app: {{ .Release.Name }}\n    spec:\n      terminationGracePeriodSeconds: 1\n"
+        "      containers:\n      - name: agent\n        image: {{ .Values.image }}\n"
+        "        command: [\"sh\", \"-c\", \"sleep 3600\"]\n"),
+}
+
+
+def test_helm_installs_upgrades_rolls_back_and_uninstalls(nodes, tmp_path):
+    """Helm's Go SDK (client-go inside, through helm-python-sdk's libhelm_c): a chart with a
+    DaemonSet, a ConfigMap and a Service; after uninstall the release Secrets are gone too.
+    client-go sends DeleteOptions as protobuf, which the uninstall exercises."""
+    import kubernetes
+    import helm_python as helm
+
+    chart_dir = tmp_path / "node-agent"
+    for path, text in CHART.items():
+        (chart_dir / path).parent.mkdir(parents=True, exist_ok=True)
+        (chart_dir / path).write_text(text)
+    config = helm.Config(kubeconfig_path=nodes.kubeconfig, namespace="default")
+    apps = kubernetes.client.AppsV1Api(nodes.client())
+    core = kubernetes.client.CoreV1Api(nodes.client())
+    releases = lambda: [s.metadata.name for s in core.list_namespaced_secret("default", label_selector="owner=helm").items]  # noqa: E731
+
+    config.install(str(chart_dir), "agent")
+    assert apps.read_namespaced_daemon_set("agent", "default").spec.template.spec.containers[0].image == "busybox:1.36"
+    assert core.read_namespaced_config_map("agent-settings", "default").data == {"greeting": "hello"}
+    config.upgrade(str(chart_dir), "agent", {"image": "busybox:1.37", "greeting": "hi"})
+    assert apps.read_namespaced_daemon_set("agent", "default").spec.template.spec.containers[0].image == "busybox:1.37"
+    config.rollback("agent")
+    assert apps.read_namespaced_daemon_set("agent", "default").spec.template.spec.containers[0].image == "busybox:1.36"
+    assert core.read_namespaced_config_map("agent-settings", "default").data == {"greeting": "hello"}
+    assert sorted(releases()) == ["sh.helm.release.v1.agent.v1", "sh.helm.release.v1.agent.v2", "sh.helm.release.v1.agent.v3"]
+    config.uninstall("agent")
+    assert releases() == []
+    names = lambda items: [i.metadata.name for i in items]  # noqa: E731
+    assert "agent" not in names(apps.list_namespaced_daemon_set("default").items)
+    assert "agent-settings" not in names(core.list_namespaced_config_map("default").items)
+    assert "agent" not in names(core.list_namespaced_service("default").items)
+    wait_for("the release's pods gone",
+             lambda: core.list_namespaced_pod("default", label_selector="app=agent").items == [], timeout=60)

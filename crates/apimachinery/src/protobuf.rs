@@ -117,7 +117,27 @@ const PRIORITY_CLASS: &[(u32, F)] = &[
     (5, F::Str("preemptionPolicy")),
 ];
 
+/// `metav1.DeleteOptions` (`k8s.io/apimachinery/pkg/apis/meta/v1/generated.proto`), which
+/// client-go (Helm's uninstall among its users) sends as protobuf.
+const DELETE_OPTIONS: &[(u32, F)] = &[
+    (1, F::Int("gracePeriodSeconds")),
+    (
+        2,
+        F::Msg(
+            "preconditions",
+            &[(1, F::Str("uid")), (2, F::Str("resourceVersion"))],
+        ),
+    ),
+    (3, F::Bool("orphanDependents")),
+    (4, F::Str("propagationPolicy")),
+    (5, F::RepStr("dryRun")),
+];
+
 fn schema(api_version: &str, kind: &str) -> Option<&'static [(u32, F)]> {
+    // DeleteOptions travels under whichever group version the client used for the request.
+    if kind == "DeleteOptions" {
+        return Some(DELETE_OPTIONS);
+    }
     Some(match (api_version, kind) {
         ("v1", "Namespace") => NAMESPACE,
         ("v1", "ConfigMap") => CONFIG_MAP,
@@ -137,7 +157,7 @@ pub enum ProtobufError {
     #[error("malformed protobuf: {0}")]
     Malformed(&'static str),
     #[error(
-        "protobuf bodies are accepted for Namespace, ConfigMap, Secret, ServiceAccount, Service and PriorityClass; send {kind} ({api_version}) as JSON or YAML"
+        "protobuf bodies are accepted for Namespace, ConfigMap, Secret, ServiceAccount, Service, PriorityClass and DeleteOptions; send {kind} ({api_version}) as JSON or YAML"
     )]
     Unsupported { api_version: String, kind: String },
 }
@@ -363,6 +383,25 @@ pub fn decode(body: &[u8]) -> Result<Value, ProtobufError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delete_options_decode_as_client_go_sends_them() {
+        let mut raw = Vec::new();
+        varint(1 << 3, &mut raw);
+        varint(0, &mut raw); // gracePeriodSeconds: 0 is meaningful (delete now)
+        let mut pre = Vec::new();
+        bytes_field(1, b"u-1", &mut pre);
+        bytes_field(2, &pre, &mut raw);
+        bytes_field(4, b"Background", &mut raw);
+        bytes_field(5, b"All", &mut raw);
+        let obj = decode(&envelope("v1", "DeleteOptions", &raw)).expect("decodes");
+        assert_eq!(
+            obj,
+            json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                   "preconditions": {"uid": "u-1"}, "propagationPolicy": "Background",
+                   "dryRun": ["All"]})
+        );
+    }
 
     /// A tiny protobuf writer for the tests.
     fn varint(mut v: u64, out: &mut Vec<u8>) {

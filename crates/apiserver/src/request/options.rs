@@ -322,7 +322,14 @@ impl DeleteOptions {
     /// both say something, and `orphanDependents` maps to a propagation policy.
     pub fn from_request(query: &Query, body: &[u8]) -> ApiResult<DeleteOptions> {
         let q: DeleteQuery = query.decode()?;
-        let b: DeleteBody = if body.iter().any(|c| !c.is_ascii_whitespace()) {
+        let b: DeleteBody = if body.starts_with(everynode_apimachinery::protobuf::MAGIC) {
+            // client-go sends DeleteOptions as protobuf when it speaks protobuf (Helm does).
+            let decoded = everynode_apimachinery::protobuf::decode(body).map_err(|e| {
+                ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}"))
+            })?;
+            serde_json::from_value(decoded)
+                .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
+        } else if body.iter().any(|c| !c.is_ascii_whitespace()) {
             serde_json::from_slice(body)
                 .map_err(|e| ApiError::bad_request(format!("couldn't decode DeleteOptions: {e}")))?
         } else {
