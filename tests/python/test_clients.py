@@ -5,6 +5,8 @@ pod's log; delete with propagation Orphan (the pods stay), adopt them again, del
 Background (they go). (The official client and kubectl run the same steps in other tests.)"""
 
 import asyncio
+import os
+import pathlib
 import time
 
 import pytest
@@ -275,3 +277,30 @@ def test_helm_installs_upgrades_rolls_back_and_uninstalls(nodes, tmp_path):
     assert "agent" not in names(core.list_namespaced_service("default").items)
     wait_for("the release's pods gone",
              lambda: core.list_namespaced_pod("default", label_selector="app=agent").items == [], timeout=60)
+
+
+def test_the_user_workflow_through_kube_rs_with_its_watcher(nodes):
+    """kube-rs with kube-runtime's watcher (bench/src/client_workflow.rs, built with the
+    workspace)."""
+    import json
+    import subprocess
+
+    import kubernetes
+    from conftest import REPO
+
+    binary = pathlib.Path(os.environ.get("EVERYNODE_BIN") or REPO / "target" / "debug" / "everynode").parent / "client-workflow"
+    if not binary.exists():
+        pytest.fail(f"{binary} not built; run `cargo build --workspace`")
+    name = "w-kubers"
+    r = subprocess.run([str(binary), nodes.kubeconfig, name], capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["nodes"] == ["node-1", "node-2", "node-3"]
+    assert result["ready"] == 3 and result["updated"] == 3
+    assert result["firstLine"].startswith("started on"), result
+    v1 = kubernetes.client.CoreV1Api(nodes.client())
+
+    def orphaned():
+        left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
+        return len(left) == 3 and all(not p.metadata.owner_references for p in left)
+    wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
