@@ -396,3 +396,73 @@ spec:
     page.wait_for_selector("#daemonsets tr[data-name=picky][data-status=Running]", timeout=120_000)
     assert "1 node: untolerated taint dedicated=gpu:NoSchedule" in page.text_content("#daemonsets tr[data-name=picky] details.reasons")
     apps(up).delete_namespaced_daemon_set("picky", "default")
+
+
+def test_node_detail_dark_mode_phone_width_list_tools_and_pod_events(up, browser):
+    page = browser
+    # A node's page, from the nodes list: capacity, allocatable, conditions, its pods.
+    page.goto(up["url"] + "/ui/nodes")
+    page.click("#nodes tr[data-node=node-2] a:text('node-2')")
+    page.wait_for_url("**/ui/nodes/node-2")
+    assert "cpu" in page.inner_text("#node-resources") and "pods" in page.inner_text("#node-resources")
+    assert "Ready" in page.inner_text("#node-conditions")
+    assert page.locator("#node-pods").count() == 1
+    shot(page, "node-detail")
+    assert page.goto(up["url"] + "/ui/nodes/no-such-node").status == 404
+
+    # The DaemonSet list filters, sorts and pages; a refresh keeps the filter.
+    for name in ["tools-a", "tools-b"]:
+        import_yaml(up, page, f"""apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: {name}, namespace: default}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers: [{{name: c, image: busybox, command: [sh, -c, "sleep 3600"]}}]
+""")
+    page.goto(up["url"] + "/ui/daemonsets?namespace=default")
+    page.wait_for_selector("#daemonsets tr[data-name=tools-b]")
+    page.fill(".table-tools[data-for=daemonsets] input[type=search]", "tools-a")
+    assert page.locator("#daemonsets tr[data-name=tools-a]").is_visible()
+    assert not page.locator("#daemonsets tr[data-name=tools-b]").is_visible()
+    assert page.inner_text(".table-tools[data-for=daemonsets] .count").startswith("1 of ")
+    page.fill(".table-tools[data-for=daemonsets] input[type=search]", "")
+    page.click("#daemonsets thead th:text('Name')")
+    page.click("#daemonsets thead th:text('Name')")
+    names = [n for n in page.locator("#daemonsets tbody tr").evaluate_all("rows => rows.map(r => r.dataset.name)") if n]
+    assert names == sorted(names, reverse=True), names
+
+    # The Events tab shows the pods' events beside the DaemonSet's own.
+    page.goto(up["url"] + "/ui/daemonsets/default/tools-a?tab=events")
+    wait_for("pod events in the Events tab", lambda: (page.reload() or True) and "Pod/tools-a-" in page.inner_text("#events"))
+    shot(page, "detail-events-with-pods")
+
+    # Dark mode follows the system's preference.
+    page.emulate_media(color_scheme="dark")
+    page.goto(up["url"] + "/ui/daemonsets")
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(13, 17, 23)", background
+    shot(page, "dark-mode")
+    page.emulate_media(color_scheme="light")
+
+    # At phone width the page is as wide as the screen; wide tables scroll in their own box.
+    page.set_viewport_size({"width": 390, "height": 844})
+    for path in ["/ui/daemonsets", "/ui/nodes", "/ui/create", "/ui/daemonsets/default/tools-a"]:
+        page.goto(up["url"] + path)
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, (path, width)
+    shot(page, "phone-width")
+    page.set_viewport_size({"width": 1400, "height": 900})
+
+    # Name fields carry a pattern the browser can compile (Chromium checks it with the v flag).
+    page.goto(up["url"] + "/ui/create")
+    valid = page.evaluate("""() => [...document.querySelectorAll('input[pattern]')].every(i => {
+        try { new RegExp('^(?:' + i.pattern + ')$', 'v'); return true; } catch (e) { return false; } })""")
+    assert valid
+    page.fill("input[name=name]", "Bad_Name")
+    assert page.evaluate("document.querySelector('input[name=name]').validity.patternMismatch")
+    for name in ["tools-a", "tools-b"]:
+        apps(up).delete_namespaced_daemon_set(name, "default")

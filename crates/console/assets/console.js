@@ -10,7 +10,94 @@ function startLiveRegions() {
     source.onmessage = (event) => {
       el.innerHTML = event.data;
       el.dataset.updates = String(Number(el.dataset.updates || "0") + 1);
+      // The rows are new: filter, sort and page them as the user asked.
+      const table = el.closest("table");
+      if (table) applyTableState(table);
+      el.querySelectorAll("table").forEach(enhanceTable);
     };
+  });
+}
+
+// Lists (DaemonSets, pods, nodes): a filter box, sorting by a header click, and pages of 50.
+// The tools live outside any live region, so a refresh keeps what the user typed.
+const TABLES = ["daemonsets", "pods", "nodes", "events"];
+const PAGE_SIZE = 50;
+const tableState = {};
+
+function cellText(row, index) {
+  const cell = row.cells[index];
+  return cell ? cell.textContent.trim() : "";
+}
+
+function compareCells(a, b) {
+  const x = Number(a), y = Number(b);
+  if (a !== "" && b !== "" && !Number.isNaN(x) && !Number.isNaN(y)) return x - y;
+  return a.localeCompare(b, undefined, { numeric: true });
+}
+
+function applyTableState(table) {
+  const state = tableState[table.id];
+  const body = table.tBodies[0];
+  if (!state || !body) return;
+  const rows = Array.from(body.rows);
+  if (state.col >= 0) {
+    rows.sort((a, b) => compareCells(cellText(a, state.col), cellText(b, state.col)) * state.dir);
+    rows.forEach((r) => body.appendChild(r));
+  }
+  const needle = state.filter.toLowerCase();
+  const matching = rows.filter((r) => r.textContent.toLowerCase().includes(needle));
+  const pages = Math.max(1, Math.ceil(matching.length / PAGE_SIZE));
+  state.page = Math.min(state.page, pages - 1);
+  rows.forEach((r) => { r.hidden = true; });
+  matching.slice(state.page * PAGE_SIZE, (state.page + 1) * PAGE_SIZE).forEach((r) => { r.hidden = false; });
+  const tools = document.querySelector(`.table-tools[data-for="${table.id}"]`);
+  if (tools) {
+    tools.querySelector(".count").textContent =
+      `${matching.length} of ${rows.length}` + (pages > 1 ? ` · page ${state.page + 1} of ${pages}` : "");
+    tools.querySelector(".prev").disabled = state.page === 0;
+    tools.querySelector(".next").disabled = state.page >= pages - 1;
+  }
+}
+
+function enhanceTable(table) {
+  if (!TABLES.includes(table.id)) return;
+  tableState[table.id] = tableState[table.id] || { filter: "", col: -1, dir: 1, page: 0 };
+  if (!document.querySelector(`.table-tools[data-for="${table.id}"]`)) {
+    const live = table.closest("[data-live]");
+    const anchor = live && !table.contains(live) ? live : table;
+    const tools = document.createElement("div");
+    tools.className = "table-tools";
+    tools.dataset.for = table.id;
+    tools.innerHTML = '<input type="search" placeholder="Filter" aria-label="Filter"> ' +
+      '<button type="button" class="prev">Previous</button> <button type="button" class="next">Next</button> ' +
+      '<span class="count muted"></span>';
+    anchor.insertAdjacentElement("beforebegin", tools);
+    const current = () => document.getElementById(table.id);
+    tools.querySelector("input").addEventListener("input", (e) => {
+      tableState[table.id].filter = e.target.value;
+      tableState[table.id].page = 0;
+      applyTableState(current());
+    });
+    tools.querySelector(".prev").addEventListener("click", () => { tableState[table.id].page -= 1; applyTableState(current()); });
+    tools.querySelector(".next").addEventListener("click", () => { tableState[table.id].page += 1; applyTableState(current()); });
+  }
+  // A live region may have replaced the whole table: its new headers need the handlers.
+  if (!table.dataset.sortable) {
+    sortableHeaders(table);
+    table.dataset.sortable = "1";
+  }
+  applyTableState(table);
+}
+
+function sortableHeaders(table) {
+  table.querySelectorAll("thead th").forEach((th, index) => {
+    th.classList.add("sortable");
+    th.addEventListener("click", () => {
+      const state = tableState[table.id];
+      state.dir = state.col === index ? -state.dir : 1;
+      state.col = index;
+      applyTableState(document.getElementById(table.id));
+    });
   });
 }
 
@@ -114,6 +201,7 @@ async function submitJson(form) {
 
 function wire() {
   startLiveRegions();
+  document.querySelectorAll("table").forEach(enhanceTable);
   startFollowedLogs();
   document.querySelectorAll("form.wizard").forEach((wizard) => {
     showStep(wizard, 0);
@@ -163,7 +251,7 @@ function wire() {
       const v = input.value;
       hint.textContent =
         v.length > 63 ? `must be no more than 63 characters (${v.length})`
-        : v && !/^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/.test(v)
+        : v && !/^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(v)
           ? "lowercase letters, digits and '-', starting and ending with a letter or digit" : "";
     };
     input.addEventListener("input", check);

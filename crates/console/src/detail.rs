@@ -112,7 +112,8 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
                     @let (ready, _, restarts) = pod_columns(&row.pod, now);
                     @let ip = row.pod.status.as_ref().and_then(|s| s.pod_ip.as_deref()).unwrap_or_default();
                     tr data-pod=(row.name) data-status=(row.word) {
-                        td { (row.name) } td { (row.word) } td { (ready) } td { (row.node) }
+                        td { (row.name) } td { (row.word) } td { (ready) }
+                        td { @if !row.node.is_empty() { a href={"/ui/nodes/" (row.node)} { (row.node) } } }
                         td { (ip) } td { (restarts) }
                         td { code { (images(row.pod.spec.as_ref())) } }
                         td { (age_of(&row.pod.metadata, now)) }
@@ -282,21 +283,34 @@ async fn events_tab(
     name: &str,
     now: Timestamp,
 ) -> ConsoleResult<Markup> {
-    let selector = query_value(&format!(
-        "involvedObject.kind=DaemonSet,involvedObject.name={name},involvedObject.namespace={ns}"
-    ));
+    // The DaemonSet's own events and its pods' (scheduling, pulls, probes, kills): what a
+    // user reads to learn why a rollout is stuck.
+    let ds: DaemonSet = client.get_as(&ds_path(ns, name)).await?;
+    let fleet = Fleet::load(client, ns).await?;
+    let (_, pods) = fleet.status_of(&ds, now);
+    let pod_names: std::collections::BTreeSet<&str> =
+        pods.iter().map(|p| p.name.as_str()).collect();
     let mut events: Vec<CoreEvent> = client
-        .list_as(&format!(
-            "/api/v1/namespaces/{ns}/events?fieldSelector={selector}"
-        ))
-        .await?;
+        .list_as::<CoreEvent>(&format!("/api/v1/namespaces/{ns}/events"))
+        .await?
+        .into_iter()
+        .filter(|e| {
+            let o = &e.involved_object;
+            match o.kind.as_deref() {
+                Some("DaemonSet") => o.name.as_deref() == Some(name),
+                Some("Pod") => o.name.as_deref().is_some_and(|n| pod_names.contains(n)),
+                _ => false,
+            }
+        })
+        .collect();
     events.sort_by(|a, b| b.last_timestamp.cmp(&a.last_timestamp));
     Ok(html! {
         table #events {
-            thead { tr { th { "Type" } th { "Reason" } th { "Age" } th { "From" } th { "Message" } } }
+            thead { tr { th { "Type" } th { "Reason" } th { "Object" } th { "Age" } th { "From" } th { "Message" } } }
             tbody {
                 @for e in &events {
                     tr { td { (e.type_.as_deref().unwrap_or_default()) } td { (e.reason.as_deref().unwrap_or_default()) }
+                         td { (e.involved_object.kind.as_deref().unwrap_or_default()) "/" (e.involved_object.name.as_deref().unwrap_or_default()) }
                          td { (age_of(&e.metadata, now)) }
                          td { (e.source.as_ref().and_then(|s| s.component.as_deref()).unwrap_or_default()) }
                          td { (e.message.as_deref().unwrap_or_default()) } }

@@ -77,6 +77,7 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
         .route("/create/preview", post(wizard::preview))
         .route("/import", get(wizard::import_page).post(wizard::import))
         .route("/nodes", get(nodes::list))
+        .route("/nodes/{name}", get(nodes::show))
         .route("/nodes/{name}/{action}", post(nodes::act))
         .route(
             "/namespaces",

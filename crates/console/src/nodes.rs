@@ -47,7 +47,7 @@ pub async fn list(Session(client): Session, Query(q): Query<NoticeQuery>) -> Res
                         @let spec = n.spec.clone().unwrap_or_default();
                         @let unschedulable = spec.unschedulable.unwrap_or(false);
                         tr data-node=(name) {
-                            td { (name) }
+                            td { a href={"/ui/nodes/" (name)} { (name) } }
                             td.node-status { (node_status_word(n)) }
                             td { code { (map_pairs(n.metadata.labels.as_ref())) } }
                             td.taints {
@@ -110,6 +110,98 @@ fn parse_taint(text: &str) -> Result<Taint, String> {
         effect: effect.to_owned(),
         time_added: None,
     })
+}
+
+/// One node: addresses, system info, capacity and allocatable, conditions, taints, labels,
+/// and the pods bound to it.
+pub async fn show(Session(client): Session, Path(name): Path<String>) -> Response {
+    let node: Node = match client.get_as(&format!("/api/v1/nodes/{name}")).await {
+        Ok(n) => n,
+        Err(e) => {
+            return (
+                e.status(),
+                page(
+                    &name,
+                    Nav::Nodes,
+                    html! { h1 { (name) } (error_box(&e)) p { a href="/ui/nodes" { "Back" } } },
+                ),
+            )
+                .into_response();
+        }
+    };
+    let selector = query_value(&format!("spec.nodeName={name}"));
+    let pods: Vec<Pod> = client
+        .list_as(&format!("/api/v1/pods?fieldSelector={selector}"))
+        .await
+        .unwrap_or_default();
+    let now = client.now();
+    let status = node.status.clone().unwrap_or_default();
+    let spec = node.spec.clone().unwrap_or_default();
+    let info = status.node_info.clone().unwrap_or_default();
+    let capacity = status.capacity.clone().unwrap_or_default();
+    let allocatable = status.allocatable.clone().unwrap_or_default();
+    page(
+        &name,
+        Nav::Nodes,
+        html! {
+            h1 { "Node " (name) " " span.status { (node_status_word(&node)) } }
+            div.grid {
+                div.card #node-info {
+                    h2 { "System" }
+                    @for a in status.addresses.iter().flatten() { div { (a.type_) ": " code { (a.address) } } }
+                    @if let Some(cidr) = &spec.pod_cidr { div { "Pod CIDR: " code { (cidr) } } }
+                    div { "Runtime: " (info.container_runtime_version) }
+                    div { "Kubelet: " (info.kubelet_version) }
+                    div { "OS: " (info.os_image) ", kernel " (info.kernel_version) " (" (info.architecture) ")" }
+                    div { "Schedulable: " (if spec.unschedulable.unwrap_or(false) { "no (cordoned)" } else { "yes" }) }
+                    div { "Age: " (age_of(&node.metadata, now)) }
+                }
+                div.card #node-resources {
+                    h2 { "Resources" }
+                    table {
+                        thead { tr { th { "Resource" } th { "Capacity" } th { "Allocatable" } } }
+                        tbody {
+                            @for (k, v) in &capacity {
+                                tr { td { (k) } td { (v.0) } td { (allocatable.get(k).map(|q| q.0.as_str()).unwrap_or("")) } }
+                            }
+                        }
+                    }
+                }
+            }
+            h2 { "Conditions" }
+            div.scroll { table #node-conditions {
+                thead { tr { th { "Type" } th { "Status" } th { "Reason" } th { "Message" } th { "Last heartbeat" } } }
+                tbody {
+                    @for c in status.conditions.iter().flatten() {
+                        tr { td { (c.type_) } td { (c.status) } td { (c.reason.as_deref().unwrap_or_default()) }
+                             td { (c.message.as_deref().unwrap_or_default()) }
+                             td { (c.last_heartbeat_time.as_ref().map(|t| t.0.to_string()).unwrap_or_default()) } }
+                    }
+                }
+            } }
+            h2 { "Taints" }
+            @if spec.taints.as_ref().is_none_or(|t| t.is_empty()) { p.muted { "None." } }
+            @for t in spec.taints.iter().flatten() { code { (crate::placement::taint_text(t)) } br; }
+            h2 { "Labels" }
+            div.scroll { table #node-labels { tbody {
+                @for (k, v) in node.metadata.labels.iter().flatten() { tr { td { code { (k) } } td { code { (v) } } } }
+            } } }
+            h2 { "Pods (" (pods.len()) ")" }
+            div.scroll { table #node-pods {
+                thead { tr { th { "Namespace" } th { "Name" } th { "Phase" } th { "IP" } th { "Age" } } }
+                tbody {
+                    @for p in &pods {
+                        tr { td { (p.metadata.namespace.as_deref().unwrap_or_default()) } td { (p.metadata.name.as_deref().unwrap_or_default()) }
+                             td { (p.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()) }
+                             td { (p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).unwrap_or_default()) }
+                             td { (age_of(&p.metadata, now)) } }
+                    }
+                }
+            } }
+            p { a href="/ui/nodes" { "All nodes" } }
+        },
+    )
+    .into_response()
 }
 
 pub async fn act(
@@ -183,7 +275,7 @@ pub async fn namespaces(Session(client): Session, Query(q): Query<NoticeQuery>) 
             h1 { "Namespaces" }
             (notice(Some(&q.notice)))
             form.card method="post" action="/ui/namespaces" {
-                label { "New namespace" input name="value" required maxlength="63" pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" data-dns-label; }
+                label { "New namespace" input name="value" required maxlength="63" pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" data-dns-label; }
                 button.primary type="submit" { "Create" }
             }
             table #namespaces {

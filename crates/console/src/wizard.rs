@@ -54,10 +54,10 @@ fn container_fields(c: &str, kind: &str) -> Markup {
             button type="button" data-remove="fieldset.container" { "Remove" }
             fieldset {
                 legend { "Basic" }
-                label { "Name" input name=(f("name")) required pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" maxlength="63"; }
+                label { "Name" input name=(f("name")) required pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" maxlength="63"; }
                 label { "Image" input name=(f("image")) required size="40" placeholder="registry/image:tag"; }
                 (select(&f("pullPolicy"), "Pull policy", &[("", "default"), ("IfNotPresent", "IfNotPresent"), ("Always", "Always"), ("Never", "Never")]))
-                label.check { input type="checkbox" name=(f("privileged")); "privileged" }
+                label.check { input type="checkbox" name=(f("privileged")); span { "privileged" } }
                 (text(&f("cpuRequest"), "CPU request", "100m"))
                 (text(&f("cpuLimit"), "CPU limit", "500m"))
                 (text(&f("memRequest"), "Memory request", "64Mi"))
@@ -176,7 +176,7 @@ pub async fn page(Session(client): Session) -> Response {
                 section.step data-name="basic" {
                     fieldset {
                         legend { "Basic information" }
-                        label { "Name" input name="name" required maxlength="63" data-dns-label pattern="[a-z0-9]([-a-z0-9]*[a-z0-9])?" placeholder="node-exporter"; }
+                        label { "Name" input name="name" required maxlength="63" data-dns-label pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" placeholder="node-exporter"; }
                         label { "Namespace" select name="namespace" {
                             @for n in &namespaces { @let n = n.metadata.name.as_deref().unwrap_or_default(); option value=(n) selected[n == "default"] { (n) } }
                         } }
