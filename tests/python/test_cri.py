@@ -416,3 +416,23 @@ def test_logs_of_cri_containers_follow_kubectl_logs_options(cri):
     stamped = cri.kubectl("logs", "talker", "--previous", "--timestamps", "--limit-bytes", "200").stdout
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z line-1\n", stamped), stamped
     cri.kubectl("delete", "pod", "talker")
+
+
+def test_a_pod_deleted_while_its_agent_was_down_is_removed_when_it_returns(cri):
+    cri.apply(pod("gone-while-down", "node-2", [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"]}]))
+    wait_for("it runs", lambda: (cri.get("pod", "gone-while-down") or {}).get("status", {}).get("phase") == "Running")
+    container_id = cri.get("pod", "gone-while-down")["status"]["containerStatuses"][0]["containerID"].split("://")[1]
+    pid_file = cri.data / "agents" / "node-2.pid"
+
+    def certificate():
+        return cri.get("node", "node-2")["metadata"]["annotations"]["everynode.io/agent-certificate-sha256"]
+    old_certificate = certificate()
+    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+    # While the agent is down the pod is force-deleted from the API, as an operator would.
+    cri.kubectl("delete", "pod", "gone-while-down", "--grace-period=0", "--force")
+    wait_for("a new agent for node-2", lambda: certificate() != old_certificate)
+
+    def removed():
+        containers = cri.ctr("node-2", "containers", "ls", "-q").stdout.split()
+        return container_id not in containers
+    wait_for("the container of the deleted pod removed", removed)
