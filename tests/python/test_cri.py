@@ -436,3 +436,17 @@ def test_a_pod_deleted_while_its_agent_was_down_is_removed_when_it_returns(cri):
         containers = cri.ctr("node-2", "containers", "ls", "-q").stdout.split()
         return container_id not in containers
     wait_for("the container of the deleted pod removed", removed)
+
+
+def test_cri_container_logs_are_rotated_past_their_size_limit(cri):
+    """containerd writes the log files; the agent rotates them past --container-log-max-size
+    (10 MiB by default) and has containerd reopen them, as kubelet's log manager does."""
+    cri.apply(pod("chatty", "node-1", [{"name": "c", "image": BUSYBOX, "command": [
+        "sh", "-c", "head -c 12000000 /dev/zero | tr '\\0' a | fold -w 1000; echo after-the-flood; sleep 3600"]}]))
+    wait_for("it runs", lambda: (cri.get("pod", "chatty") or {}).get("status", {}).get("phase") == "Running")
+    uid = cri.get("pod", "chatty")["metadata"]["uid"]
+    logs_dir = cri.data / "agents" / "node-1" / "logs" / f"default_chatty_{uid}" / "c"
+    rotated = wait_for("a rotated log", lambda: sorted(p.name for p in logs_dir.glob("0.log.*")), timeout=60)
+    assert rotated[0] == "0.log.1", rotated
+    assert (logs_dir / "0.log").stat().st_size < 10 * 1024 * 1024
+    cri.kubectl("delete", "pod", "chatty")

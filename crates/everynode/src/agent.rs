@@ -277,7 +277,8 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
                 .unwrap_or_else(|| format!("/everynode/{base_name}"));
             let cri = CriRuntime::connect(&endpoint, cgroup_parent, Duration::from_secs(30))
                 .await
-                .map_err(|e| Error::Startup(e.to_string()))?;
+                .map_err(|e| Error::Startup(e.to_string()))?
+                .with_log_rotation(args.container_log_max_size, args.container_log_max_files);
             Arc::new(cri)
         }
     };

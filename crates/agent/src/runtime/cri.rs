@@ -83,6 +83,10 @@ pub struct CriRuntime {
     cgroup_parent: String,
     /// Pod uid → its ready sandbox, as this agent run made or found it.
     sandboxes: Mutex<HashMap<String, Sandbox>>,
+    /// Container logs are rotated past this size, keeping this many files (kubelet's
+    /// `containerLogMaxSize` and `containerLogMaxFiles`); 0 bytes: never.
+    log_max_bytes: u64,
+    log_max_files: usize,
 }
 
 #[derive(Clone)]
@@ -143,6 +147,8 @@ impl CriRuntime {
                         version: format!("{}://{}", version.runtime_name, version.runtime_version),
                         cgroup_parent,
                         sandboxes: Mutex::new(HashMap::new()),
+                        log_max_bytes: 0,
+                        log_max_files: 5,
                     });
                 }
                 Err(message) if tokio::time::Instant::now() >= deadline => {
@@ -151,6 +157,14 @@ impl CriRuntime {
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
+    }
+
+    /// Rotates container logs past `max_bytes`, keeping `max_files`, as kubelet's container
+    /// log manager does (containerd writes the files; it does not rotate them).
+    pub fn with_log_rotation(mut self, max_bytes: u64, max_files: usize) -> CriRuntime {
+        self.log_max_bytes = max_bytes;
+        self.log_max_files = max_files.max(1);
+        self
     }
 
     fn runtime(&self) -> RuntimeServiceClient<Channel> {
@@ -232,6 +246,19 @@ impl CriRuntime {
             scheme: self.runtime_name.clone(),
             channel: self.channel.clone(),
         }
+    }
+
+    /// Starts the log rotation of a running container (ends when the container does).
+    fn rotate_logs_of(&self, id: &str) {
+        if self.log_max_bytes == 0 {
+            return;
+        }
+        tokio::spawn(rotate_logs(
+            self.channel.clone(),
+            id.to_owned(),
+            self.log_max_bytes,
+            self.log_max_files,
+        ));
     }
 
     /// The image's user, for `runAsNonRoot`: a uid, or a name (which may be root).
@@ -775,6 +802,7 @@ impl Runtime for CriRuntime {
                 .await;
             return Err(RuntimeError::Start(rpc(e)));
         }
+        self.rotate_logs_of(&id);
         Ok(Box::new(self.container(id)))
     }
 
@@ -784,6 +812,7 @@ impl Runtime for CriRuntime {
             .await
             .into_iter()
             .find(|c| c.state == cri::ContainerState::ContainerRunning as i32)?;
+        self.rotate_logs_of(&running.id);
         Some(Box::new(self.container(running.id)))
     }
 
@@ -825,6 +854,47 @@ impl Runtime for CriRuntime {
                     map.remove(uid);
                 }
             }
+        }
+    }
+}
+
+/// How often a running container's log size is checked (kubelet's log manager: 10 s).
+const ROTATION_CHECK_EVERY: Duration = Duration::from_secs(10);
+
+/// Checks a container's log every `ROTATION_CHECK_EVERY` while it runs; past `max_bytes`, moves
+/// it aside (`rotate_files`) and asks the runtime to reopen it (`ReopenContainerLog`).
+async fn rotate_logs(channel: Channel, id: String, max_bytes: u64, max_files: usize) {
+    let mut client = RuntimeServiceClient::new(channel);
+    loop {
+        tokio::time::sleep(ROTATION_CHECK_EVERY).await;
+        let Ok(reply) = client
+            .container_status(cri::ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: false,
+            })
+            .await
+        else {
+            return;
+        };
+        let Some(status) = reply.into_inner().status else {
+            return;
+        };
+        if status.state != cri::ContainerState::ContainerRunning as i32 {
+            return;
+        }
+        let path = PathBuf::from(&status.log_path);
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        if size <= max_bytes {
+            continue;
+        }
+        super::shim::rotate_files(&path, max_files);
+        if let Err(e) = client
+            .reopen_container_log(cri::ReopenContainerLogRequest {
+                container_id: id.clone(),
+            })
+            .await
+        {
+            tracing::warn!(container = %id, error = %rpc(e), "could not reopen a rotated log");
         }
     }
 }

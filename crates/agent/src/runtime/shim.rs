@@ -279,21 +279,29 @@ impl LogWriter {
     }
 
     fn rotate(&mut self) {
-        let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
-        if self.max_files <= 1 {
-            let _ = std::fs::remove_file(&self.path);
-        } else {
-            for n in (1..self.max_files - 1).rev() {
-                let _ = std::fs::rename(numbered(n), numbered(n + 1));
-            }
-            let _ = std::fs::rename(&self.path, numbered(1));
-        }
+        rotate_files(&self.path, self.max_files);
         self.file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.path)
             .ok();
         self.written = 0;
+    }
+}
+
+/// Moves a log aside as rotation does: `NAME` to `NAME.1`, `NAME.1` to `NAME.2`, ... keeping
+/// `max_files` files in all (the live one included); with one file, the log is dropped. The
+/// process runtime's shim and the CRI runtime's rotation both use it, so `kubectl logs` reads
+/// either the same way.
+pub fn rotate_files(path: &std::path::Path, max_files: usize) {
+    let numbered = |n: usize| PathBuf::from(format!("{}.{n}", path.display()));
+    if max_files <= 1 {
+        let _ = std::fs::remove_file(path);
+    } else {
+        for n in (1..max_files - 1).rev() {
+            let _ = std::fs::rename(numbered(n), numbered(n + 1));
+        }
+        let _ = std::fs::rename(path, numbered(1));
     }
 }
 
