@@ -28,6 +28,18 @@ def daemonset(name, image="busybox:1.36"):
     }
 
 
+def assert_orphaned(server, name):
+    """The DaemonSet's three pods are still there after an Orphan delete, owned by nothing."""
+    import kubernetes
+    v1 = kubernetes.client.CoreV1Api(server.client())
+
+    def orphaned():
+        left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
+        return len(left) == 3 and all(not p.metadata.owner_references for p in left)
+    wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
+    return v1
+
+
 def ready(pod):
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -134,7 +146,7 @@ def lightkube_delete_background(kubeconfig, name):
 
 def kr8s_workflow(kubeconfig, name):
     import kr8s
-    from kr8s.objects import DaemonSet, Pod
+    from kr8s.objects import DaemonSet
 
     api = kr8s.api(kubeconfig=kubeconfig)
     assert sorted(n.name for n in api.get("nodes")) == ["node-1", "node-2", "node-3"]
@@ -179,14 +191,7 @@ def test_the_user_workflow_through_each_client(nodes, client):
     workflow, delete_background = WORKFLOWS[client]
     name = "w-" + client.replace("-", "")[:12]
     pods = workflow(nodes.kubeconfig, name)
-    core = nodes.client()
-    import kubernetes
-    v1 = kubernetes.client.CoreV1Api(core)
-
-    def orphaned():
-        left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
-        return len(left) == 3 and all(not p.metadata.owner_references for p in left)
-    wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
+    v1 = assert_orphaned(nodes, name)
     assert sorted(p.metadata.name for p in v1.list_namespaced_pod("default", label_selector=f"app={name}").items) == sorted(pods)
     # The same DaemonSet again adopts them; a Background delete then takes them along.
     delete_background(nodes.kubeconfig, name)
@@ -197,11 +202,9 @@ def test_the_user_workflow_through_each_client(nodes, client):
 def test_the_user_workflow_through_client_node_with_its_informer(nodes):
     """@kubernetes/client-node 1.x (npm, installed by scripts/test.sh into tests/node)."""
     import json
-    import os
     import shutil
     import subprocess
 
-    import kubernetes
     from conftest import REPO
 
     node = shutil.which("node")
@@ -218,12 +221,7 @@ def test_the_user_workflow_through_client_node_with_its_informer(nodes):
     assert result["nodes"] == ["node-1", "node-2", "node-3"]
     assert result["ready"] == 3 and result["updated"] == 3
     assert result["firstLine"].startswith("started on"), result
-    v1 = kubernetes.client.CoreV1Api(nodes.client())
-
-    def orphaned():
-        left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
-        return len(left) == 3 and all(not p.metadata.owner_references for p in left)
-    wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
+    assert_orphaned(nodes, name)
 
 
 CHART = {
@@ -285,7 +283,6 @@ def test_the_user_workflow_through_kube_rs_with_its_watcher(nodes):
     import json
     import subprocess
 
-    import kubernetes
     from conftest import REPO
 
     binary = pathlib.Path(os.environ.get("EVERYNODE_BIN") or REPO / "target" / "debug" / "everynode").parent / "client-workflow"
@@ -298,9 +295,4 @@ def test_the_user_workflow_through_kube_rs_with_its_watcher(nodes):
     assert result["nodes"] == ["node-1", "node-2", "node-3"]
     assert result["ready"] == 3 and result["updated"] == 3
     assert result["firstLine"].startswith("started on"), result
-    v1 = kubernetes.client.CoreV1Api(nodes.client())
-
-    def orphaned():
-        left = v1.list_namespaced_pod("default", label_selector=f"app={name}").items
-        return len(left) == 3 and all(not p.metadata.owner_references for p in left)
-    wait_for("the pods kept, without an owner, after the Orphan delete", orphaned)
+    assert_orphaned(nodes, name)

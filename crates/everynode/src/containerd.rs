@@ -372,38 +372,29 @@ pub async fn restore_host(before: &HostBefore) {
                 .all(|l| l.starts_with("-N"))
     });
     if unused {
-        let jumps: [Vec<&str>; 3] = [
+        let local_dnat = |chain: &'static str| {
             vec![
                 "-D",
-                "PREROUTING",
+                chain,
                 "-m",
                 "addrtype",
                 "--dst-type",
                 "LOCAL",
                 "-j",
                 "CNI-HOSTPORT-DNAT",
-            ],
-            vec![
-                "-D",
-                "OUTPUT",
-                "-m",
-                "addrtype",
-                "--dst-type",
-                "LOCAL",
-                "-j",
-                "CNI-HOSTPORT-DNAT",
-            ],
-            vec![
-                "-D",
-                "POSTROUTING",
-                "-m",
-                "comment",
-                "--comment",
-                "CNI portfwd requiring masquerade",
-                "-j",
-                "CNI-HOSTPORT-MASQ",
-            ],
+            ]
+        };
+        let masquerade = vec![
+            "-D",
+            "POSTROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "CNI portfwd requiring masquerade",
+            "-j",
+            "CNI-HOSTPORT-MASQ",
         ];
+        let jumps = [local_dnat("PREROUTING"), local_dnat("OUTPUT"), masquerade];
         for jump in jumps {
             let _ = iptables(jump).status().await;
         }
