@@ -679,29 +679,19 @@ impl Runtime for CriRuntime {
             .filter(|ip| !ip.is_empty() && !spec.host_network());
         // kubelet's hosts file: its own for a pod network, the node's plus aliases otherwise.
         let hosts_text = match &ip {
-            Some(ip) => Some(crate::dns::hosts_file(&spec.pod, ip, &spec.cluster_domain)),
-            None => Some(crate::dns::host_network_hosts_file(
-                &spec.pod,
-                &spec.node_hosts,
-            )),
+            Some(ip) => crate::dns::hosts_file(&spec.pod, ip, &spec.cluster_domain),
+            None => crate::dns::host_network_hosts_file(&spec.pod, &spec.node_hosts),
         };
-        let hosts = match hosts_text {
-            Some(text) => {
-                let path = spec.pod_dir.join("etc-hosts");
-                std::fs::create_dir_all(&spec.pod_dir)
-                    .and_then(|()| std::fs::write(&path, text))
-                    .map_err(|e| {
-                        RuntimeError::Sandbox(format!("cannot write the pod's hosts file: {e}"))
-                    })?;
-                // Readable by whatever user the containers run as.
-                let _ = std::fs::set_permissions(
-                    &path,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o644),
-                );
-                Some(path)
-            }
-            None => None,
-        };
+        let path = spec.pod_dir.join("etc-hosts");
+        std::fs::create_dir_all(&spec.pod_dir)
+            .and_then(|()| std::fs::write(&path, hosts_text))
+            .map_err(|e| {
+                RuntimeError::Sandbox(format!("cannot write the pod's hosts file: {e}"))
+            })?;
+        // Readable by whatever user the containers run as.
+        let _ =
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644));
+        let hosts = Some(path);
         if let Ok(mut map) = self.sandboxes.lock() {
             map.insert(uid, Sandbox { id, config, hosts });
         }
