@@ -16,9 +16,10 @@ from conftest import API_ONLY, EXAMPLES, Server, kubectl_120_binary
 @pytest.fixture(params=["1.33", "1.20"], ids=["kubectl-1.33", "kubectl-1.20"])
 def server(request, tmp_data_dir):
     """Every test here runs with the machine's kubectl (1.33) and with Debian's 1.20."""
+    # Found before the server starts: a skip (no kubectl 1.20 outside CI) must not leave it running.
+    kubectl_path = kubectl_120_binary() if request.param == "1.20" else None
     s = Server(tmp_data_dir, API_ONLY).start()
-    if request.param == "1.20":
-        s.kubectl_path = kubectl_120_binary()
+    s.kubectl_path = kubectl_path
     yield s
     s.kill()
 
