@@ -40,6 +40,20 @@ def assert_orphaned(server, name):
     return v1
 
 
+def run_workflow_program(server, argv, name, cwd=None):
+    """Runs a client written in another language that does the workflow and prints one JSON
+    line of what it saw (Node.js, kube-rs); checks that, then that the Orphan delete kept the pods."""
+    import json
+    import subprocess
+    r = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=240)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert result["nodes"] == ["node-1", "node-2", "node-3"]
+    assert result["ready"] == 3 and result["updated"] == 3
+    assert result["firstLine"].startswith("started on"), result
+    assert_orphaned(server, name)
+
+
 def ready(pod):
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
@@ -201,9 +215,7 @@ def test_the_user_workflow_through_each_client(nodes, client):
 
 def test_the_user_workflow_through_client_node_with_its_informer(nodes):
     """@kubernetes/client-node 1.x (npm, installed by scripts/test.sh into tests/node)."""
-    import json
     import shutil
-    import subprocess
 
     from conftest import REPO
 
@@ -214,14 +226,7 @@ def test_the_user_workflow_through_client_node_with_its_informer(nodes):
             pytest.fail("node and tests/node/node_modules are required in CI (scripts/test.sh runs npm ci)")
         pytest.skip("run `npm ci` in tests/node")
     name = "w-clientnode"
-    r = subprocess.run([node, "workflow.mjs", nodes.kubeconfig, name], cwd=REPO / "tests" / "node",
-                       capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result["nodes"] == ["node-1", "node-2", "node-3"]
-    assert result["ready"] == 3 and result["updated"] == 3
-    assert result["firstLine"].startswith("started on"), result
-    assert_orphaned(nodes, name)
+    run_workflow_program(nodes, [node, "workflow.mjs", nodes.kubeconfig, name], name, cwd=REPO / "tests" / "node")
 
 
 CHART = {
@@ -280,8 +285,6 @@ def test_helm_installs_upgrades_rolls_back_and_uninstalls(nodes, tmp_path):
 def test_the_user_workflow_through_kube_rs_with_its_watcher(nodes):
     """kube-rs with kube-runtime's watcher (bench/src/client_workflow.rs, built with the
     workspace)."""
-    import json
-    import subprocess
 
     from conftest import REPO
 
@@ -289,10 +292,4 @@ def test_the_user_workflow_through_kube_rs_with_its_watcher(nodes):
     if not binary.exists():
         pytest.fail(f"{binary} not built; run `cargo build --workspace`")
     name = "w-kubers"
-    r = subprocess.run([str(binary), nodes.kubeconfig, name], capture_output=True, text=True, timeout=240)
-    assert r.returncode == 0, r.stderr
-    result = json.loads(r.stdout.strip().splitlines()[-1])
-    assert result["nodes"] == ["node-1", "node-2", "node-3"]
-    assert result["ready"] == 3 and result["updated"] == 3
-    assert result["firstLine"].startswith("started on"), result
-    assert_orphaned(nodes, name)
+    run_workflow_program(nodes, [str(binary), nodes.kubeconfig, name], name)
