@@ -331,3 +331,25 @@ def test_create_generators_send_protobuf_and_work(server):
     again = server.kubectl("create", "namespace", "team-a", check=False)
     assert again.returncode == 1
     assert 'namespaces "team-a" already exists' in again.stderr
+
+
+def test_debug_node_sends_a_pod_as_protobuf(server):
+    """`kubectl debug node/x` creates its Pod through client-go's typed client, as protobuf: the
+    pod lands on the node with the host's namespaces and root filesystem mounted."""
+    server.kubectl("create", "-f", "-", input=NODE)
+    out = server.kubectl("debug", "node/node-1", "--image=busybox").stdout
+    name = out.split("Creating debugging pod ")[1].split()[0]
+    pod = json.loads(server.kubectl("get", "pod", name, "-o", "json").stdout)
+    spec = pod["spec"]
+    assert spec["nodeName"] == "node-1"
+    assert spec["hostNetwork"] is True and spec["hostPID"] is True
+    assert spec["restartPolicy"] == "Never"
+    assert {"name": "host-root", "hostPath": {"path": "/", "type": ""}} in spec["volumes"] or any(
+        v.get("hostPath", {}).get("path") == "/" for v in spec["volumes"])
+    container = spec["containers"][0]
+    assert container["image"] == "busybox"
+    assert {"mountPath": "/host", "name": "host-root"}.items() <= container["volumeMounts"][0].items()
+    # Go writes `stdin: false` and `ports: null`... every non-pointer field; unset zeros do not
+    # appear, as they would not in JSON.
+    assert "stdin" not in container and "hostname" not in spec
+    assert pod["metadata"]["creationTimestamp"]

@@ -66,6 +66,7 @@ pub fn object(headers: &HeaderMap, body: &Bytes) -> ApiResult<Value> {
                     err.message = e.to_string();
                     err
                 }
+                ProtobufError::Schemas(_) => ApiError::internal(e.to_string()),
                 other => ApiError::bad_request(other.to_string()),
             })?
         }
