@@ -187,6 +187,27 @@ fn default_service(svc: &mut Value) {
     }
 }
 
+/// `stringData` is write-only: its entries replace those of `data` (base64-encoded) and it is
+/// never stored, as upstream's conversion of a v1 Secret does.
+fn merge_string_data(secret: &mut serde_json::Map<String, Value>) {
+    use base64::Engine as _;
+    let Some(Value::Object(string_data)) = secret.remove("stringData") else {
+        return;
+    };
+    let data = secret.entry("data").or_insert_with(|| json!({}));
+    if !data.is_object() {
+        *data = json!({});
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (k, v) in string_data {
+            if let Some(text) = v.as_str() {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                data.insert(k, Value::String(encoded));
+            }
+        }
+    }
+}
+
 /// Applies the defaults of `kind` to an object.
 pub fn apply(kind: Kind, obj: &mut Value) {
     match kind {
@@ -196,6 +217,23 @@ pub fn apply(kind: Kind, obj: &mut Value) {
         Kind::Secret => {
             if let Some(o) = obj.as_object_mut() {
                 set_default(o, "type", json!("Opaque"));
+                merge_string_data(o);
+            }
+        }
+        // `SetDefaults_Subject`: users and groups are of the RBAC group.
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            if let Some(subjects) = obj.get_mut("subjects").and_then(Value::as_array_mut) {
+                for subject in subjects.iter_mut().filter_map(Value::as_object_mut) {
+                    let kind = subject.get("kind").and_then(Value::as_str).unwrap_or("");
+                    let group_unset = subject
+                        .get("apiGroup")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .is_empty();
+                    if group_unset && matches!(kind, "User" | "Group") {
+                        subject.insert("apiGroup".into(), json!("rbac.authorization.k8s.io"));
+                    }
+                }
             }
         }
         Kind::PriorityClass => {
@@ -274,5 +312,15 @@ mod tests {
             "1"
         );
         assert_eq!(pod["spec"]["serviceAccountName"], "default");
+    }
+
+    #[test]
+    fn secret_string_data_is_written_into_data_and_never_kept() {
+        let mut secret = json!({"data": {"a": "b2xk", "b": "Yg=="}, "stringData": {"a": "new"}});
+        apply(Kind::Secret, &mut secret);
+        assert_eq!(
+            secret,
+            json!({"type": "Opaque", "data": {"a": "bmV3", "b": "Yg=="}})
+        );
     }
 }

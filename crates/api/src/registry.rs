@@ -1,6 +1,6 @@
 //! The resources everynode serves, with what discovery, routing, storage and decoding need.
 
-use k8s_openapi::api::{apps, coordination, core, events, scheduling};
+use k8s_openapi::api::{apps, coordination, core, events, rbac, scheduling};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -23,6 +23,10 @@ pub enum Kind {
     Lease,
     PriorityClass,
     EventsV1Event,
+    Role,
+    ClusterRole,
+    RoleBinding,
+    ClusterRoleBinding,
 }
 
 /// A served resource.
@@ -327,6 +331,58 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &[]
     ),
+    resource!(
+        Role,
+        rbac::v1::Role,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "Role",
+        "roles",
+        "role",
+        &[],
+        true,
+        &[],
+        &[]
+    ),
+    resource!(
+        ClusterRole,
+        rbac::v1::ClusterRole,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRole",
+        "clusterroles",
+        "clusterrole",
+        &[],
+        false,
+        &[],
+        &[]
+    ),
+    resource!(
+        RoleBinding,
+        rbac::v1::RoleBinding,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "RoleBinding",
+        "rolebindings",
+        "rolebinding",
+        &[],
+        true,
+        &[],
+        &[]
+    ),
+    resource!(
+        ClusterRoleBinding,
+        rbac::v1::ClusterRoleBinding,
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        &[],
+        false,
+        &[],
+        &[]
+    ),
 ];
 
 impl Resource {
@@ -573,7 +629,8 @@ mod tests {
                 "apps",
                 "coordination.k8s.io",
                 "scheduling.k8s.io",
-                "events.k8s.io"
+                "events.k8s.io",
+                "rbac.authorization.k8s.io"
             ]
         );
     }

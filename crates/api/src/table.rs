@@ -518,6 +518,15 @@ fn columns(kind: Kind) -> Vec<Column> {
             age,
             Column("Selector", "string", 1),
         ],
+        Kind::Role | Kind::ClusterRole => vec![name, Column("Created At", "date", 0)],
+        Kind::RoleBinding | Kind::ClusterRoleBinding => vec![
+            name,
+            Column("Role", "string", 0),
+            age,
+            Column("Users", "string", 1),
+            Column("Groups", "string", 1),
+            Column("ServiceAccounts", "string", 1),
+        ],
         Kind::PriorityClass => vec![
             name,
             Column("Value", "integer", 0),
@@ -587,6 +596,34 @@ fn row_cells(kind: Kind, o: &Value, now: Timestamp) -> Vec<Value> {
                 json!(or_none(&ports.join(","))),
                 age,
                 json!(format_labels(o["spec"].get("selector"))),
+            ]
+        }
+        Kind::Role | Kind::ClusterRole => {
+            vec![name, json!(s(o, &["metadata", "creationTimestamp"]))]
+        }
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            let subjects = |kind: &str| -> String {
+                arr(o, &["subjects"])
+                    .iter()
+                    .filter(|x| s(x, &["kind"]) == kind)
+                    .map(|x| match kind {
+                        "ServiceAccount" => format!("{}/{}", s(x, &["namespace"]), s(x, &["name"])),
+                        _ => s(x, &["name"]).to_owned(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            vec![
+                name,
+                json!(format!(
+                    "{}/{}",
+                    s(o, &["roleRef", "kind"]),
+                    s(o, &["roleRef", "name"])
+                )),
+                age,
+                json!(subjects("User")),
+                json!(subjects("Group")),
+                json!(subjects("ServiceAccount")),
             ]
         }
         Kind::PriorityClass => vec![

@@ -535,6 +535,11 @@ impl WatchCache {
     }
 }
 
+/// The cache closed a watch that fell too far behind; the watcher must start over.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the watch fell behind and was closed")]
+pub struct WatchClosed;
+
 /// A registered watch. Dropping it unregisters the watcher.
 pub struct WatchHandle {
     initial: VecDeque<WatchItem>,
@@ -560,6 +565,19 @@ impl WatchHandle {
     /// How many initial (replayed or current-state) events remain.
     pub fn initial_len(&self) -> usize {
         self.initial.len()
+    }
+
+    /// An event already queued, without waiting; `Err` once the cache has closed this watch
+    /// (it fell too far behind) and nothing is left.
+    pub fn try_next_or_closed(&mut self) -> Result<Option<WatchItem>, WatchClosed> {
+        if let Some(item) = self.initial.pop_front() {
+            return Ok(Some(item));
+        }
+        match self.rx.try_recv() {
+            Ok(item) => Ok(Some(item)),
+            Err(mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(mpsc::error::TryRecvError::Disconnected) => Err(WatchClosed),
+        }
     }
 
     /// An event already queued, without waiting.

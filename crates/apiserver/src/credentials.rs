@@ -85,14 +85,16 @@ fn new_token() -> String {
 /// What `generate_pki` makes, as PEM.
 struct Pki {
     ca: String,
+    ca_key: String,
     server_cert: String,
     server_key: String,
     agent_client_cert: String,
     agent_client_key: String,
 }
 
-fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
-    let ca_key = KeyPair::generate()?;
+/// The CA's parameters. The same every time, so that an issuer rebuilt from the kept key signs
+/// certificates that chain to the CA certificate made on first start.
+fn ca_params() -> Result<CertificateParams, CredentialsError> {
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
         .distinguished_name
@@ -103,6 +105,13 @@ fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
+    Ok(ca_params)
+}
+
+fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
+    let ca_key = KeyPair::generate()?;
+    let ca_key_pem = ca_key.serialize_pem();
+    let ca_params = ca_params()?;
     let ca_cert = ca_params.self_signed(&ca_key)?;
     let issuer = Issuer::new(ca_params, ca_key);
 
@@ -128,9 +137,9 @@ fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
         .push(DnType::CommonName, "everynode-apiserver-agent-client");
     client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client_params.signed_by(&client_key, &issuer)?;
-    // The CA's key is not kept: nothing else is signed after this.
     Ok(Pki {
         ca: ca_cert.pem(),
+        ca_key: ca_key_pem,
         server_cert: cert.pem(),
         server_key: server_key.serialize_pem(),
         agent_client_cert: client_cert.pem(),
@@ -142,6 +151,7 @@ fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
 /// addresses the serving certificate is valid for (used only when it is generated).
 pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsError> {
     let pki = dir.join("pki");
+    let ca_key_path = pki.join("ca.key");
     let (ca_path, cert_path, key_path) = (
         pki.join("ca.crt"),
         pki.join("apiserver.crt"),
@@ -155,6 +165,7 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsEr
     // (its kubeconfig is rewritten at every start; agents read it when they start).
     let paths = [
         &ca_path,
+        &ca_key_path,
         &cert_path,
         &key_path,
         &client_cert_path,
@@ -162,6 +173,7 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsEr
     ];
     if !paths.iter().all(|p| p.exists()) {
         let pki = generate_pki(hosts)?;
+        write_file(&ca_key_path, pki.ca_key.as_bytes(), 0o600)?;
         write_file(&ca_path, pki.ca.as_bytes(), 0o644)?;
         write_file(&key_path, pki.server_key.as_bytes(), 0o600)?;
         write_file(&cert_path, pki.server_cert.as_bytes(), 0o644)?;
@@ -189,8 +201,52 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsEr
     })
 }
 
+/// A client certificate signed by the CA kept in `dir` (`pki/ca.key`): CN is the user, O the
+/// group (one: rcgen keeps one value per attribute type), valid for `days`. Returns
+/// (certificate, private key) as PEM.
+pub fn issue_client_certificate(
+    dir: &Path,
+    user: &str,
+    group: Option<&str>,
+    days: i64,
+) -> Result<(String, String), CredentialsError> {
+    let ca_key_path = dir.join("pki").join("ca.key");
+    let ca_key =
+        KeyPair::from_pem(&read(&ca_key_path)?).map_err(|_| CredentialsError::Unusable {
+            path: ca_key_path.clone(),
+            what: "CA key",
+        })?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name.push(DnType::CommonName, user);
+    if let Some(group) = group {
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, group);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let now = std::time::SystemTime::now();
+    params.not_before = (now - std::time::Duration::from_secs(300)).into();
+    params.not_after =
+        (now + std::time::Duration::from_secs(days.max(1).unsigned_abs() * 86_400)).into();
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 /// A kubeconfig for the admin user. `ca_pem` is `None` for plain HTTP.
 pub fn kubeconfig(server_url: &str, ca_pem: Option<&str>, token: &str) -> String {
+    kubeconfig_for(server_url, ca_pem, "everynode-admin", token, "default")
+}
+
+/// A kubeconfig for `user` with a bearer token, its context in `namespace`.
+pub fn kubeconfig_for(
+    server_url: &str,
+    ca_pem: Option<&str>,
+    user: &str,
+    token: &str,
+    namespace: &str,
+) -> String {
     let ca_line = ca_pem
         .map(|pem| {
             format!(
@@ -200,12 +256,83 @@ pub fn kubeconfig(server_url: &str, ca_pem: Option<&str>, token: &str) -> String
         })
         .unwrap_or_default();
     format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: everynode\n  cluster:\n    server: {server_url}\n{ca_line}users:\n- name: everynode-admin\n  user:\n    token: {token}\ncontexts:\n- name: everynode\n  context:\n    cluster: everynode\n    user: everynode-admin\n    namespace: default\ncurrent-context: everynode\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: everynode\n  cluster:\n    server: {server_url}\n{ca_line}users:\n- name: {user}\n  user:\n    token: {token}\ncontexts:\n- name: everynode\n  context:\n    cluster: everynode\n    user: {user}\n    namespace: {namespace}\ncurrent-context: everynode\n"
     )
 }
 
-/// The rustls configuration serving these credentials, offering HTTP/2 and HTTP/1.1.
-pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, CredentialsError> {
+/// What serving TLS needs: the rustls configuration, and the check of the client certificate
+/// chains it lets through.
+#[derive(Clone)]
+pub struct TlsServing {
+    pub config: Arc<rustls::ServerConfig>,
+    pub client_chains: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl TlsServing {
+    /// The user a verified client certificate chain names; `None` without a certificate or
+    /// when the chain does not lead to the cluster CA (the request may still carry a token).
+    pub fn client_user(
+        &self,
+        chain: Option<&[rustls::pki_types::CertificateDer<'static>]>,
+    ) -> Option<crate::authn::UserInfo> {
+        let (leaf, intermediates) = chain?.split_first()?;
+        self.client_chains
+            .verify_client_cert(leaf, intermediates, rustls::pki_types::UnixTime::now())
+            .ok()?;
+        crate::authn::user_of_certificate(leaf)
+    }
+}
+
+/// Asks for a client certificate and accepts any during the handshake (still checking that
+/// the client holds its key), so that a certificate from another CA is a 401 from
+/// authentication, as upstream answers it, rather than a failed handshake.
+#[derive(Debug)]
+struct RequestClientCertificate(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for RequestClientCertificate {
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        Ok(rustls::server::danger::ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+/// The rustls configuration serving these credentials, offering HTTP/2 and HTTP/1.1 and asking
+/// for client certificates signed by the cluster CA (CN = user, O = groups).
+pub fn tls_config(creds: &Credentials) -> Result<TlsServing, CredentialsError> {
     let certs: Vec<_> = rustls_pemfile::certs(&mut creds.cert_pem.as_bytes())
         .filter_map(Result::ok)
         .collect();
@@ -217,12 +344,28 @@ pub fn tls_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, Cred
             what: "private key",
         })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in rustls_pemfile::certs(&mut creds.ca_pem.as_bytes()).filter_map(Result::ok) {
+        roots.add(ca)?;
+    }
+    let client_chains = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::clone(&provider),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| rustls::Error::General(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(RequestClientCertificate(Arc::clone(
+            &client_chains,
+        ))))
         .with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(TlsServing {
+        config: Arc::new(config),
+        client_chains,
+    })
 }
 
 #[cfg(test)]
@@ -240,6 +383,7 @@ mod tests {
         assert_eq!(first.ca_pem, again.ca_pem);
         for secret in [
             "admin.token",
+            "pki/ca.key",
             "pki/apiserver.key",
             "pki/apiserver-agent-client.key",
         ] {
@@ -250,7 +394,25 @@ mod tests {
                 & 0o777;
             assert_eq!(mode, 0o600, "{secret}");
         }
-        tls_config(&first).expect("rustls accepts the generated pair");
+        let tls = tls_config(&first).expect("rustls accepts the generated pair");
+        // A client certificate issued later chains to the CA made on first start.
+        let (cert, _key) =
+            issue_client_certificate(dir.path(), "system:node:n1", Some("system:nodes"), 1)
+                .expect("issued");
+        let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        let user = tls.client_user(Some(&chain)).expect("verified");
+        assert_eq!(user.name, "system:node:n1");
+        assert_eq!(user.groups, ["system:nodes", "system:authenticated"]);
+        let other = tempfile::tempdir().expect("tempdir");
+        ensure(other.path(), &[]).expect("another CA");
+        let (foreign, _) =
+            issue_client_certificate(other.path(), "mallory", None, 1).expect("issued");
+        let foreign: Vec<_> = rustls_pemfile::certs(&mut foreign.as_bytes())
+            .filter_map(Result::ok)
+            .collect();
+        assert!(tls.client_user(Some(&foreign)).is_none());
         let kc = kubeconfig("https://127.0.0.1:6443", Some(&first.ca_pem), &first.token);
         assert!(kc.contains("certificate-authority-data: ") && kc.contains(&first.token));
     }

@@ -31,15 +31,26 @@ fn group_doc(group: &str) -> Value {
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
+/// The served groups: those of stored resources, then those of the review APIs.
+fn served_groups() -> Vec<&'static str> {
+    let mut groups = registry::groups();
+    for (group, ..) in crate::authz::reviews::RESOURCES {
+        if !groups.contains(group) {
+            groups.push(group);
+        }
+    }
+    groups
+}
+
 /// `/apis`.
 pub fn groups() -> Value {
-    let groups: Vec<Value> = registry::groups().into_iter().map(group_doc).collect();
+    let groups: Vec<Value> = served_groups().into_iter().map(group_doc).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/{group}`, if served.
 pub fn group(name: &str) -> Option<Value> {
-    registry::groups().contains(&name).then(|| {
+    served_groups().contains(&name).then(|| {
         let mut g = group_doc(name);
         g["kind"] = json!("APIGroup");
         g["apiVersion"] = json!("v1");
@@ -75,11 +86,19 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
 
 /// `/api/v1` or `/apis/{group}/{version}`, if served.
 pub fn resources(group: &str, version: &str) -> Option<Value> {
-    let list: Vec<Value> = registry::RESOURCES
+    let mut list: Vec<Value> = registry::RESOURCES
         .iter()
         .filter(|r| r.group == group && r.version == version)
         .flat_map(resource_entries)
         .collect();
+    if version == "v1" {
+        // The reviews are create-only and stored nowhere.
+        for (g, plural, kind, namespaced) in crate::authz::reviews::RESOURCES {
+            if *g == group {
+                list.push(json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced, "kind": kind, "verbs": ["create"]}));
+            }
+        }
+    }
     if list.is_empty() {
         return None;
     }

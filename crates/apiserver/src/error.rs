@@ -31,7 +31,7 @@ impl ApiError {
         }
     }
 
-    fn with_details(mut self, details: Value) -> Self {
+    pub fn with_details(mut self, details: Value) -> Self {
         self.details = Some(details);
         self
     }
@@ -102,6 +102,16 @@ impl ApiError {
 
     /// 422 with one cause per field error.
     pub fn invalid(res: &Resource, name: &str, errors: &[FieldError]) -> Self {
+        Self::invalid_kind(res.group, res.kind, name, errors)
+    }
+
+    /// 422 for an object of a kind that is not a stored resource (the access reviews).
+    pub fn invalid_kind(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> Self {
+        let group_kind = if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{kind}.{group}")
+        };
         let causes: Vec<Value> = errors
             .iter()
             .map(|e| json!({"reason": e.kind.cause_reason(), "message": e.body(), "field": e.field.as_str()}))
@@ -110,12 +120,11 @@ impl ApiError {
             StatusCode::UNPROCESSABLE_ENTITY,
             "Invalid",
             format!(
-                "{} \"{name}\" is invalid: {}",
-                res.group_kind(),
+                "{group_kind} \"{name}\" is invalid: {}",
                 aggregate_message(errors)
             ),
         )
-        .with_details(json!({"name": name, "group": res.group, "kind": res.kind, "causes": causes}))
+        .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
     }
 
     /// 422 for invalid `PatchOptions` (a missing fieldManager on apply, force elsewhere).

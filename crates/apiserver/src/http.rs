@@ -1,7 +1,8 @@
 //! The HTTP surface: discovery, health, OpenAPI, and every resource path through the typed
 //! request extractor to its handler (`handlers`). Authentication wraps all of it.
 
-use crate::auth::{Tokens, authenticate};
+use crate::authn::{Authenticator, REQUEST_USER, UserInfo, authenticate};
+use crate::authz::{Authorizer, authorize, reviews};
 use crate::discovery;
 use crate::error::ApiError;
 use crate::handlers;
@@ -14,14 +15,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use std::sync::Arc;
 
 /// Upstream's request body limit.
 const MAX_BODY: usize = 3 * 1024 * 1024;
 
 /// The whole router, authentication included.
-pub fn router(api: Arc<Registry>, tokens: Tokens) -> Router {
+pub fn router(
+    api: Arc<Registry>,
+    authenticator: Arc<Authenticator>,
+    authorizer: Arc<Authorizer>,
+) -> Router {
     let limits = crate::inflight::InflightLimits::new(
         api.options.max_requests_inflight,
         api.options.max_mutating_requests_inflight,
@@ -62,14 +67,39 @@ pub fn router(api: Arc<Registry>, tokens: Tokens) -> Router {
         .route("/openapi/v2", get(crate::openapi::v2))
         .route("/openapi/v3", get(crate::openapi::index))
         .route("/openapi/v3/{*path}", get(crate::openapi::document))
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            post(reviews::self_subject_access),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            post(reviews::subject_access),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/namespaces/{namespace}/localsubjectaccessreviews",
+            post(reviews::local_subject_access),
+        )
+        .route(
+            "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews",
+            post(reviews::self_subject_rules),
+        )
+        .route(
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            post(reviews::self_subject),
+        )
         .fallback(resource_request)
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        // Inside authentication, as upstream counts only authenticated requests.
+        // Upstream's order: authentication, then the in-flight limit (which counts only
+        // authenticated requests), then authorization.
+        .layer(axum::middleware::from_fn_with_state(authorizer, authorize))
         .layer(axum::middleware::from_fn_with_state(
             limits,
             crate::inflight::limit,
         ))
-        .layer(axum::middleware::from_fn_with_state(tokens, authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            authenticator,
+            authenticate,
+        ))
         .with_state(api)
 }
 
@@ -108,6 +138,7 @@ async fn read_body(body: Body) -> Result<Bytes, ApiError> {
 /// debug level and answered with their `Status`.
 async fn resource_request(
     State(registry): State<Arc<Registry>>,
+    user: Option<axum::Extension<UserInfo>>,
     method: Method,
     request: Result<ResourceRequest, ApiError>,
     headers: HeaderMap,
@@ -115,7 +146,11 @@ async fn resource_request(
 ) -> Response {
     let result = match (request, read_body(body).await) {
         (Ok(request), Ok(body)) => {
-            handlers::serve(&registry, &method, &request, &headers, body).await
+            let serve = handlers::serve(&registry, &method, &request, &headers, body);
+            match user {
+                Some(axum::Extension(user)) => REQUEST_USER.scope(user, serve).await,
+                None => serve.await,
+            }
         }
         (Err(e), _) | (Ok(_), Err(e)) => Err(e),
     };

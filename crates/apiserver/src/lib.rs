@@ -7,7 +7,8 @@
 
 pub mod admission;
 pub mod agent_client;
-pub mod auth;
+pub mod authn;
+pub mod authz;
 pub mod body;
 pub mod cache;
 pub mod credentials;

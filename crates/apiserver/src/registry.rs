@@ -60,6 +60,8 @@ pub struct Registry {
     pub cache: Arc<WatchCache>,
     pub clock: Arc<dyn Clock>,
     pub options: Options,
+    /// The authorizers and the RBAC policy they read.
+    pub authz: Arc<crate::authz::Authorizer>,
 }
 
 pub use crate::request::options::DeleteOptions;
@@ -209,6 +211,7 @@ impl Registry {
         if !errors.is_empty() {
             return Err(ApiError::invalid(res, &display_name, &errors));
         }
+        crate::authz::escalation::check(&self.authz, res, &obj)?;
         if let Some(manager) = manager {
             self.record_update(res, None, &mut obj, manager, UpdateMode::Main);
         }
@@ -343,6 +346,12 @@ impl Registry {
             };
             if !errors.is_empty() {
                 return Err(ApiError::invalid(res, name, &errors));
+            }
+            // Only a change of what is granted is checked, so metadata edits (labels, the GC's
+            // finalizers) stay open to whoever may update the object.
+            let grants = ["rules", "aggregationRule", "subjects", "roleRef"];
+            if mode == UpdateMode::Main && grants.iter().any(|f| new.get(*f) != current.get(*f)) {
+                crate::authz::escalation::check(&self.authz, res, &new)?;
             }
             if let Some(manager) = manager {
                 self.record_update(res, Some(&current), &mut new, manager, mode);

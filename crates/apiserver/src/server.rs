@@ -1,6 +1,6 @@
 //! Building and serving the API server: store, cache, background tasks, HTTP(S).
 
-use crate::auth::Tokens;
+use crate::authn::{Authenticator, ClientCertificate, UserInfo};
 use crate::cache::WatchCache;
 use crate::error::ApiError;
 use crate::registry::{Options, Registry};
@@ -38,24 +38,63 @@ pub async fn start(
     clock: Arc<dyn Clock>,
     options: Options,
     sizes: CacheSizes,
-    tokens: Vec<String>,
+    authn: AuthnConfig,
 ) -> Result<(Arc<Registry>, axum::Router), ApiError> {
     let cache = WatchCache::new(sizes.history, sizes.watcher_buffer);
     tokio::spawn(Arc::clone(&cache).run(Arc::clone(&store)));
+    let authz = Arc::new(crate::authz::Authorizer::new(Arc::clone(&cache)));
     let api = Arc::new(Registry {
         store,
         cache,
         clock,
         options,
+        authz: Arc::clone(&authz),
     });
     api.fresh_cache().await?;
     namespaces::bootstrap(&api).await?;
+    crate::authz::bootstrap::reconcile(&api).await?;
+    tokio::spawn(crate::authz::bootstrap::run_aggregation(
+        Arc::clone(&api),
+        Arc::clone(&authz.policy),
+    ));
+    // Keeps the policy's queue of RBAC events drained between requests.
+    let policy = Arc::clone(&authz.policy);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            policy.refresh(false);
+        }
+    });
     tokio::spawn(namespaces::run(Arc::clone(&api)));
     if let Some(ca) = api.options.root_ca_pem.clone() {
         tokio::spawn(crate::root_ca::run(Arc::clone(&api), ca));
     }
-    let router = http::router(Arc::clone(&api), Tokens(Arc::new(tokens)));
+    let authenticator = Arc::new(Authenticator::new(
+        Arc::clone(&api),
+        authn.admin_tokens,
+        authn.static_tokens,
+    ));
+    let router = http::router(Arc::clone(&api), authenticator, authz);
     Ok((api, router))
+}
+
+/// Who may authenticate with bearer tokens, besides users' own tokens.
+#[derive(Clone, Debug, Default)]
+pub struct AuthnConfig {
+    /// The administrator's tokens (`system:masters`).
+    pub admin_tokens: Vec<String>,
+    /// `--token-auth-file`.
+    pub static_tokens: std::collections::HashMap<String, UserInfo>,
+}
+
+impl AuthnConfig {
+    /// Only the administrator, with `token`.
+    pub fn admin(token: &str) -> Self {
+        AuthnConfig {
+            admin_tokens: vec![token.to_owned()],
+            ..AuthnConfig::default()
+        }
+    }
 }
 
 /// How long a client has to complete its TLS handshake.
@@ -89,9 +128,11 @@ fn connection_builder(protocol: Option<&[u8]>) -> Builder<TokioExecutor> {
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
-    tls: Option<Arc<rustls::ServerConfig>>,
+    tls: Option<crate::credentials::TlsServing>,
 ) -> std::io::Result<()> {
-    let acceptor = tls.map(TlsAcceptor::from);
+    let acceptor = tls
+        .as_ref()
+        .map(|t| TlsAcceptor::from(Arc::clone(&t.config)));
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -103,14 +144,28 @@ pub async fn serve(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let router = router.clone();
         let acceptor = acceptor.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let result = match acceptor {
                 Some(acceptor) => {
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                         Ok(Ok(stream)) => {
-                            let protocol = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+                            let session = stream.get_ref().1;
+                            let protocol = session.alpn_protocol().map(<[u8]>::to_vec);
+                            let identity = ClientCertificate(
+                                tls.as_ref()
+                                    .and_then(|t| t.client_user(session.peer_certificates())),
+                            );
+                            let service = TowerToHyperService::new(
+                                tower::ServiceBuilder::new()
+                                    .map_request(move |mut req: axum::extract::Request<_>| {
+                                        req.extensions_mut().insert(identity.clone());
+                                        req
+                                    })
+                                    .service(router),
+                            );
                             connection_builder(Some(protocol.as_deref().unwrap_or(b"http/1.1")))
                                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                                 .await
@@ -127,7 +182,10 @@ pub async fn serve(
                 }
                 None => {
                     connection_builder(None)
-                        .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(tcp),
+                            TowerToHyperService::new(router),
+                        )
                         .await
                 }
             };

@@ -24,7 +24,7 @@ async fn router() -> axum::Router {
         clock,
         Options::default(),
         CacheSizes::default(),
-        vec![TOKEN.to_owned()],
+        server::AuthnConfig::admin(TOKEN),
     )
     .await
     .expect("the API server starts");

@@ -7,6 +7,7 @@ mod console;
 mod containerd;
 mod server;
 mod up;
+mod user;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -51,6 +52,9 @@ enum Command {
     /// Work with the container images of `up --runtime cri`'s nodes.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Manage users: their tokens, kubeconfigs and role bindings.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Print the admin kubeconfig of a data directory.
     Kubeconfig {
         #[arg(long, default_value = "everynode-data")]
@@ -246,6 +250,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             data_dir,
             address,
         }) => containerd::import(&file, &data_dir, &address).await,
+        Command::User(command) => user::run(command).await,
         Command::Shim { .. } => Ok(()),
     }
 }

@@ -106,6 +106,9 @@ pub struct ServerArgs {
     /// Extra DNS names or IP addresses for the serving certificate (used when it is first generated).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
+    /// Static bearer tokens, in upstream's CSV format: `token,user,uid,"group1,group2"` per line.
+    #[arg(long)]
+    pub token_auth_file: Option<PathBuf>,
     /// Watch events kept in memory for watches that resume from a resourceVersion.
     #[arg(long, default_value_t = 50_000)]
     pub watch_history: usize,
@@ -133,6 +136,7 @@ impl ServerArgs {
             insecure_plain_http: false,
             store: StoreKind::Embedded,
             tls_sans: Vec::new(),
+            token_auth_file: None,
             watch_history: 50_000,
             bookmark_interval_seconds: 30,
             max_requests_inflight: everynode_apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
@@ -375,6 +379,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         insecure_plain_http,
         store,
         tls_sans,
+        token_auth_file,
         watch_history,
         bookmark_interval_seconds,
         max_requests_inflight,
@@ -398,6 +403,11 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     }
     hosts.extend(tls_sans);
     let creds = credentials::ensure(&data_dir, &hosts)?;
+    let mut authn = server::AuthnConfig::admin(&creds.token);
+    if let Some(path) = &token_auth_file {
+        authn.static_tokens = everynode_apiserver::authn::read_token_file(path)
+            .map_err(|e| Error::Usage(format!("--token-auth-file: {e}")))?;
+    }
     let store: Arc<dyn Store> = match store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(
             &data_dir.join("everynode.redb"),
@@ -422,15 +432,9 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     };
     // The server's one clock, shared with the console it serves.
     let clock = everynode_clock::system();
-    let (_api, router) = server::start(
-        store,
-        clock.clone(),
-        options,
-        sizes,
-        vec![creds.token.clone()],
-    )
-    .await
-    .map_err(|e| Error::Startup(e.to_string()))?;
+    let (_api, router) = server::start(store, clock.clone(), options, sizes, authn)
+        .await
+        .map_err(|e| Error::Startup(e.to_string()))?;
     // The web console under /ui: an API client of this same router.
     let router = everynode_console::mount(router, clock);
     let listener = tokio::net::TcpListener::bind(listen)

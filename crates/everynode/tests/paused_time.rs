@@ -36,7 +36,7 @@ async fn cluster(clock: SharedClock) -> Client {
         clock,
         Options::default(),
         CacheSizes::default(),
-        vec![TOKEN.to_owned()],
+        server::AuthnConfig::admin(TOKEN),
     )
     .await
     .expect("the API server starts");

@@ -2,6 +2,7 @@
 
 pub mod daemonset;
 pub mod pod;
+pub mod rbac;
 
 use crate::field::{BadValue, ErrorList, FieldError, Path};
 use crate::names;
@@ -26,7 +27,13 @@ fn meta_of(v: &Value) -> ObjectMeta {
 fn name_errors(res: &Resource, name: &str) -> Vec<String> {
     match res.id {
         Kind::Namespace => names::dns1123_label(name),
-        Kind::Event | Kind::EventsV1Event => names::path_segment_name(name),
+        // RBAC names are path segments only, so `system:controller:x` is a valid name.
+        Kind::Event
+        | Kind::EventsV1Event
+        | Kind::Role
+        | Kind::ClusterRole
+        | Kind::RoleBinding
+        | Kind::ClusterRoleBinding => names::path_segment_name(name),
         _ => {
             let mut e = names::path_segment_name(name);
             if e.is_empty() {
@@ -246,6 +253,10 @@ fn validate_kind(res: &Resource, obj: &Value) -> ErrorList {
         Kind::Node => validate_node(&typed(obj)),
         Kind::ControllerRevision => validate_controller_revision(&typed(obj), obj),
         Kind::PriorityClass => validate_priority_class(&typed(obj)),
+        Kind::Role => rbac::validate_rules(obj, true),
+        Kind::ClusterRole => rbac::validate_rules(obj, false),
+        Kind::RoleBinding => rbac::validate_binding(obj, true),
+        Kind::ClusterRoleBinding => rbac::validate_binding(obj, false),
         Kind::ConfigMap => validate_data_size(obj, &["data", "binaryData"], Path::root("[]")),
         Kind::Secret => validate_data_size(obj, &["data"], Path::root("data")),
         _ => ErrorList::new(),
@@ -299,6 +310,15 @@ pub fn validate_update(res: &Resource, new: &Value, old: &Value) -> ErrorList {
                 &Path::root("data"),
                 BadValue::Raw("runtime.RawExtension{...}".into()),
                 "field is immutable",
+            ));
+        }
+        Kind::RoleBinding | Kind::ClusterRoleBinding
+            if new.get("roleRef") != old.get("roleRef") =>
+        {
+            errs.push(FieldError::invalid(
+                &Path::root("roleRef"),
+                BadValue::Raw(rbac::role_ref_go_value(new)),
+                "cannot change roleRef",
             ));
         }
         Kind::Pod => {

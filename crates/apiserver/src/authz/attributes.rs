@@ -1,0 +1,302 @@
+//! What a request asks to do, as upstream's `RequestInfoFactory` reads it from the method, the
+//! path and the query: a resource request (verb, API group, resource, subresource, namespace,
+//! name) or a non-resource one (verb and path). Pure, so that authorization is a function of
+//! these attributes and the policy.
+
+/// The attributes authorization decides on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attributes {
+    pub verb: String,
+    pub resource_request: bool,
+    pub namespace: String,
+    pub api_group: String,
+    pub api_version: String,
+    pub resource: String,
+    pub subresource: String,
+    pub name: String,
+    /// The request path, for non-resource requests.
+    pub path: String,
+}
+
+impl Attributes {
+    pub fn resource(
+        verb: &str,
+        api_group: &str,
+        resource: &str,
+        subresource: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Self {
+        Attributes {
+            verb: verb.to_owned(),
+            resource_request: true,
+            namespace: namespace.to_owned(),
+            api_group: api_group.to_owned(),
+            api_version: String::new(),
+            resource: resource.to_owned(),
+            subresource: subresource.to_owned(),
+            name: name.to_owned(),
+            path: String::new(),
+        }
+    }
+
+    pub fn non_resource(verb: &str, path: &str) -> Self {
+        Attributes {
+            verb: verb.to_owned(),
+            path: path.to_owned(),
+            ..Attributes::default()
+        }
+    }
+}
+
+/// Go's `strconv.ParseBool`, which upstream reads `watch=` with.
+fn go_bool(v: &str) -> bool {
+    matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
+}
+
+fn query_value(query: Option<&str>, key: &str) -> Option<String> {
+    query?
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Reads the attributes of a request (upstream's `NewRequestInfo`).
+pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
+    let non_resource = || {
+        let verb = match method {
+            "POST" => "post",
+            "PUT" => "put",
+            "PATCH" => "patch",
+            "DELETE" => "delete",
+            "HEAD" => "head",
+            _ => "get",
+        };
+        Attributes::non_resource(verb, path)
+    };
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let (api_group, api_version, rest) = match parts.as_slice() {
+        ["api", version, rest @ ..] if !rest.is_empty() => ("", *version, rest),
+        ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
+        _ => return non_resource(),
+    };
+    let mut rest: &[&str] = rest;
+    let mut verb = match method {
+        "POST" => "create",
+        "GET" | "HEAD" => "get",
+        "PUT" => "update",
+        "PATCH" => "patch",
+        "DELETE" => "delete",
+        _ => "",
+    }
+    .to_owned();
+    // The legacy `/watch/` prefix.
+    if rest.first() == Some(&"watch") {
+        verb = "watch".into();
+        rest = &rest[1..];
+    }
+    let mut namespace = String::new();
+    if rest.first() == Some(&"namespaces")
+        && let Some(ns) = rest.get(1)
+    {
+        namespace = (*ns).to_owned();
+        // `namespaces/{name}/status|finalize` are subresources of the namespace itself.
+        if rest.len() > 2 && !matches!(rest[2], "status" | "finalize") {
+            rest = &rest[2..];
+        }
+    }
+    let resource = rest.first().copied().unwrap_or("").to_owned();
+    let mut name = rest.get(1).copied().unwrap_or("").to_owned();
+    let subresource = if rest.len() >= 3 {
+        rest[2].to_owned()
+    } else {
+        String::new()
+    };
+    if name.is_empty() && verb == "get" {
+        verb = if query_value(query, "watch").is_some_and(|v| go_bool(&v)) {
+            "watch".into()
+        } else {
+            "list".into()
+        };
+    }
+    if name.is_empty() && verb == "delete" {
+        verb = "deletecollection".into();
+    }
+    // A list or watch selecting one name by field is for that name, as upstream reads it (the
+    // node authorizer allows an agent to watch its own Node this way).
+    if name.is_empty()
+        && matches!(verb.as_str(), "list" | "watch")
+        && let Some(selector) = query_value(query, "fieldSelector")
+    {
+        for term in selector.split(',') {
+            if let Some(v) = term
+                .strip_prefix("metadata.name==")
+                .or_else(|| term.strip_prefix("metadata.name="))
+            {
+                name = v.to_owned();
+            }
+        }
+    }
+    Attributes {
+        verb,
+        resource_request: true,
+        namespace,
+        api_group: api_group.to_owned(),
+        api_version: api_version.to_owned(),
+        resource,
+        subresource,
+        name,
+        path: path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn short(a: &Attributes) -> (String, String, String, String, String, String) {
+        (
+            a.verb.clone(),
+            a.api_group.clone(),
+            a.resource.clone(),
+            a.subresource.clone(),
+            a.namespace.clone(),
+            a.name.clone(),
+        )
+    }
+
+    fn t(
+        v: &str,
+        g: &str,
+        r: &str,
+        s: &str,
+        ns: &str,
+        n: &str,
+    ) -> (String, String, String, String, String, String) {
+        (v.into(), g.into(), r.into(), s.into(), ns.into(), n.into())
+    }
+
+    #[test]
+    fn resource_requests_as_upstream_reads_them() {
+        let cases = [
+            (
+                "GET",
+                "/api/v1/pods",
+                None,
+                t("list", "", "pods", "", "", ""),
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods",
+                Some("watch=1"),
+                t("watch", "", "pods", "", "a", ""),
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a/pods/p/log",
+                None,
+                t("get", "", "pods", "log", "a", "p"),
+            ),
+            (
+                "POST",
+                "/apis/apps/v1/namespaces/a/daemonsets",
+                None,
+                t("create", "apps", "daemonsets", "", "a", ""),
+            ),
+            (
+                "DELETE",
+                "/apis/apps/v1/namespaces/a/daemonsets",
+                None,
+                t("deletecollection", "apps", "daemonsets", "", "a", ""),
+            ),
+            (
+                "PATCH",
+                "/apis/apps/v1/namespaces/a/daemonsets/d/status",
+                None,
+                t("patch", "apps", "daemonsets", "status", "a", "d"),
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces/a",
+                None,
+                t("get", "", "namespaces", "", "a", "a"),
+            ),
+            (
+                "PUT",
+                "/api/v1/namespaces/a/finalize",
+                None,
+                t("update", "", "namespaces", "finalize", "a", "a"),
+            ),
+            (
+                "GET",
+                "/api/v1/namespaces",
+                None,
+                t("list", "", "namespaces", "", "", ""),
+            ),
+            (
+                "GET",
+                "/api/v1/nodes",
+                Some("fieldSelector=metadata.name%3Dn1&watch=true"),
+                t("watch", "", "nodes", "", "", "n1"),
+            ),
+            (
+                "GET",
+                "/api/v1/watch/namespaces/a/pods",
+                None,
+                t("watch", "", "pods", "", "a", ""),
+            ),
+        ];
+        for (method, path, query, want) in cases {
+            assert_eq!(
+                short(&of_request(method, path, query)),
+                want,
+                "{method} {path}"
+            );
+        }
+    }
+
+    #[test]
+    fn discovery_and_health_are_non_resource() {
+        for path in [
+            "/api",
+            "/api/v1",
+            "/apis",
+            "/apis/apps",
+            "/apis/apps/v1",
+            "/version",
+            "/openapi/v2",
+            "/healthz",
+        ] {
+            let a = of_request("GET", path, None);
+            assert!(!a.resource_request, "{path}");
+            assert_eq!((a.verb.as_str(), a.path.as_str()), ("get", path));
+        }
+        assert_eq!(of_request("POST", "/metrics", None).verb, "post");
+    }
+}

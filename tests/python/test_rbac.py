@@ -1,0 +1,307 @@
+"""Users, roles and RBAC with real credentials and real clients: users made by `everynode user
+add`, kubectl 1.33 and 1.20 and the Python client acting as them, a static token file, client
+certificates signed by the cluster CA and by another CA."""
+
+import base64
+import datetime
+import json
+import os
+import stat
+import subprocess
+import textwrap
+
+import kubernetes
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conftest import Agent, REPO, Server, everynode_binary, kubectl_120_binary, wait_for
+
+LOG_TAILER = (REPO / "examples" / "log-tailer.yaml").read_text().replace("namespace: kube-system", "namespace: a")
+
+
+def user_add(server, name, *args):
+    out = subprocess.run([everynode_binary(), "user", "add", name, "--data-dir", str(server.data_dir), *args],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def as_user(server, kubeconfig, *args, check=False, kubectl=None, input=None):
+    env = dict(os.environ, KUBECONFIG=kubeconfig, HOME=str(server.data_dir / "home"))
+    return subprocess.run([kubectl or "kubectl", *args], capture_output=True, text=True, env=env, timeout=120,
+                          check=check, input=input)
+
+
+@pytest.fixture(scope="module")
+def rbac(tmp_path_factory):
+    """A server with its controllers and one process-runtime agent; namespaces `a` and `b`; the
+    log tailer running in `a`; users `viewer`, `editor` and `boss` (view, edit, admin in `a`)."""
+    data = tmp_path_factory.mktemp("rbac")
+    s = Server(data, ["--store", "memory"]).start()
+    agent = Agent(s, "node-1").start()
+    try:
+        s.kubectl("create", "namespace", "a")
+        s.kubectl("create", "namespace", "b")
+        s.kubectl("apply", "-f", "-", input=LOG_TAILER)
+        s.users = {
+            "viewer": user_add(s, "viewer", "--namespace", "a", "--role", "view"),
+            "editor": user_add(s, "editor", "--namespace", "a", "--role", "edit"),
+            "boss": user_add(s, "boss", "--namespace", "a", "--role", "admin"),
+        }
+        wait_for("the log tailer Running", lambda: "Running" in s.kubectl("get", "pods", "-n", "a").stdout)
+        yield s
+    finally:
+        agent.stop()
+        s.kill()
+
+
+def test_user_kubeconfigs_are_private_and_name_the_user(rbac):
+    path = rbac.users["viewer"]
+    assert path == str(rbac.data_dir / "users" / "viewer.kubeconfig")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    who = as_user(rbac, path, "auth", "whoami", "-o", "json", check=True)
+    info = json.loads(who.stdout)["status"]["userInfo"]
+    assert info["username"] == "viewer" and info["groups"] == ["system:authenticated"]
+    listed = subprocess.run([everynode_binary(), "user", "list", "--data-dir", str(rbac.data_dir)],
+                            capture_output=True, text=True, check=True).stdout
+    assert "viewer" in listed and "ClusterRole/view in a" in listed
+
+
+@pytest.mark.parametrize("version", ["1.33", "1.20"])
+def test_a_viewer_reads_its_namespace_and_nothing_else(rbac, version):
+    kubectl = kubectl_120_binary() if version == "1.20" else None
+    kc = rbac.users["viewer"]
+    run = lambda *a: as_user(rbac, kc, *a, kubectl=kubectl)
+    assert "log-tailer" in run("get", "ds", "-n", "a").stdout
+    pod = run("get", "pods", "-n", "a", "-o", "name").stdout.split()[0]
+    logs = run("logs", "-n", "a", pod)
+    assert logs.returncode == 0 and "log-tailer on node-1" in logs.stdout, logs.stderr
+    denied = run("delete", "ds", "log-tailer", "-n", "a")
+    assert denied.returncode != 0
+    assert ('daemonsets.apps "log-tailer" is forbidden: User "viewer" cannot delete resource "daemonsets" '
+            'in API group "apps" in the namespace "a"') in denied.stderr
+    patch = run("patch", "ds", "log-tailer", "-n", "a", "-p", '{"metadata":{"labels":{"x":"y"}}}')
+    assert patch.returncode != 0 and "cannot patch resource" in patch.stderr
+    create = run("create", "configmap", "c", "-n", "a", "--from-literal=k=v")
+    assert create.returncode != 0 and "cannot create resource \"configmaps\"" in create.stderr
+    assert "cannot list resource \"secrets\"" in run("get", "secrets", "-n", "a").stderr
+    other = run("get", "ds", "-n", "b")
+    assert other.returncode != 0
+    assert ('daemonsets.apps is forbidden: User "viewer" cannot list resource "daemonsets" in API group '
+            '"apps" in the namespace "b"') in other.stderr
+    assert "at the cluster scope" in run("get", "nodes").stderr
+    assert run("auth", "can-i", "create", "daemonsets", "-n", "a").stdout.strip() == "no"
+    assert run("auth", "can-i", "watch", "daemonsets", "-n", "a").stdout.strip() == "yes"
+
+
+def test_a_viewer_watches_with_the_python_client_and_gets_403_bodies(rbac):
+    client = kubernetes.config.new_client_from_config(config_file=rbac.users["viewer"])
+    try:
+        apps = kubernetes.client.AppsV1Api(client)
+        events = kubernetes.watch.Watch().stream(apps.list_namespaced_daemon_set, "a", timeout_seconds=1)
+        assert any(e["object"].metadata.name == "log-tailer" for e in events)
+        with pytest.raises(kubernetes.client.exceptions.ApiException) as denied:
+            apps.delete_namespaced_daemon_set("log-tailer", "a")
+        assert denied.value.status == 403
+        body = json.loads(denied.value.body)
+        assert body["reason"] == "Forbidden"
+        assert body["details"] == {"name": "log-tailer", "group": "apps", "kind": "daemonsets"}
+    finally:
+        client.close()
+
+
+def test_an_editor_creates_a_daemonset_and_rolls_it_back(rbac):
+    kc = rbac.users["editor"]
+    ds = textwrap.dedent("""\
+        apiVersion: apps/v1
+        kind: DaemonSet
+        metadata: {name: sleeper, namespace: a}
+        spec:
+          selector: {matchLabels: {app: sleeper}}
+          template:
+            metadata: {labels: {app: sleeper}}
+            spec:
+              terminationGracePeriodSeconds: 1
+              containers: [{name: s, image: busybox:1.36, command: [sleep, "3600"]}]
+        """)
+    assert as_user(rbac, kc, "apply", "-f", "-", input=ds).returncode == 0
+    as_user(rbac, kc, "set", "image", "ds/sleeper", "s=busybox:1.37", "-n", "a", check=True)
+    wait_for("two revisions", lambda: len(json.loads(as_user(rbac, kc, "get", "controllerrevisions", "-n", "a", "-o", "json").stdout)["items"]) >= 3)
+    undo = as_user(rbac, kc, "rollout", "undo", "ds/sleeper", "-n", "a")
+    assert undo.returncode == 0, undo.stderr
+    image = as_user(rbac, kc, "get", "ds", "sleeper", "-n", "a", "-o", "jsonpath={.spec.template.spec.containers[0].image}").stdout
+    assert image == "busybox:1.36"
+    # Edit grants no RBAC writes.
+    bind = as_user(rbac, kc, "create", "rolebinding", "x", "--clusterrole=view", "--user=eve", "-n", "a")
+    assert bind.returncode != 0 and "cannot create resource \"rolebindings\"" in bind.stderr
+    as_user(rbac, kc, "delete", "ds", "sleeper", "-n", "a", check=True)
+
+
+def test_an_admin_binds_in_its_namespace_but_cannot_escalate(rbac):
+    kc = rbac.users["boss"]
+    assert as_user(rbac, kc, "create", "rolebinding", "dave-edit", "--clusterrole=edit", "--user=dave", "-n", "a").returncode == 0
+    assert as_user(rbac, kc, "create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", "a").returncode == 0
+    crb = as_user(rbac, kc, "create", "clusterrolebinding", "dave-all", "--clusterrole=cluster-admin", "--user=dave")
+    assert ('clusterrolebindings.rbac.authorization.k8s.io is forbidden: User "boss" cannot create resource '
+            '"clusterrolebindings" in API group "rbac.authorization.k8s.io" at the cluster scope') in crb.stderr
+    role = as_user(rbac, kc, "create", "role", "everything", "--verb=*", "--resource=*", "-n", "a")
+    assert role.returncode != 0
+    assert ('roles.rbac.authorization.k8s.io "everything" is forbidden: user "boss" (groups=["system:authenticated"]) '
+            'is attempting to grant RBAC permissions not currently held:\n{APIGroups:[""], Resources:["*"], Verbs:["*"]}') in role.stderr
+    escalate = as_user(rbac, kc, "create", "rolebinding", "dave-root", "--clusterrole=cluster-admin", "--user=dave", "-n", "a")
+    assert "is attempting to grant RBAC permissions not currently held" in escalate.stderr
+    # Within `a` only.
+    assert as_user(rbac, kc, "create", "rolebinding", "x", "--clusterrole=view", "--user=dave", "-n", "b").returncode != 0
+
+
+def test_rbac_objects_with_unknown_verbs_or_malformed_rules_are_422(rbac):
+    bad = textwrap.dedent("""\
+        apiVersion: rbac.authorization.k8s.io/v1
+        kind: Role
+        metadata: {name: bad, namespace: a}
+        rules:
+        - apiGroups: [""]
+          resources: [pods]
+          verbs: [gets]
+        - verbs: [get]
+          resources: [pods]
+        """)
+    out = rbac.kubectl("create", "-f", "-", input=bad, check=False)
+    assert out.returncode != 0
+    assert 'The Role "bad" is invalid' in out.stderr
+    assert 'rules[0].verbs[0]: Unsupported value: "gets"' in out.stderr
+    assert "rules[1].apiGroups: Required value: resource rules must supply at least one api group" in out.stderr
+    binding = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": "bad"},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "x"},
+               "subjects": [{"kind": "ServiceAccount", "name": "robot"}]}
+    out = rbac.kubectl("create", "-f", "-", input=json.dumps(binding), check=False)
+    assert 'roleRef.kind: Unsupported value: "Role": supported values: "ClusterRole"' in out.stderr
+    assert "subjects[0].namespace: Required value" in out.stderr
+
+
+def test_removing_a_user_ends_its_token_at_once(rbac, tmp_path):
+    kc = user_add(rbac, "temp", "--namespace", "a", "--role", "view")
+    kept = tmp_path / "temp.kubeconfig"
+    kept.write_text(open(kc).read())
+    assert as_user(rbac, str(kept), "get", "ds", "-n", "a").returncode == 0
+    subprocess.run([everynode_binary(), "user", "remove", "temp", "--data-dir", str(rbac.data_dir)], check=True,
+                   capture_output=True)
+    assert not os.path.exists(kc)
+    gone = as_user(rbac, str(kept), "get", "ds", "-n", "a")
+    assert gone.returncode != 0 and "Unauthorized" in gone.stderr
+    assert "everynode-user-temp" not in rbac.kubectl("get", "rolebindings", "-n", "a", "-o", "name").stdout
+    # Other users are unaffected.
+    assert as_user(rbac, rbac.users["viewer"], "get", "ds", "-n", "a").returncode == 0
+
+
+def test_bad_credentials_are_401(rbac):
+    config = yaml.safe_load(open(rbac.users["viewer"]))
+    token = config["users"][0]["user"]["token"]
+    token_id, secret = token.split(".")
+    for bad in ["nonsense", f"{token_id}.{'x' * len(secret)}", "abcdef.0123456789abcdef"]:
+        r = subprocess.run(["curl", "-sk", "-H", f"Authorization: Bearer {bad}", f"{rbac.url}/api/v1/namespaces/a/pods"],
+                           capture_output=True, text=True)
+        status = json.loads(r.stdout)
+        assert status["code"] == 401 and status["message"] == "Unauthorized", status
+    anonymous = json.loads(subprocess.run(["curl", "-sk", f"{rbac.url}/api/v1/pods"], capture_output=True, text=True).stdout)
+    assert anonymous["code"] == 401
+    assert subprocess.run(["curl", "-sk", f"{rbac.url}/version"], capture_output=True, text=True).stdout.count("gitVersion") == 1
+
+
+def client_certificate(ca_cert_pem, ca_key_pem, common_name, organization):
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    names += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organization]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name(names))
+            .issuer_name(ca_cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def cert_kubeconfig(server, path, cert_pem, key_pem):
+    b64 = lambda b: base64.b64encode(b).decode()
+    config = yaml.safe_load(open(server.kubeconfig))
+    config["users"] = [{"name": "cert", "user": {"client-certificate-data": b64(cert_pem), "client-key-data": b64(key_pem)}}]
+    config["contexts"][0]["context"]["user"] = "cert"
+    path.write_text(yaml.safe_dump(config))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def test_client_certificates_of_the_cluster_ca_authenticate_others_do_not(rbac, tmp_path):
+    pki = rbac.data_dir / "pki"
+    cert, key = client_certificate((pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes(), "carol", ["team-a", "ops"])
+    rbac.kubectl("create", "clusterrolebinding", "ops-view", "--clusterrole=view", "--group=ops")
+    kc = cert_kubeconfig(rbac, tmp_path / "carol", cert, key)
+    info = json.loads(as_user(rbac, kc, "auth", "whoami", "-o", "json", check=True).stdout)["status"]["userInfo"]
+    assert info["username"] == "carol"
+    assert info["groups"] == ["team-a", "ops", "system:authenticated"]
+    assert as_user(rbac, kc, "get", "ds", "-n", "b").returncode == 0
+    # The same subject from a CA of its own: 401, not a handshake failure.
+    other_key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "other-ca")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    other_ca = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+                .public_key(other_key.public_key()).serial_number(1)
+                .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+                .sign(other_key, hashes.SHA256()))
+    forged, forged_key = client_certificate(
+        other_ca.public_bytes(serialization.Encoding.PEM),
+        other_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        "carol", ["system:masters"])
+    bad = as_user(rbac, cert_kubeconfig(rbac, tmp_path / "forged", forged, forged_key), "get", "ds", "-n", "a")
+    assert bad.returncode != 0
+    assert "Unauthorized" in bad.stderr
+
+
+def test_access_reviews_answer_for_any_subject(rbac):
+    client = rbac.client()
+    try:
+        authz = kubernetes.client.AuthorizationV1Api(client)
+        review = {"spec": {"user": "viewer", "resourceAttributes": {"namespace": "a", "verb": "list", "group": "apps", "resource": "daemonsets"}}}
+        status = authz.create_subject_access_review(review).status
+        assert status.allowed is True
+        assert status.reason == 'RBAC: allowed by RoleBinding "everynode-user-viewer-view/a" of ClusterRole "view" to User "viewer"'
+        review["spec"]["resourceAttributes"]["namespace"] = "b"
+        assert authz.create_subject_access_review(review).status.allowed is False
+        with pytest.raises(kubernetes.client.exceptions.ApiException) as invalid:
+            authz.create_subject_access_review({"spec": {"resourceAttributes": {"verb": "get"}}})
+        assert invalid.value.status == 422
+        message = json.loads(invalid.value.body)["message"]
+        assert message == ('SubjectAccessReview.authorization.k8s.io "" is invalid: spec.user: Invalid value: "": '
+                           'at least one of user or group must be specified')
+    finally:
+        client.close()
+    rules = as_user(rbac, rbac.users["viewer"], "auth", "can-i", "--list", "-n", "a", check=True).stdout
+    assert "daemonsets.apps" in rules and "[get list watch]" in rules
+    assert "secrets" not in rules
+
+
+def test_static_token_file(tmp_data_dir):
+    tokens = os.path.join(tmp_data_dir, "tokens.csv")
+    with open(tokens, "w") as f:
+        f.write('# token,user,uid,"groups"\ns3cret-token,erin,uid-42,"auditors,system:masters"\n')
+    s = Server(tmp_data_dir, ["--store", "memory", "--token-auth-file", tokens]).start()
+    try:
+        r = subprocess.run(["curl", "-sk", "-X", "POST", "-H", "Authorization: Bearer s3cret-token", "-H", "Content-Type: application/json",
+                            "-d", '{"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"}',
+                            f"{s.url}/apis/authentication.k8s.io/v1/selfsubjectreviews"], capture_output=True, text=True)
+        info = json.loads(r.stdout)["status"]["userInfo"]
+        assert info == {"username": "erin", "uid": "uid-42", "groups": ["auditors", "system:masters", "system:authenticated"]}
+    finally:
+        s.kill()
