@@ -203,12 +203,14 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsEr
 
 /// A client certificate signed by the CA kept in `dir` (`pki/ca.key`): CN is the user, O the
 /// group (one: rcgen keeps one value per attribute type), valid for `days`. Returns
-/// (certificate, private key) as PEM.
+/// (certificate, private key) as PEM. `now` starts its validity (less five minutes of clock
+/// skew).
 pub fn issue_client_certificate(
     dir: &Path,
     user: &str,
     group: Option<&str>,
     days: i64,
+    now: jiff::Timestamp,
 ) -> Result<(String, String), CredentialsError> {
     let ca_key_path = dir.join("pki").join("ca.key");
     let ca_key =
@@ -226,7 +228,7 @@ pub fn issue_client_certificate(
             .push(DnType::OrganizationName, group);
     }
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let now = std::time::SystemTime::now();
+    let now = std::time::SystemTime::from(now);
     params.not_before = (now - std::time::Duration::from_secs(300)).into();
     params.not_after =
         (now + std::time::Duration::from_secs(days.max(1).unsigned_abs() * 86_400)).into();
@@ -396,9 +398,14 @@ mod tests {
         }
         let tls = tls_config(&first).expect("rustls accepts the generated pair");
         // A client certificate issued later chains to the CA made on first start.
-        let (cert, _key) =
-            issue_client_certificate(dir.path(), "system:node:n1", Some("system:nodes"), 1)
-                .expect("issued");
+        let (cert, _key) = issue_client_certificate(
+            dir.path(),
+            "system:node:n1",
+            Some("system:nodes"),
+            1,
+            everynode_clock::system().now(),
+        )
+        .expect("issued");
         let chain: Vec<_> = rustls_pemfile::certs(&mut cert.as_bytes())
             .filter_map(Result::ok)
             .collect();
@@ -407,8 +414,14 @@ mod tests {
         assert_eq!(user.groups, ["system:nodes", "system:authenticated"]);
         let other = tempfile::tempdir().expect("tempdir");
         ensure(other.path(), &[]).expect("another CA");
-        let (foreign, _) =
-            issue_client_certificate(other.path(), "mallory", None, 1).expect("issued");
+        let (foreign, _) = issue_client_certificate(
+            other.path(),
+            "mallory",
+            None,
+            1,
+            everynode_clock::system().now(),
+        )
+        .expect("issued");
         let foreign: Vec<_> = rustls_pemfile::certs(&mut foreign.as_bytes())
             .filter_map(Result::ok)
             .collect();
