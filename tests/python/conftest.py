@@ -177,9 +177,11 @@ MERGE = "application/merge-patch+json"
 class Agent:
     """One `everynode agent` process for a node, with its own state directory."""
 
-    def __init__(self, server, name, extra_args=()):
+    def __init__(self, server, name, extra_args=(), kubeconfig=None):
         self.server = server
         self.name = name
+        # The administrator's by default; a node's own identity for the authorization tests.
+        self.kubeconfig = kubeconfig or server.kubeconfig
         self.state_dir = server.data_dir / "agents" / name
         self.extra_args = list(extra_args)
         self.proc = None
@@ -190,7 +192,7 @@ class Agent:
         self.proc = subprocess.Popen(
             [
                 everynode_binary(), "agent",
-                "--kubeconfig", self.server.kubeconfig,
+                "--kubeconfig", self.kubeconfig,
                 "--name", self.name,
                 "--state-dir", str(self.state_dir),
                 "--listen", "127.0.0.1:0",

@@ -45,9 +45,13 @@ def test_health_endpoints_list_their_checks_when_asked(server):
     livez = get(server, "/livez?verbose&exclude=etcd", token=False).text.splitlines()
     assert "[+]etcd excluded: ok" in livez and livez[-1] == "livez check passed", livez
     assert get(server, "/healthz?verbose", token=False).text.splitlines()[-1] == "healthz check passed"
-    assert get(server, "/readyz/ping", token=False).text == "ok"
-    assert get(server, "/livez/etcd", token=False).text == "ok"
-    assert get(server, "/readyz/nope", token=False).status_code == 404
+    # Anonymous callers get what upstream's system:public-info-viewer grants: the bare paths.
+    assert get(server, "/readyz/ping").text == "ok"
+    anonymous = get(server, "/readyz/ping", token=False)
+    assert anonymous.status_code == 403
+    assert anonymous.json()["message"] == 'forbidden: User "system:anonymous" cannot get path "/readyz/ping"'
+    assert get(server, "/livez/etcd").text == "ok"
+    assert get(server, "/readyz/nope").status_code == 404
 
 
 def test_up_stops_quietly_and_logs_without_colour(tmp_data_dir):

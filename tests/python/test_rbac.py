@@ -305,3 +305,69 @@ def test_static_token_file(tmp_data_dir):
         assert info == {"username": "erin", "uid": "uid-42", "groups": ["auditors", "system:masters", "system:authenticated"]}
     finally:
         s.kill()
+
+
+def test_an_agent_acts_only_for_its_own_node(tmp_path):
+    """Two agents with node identities (client certificates of the cluster CA for
+    system:node:<name>): each runs its pods, and each may touch only its own node, its own pods
+    and the Secrets its pods use."""
+    data = tmp_path / "nodes"
+    data.mkdir()
+    s = Server(data, ["--store", "memory"]).start()
+    pki = data / "pki"
+    kubeconfigs = {}
+    for n in ("node-1", "node-2"):
+        cert, key = client_certificate((pki / "ca.crt").read_bytes(), (pki / "ca.key").read_bytes(),
+                                       f"system:node:{n}", ["system:nodes"])
+        kubeconfigs[n] = cert_kubeconfig(s, tmp_path / f"{n}.kubeconfig", cert, key)
+    agents = [Agent(s, n, kubeconfig=kubeconfigs[n]).start() for n in kubeconfigs]
+    try:
+        s.kubectl("create", "secret", "generic", "used", "--from-literal=k=v", "-n", "default")
+        s.kubectl("create", "secret", "generic", "unused", "--from-literal=k=v", "-n", "default")
+        ds = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "reader", "namespace": "default"},
+              "spec": {"selector": {"matchLabels": {"app": "reader"}}, "template": {
+                  "metadata": {"labels": {"app": "reader"}},
+                  "spec": {"terminationGracePeriodSeconds": 1, "containers": [{
+                      "name": "r", "image": "busybox:1.36", "command": ["sh", "-c", "echo $SECRET; exec sleep 3600"],
+                      "env": [{"name": "SECRET", "valueFrom": {"secretKeyRef": {"name": "used", "key": "k"}}}]}]}}}}
+        s.kubectl("apply", "-f", "-", input=json.dumps(ds))
+
+        def pods_by_node():
+            pods = json.loads(s.kubectl("get", "pods", "-o", "json").stdout)["items"]
+            running = {p["spec"].get("nodeName"): p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"}
+            return running if len(running) == 2 else None
+
+        pods = wait_for("a Running pod on each node", pods_by_node)
+        n1 = kubeconfigs["node-1"]
+        info = json.loads(as_user(s, n1, "auth", "whoami", "-o", "json", check=True).stdout)["status"]["userInfo"]
+        assert info["username"] == "system:node:node-1"
+        refused = {
+            "patch another node": as_user(s, n1, "label", "node", "node-2", "x=y"),
+            "delete another node's pod": as_user(s, n1, "delete", "pod", pods["node-2"], "--wait=false"),
+            "read a Secret its pods do not use": as_user(s, n1, "get", "secret", "unused"),
+            "list Secrets": as_user(s, n1, "get", "secrets"),
+            "create a namespace": as_user(s, n1, "create", "namespace", "x"),
+        }
+        for what, result in refused.items():
+            assert result.returncode != 0 and "Forbidden" in result.stderr, (what, result.stderr)
+        assert "node 'node-1' cannot modify node 'node-2'" in refused["patch another node"].stderr
+        assert "no relationship found between node 'node-1' and this object" in refused["read a Secret its pods do not use"].stderr
+        allowed = {
+            "patch its own node": as_user(s, n1, "label", "node", "node-1", "x=y"),
+            "read the Secret its pod uses": as_user(s, n1, "get", "secret", "used"),
+            "delete its own pod": as_user(s, n1, "delete", "pod", pods["node-1"], "--wait=false"),
+        }
+        for what, result in allowed.items():
+            assert result.returncode == 0, (what, result.stderr)
+        # NodeRestriction: only mirror pods, and only bound to itself.
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "sneaky", "namespace": "default"},
+               "spec": {"nodeName": "node-2", "containers": [{"name": "c", "image": "busybox:1.36"}]}}
+        sneaky = as_user(s, n1, "create", "-f", "-", input=json.dumps(pod))
+        assert "can only create mirror pods" in sneaky.stderr
+        # The agents themselves were never refused anything.
+        for n in kubeconfigs:
+            assert "Forbidden" not in (data / f"agent-{n}.log").read_text()
+    finally:
+        for a in agents:
+            a.stop()
+        s.kill()

@@ -236,6 +236,25 @@ pub fn issue_client_certificate(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// A kubeconfig for `user` with a client certificate (and its key), both PEM.
+pub fn kubeconfig_with_certificate(
+    server_url: &str,
+    ca_pem: Option<&str>,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    let ca_line = ca_pem
+        .map(|pem| format!("    certificate-authority-data: {}\n", b64(pem)))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: everynode\n  cluster:\n    server: {server_url}\n{ca_line}users:\n- name: {user:?}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: everynode\n  context:\n    cluster: everynode\n    user: {user:?}\n    namespace: default\ncurrent-context: everynode\n",
+        b64(cert_pem),
+        b64(key_pem)
+    )
+}
+
 /// A kubeconfig for the admin user. `ca_pem` is `None` for plain HTTP.
 pub fn kubeconfig(server_url: &str, ca_pem: Option<&str>, token: &str) -> String {
     kubeconfig_for(server_url, ca_pem, "everynode-admin", token, "default")

@@ -212,6 +212,7 @@ impl Registry {
             return Err(ApiError::invalid(res, &display_name, &errors));
         }
         crate::authz::escalation::check(&self.authz, res, &obj)?;
+        crate::authz::node::admit_current(res, &obj)?;
         if let Some(manager) = manager {
             self.record_update(res, None, &mut obj, manager, UpdateMode::Main);
         }

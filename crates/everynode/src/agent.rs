@@ -153,16 +153,23 @@ async fn client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>), Err
     if let Some(path) = &args.kubeconfig {
         let kc = kube::config::Kubeconfig::read_from(path)
             .map_err(|e| Error::Startup(format!("reading {}: {e}", path.display())))?;
-        let has_token = kc
+        // A token or a client certificate (`everynode up` gives each agent a certificate of
+        // its own node identity).
+        let has_credential = kc
             .auth_infos
             .first()
             .and_then(|a| a.auth_info.as_ref())
-            .and_then(|a| a.token.as_ref())
-            .is_some();
-        if !has_token && args.token.is_none() {
-            return Err(Error::Usage(
-                "the kubeconfig has no token; pass --token".into(),
-            ));
+            .is_some_and(|a| {
+                a.token.is_some()
+                    || a.token_file.is_some()
+                    || a.client_certificate_data.is_some()
+                    || a.client_certificate.is_some()
+            });
+        if !has_credential {
+            return Err(Error::Usage(format!(
+                "{} has no credential (a token or a client certificate)",
+                path.display()
+            )));
         }
         let cluster = kc.clusters.first().and_then(|c| c.cluster.as_ref());
         let ca = match cluster {

@@ -98,6 +98,34 @@ async fn stop_leftover(name: &str, files: &AgentFiles) {
     }
 }
 
+/// How long a node credential made by `up` is valid; `up` makes a new one at every start.
+const NODE_CREDENTIAL_DAYS: i64 = 365;
+
+/// Writes `<data-dir>/agents/<node>/kubeconfig` (mode 0600): a client certificate of the
+/// cluster CA for `system:node:<node>` in group `system:nodes`.
+fn node_kubeconfig(
+    data_dir: &Path,
+    url: &str,
+    node: &str,
+    files: &AgentFiles,
+) -> Result<PathBuf, Error> {
+    use everynode_apiserver::credentials;
+    crate::private_dir(&files.state)?;
+    let user = format!("system:node:{node}");
+    let (cert, key) = credentials::issue_client_certificate(
+        data_dir,
+        &user,
+        Some("system:nodes"),
+        NODE_CREDENTIAL_DAYS,
+        everynode_clock::system().now(),
+    )?;
+    let ca = std::fs::read_to_string(data_dir.join("pki").join("ca.crt")).ok();
+    let path = files.state.join("kubeconfig");
+    let text = credentials::kubeconfig_with_certificate(url, ca.as_deref(), &user, &cert, &key);
+    credentials::write_file(&path, text.as_bytes(), 0o600)?;
+    Ok(path)
+}
+
 fn spawn_agent(
     exe: &Path,
     kubeconfig: &Path,
@@ -279,9 +307,17 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     for spec in specs {
         let files = files(&args.data_dir, &spec.name);
         stop_leftover(&spec.name, &files).await;
+        // Each real node acts as itself (`system:node:<name>`), so the node authorizer keeps it
+        // to its own Node, pods and their Secrets. The hollow agent stands for many nodes at
+        // once and keeps the administrator's credential.
+        let kubeconfig = if args.runtime == RuntimeKind::Hollow {
+            started.kubeconfig.clone()
+        } else {
+            node_kubeconfig(&args.data_dir, &started.url, &spec.name, &files)?
+        };
         agents.spawn(supervise(
             exe.clone(),
-            started.kubeconfig.clone(),
+            kubeconfig,
             files,
             spec,
             stop_rx.clone(),

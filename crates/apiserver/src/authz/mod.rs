@@ -6,6 +6,7 @@
 pub mod attributes;
 pub mod bootstrap;
 pub mod escalation;
+pub mod node;
 pub mod policy;
 pub mod rbac;
 pub mod reviews;
@@ -37,12 +38,14 @@ impl Decision {
 /// The authorizers, over the policy kept in memory.
 pub struct Authorizer {
     pub policy: Arc<PolicyCache>,
+    cache: Arc<crate::cache::WatchCache>,
 }
 
 impl Authorizer {
     pub fn new(cache: Arc<crate::cache::WatchCache>) -> Self {
         Authorizer {
-            policy: Arc::new(PolicyCache::new(cache)),
+            policy: Arc::new(PolicyCache::new(Arc::clone(&cache))),
+            cache,
         }
     }
 
@@ -50,6 +53,14 @@ impl Authorizer {
     pub fn authorize(&self, user: &UserInfo, a: &Attributes) -> Decision {
         if user.groups.iter().any(|g| g == SYSTEM_MASTERS) {
             return Decision::Allow(String::new());
+        }
+        let mut node_reason = String::new();
+        if let Some(node) = node::node_of(user) {
+            match node::authorize(&self.cache, node, a) {
+                Some(Decision::Allow(r)) => return Decision::Allow(r),
+                Some(Decision::Deny(r)) => node_reason = r,
+                None => {}
+            }
         }
         self.policy.refresh(false);
         if let Some(reason) = self.rbac(user, a) {
@@ -60,7 +71,7 @@ impl Authorizer {
         self.policy.refresh(true);
         match self.rbac(user, a) {
             Some(reason) => Decision::Allow(reason),
-            None => Decision::Deny(String::new()),
+            None => Decision::Deny(node_reason),
         }
     }
 
