@@ -371,3 +371,72 @@ def test_an_agent_acts_only_for_its_own_node(tmp_path):
         for a in agents:
             a.stop()
         s.kill()
+
+
+def curl_json(url, token, method="GET", body=None):
+    args = ["curl", "-sk", "-X", method, "-H", f"Authorization: Bearer {token}", url]
+    if body is not None:
+        args += ["-H", "Content-Type: application/json", "-d", json.dumps(body)]
+    return json.loads(subprocess.run(args, capture_output=True, text=True, check=True).stdout)
+
+
+def test_a_pod_uses_its_mounted_token_with_what_its_account_is_allowed(rbac):
+    rbac.kubectl("create", "serviceaccount", "robot", "-n", "a")
+    talker = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "talker", "namespace": "a"},
+              "spec": {"selector": {"matchLabels": {"app": "talker"}}, "template": {
+                  "metadata": {"labels": {"app": "talker"}},
+                  "spec": {"serviceAccountName": "robot", "terminationGracePeriodSeconds": 1, "containers": [{
+                      "name": "t", "image": "busybox:1.36", "command": ["sh", "-c",
+                          "d=/var/run/secrets/kubernetes.io/serviceaccount; cat $d/token; echo; cat $d/namespace; echo; "
+                          "grep -c 'BEGIN CERTIFICATE' $d/ca.crt; exec sleep 3600"]}]}}}}
+    quiet = json.loads(json.dumps(talker).replace("talker", "quiet"))
+    quiet["spec"]["template"]["spec"]["automountServiceAccountToken"] = False
+    rbac.kubectl("apply", "-f", "-", input=json.dumps(talker))
+    rbac.kubectl("apply", "-f", "-", input=json.dumps(quiet))
+
+    def talker_logs():
+        pods = json.loads(rbac.kubectl("get", "pods", "-n", "a", "-l", "app=talker", "-o", "json").stdout)["items"]
+        if not pods:
+            return None
+        out = rbac.kubectl("logs", "-n", "a", pods[0]["metadata"]["name"], check=False).stdout.split()
+        return (pods[0], out) if len(out) >= 3 else None
+
+    pod, (token, namespace, certificates) = wait_for("the talker's log", talker_logs)
+    assert namespace == "a" and certificates == "1"
+    volume = [v for v in pod["spec"]["volumes"] if v["name"].startswith("kube-api-access-")]
+    assert len(volume) == 1
+    quiet_pod = wait_for("the quiet pod", lambda: json.loads(rbac.kubectl("get", "pods", "-n", "a", "-l", "app=quiet", "-o", "json").stdout)["items"])
+    assert not any(v["name"].startswith("kube-api-access-") for v in quiet_pod[0]["spec"].get("volumes", []))
+    pods_url = f"{rbac.url}/api/v1/namespaces/a/pods"
+    denied = curl_json(pods_url, token)
+    assert denied["code"] == 403
+    assert denied["message"] == ('pods is forbidden: User "system:serviceaccount:a:robot" cannot list resource "pods" '
+                                 'in API group "" in the namespace "a"')
+    rbac.kubectl("create", "rolebinding", "robot-view", "--clusterrole=view", "--serviceaccount=a:robot", "-n", "a")
+    assert curl_json(pods_url, token)["kind"] == "PodList"
+    who = curl_json(f"{rbac.url}/apis/authentication.k8s.io/v1/selfsubjectreviews", token, "POST",
+                    {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})["status"]["userInfo"]
+    assert who["username"] == "system:serviceaccount:a:robot"
+    assert who["groups"] == ["system:serviceaccounts", "system:serviceaccounts:a", "system:authenticated"]
+    assert who["extra"]["authentication.kubernetes.io/pod-name"] == [pod["metadata"]["name"]]
+    # The token is bound to the pod: gone with it.
+    rbac.kubectl("delete", "ds", "talker", "quiet", "-n", "a")
+    wait_for("the talker's token to stop working", lambda: curl_json(pods_url, token).get("code") == 401)
+
+
+def test_token_requests_and_tokens_that_must_fail(rbac):
+    rbac.kubectl("create", "serviceaccount", "temp", "-n", "b")
+    token = rbac.kubectl("create", "token", "temp", "-n", "b", "--duration=15m").stdout.strip()
+    url = f"{rbac.url}/api/v1/namespaces/b/configmaps"
+    assert curl_json(url, token)["code"] == 403
+    header, claims, signature = token.split(".")
+    forged = f"{header}.{claims}.{signature[:-4]}AAAA"
+    assert curl_json(url, forged)["code"] == 401
+    short = subprocess.run(["kubectl", "create", "token", "temp", "-n", "b", "--duration=5m"], capture_output=True,
+                           text=True, env=dict(os.environ, KUBECONFIG=rbac.kubeconfig))
+    assert "spec.expirationSeconds: Invalid value: 300: may not specify a duration less than 10 minutes" in short.stderr
+    rbac.kubectl("delete", "serviceaccount", "temp", "-n", "b")
+    assert curl_json(url, token)["code"] == 401
+    missing = subprocess.run(["kubectl", "create", "token", "nobody", "-n", "b"], capture_output=True, text=True,
+                             env=dict(os.environ, KUBECONFIG=rbac.kubeconfig))
+    assert 'serviceaccounts "nobody" not found' in missing.stderr

@@ -12,4 +12,5 @@ pub mod pod;
 pub mod probe;
 pub mod runtime;
 pub mod static_pods;
+pub mod tokens;
 pub mod volumes;

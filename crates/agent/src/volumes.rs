@@ -239,11 +239,142 @@ fn write_files(
     Ok(())
 }
 
-/// Fetched ConfigMaps and Secrets, with binary data, for volumes.
+/// Fetched ConfigMaps and Secrets, with binary data, and ServiceAccount tokens, for volumes.
 #[derive(Default, Debug)]
 pub struct VolumeData {
     pub config_maps: HashMap<String, BTreeMap<String, Vec<u8>>>,
     pub secrets: HashMap<String, BTreeMap<String, Vec<u8>>>,
+    /// `<volume>/<path>` → the token of a projected `serviceAccountToken` source.
+    pub tokens: HashMap<String, Vec<u8>>,
+}
+
+/// Where a projected volume's files live under the pod's directory.
+pub fn projected_dir(pod_dir: &Path, volume: &str) -> PathBuf {
+    pod_dir
+        .join("volumes")
+        .join("kubernetes.io~projected")
+        .join(volume)
+}
+
+/// Replaces one file of a volume atomically (a new file renamed over the old), so a reader
+/// never sees half a token.
+pub fn replace_file(dir: &Path, rel: &str, bytes: &[u8], mode: i32) -> Result<(), String> {
+    if rel.split('/').any(|p| p == "..") {
+        return Err(format!("invalid path {rel:?}"));
+    }
+    let path = dir.join(rel);
+    let tmp = dir.join(format!(".{}.tmp", rel.replace('/', "_")));
+    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode as u32 & 0o777))
+        .map_err(|e| e.to_string())?;
+    std::fs::rename(&tmp, &path).map_err(|e| e.to_string())
+}
+
+/// A file of a downward API volume: its path, contents and mode (if the item sets one).
+type DownwardFile = (String, Vec<u8>, Option<i32>);
+
+/// The files of a `downwardAPI` volume or projected source.
+fn downward_files(
+    pod: &Pod,
+    items: &[k8s_openapi::api::core::v1::DownwardAPIVolumeFile],
+    env_sources: &Sources,
+) -> Result<Vec<DownwardFile>, (String, bool)> {
+    let mut out = Vec::new();
+    for item in items {
+        let value = if let Some(f) = &item.field_ref {
+            field_value(pod, &f.field_path, env_sources).map_err(|e| (e.to_string(), false))?
+        } else if let Some(r) = &item.resource_field_ref {
+            let container = pod
+                .spec
+                .as_ref()
+                .and_then(|s| {
+                    s.containers
+                        .iter()
+                        .find(|c| Some(&c.name) == r.container_name.as_ref())
+                })
+                .cloned()
+                .unwrap_or_default();
+            resource_value(
+                &container,
+                &r.resource,
+                r.divisor.as_ref().map(|q| q.0.as_str()),
+                env_sources,
+            )
+            .map_err(|e| (e.to_string(), false))?
+        } else {
+            continue;
+        };
+        out.push((item.path.clone(), value.into_bytes(), item.mode));
+    }
+    Ok(out)
+}
+
+/// A projected volume: every source's files in one directory, as kubelet writes them.
+fn projected_files(
+    pod: &Pod,
+    v: &Volume,
+    data: &VolumeData,
+    env_sources: &Sources,
+) -> Result<BTreeMap<String, Vec<u8>>, (String, bool)> {
+    let mut files = BTreeMap::new();
+    let Some(projected) = &v.projected else {
+        return Ok(files);
+    };
+    let pick = |source: &BTreeMap<String, Vec<u8>>,
+                items: Option<&Vec<KeyToPath>>,
+                what: &str,
+                files: &mut BTreeMap<String, Vec<u8>>|
+     -> Result<(), (String, bool)> {
+        match items {
+            Some(items) => {
+                for item in items {
+                    let value = source.get(&item.key).ok_or_else(|| {
+                        (
+                            format!("{what} references non-existent config key: {}", item.key),
+                            true,
+                        )
+                    })?;
+                    files.insert(item.path.clone(), value.clone());
+                }
+            }
+            None => files.extend(source.iter().map(|(k, v)| (k.clone(), v.clone()))),
+        }
+        Ok(())
+    };
+    for source in projected.sources.iter().flatten() {
+        if let Some(token) = &source.service_account_token {
+            let key = format!("{}/{}", v.name, token.path);
+            let bytes = data.tokens.get(&key).ok_or_else(|| {
+                (
+                    format!("failed to fetch token: no token for path {:?}", token.path),
+                    true,
+                )
+            })?;
+            files.insert(token.path.clone(), bytes.clone());
+        }
+        if let Some(c) = &source.config_map {
+            match data.config_maps.get(&c.name) {
+                Some(d) => pick(d, c.items.as_ref(), "configmap", &mut files)?,
+                None if c.optional == Some(true) => {}
+                None => return Err((format!("configmap \"{}\" not found", c.name), true)),
+            }
+        }
+        if let Some(sec) = &source.secret {
+            match data.secrets.get(&sec.name) {
+                Some(d) => pick(d, sec.items.as_ref(), "secret", &mut files)?,
+                None if sec.optional == Some(true) => {}
+                None => return Err((format!("secret \"{}\" not found", sec.name), true)),
+            }
+        }
+        if let Some(d) = &source.downward_api {
+            for (path, bytes, _) in
+                downward_files(pod, d.items.as_deref().unwrap_or_default(), env_sources)?
+            {
+                files.insert(path, bytes);
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Sets up every volume of `pod` under `pod_dir`; returns volume name → host path.
@@ -338,35 +469,14 @@ fn set_up_one(
         let dir = dir_for("kubernetes.io~downward-api");
         let mut files = BTreeMap::new();
         let mut items = Vec::new();
-        for item in d.items.iter().flatten() {
-            let value = if let Some(f) = &item.field_ref {
-                field_value(pod, &f.field_path, env_sources).map_err(|e| (e.to_string(), false))?
-            } else if let Some(r) = &item.resource_field_ref {
-                let container = pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| {
-                        s.containers
-                            .iter()
-                            .find(|c| Some(&c.name) == r.container_name.as_ref())
-                    })
-                    .cloned()
-                    .unwrap_or_default();
-                resource_value(
-                    &container,
-                    &r.resource,
-                    r.divisor.as_ref().map(|q| q.0.as_str()),
-                    env_sources,
-                )
-                .map_err(|e| (e.to_string(), false))?
-            } else {
-                continue;
-            };
-            files.insert(item.path.clone(), value.into_bytes());
+        for (path, bytes, mode) in
+            downward_files(pod, d.items.as_deref().unwrap_or_default(), env_sources)?
+        {
+            files.insert(path.clone(), bytes);
             items.push(KeyToPath {
-                key: item.path.clone(),
-                path: item.path.clone(),
-                mode: item.mode,
+                key: path.clone(),
+                path,
+                mode,
             });
         }
         write_files(
@@ -388,11 +498,19 @@ fn set_up_one(
             false,
         ));
     }
-    if v.projected.is_some() {
-        // Projected service-account tokens: there is no token issuer; an empty directory keeps
-        // pods that merely mount `kube-api-access-*` running.
+    if let Some(projected) = &v.projected {
+        // Memory-backed: it holds a token, as kubelet keeps it off disk.
         let dir = dir_for("kubernetes.io~projected");
         ensure_memory_backed(&dir).map_err(retry)?;
+        let files = projected_files(pod, v, data, env_sources)?;
+        write_files(
+            &dir,
+            &files,
+            None,
+            projected.default_mode.unwrap_or(0o644),
+            "projected",
+        )
+        .map_err(retry)?;
         return Ok(dir);
     }
     Err((
@@ -413,7 +531,10 @@ pub fn mounts_for(
             .flat_map(|s| s.volumes.iter().flatten())
             .find(|v| v.name == name)
             .is_some_and(|v| {
-                v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some()
+                v.config_map.is_some()
+                    || v.secret.is_some()
+                    || v.downward_api.is_some()
+                    || v.projected.is_some()
             })
     };
     container

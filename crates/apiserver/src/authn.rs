@@ -236,6 +236,14 @@ impl Authenticator {
 
     /// The user a bearer token stands for, if any.
     pub fn user_of_token(&self, token: &str) -> Option<UserInfo> {
+        // A JWT: three base64url parts.
+        if token.matches('.').count() == 2 {
+            let claims = self
+                .registry
+                .token_issuer
+                .verify(token, self.registry.clock.now())?;
+            return crate::service_account_token::user_of(&self.registry.cache, &claims);
+        }
         if self
             .admin_tokens
             .iter()

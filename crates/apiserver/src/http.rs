@@ -87,6 +87,10 @@ pub fn router(
             "/apis/authentication.k8s.io/v1/selfsubjectreviews",
             post(reviews::self_subject),
         )
+        .route(
+            "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+            post(crate::service_accounts::token_request),
+        )
         .fallback(resource_request)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // Upstream's order: authentication, then the in-flight limit (which counts only

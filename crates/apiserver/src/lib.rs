@@ -26,5 +26,7 @@ pub mod request;
 pub mod response;
 pub mod root_ca;
 pub mod server;
+pub mod service_account_token;
+pub mod service_accounts;
 pub mod watch;
 pub mod write;

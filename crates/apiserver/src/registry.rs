@@ -62,6 +62,8 @@ pub struct Registry {
     pub options: Options,
     /// The authorizers and the RBAC policy they read.
     pub authz: Arc<crate::authz::Authorizer>,
+    /// Signs and checks ServiceAccount tokens.
+    pub token_issuer: Arc<crate::service_account_token::TokenIssuer>,
 }
 
 pub use crate::request::options::DeleteOptions;
@@ -78,7 +80,7 @@ pub enum Deleted {
 const NAME_CHARS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
 /// `generateName` + 5 random characters, the base cut to 58 characters as upstream does.
-fn generate_name(base: &str) -> String {
+pub fn generate_name(base: &str) -> String {
     let mut rng = rand::rng();
     let base: String = base.chars().take(58).collect();
     let suffix: String = (0..5)
@@ -205,6 +207,7 @@ impl Registry {
         }
         if res.id == Kind::Pod {
             crate::admission::pod_create(self, res, &mut obj).await?;
+            crate::service_accounts::admit_pod(self, res, &mut obj).await?;
         }
         let errors = validation::validate_create(res, &obj);
         let display_name = meta_str(&obj, "name").unwrap_or_default().to_owned();

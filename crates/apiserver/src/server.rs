@@ -43,16 +43,27 @@ pub async fn start(
     let cache = WatchCache::new(sizes.history, sizes.watcher_buffer);
     tokio::spawn(Arc::clone(&cache).run(Arc::clone(&store)));
     let authz = Arc::new(crate::authz::Authorizer::new(Arc::clone(&cache)));
+    let token_issuer = match authn.service_account_issuer.clone() {
+        Some(issuer) => issuer,
+        None => Arc::new(
+            crate::service_account_token::TokenIssuer::ephemeral()
+                .ok_or_else(|| ApiError::internal("cannot make a ServiceAccount token key"))?,
+        ),
+    };
     let api = Arc::new(Registry {
         store,
         cache,
         clock,
         options,
         authz: Arc::clone(&authz),
+        token_issuer,
     });
     api.fresh_cache().await?;
     namespaces::bootstrap(&api).await?;
     crate::authz::bootstrap::reconcile(&api).await?;
+    tokio::spawn(crate::service_accounts::run_default_accounts(Arc::clone(
+        &api,
+    )));
     tokio::spawn(crate::authz::bootstrap::run_aggregation(
         Arc::clone(&api),
         Arc::clone(&authz.policy),
@@ -85,6 +96,9 @@ pub struct AuthnConfig {
     pub admin_tokens: Vec<String>,
     /// `--token-auth-file`.
     pub static_tokens: std::collections::HashMap<String, UserInfo>,
+    /// The ServiceAccount token key (`<data-dir>/pki/sa.key`); without one, a key lives as
+    /// long as the process.
+    pub service_account_issuer: Option<Arc<crate::service_account_token::TokenIssuer>>,
 }
 
 impl AuthnConfig {

@@ -404,6 +404,9 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     hosts.extend(tls_sans);
     let creds = credentials::ensure(&data_dir, &hosts)?;
     let mut authn = server::AuthnConfig::admin(&creds.token);
+    authn.service_account_issuer = Some(Arc::new(
+        everynode_apiserver::service_account_token::TokenIssuer::load_or_create(&data_dir)?,
+    ));
     if let Some(path) = &token_auth_file {
         authn.static_tokens = everynode_apiserver::authn::read_token_file(path)
             .map_err(|e| Error::Usage(format!("--token-auth-file: {e}")))?;

@@ -70,6 +70,8 @@ pub struct PodCtx {
     pub view: Mutex<PodView>,
     /// Woken whenever `view` changes, so the status writer reports it.
     pub changed: Notify,
+    /// Whether the ServiceAccount token refresher runs for this pod (it is started once).
+    pub tokens_refreshing: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,6 +172,7 @@ impl PodManager {
             uid: uid.clone(),
             view: Mutex::new(PodView::default()),
             changed: Notify::new(),
+            tokens_refreshing: std::sync::atomic::AtomicBool::new(false),
         });
         let task = tokio::spawn(worker::run(ctx));
         self.workers.insert(uid, WorkerHandle { pod: tx, task });

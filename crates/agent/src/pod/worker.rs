@@ -475,7 +475,19 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
             &secrets,
         )
         .await;
-        let (data, cm_text, secret_text) = decode(&cm_objs, &secret_objs);
+        let (mut data, cm_text, secret_text) = decode(&cm_objs, &secret_objs);
+        let token_sources = crate::tokens::sources(&pod);
+        let mut token_error = None;
+        if ctx.node.runtime.runs_workloads() {
+            for source in &token_sources {
+                match crate::tokens::request(&ctx.node.client, &pod, source).await {
+                    Ok(token) => {
+                        data.tokens.insert(source.key(), token);
+                    }
+                    Err(e) => token_error = Some(e),
+                }
+            }
+        }
         // kubelet pulls with what it can read, and without a secret that is missing.
         let registry_auth: Vec<crate::runtime::RegistryAuth> = pull_secrets
             .iter()
@@ -498,7 +510,9 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
                 .filter_map(|(k, v)| Quantity::parse(&v.0).ok().map(|q| (k, q)))
                 .collect(),
         };
-        let result = if ctx.node.runtime.runs_workloads() {
+        let result = if let Some(e) = token_error {
+            Err(("FailedMount", e, true))
+        } else if ctx.node.runtime.runs_workloads() {
             volumes::set_up(&pod, &ctx.node.pod_dir(&ctx.uid), &data, &sources)
                 .map_err(|e| ("FailedMount", e.to_string(), e.retryable))
         } else {
@@ -522,6 +536,17 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
         });
         match outcome {
             Ok(launches) => {
+                let started = ctx
+                    .tokens_refreshing
+                    .swap(true, std::sync::atomic::Ordering::SeqCst);
+                if !token_sources.is_empty() && !started {
+                    tokio::spawn(crate::tokens::refresh(
+                        ctx.node.client.clone(),
+                        ctx.node.pod_dir(&ctx.uid),
+                        ctx.pod.clone(),
+                        token_sources.clone(),
+                    ));
+                }
                 ctx.update_view(|v| v.sandbox_ready = true);
                 return PodState::InitContainers { launches };
             }

@@ -101,6 +101,14 @@ pub fn authorize(cache: &WatchCache, node: &str, a: &Attributes) -> Option<Decis
                 },
             )
         }
+        // Which pod the token is bound to is checked by the TokenRequest handler.
+        ("", "serviceaccounts", "token") if verb == "create" => Some(
+            if used_by_a_pod_of(cache, node, &a.namespace, "serviceaccounts", &a.name) {
+                Decision::Allow(String::new())
+            } else {
+                no_relationship(node)
+            },
+        ),
         ("authentication.k8s.io", "tokenreviews", "")
         | ("authorization.k8s.io", "subjectaccessreviews", "")
             if verb == "create" =>
