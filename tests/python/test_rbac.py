@@ -440,3 +440,30 @@ def test_token_requests_and_tokens_that_must_fail(rbac):
     missing = subprocess.run(["kubectl", "create", "token", "nobody", "-n", "b"], capture_output=True, text=True,
                              env=dict(os.environ, KUBECONFIG=rbac.kubeconfig))
     assert 'serviceaccounts "nobody" not found' in missing.stderr
+
+
+def test_the_audit_log_records_who_did_what_and_never_bodies(rbac):
+    kc = rbac.users["viewer"]
+    as_user(rbac, kc, "delete", "configmap", "kube-root-ca.crt", "-n", "a")
+    subprocess.run(["curl", "-sk", "-H", "Authorization: Bearer nonsense", f"{rbac.url}/api/v1/pods"], capture_output=True)
+    rbac.kubectl("create", "secret", "generic", "audited", "--from-literal=password=hunter2", "-n", "b")
+    log = rbac.data_dir / "audit.log"
+
+    def events():
+        return [json.loads(line) for line in log.read_text().splitlines()]
+
+    def refused():
+        return [e for e in events() if e["user"].get("username") == "viewer" and e["verb"] == "delete"]
+
+    e = wait_for("the viewer's refused delete in the audit log", refused)[-1]
+    assert e["apiVersion"] == "audit.k8s.io/v1" and e["level"] == "Metadata"
+    assert e["objectRef"] == {"resource": "configmaps", "namespace": "a", "name": "kube-root-ca.crt", "apiVersion": "v1"}
+    assert e["responseStatus"]["code"] == 403
+    assert e["user"]["groups"] == ["system:authenticated"]
+    assert e["sourceIPs"] == ["127.0.0.1"] and e["userAgent"].startswith("kubectl")
+    assert "everynode.io/latency" in e["annotations"]
+    assert any(ev["responseStatus"]["code"] == 401 and ev["user"] == {} for ev in events())
+    wait_for("the secret's create", lambda: any(ev["verb"] == "create" and ev.get("objectRef", {}).get("name") is None
+                                               and ev.get("objectRef", {}).get("resource") == "secrets" for ev in events()))
+    assert "hunter2" not in log.read_text() and "aHVudGVyMg" not in log.read_text()
+    assert stat.S_IMODE(os.stat(log).st_mode) == 0o600

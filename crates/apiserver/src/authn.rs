@@ -348,8 +348,11 @@ pub async fn authenticate(
     };
     match user {
         Some(user) => {
-            req.extensions_mut().insert(user);
-            next.run(req).await
+            req.extensions_mut().insert(user.clone());
+            let mut response = next.run(req).await;
+            // For the audit log, which wraps authentication so it records refusals too.
+            response.extensions_mut().insert(user);
+            response
         }
         None => ApiError::unauthorized().into_response(),
     }

@@ -26,6 +26,7 @@ pub fn router(
     api: Arc<Registry>,
     authenticator: Arc<Authenticator>,
     authorizer: Arc<Authorizer>,
+    audit: Option<crate::audit::AuditLog>,
 ) -> Router {
     let limits = crate::inflight::InflightLimits::new(
         api.options.max_requests_inflight,
@@ -103,6 +104,12 @@ pub fn router(
         .layer(axum::middleware::from_fn_with_state(
             authenticator,
             authenticate,
+        ))
+        // Outermost, so 401s, 403s and 429s are recorded too; authentication hands it the
+        // user on the response.
+        .layer(axum::middleware::from_fn_with_state(
+            audit,
+            crate::audit::record,
         ))
         .with_state(api)
 }

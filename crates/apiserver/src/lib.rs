@@ -7,6 +7,7 @@
 
 pub mod admission;
 pub mod agent_client;
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod body;

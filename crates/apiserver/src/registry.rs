@@ -38,6 +38,8 @@ pub struct Options {
     pub max_mutating_requests_inflight: usize,
     /// The cluster CA (PEM) published in every namespace as `kube-root-ca.crt`; none, none.
     pub root_ca_pem: Option<String>,
+    /// The audit log; none, none.
+    pub audit: Option<crate::audit::AuditConfig>,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
             max_requests_inflight: crate::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_mutating_requests_inflight: crate::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             root_ca_pem: None,
+            audit: None,
         }
     }
 }

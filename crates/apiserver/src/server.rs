@@ -1,5 +1,6 @@
 //! Building and serving the API server: store, cache, background tasks, HTTP(S).
 
+use crate::audit::PeerAddr;
 use crate::authn::{Authenticator, ClientCertificate, UserInfo};
 use crate::cache::WatchCache;
 use crate::error::ApiError;
@@ -85,7 +86,12 @@ pub async fn start(
         authn.admin_tokens,
         authn.static_tokens,
     ));
-    let router = http::router(Arc::clone(&api), authenticator, authz);
+    let audit = api
+        .options
+        .audit
+        .clone()
+        .map(|config| crate::audit::AuditLog::start(config, Arc::clone(&api.clock)));
+    let router = http::router(Arc::clone(&api), authenticator, authz, audit);
     Ok((api, router))
 }
 
@@ -176,6 +182,7 @@ pub async fn serve(
                                 tower::ServiceBuilder::new()
                                     .map_request(move |mut req: axum::extract::Request<_>| {
                                         req.extensions_mut().insert(identity.clone());
+                                        req.extensions_mut().insert(PeerAddr(peer));
                                         req
                                     })
                                     .service(router),
@@ -198,7 +205,14 @@ pub async fn serve(
                     connection_builder(None)
                         .serve_connection_with_upgrades(
                             TokioIo::new(tcp),
-                            TowerToHyperService::new(router),
+                            TowerToHyperService::new(
+                                tower::ServiceBuilder::new()
+                                    .map_request(move |mut req: axum::extract::Request<_>| {
+                                        req.extensions_mut().insert(PeerAddr(peer));
+                                        req
+                                    })
+                                    .service(router),
+                            ),
                         )
                         .await
                 }

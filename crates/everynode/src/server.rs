@@ -109,6 +109,19 @@ pub struct ServerArgs {
     /// Static bearer tokens, in upstream's CSV format: `token,user,uid,"group1,group2"` per line.
     #[arg(long)]
     pub token_auth_file: Option<PathBuf>,
+    /// The audit log: one JSON line per request (`audit.k8s.io/v1` Events at the Metadata
+    /// level). Default: `<data-dir>/audit.log`.
+    #[arg(long)]
+    pub audit_log_path: Option<PathBuf>,
+    /// Megabytes an audit log file reaches before it is rotated.
+    #[arg(long, default_value_t = 100)]
+    pub audit_log_maxsize: u64,
+    /// Rotated audit log files kept.
+    #[arg(long, default_value_t = 10)]
+    pub audit_log_maxbackup: usize,
+    /// Write no audit log.
+    #[arg(long, conflicts_with = "audit_log_path")]
+    pub no_audit_log: bool,
     /// Watch events kept in memory for watches that resume from a resourceVersion.
     #[arg(long, default_value_t = 50_000)]
     pub watch_history: usize,
@@ -137,6 +150,10 @@ impl ServerArgs {
             store: StoreKind::Embedded,
             tls_sans: Vec::new(),
             token_auth_file: None,
+            audit_log_path: None,
+            audit_log_maxsize: 100,
+            audit_log_maxbackup: 10,
+            no_audit_log: false,
             watch_history: 50_000,
             bookmark_interval_seconds: 30,
             max_requests_inflight: everynode_apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
@@ -380,6 +397,10 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         store,
         tls_sans,
         token_auth_file,
+        audit_log_path,
+        audit_log_maxsize,
+        audit_log_maxbackup,
+        no_audit_log,
         watch_history,
         bookmark_interval_seconds,
         max_requests_inflight,
@@ -427,6 +448,11 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_requests_inflight,
         max_mutating_requests_inflight,
         root_ca_pem: (!controllers.no_root_ca_publisher).then(|| creds.ca_pem.clone()),
+        audit: (!no_audit_log).then(|| everynode_apiserver::audit::AuditConfig {
+            path: audit_log_path.unwrap_or_else(|| data_dir.join("audit.log")),
+            max_size_bytes: audit_log_maxsize.max(1) * 1024 * 1024,
+            max_backups: audit_log_maxbackup,
+        }),
         ..Options::default()
     };
     let sizes = CacheSizes {
