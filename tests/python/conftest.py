@@ -111,7 +111,24 @@ class Server:
 def tmp_data_dir():
     d = tempfile.mkdtemp(prefix="everynode-test-")
     yield d
-    shutil.rmtree(d, ignore_errors=True)
+    remove_tree(d)
+
+
+def unmount_under(path):
+    """Lazily unmounts everything mounted at or under `path`, deepest first: the tmpfs volumes
+    (Secrets, kube-api-access tokens) of pods whose agent was stopped or killed, which stay
+    mounted as kubelet's do."""
+    path = os.path.realpath(str(path))
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[1] for line in f]
+    for m in sorted((m for m in mounts if m == path or m.startswith(path + "/")), key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+
+
+def remove_tree(path):
+    """Removes a test's directory, unmounting what the agents left mounted in it first."""
+    unmount_under(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 # API tests run the server alone, so what they observe is the API's doing; controller tests use
@@ -124,6 +141,9 @@ API_ONLY = [
     "--no-pod-gc",
     "--no-root-ca-publisher",
 ]
+# The same, for servers whose agents run pods: a pod's kube-api-access volume needs the
+# kube-root-ca.crt ConfigMap, as upstream's does.
+API_ONLY_WITH_ROOT_CA = [a for a in API_ONLY if a != "--no-root-ca-publisher"]
 
 
 @pytest.fixture

@@ -338,6 +338,8 @@ def test_example_manifest_missing_host_path_directory_fails_with_upstream_messag
                    if v.get("hostPath", {}).get("type") == "Directory" and not os.path.isdir(v["hostPath"]["path"]))
     volume = next(v["name"] for v in volumes if v.get("hostPath", {}).get("path") == missing)
     nodes.kubectl("apply", "-f", "-", input=yaml.safe_dump({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "hwameistor"}}))
+    # The ServiceAccount its chart creates beside it: without it, pods are refused, as upstream.
+    nodes.kubectl("create", "serviceaccount", "hwameistor-admin", "-n", "hwameistor")
     nodes.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
     expected = f'MountVolume.SetUp failed for volume "{volume}" : hostPath type check failed: {missing} is not a directory'
     described = wait_for("FailedMount in describe", lambda: (lambda out: expected in out and out)(

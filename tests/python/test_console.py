@@ -6,7 +6,6 @@ namespaces. Every page is saved as a screenshot under target/console-screenshots
 import os
 import pathlib
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -14,7 +13,7 @@ import time
 import kubernetes
 import pytest
 
-from conftest import EXAMPLES, REPO, everynode_binary, required_tool, stop_process, wait_for
+from conftest import EXAMPLES, REPO, everynode_binary, remove_tree, required_tool, stop_process, wait_for
 
 SHOTS = pathlib.Path(os.environ.get("EVERYNODE_SCREENSHOTS", REPO / "target" / "console-screenshots"))
 
@@ -48,12 +47,13 @@ def up():
             return sum(1 for n in nodes for c in ((n.status and n.status.conditions) or []) if c.type == "Ready" and c.status == "True") == 3
 
         wait_for("three Ready nodes", three_ready)
-        yield {"url": url, "token": (data / "d" / "admin.token").read_text().strip(), "client": client}
+        yield {"url": url, "token": (data / "d" / "admin.token").read_text().strip(), "client": client,
+               "data_dir": str(data / "d")}
         client.close()
     finally:
         stop_process(proc)
         log.close()
-        shutil.rmtree(data, ignore_errors=True)
+        remove_tree(data)
 
 
 @pytest.fixture(scope="module")
@@ -466,3 +466,51 @@ spec:
     assert page.evaluate("document.querySelector('input[name=name]').validity.patternMismatch")
     for name in ["tools-a", "tools-b"]:
         apps(up).delete_namespaced_daemon_set(name, "default")
+
+
+def test_a_view_user_signs_in_with_a_kubeconfig_and_gets_no_write_actions(up, browser):
+    """`everynode user add` makes a view user of one namespace; signed in with that kubeconfig,
+    the console shows its DaemonSets with no write actions, offers only that namespace, explains
+    a refused page, and the API refuses a write posted anyway."""
+    data = pathlib.Path(up["data_dir"])
+    core(up).create_namespace({"metadata": {"name": "team-view"}})
+    apps(up).create_namespaced_daemon_set("team-view", {
+        "metadata": {"name": "watched"},
+        "spec": {"selector": {"matchLabels": {"app": "watched"}}, "template": {
+            "metadata": {"labels": {"app": "watched"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}}}})
+    out = subprocess.run([everynode_binary(), "user", "add", "watcher", "--data-dir", str(data),
+                          "--namespace", "team-view", "--role", "view"], capture_output=True, text=True, check=True)
+    kubeconfig = pathlib.Path(out.stdout.strip()).read_text()
+    # A browser context of its own: the administrator's session stays in the other.
+    context = browser.context.browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(up["url"] + "/ui/login")
+        page.fill("textarea[name=kubeconfig]", kubeconfig)
+        page.click("button[type=submit]")
+        page.wait_for_url("**/ui/daemonsets?namespace=team-view")
+        row = page.locator("#daemonsets tr[data-name=watched]")
+        row.wait_for()
+        assert "view only" in row.inner_text()
+        assert row.locator("a.button, button").count() == 0
+        assert page.locator("text=Create DaemonSet").count() == 0
+        options = page.locator("select[name=namespace] option").all_inner_texts()
+        assert options == ["team-view"], options
+        shot(page, "view-user-list")
+        page.goto(up["url"] + "/ui/daemonsets/team-view/watched")
+        tabs = page.locator("nav.tabs a").all_inner_texts()
+        assert "Edit" not in tabs and "Delete" not in tabs and "YAML" not in tabs, tabs
+        page.goto(up["url"] + "/ui/daemonsets/team-view/watched?tab=delete")
+        assert "does not allow changing DaemonSets" in page.inner_text(".error")
+        # A write posted anyway is the API server's to refuse, in words.
+        response = page.request.post(up["url"] + "/ui/daemonsets/team-view/watched/delete",
+                                     form={"propagationPolicy": "Background"})
+        assert response.status == 403
+        text = response.text()
+        assert "You are not allowed to do this" in text
+        assert "User &quot;watcher&quot; cannot delete resource &quot;daemonsets&quot;" in text or \
+            'User "watcher" cannot delete resource "daemonsets"' in text
+    finally:
+        context.close()
+    assert apps(up).read_namespaced_daemon_set("watched", "team-view").metadata.name == "watched"

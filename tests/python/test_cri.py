@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import EXAMPLES, REPO, everynode_binary, kubectl_binary, stays, wait_for
+from conftest import EXAMPLES, REPO, everynode_binary, kubectl_binary, remove_tree, stays, wait_for
 
 sys.path.insert(0, str(REPO / "tests" / "images"))
 import busybox_image  # noqa: E402
@@ -121,7 +121,7 @@ def cri():
         host_dir = data / "host"
         if host_dir.exists():
             subprocess.run(["umount", "-l", str(host_dir)], capture_output=True)
-        shutil.rmtree(data, ignore_errors=True)
+        remove_tree(data)
         # Ctrl-C leaves nothing on the host: no containerd, bridge, cgroup, NAT chain or sysctl.
         assert leftover == "", f"containerd still running after up stopped: {leftover}"
         assert not re.search(r": en[0-9a-f]{6}-\d", bridges), bridges

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import Agent, REPO, Server, everynode_binary, kubectl_120_binary, wait_for
+from conftest import Agent, REPO, Server, everynode_binary, kubectl_120_binary, unmount_under, wait_for
 
 LOG_TAILER = (REPO / "examples" / "log-tailer.yaml").read_text().replace("namespace: kube-system", "namespace: a")
 
@@ -57,6 +57,7 @@ def rbac(tmp_path_factory):
     finally:
         agent.stop()
         s.kill()
+        unmount_under(data)
 
 
 def test_user_kubeconfigs_are_private_and_name_the_user(rbac):
@@ -371,6 +372,7 @@ def test_an_agent_acts_only_for_its_own_node(tmp_path):
         for a in agents:
             a.stop()
         s.kill()
+        unmount_under(data)
 
 
 def curl_json(url, token, method="GET", body=None):

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, everynode_binary, kubectl_binary
+from conftest import REPO, everynode_binary, kubectl_binary, unmount_under
 
 
 def tour_block():
@@ -46,6 +46,8 @@ def test_the_readme_tour_runs_as_written(tmp_path):
     try:
         result = subprocess.run(["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     finally:
+        # Whatever an agent left mounted (pods' tmpfs volumes) goes with the test.
+        unmount_under(tmp_path)
         if not existed:
             shutil.rmtree(demo_log, ignore_errors=True)
     assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}"

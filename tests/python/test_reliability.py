@@ -19,7 +19,7 @@ import urllib.request
 import kubernetes
 import pytest
 
-from conftest import API_ONLY, Agent, Server, wait_for
+from conftest import API_ONLY, API_ONLY_WITH_ROOT_CA, Agent, Server, unmount_under, wait_for
 
 
 def open_file_soft_limit(pid):
@@ -67,7 +67,7 @@ def test_secrets_and_state_are_private_to_the_agent(tmp_data_dir):
 
     from conftest import Agent, wait_for
 
-    server = Server(tmp_data_dir, API_ONLY).start()
+    server = Server(tmp_data_dir, API_ONLY_WITH_ROOT_CA).start()
     agent = Agent(server, "node-1").start()
     client = server.client()
     try:
@@ -101,7 +101,9 @@ def test_secrets_and_state_are_private_to_the_agent(tmp_data_dir):
 
         def mounts_under_pod():
             return [line.split()[1:3] for line in open("/proc/self/mounts") if line.split()[1].startswith(pod_dir)]
-        assert [fs for _, fs in mounts_under_pod()] == ["tmpfs"], mounts_under_pod()
+        # The Secret's volume and the kube-api-access token's.
+        kinds = sorted((m.split("/volumes/")[1].split("/")[0], fs) for m, fs in mounts_under_pod())
+        assert kinds == [("kubernetes.io~projected", "tmpfs"), ("kubernetes.io~secret", "tmpfs")], kinds
         launch = list((agent.state_dir).rglob("launch.json"))
         assert launch and all(stat.S_IMODE(os.stat(p).st_mode) == 0o600 for p in launch)
         # The environment is handed to the container, not written down: no Secret value in
@@ -251,7 +253,7 @@ def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
 
     from conftest import Agent, stays, wait_for
 
-    server = Server(tmp_data_dir, API_ONLY).start()
+    server = Server(tmp_data_dir, API_ONLY_WITH_ROOT_CA).start()
     agent = Agent(server, "node-1").start()
     client = server.client()
     marker = f"copy-marker-{os.getpid()}"
@@ -276,6 +278,8 @@ def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
         first = wait_for("the pod running", container).container_id
         wait_for("one copy running", lambda: len(copies()) == 1)
         agent.stop(signal.SIGKILL)
+        # Lost as a reboot loses it: the pods' tmpfs volumes go too.
+        unmount_under(agent.state_dir)
         _shutil.rmtree(agent.state_dir)
         agent.start()
         # Its state gone, the agent cannot adopt the container: it starts a new one...

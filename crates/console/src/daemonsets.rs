@@ -57,7 +57,12 @@ pub fn pod_columns(pod: &Pod, now: Timestamp) -> (String, String, String) {
 
 impl Fleet {
     pub async fn load(client: &ApiClient, ns: &str) -> ConsoleResult<Self> {
-        let nodes = client.list_as("/api/v1/nodes").await?;
+        // A user of one namespace may not list nodes (upstream's namespace roles do not grant
+        // it): the pages then go by the pods alone rather than fail.
+        let nodes = match client.list_as("/api/v1/nodes").await {
+            Err(e) if e.status() == axum::http::StatusCode::FORBIDDEN => Vec::new(),
+            other => other?,
+        };
         let pods = client.list_as(&collection("/api/v1", ns, "pods")).await?;
         Ok(Fleet { nodes, pods })
     }
@@ -122,7 +127,12 @@ pub fn template_spec(ds: &DaemonSet) -> Option<&PodSpec> {
     ds.spec.as_ref().and_then(|s| s.template.spec.as_ref())
 }
 
-fn row(ds: &DaemonSet, fleet: &Fleet, now: Timestamp) -> Markup {
+fn row(
+    ds: &DaemonSet,
+    fleet: &Fleet,
+    now: Timestamp,
+    may: crate::permissions::DaemonSetActions,
+) -> Markup {
     let ns = ds.metadata.namespace.as_deref().unwrap_or_default();
     let name = ds.metadata.name.as_deref().unwrap_or_default();
     let (st, _) = fleet.status_of(ds, now);
@@ -142,13 +152,20 @@ fn row(ds: &DaemonSet, fleet: &Fleet, now: Timestamp) -> Markup {
             td { (map_pairs(template_spec(ds).and_then(|s| s.node_selector.as_ref()))) }
             td { (age_of(&ds.metadata, now)) }
             td.actions {
-                a.button href={(base) "?tab=edit"} { "Edit" }
-                a.button href={(base) "?tab=yaml"} { "Edit YAML" }
-                form method="post" action={(base) "/redeploy"} {
-                    button type="submit" data-confirm={"Restart every pod of " (name) "?"} { "Redeploy" }
+                @if may.edit {
+                    a.button href={(base) "?tab=edit"} { "Edit" }
+                    a.button href={(base) "?tab=yaml"} { "Edit YAML" }
+                    form method="post" action={(base) "/redeploy"} {
+                        button type="submit" data-confirm={"Restart every pod of " (name) "?"} { "Redeploy" }
+                    }
+                    a.button href={(base) "?tab=revisions"} { "Roll back" }
                 }
-                a.button href={(base) "?tab=revisions"} { "Roll back" }
-                a.button href={(base) "?tab=delete"} { "Delete" }
+                @if may.delete {
+                    a.button href={(base) "?tab=delete"} { "Delete" }
+                }
+                @if !may.edit && !may.delete {
+                    span.muted title="Your role here allows reading only" { "view only" }
+                }
             }
         }
     }
@@ -161,27 +178,52 @@ pub async fn rows(client: &ApiClient, ns: &str) -> ConsoleResult<Markup> {
         .await?;
     let fleet = Fleet::load(client, ns).await?;
     let now = client.now();
+    let mut permissions = crate::permissions::ByNamespace::default();
+    let mut rendered = Vec::new();
+    for ds in &list {
+        let may = permissions
+            .get(client, ds.metadata.namespace.as_deref().unwrap_or_default())
+            .await;
+        rendered.push(row(ds, &fleet, now, may));
+    }
     Ok(html! {
         @if list.is_empty() {
-            tr { td colspan="12" .muted { "No DaemonSets here yet. " a href="/ui/create" { "Create one" } "." } }
+            tr { td colspan="12" .muted { "No DaemonSets here yet." } }
         }
-        @for ds in &list { (row(ds, &fleet, now)) }
+        @for r in rendered { (r) }
     })
 }
 
 pub async fn list(
     State(_): State<ConsoleState>,
     Session(client): Session,
-    Query(q): Query<ListQuery>,
+    home: crate::session::HomeNamespace,
+    Query(mut q): Query<ListQuery>,
 ) -> Response {
-    let body = match rows(&client, &q.namespace).await {
+    // A user who may not list DaemonSets everywhere starts in the namespace they signed in to.
+    let mut result = rows(&client, &q.namespace).await;
+    if q.namespace.is_empty()
+        && let (Err(e), Some(home)) = (&result, &home.0)
+        && e.status() == axum::http::StatusCode::FORBIDDEN
+    {
+        q.namespace = home.clone();
+        result = rows(&client, &q.namespace).await;
+    }
+    let body = match result {
         Ok(b) => b,
         Err(e) => return e.into_response(),
     };
-    let namespaces: Vec<Namespace> = client
-        .list_as("/api/v1/namespaces")
-        .await
-        .unwrap_or_default();
+    let namespaces = visible_namespaces(&client, home.0.as_deref(), &q.namespace).await;
+    let may = crate::permissions::Permissions::load(
+        &client,
+        if q.namespace.is_empty() {
+            "default"
+        } else {
+            &q.namespace
+        },
+    )
+    .await
+    .daemonsets();
     page(
         "DaemonSets",
         Nav::DaemonSets,
@@ -191,16 +233,19 @@ pub async fn list(
             form.filter method="get" action="/ui/daemonsets" {
                 label { "Namespace"
                     select name="namespace" onchange="this.form.submit()" {
-                        option value="" selected[q.namespace.is_empty()] { "All namespaces" }
-                        @for n in &namespaces {
-                            @let n = n.metadata.name.as_deref().unwrap_or_default();
-                            option value=(n) selected[n == q.namespace] { (n) }
+                        @if namespaces.all {
+                            option value="" selected[q.namespace.is_empty()] { "All namespaces" }
+                        }
+                        @for n in &namespaces.names {
+                            option value=(n) selected[*n == q.namespace] { (n) }
                         }
                     }
                 }
-                a.button.primary href="/ui/create" { "Create DaemonSet" }
-                " "
-                a.button href="/ui/import" { "Create from YAML" }
+                @if may.create {
+                    a.button.primary href="/ui/create" { "Create DaemonSet" }
+                    " "
+                    a.button href="/ui/import" { "Create from YAML" }
+                }
             }
             table #daemonsets {
                 thead { tr {
@@ -213,6 +258,48 @@ pub async fn list(
         },
     )
     .into_response()
+}
+
+/// The namespaces the selector offers: those the user may list DaemonSets in (all of them
+/// when it may list namespaces; else the one it signed in to), and whether "All namespaces"
+/// would work.
+struct VisibleNamespaces {
+    all: bool,
+    names: Vec<String>,
+}
+
+/// More namespaces than this are offered without asking about each.
+const NAMESPACES_CHECKED: usize = 100;
+
+async fn visible_namespaces(
+    client: &ApiClient,
+    home: Option<&str>,
+    current: &str,
+) -> VisibleNamespaces {
+    let all = client.get("/apis/apps/v1/daemonsets?limit=1").await.is_ok();
+    let mut names: Vec<String> = match client.list_as::<Namespace>("/api/v1/namespaces").await {
+        Ok(list) => list.into_iter().filter_map(|n| n.metadata.name).collect(),
+        Err(_) => Vec::new(),
+    };
+    if !all && names.len() <= NAMESPACES_CHECKED {
+        let mut allowed = Vec::new();
+        for n in names {
+            if crate::permissions::Permissions::load(client, &n).await.can(
+                "list",
+                "apps",
+                "daemonsets",
+            ) {
+                allowed.push(n);
+            }
+        }
+        names = allowed;
+    }
+    for extra in [home, Some(current)].into_iter().flatten() {
+        if !extra.is_empty() && !names.iter().any(|n| n == extra) {
+            names.push(extra.to_owned());
+        }
+    }
+    VisibleNamespaces { all, names }
 }
 
 pub async fn live(Session(client): Session, Query(q): Query<ListQuery>) -> Response {

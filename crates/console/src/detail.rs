@@ -227,6 +227,7 @@ fn revisions_tab(
     list: &[ControllerRevision],
     q: &DetailQuery,
     now: Timestamp,
+    may_roll_back: bool,
 ) -> Markup {
     let hash = |r: &ControllerRevision| {
         r.metadata
@@ -253,7 +254,7 @@ fn revisions_tab(
                         td { (cause) }
                         td { (created) " (" (age_of(&r.metadata, now)) ")" }
                         td {
-                            @if Some(&hash) != current_hash.as_ref() {
+                            @if may_roll_back && Some(&hash) != current_hash.as_ref() {
                                 form method="post" action={"/ui/daemonsets/" (ns) "/" (name) "/rollback"} {
                                     input type="hidden" name="revision" value=(revision);
                                     button type="submit" data-confirm={"Roll back " (name) " to revision " (revision) "?"} { "Roll back to " (revision) }
@@ -422,6 +423,30 @@ async fn render(
         q.tab.as_str()
     };
     let now = client.now();
+    let may = crate::permissions::Permissions::load(client, ns)
+        .await
+        .daemonsets();
+    let allowed = |id: &str| match id {
+        "edit" | "yaml" => may.edit,
+        "delete" => may.delete,
+        _ => true,
+    };
+    if !allowed(tab) {
+        let html = page(
+            name,
+            Nav::DaemonSets,
+            html! {
+                h1 { "DaemonSet " (name) }
+                div.error role="alert" {
+                    strong { "Not allowed" }
+                    p { "Your role in namespace " b { (ns) } " does not allow changing DaemonSets. Ask a cluster administrator for the "
+                        code { "edit" } " role there." }
+                }
+                p { a href={"/ui/daemonsets/" (ns) "/" (name)} { "Back to " (name) } }
+            },
+        );
+        return Ok((axum::http::StatusCode::FORBIDDEN, html).into_response());
+    }
     let body = match tab {
         "overview" | "pods" => {
             let panel = status_panel(client, ns, name).await?;
@@ -431,7 +456,7 @@ async fn render(
             }
         }
         "placement" => placement_tab(&ds, &Fleet::load(client, ns).await?),
-        "revisions" => revisions_tab(ns, name, &revisions(client, &ds).await?, q, now),
+        "revisions" => revisions_tab(ns, name, &revisions(client, &ds).await?, q, now, may.edit),
         "events" => events_tab(client, ns, name, now).await?,
         "metadata" => metadata_tab(&ds),
         "edit" => edit_tab(ns, name, &ds),
@@ -455,7 +480,7 @@ async fn render(
             (notice(Some(&q.notice)))
             @if let Some(e) = problem { (error_box(e)) }
             nav.tabs {
-                @for (id, label) in TABS {
+                @for (id, label) in TABS.iter().copied().filter(|(id, _)| allowed(id)) {
                     a href={"/ui/daemonsets/" (ns) "/" (name) "?tab=" (id)} class=[(id == tab).then_some("active")] data-tab=(id) { (label) }
                 }
             }

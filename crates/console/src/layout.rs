@@ -77,6 +77,9 @@ pub fn error_box(err: &ConsoleError) -> Markup {
     html! {
         div.error role="alert" {
             strong { (err.status().as_u16()) " " (err.status().canonical_reason().unwrap_or("")) }
+            @if err.status() == axum::http::StatusCode::FORBIDDEN {
+                p { "You are not allowed to do this. Ask a cluster administrator for a role that grants it." }
+            }
             p.message { (err.to_string()) }
             @if !err.causes().is_empty() {
                 ul {

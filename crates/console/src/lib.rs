@@ -15,6 +15,7 @@ pub mod import;
 mod layout;
 mod live;
 mod nodes;
+mod permissions;
 pub mod placement;
 mod session;
 pub mod status;

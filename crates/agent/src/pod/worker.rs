@@ -773,12 +773,17 @@ async fn finish(ctx: &Arc<PodCtx>) {
         admitted.remove(&ctx.uid);
     }
     ctx.node.events.forget(&ctx.uid);
+    // The containers are stopped, so the in-memory volumes (Secrets, tokens) go now, also when
+    // the agent is only shutting down: nothing of them stays on the node, and a restarted agent
+    // sets them up again.
+    if ctx.node.runtime.runs_workloads() {
+        crate::volumes::unmount_under(&ctx.node.pod_dir(&ctx.uid));
+    }
     if pod
         .as_ref()
         .is_none_or(|p| p.metadata.deletion_timestamp.is_some())
     {
         ctx.node.runtime.remove_sandbox(&ctx.uid).await;
-        crate::volumes::unmount_under(&ctx.node.pod_dir(&ctx.uid));
         let _ = std::fs::remove_dir_all(ctx.node.pod_dir(&ctx.uid));
         if let Some(p) = &pod {
             let _ = std::fs::remove_dir_all(ctx.node.log_dir(p));
