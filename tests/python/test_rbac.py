@@ -469,3 +469,32 @@ def test_the_audit_log_records_who_did_what_and_never_bodies(rbac):
                                                and ev.get("objectRef", {}).get("resource") == "secrets" for ev in events()))
     assert "hunter2" not in log.read_text() and "aHVudGVyMg" not in log.read_text()
     assert stat.S_IMODE(os.stat(log).st_mode) == 0o600
+
+
+def test_one_user_cannot_hold_every_watch(tmp_data_dir):
+    """Watches per user are limited (`--max-watches-per-user`): past it a 429 with Retry-After,
+    while other users and the administrator still watch; a closed watch gives its slot back."""
+    import requests
+    tokens = os.path.join(tmp_data_dir, "tokens.csv")
+    with open(tokens, "w") as f:
+        f.write("greedy-token,greedy,u1\nother-token,other,u2\n")
+    s = Server(tmp_data_dir, ["--store", "memory", "--token-auth-file", tokens, "--max-watches-per-user", "3"]).start()
+    try:
+        for user in ("greedy", "other"):
+            s.kubectl("create", "clusterrolebinding", f"{user}-view", "--clusterrole=view", f"--user={user}")
+        url = f"{s.url}/api/v1/namespaces/default/configmaps?watch=true"
+
+        def watch(token):
+            return requests.get(url, headers={"Authorization": f"Bearer {token}"}, verify=False, stream=True, timeout=10)
+
+        held = [watch("greedy-token") for _ in range(3)]
+        assert all(r.status_code == 200 for r in held)
+        refused = watch("greedy-token")
+        assert refused.status_code == 429 and refused.headers["Retry-After"] == "1"
+        assert refused.json()["message"].startswith('Too many watches: user "greedy" has 3 open')
+        assert watch("other-token").status_code == 200
+        assert watch(s.token).status_code == 200
+        held.pop().close()
+        wait_for("a slot given back", lambda: watch("greedy-token").status_code == 200)
+    finally:
+        s.kill()

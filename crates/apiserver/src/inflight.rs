@@ -16,6 +16,9 @@ use tokio::sync::Semaphore;
 /// Upstream's defaults.
 pub const DEFAULT_MAX_REQUESTS_INFLIGHT: usize = 400;
 pub const DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT: usize = 200;
+/// Watches one user may hold open at once (members of `system:masters` excepted): enough for
+/// a fleet of agents or a console, not for one client to hold every watch the server can serve.
+pub const DEFAULT_MAX_WATCHES_PER_USER: usize = 1000;
 
 /// The slots for reads and for writes.
 #[derive(Debug)]
@@ -56,7 +59,12 @@ fn long_running(request: &Request) -> bool {
 
 /// 429 with upstream's Status and `Retry-After`.
 fn too_many() -> Response {
-    let mut error = ApiError::too_many_requests("Too many requests, please try again later.");
+    too_many_saying("Too many requests, please try again later.")
+}
+
+/// 429 with `message` and `Retry-After: 1`.
+pub fn too_many_saying(message: &str) -> Response {
+    let mut error = ApiError::too_many_requests(message);
     error.details = Some(json!({"retryAfterSeconds": 1}));
     let mut response = error.into_response();
     response

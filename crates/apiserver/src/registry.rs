@@ -40,6 +40,8 @@ pub struct Options {
     pub root_ca_pem: Option<String>,
     /// The audit log; none, none.
     pub audit: Option<crate::audit::AuditConfig>,
+    /// Watches one user may hold open (0: no limit).
+    pub max_watches_per_user: usize,
 }
 
 impl Default for Options {
@@ -52,6 +54,7 @@ impl Default for Options {
             max_mutating_requests_inflight: crate::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             root_ca_pem: None,
             audit: None,
+            max_watches_per_user: crate::inflight::DEFAULT_MAX_WATCHES_PER_USER,
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct Registry {
     pub authz: Arc<crate::authz::Authorizer>,
     /// Signs and checks ServiceAccount tokens.
     pub token_issuer: Arc<crate::service_account_token::TokenIssuer>,
+    /// Open watches per user.
+    pub watch_counts: Arc<crate::watch::WatchCounts>,
 }
 
 pub use crate::request::options::DeleteOptions;

@@ -58,6 +58,7 @@ pub async fn start(
         options,
         authz: Arc::clone(&authz),
         token_issuer,
+        watch_counts: Arc::default(),
     });
     api.fresh_cache().await?;
     namespaces::bootstrap(&api).await?;

@@ -58,7 +58,61 @@ fn error_line(e: &ApiError) -> Bytes {
     )
 }
 
+/// Open watches per user, so that one client cannot take the server's watch capacity from
+/// everyone else.
+#[derive(Debug, Default)]
+pub struct WatchCounts(std::sync::Mutex<std::collections::HashMap<String, usize>>);
+
+/// One open watch of a user; dropping it (the stream ending) gives the slot back.
+pub struct WatchSlot {
+    counts: Arc<WatchCounts>,
+    user: String,
+}
+
+impl WatchCounts {
+    /// A slot for `user`, unless it already holds `limit` (0: no limit).
+    pub fn acquire(self: &Arc<Self>, user: &str, limit: usize) -> Option<WatchSlot> {
+        let mut counts = match self.0.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let held = counts.entry(user.to_owned()).or_insert(0);
+        if limit > 0 && *held >= limit {
+            return None;
+        }
+        *held += 1;
+        Some(WatchSlot {
+            counts: Arc::clone(self),
+            user: user.to_owned(),
+        })
+    }
+
+    pub fn held(&self, user: &str) -> usize {
+        self.0
+            .lock()
+            .map(|c| c.get(user).copied().unwrap_or(0))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut counts = match self.counts.0.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(held) = counts.get_mut(&self.user) {
+            *held = held.saturating_sub(1);
+            if *held == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
+
 struct Stream {
+    /// The user's watch slot, held as long as the stream.
+    _slot: Option<WatchSlot>,
     handle: Option<WatchHandle>,
     res: &'static Resource,
     deadline: Instant,
@@ -153,6 +207,22 @@ pub async fn serve(
             .map_err(|e| ApiError::timeout(format!("Too large resource version: {e}")))?,
         Some(_) => {}
     }
+    let user = crate::authn::REQUEST_USER.try_with(Clone::clone).ok();
+    let slot = match user {
+        Some(u) if !u.groups.iter().any(|g| g == crate::authn::SYSTEM_MASTERS) => {
+            let limit = api.options.max_watches_per_user;
+            match api.watch_counts.acquire(&u.name, limit) {
+                Some(slot) => Some(slot),
+                None => {
+                    return Ok(crate::inflight::too_many_saying(&format!(
+                        "Too many watches: user {:?} has {limit} open, the most one user may hold; close some or try again later.",
+                        u.name
+                    )));
+                }
+            }
+        }
+        _ => None,
+    };
     let handle = match api.cache.watch(params.filter, params.after) {
         Ok(h) => h,
         Err(e @ CacheError::Gone { .. }) => {
@@ -173,6 +243,7 @@ pub async fn serve(
     };
     let bookmark_every = params.bookmarks.then_some(api.options.bookmark_interval);
     let state = Stream {
+        _slot: slot,
         handle: Some(handle),
         res,
         deadline: Instant::now() + timeout,

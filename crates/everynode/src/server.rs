@@ -135,6 +135,10 @@ pub struct ServerArgs {
     /// Writes served at once; more are answered 429 with Retry-After. 0 means no limit.
     #[arg(long, default_value_t = everynode_apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT)]
     pub max_mutating_requests_inflight: usize,
+    /// Watches one user may hold open at once (system:masters excepted); more are answered 429.
+    /// 0 means no limit.
+    #[arg(long, default_value_t = everynode_apiserver::inflight::DEFAULT_MAX_WATCHES_PER_USER)]
+    pub max_watches_per_user: usize,
     #[command(flatten)]
     pub controllers: ControllerFlags,
     #[command(flatten)]
@@ -159,6 +163,7 @@ impl ServerArgs {
             max_requests_inflight: everynode_apiserver::inflight::DEFAULT_MAX_REQUESTS_INFLIGHT,
             max_mutating_requests_inflight:
                 everynode_apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+            max_watches_per_user: everynode_apiserver::inflight::DEFAULT_MAX_WATCHES_PER_USER,
             controllers: ControllerFlags::default(),
             leader: LeaderFlags::default(),
         }
@@ -405,6 +410,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         bookmark_interval_seconds,
         max_requests_inflight,
         max_mutating_requests_inflight,
+        max_watches_per_user,
         controllers,
         leader,
     } = args;
@@ -447,6 +453,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         ),
         max_requests_inflight,
         max_mutating_requests_inflight,
+        max_watches_per_user,
         root_ca_pem: (!controllers.no_root_ca_publisher).then(|| creds.ca_pem.clone()),
         audit: (!no_audit_log).then(|| everynode_apiserver::audit::AuditConfig {
             path: audit_log_path.unwrap_or_else(|| data_dir.join("audit.log")),
