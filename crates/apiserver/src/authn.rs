@@ -18,7 +18,6 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use serde::Serialize;
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -267,13 +266,11 @@ impl Authenticator {
         if !valid_id || secret.is_empty() {
             return None;
         }
-        let res = everynode_api::registry::by_kind(everynode_api::registry::Kind::Secret);
-        let key = res.key(
+        let obj = self.registry.cache.object(
+            everynode_api::registry::Kind::Secret,
             Some(USER_TOKEN_NAMESPACE),
             &format!("{USER_TOKEN_SECRET_PREFIX}{id}"),
-        );
-        let cached = self.registry.cache.get(&key)?;
-        let obj: Value = serde_json::from_slice(&cached.json).ok()?;
+        )?;
         if obj["type"] != USER_TOKEN_TYPE || obj["metadata"].get("deletionTimestamp").is_some() {
             return None;
         }

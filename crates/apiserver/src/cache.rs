@@ -415,6 +415,13 @@ impl WatchCache {
         }
     }
 
+    /// One object of `kind`, decoded: for the server's own checks (authentication, admission,
+    /// authorization) that read what the cache holds without a request of their own.
+    pub fn object(&self, kind: Kind, namespace: Option<&str>, name: &str) -> Option<Value> {
+        let key = registry::by_kind(kind).key(namespace, name);
+        serde_json::from_slice(&self.get(&key)?.json).ok()
+    }
+
     /// One object.
     pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
         self.read().objects.get(key).cloned()

@@ -6,11 +6,10 @@
 use crate::authn::UserInfo;
 use crate::cache::WatchCache;
 use crate::credentials::{CredentialsError, write_file};
-use everynode_api::registry::{self, Kind};
+use everynode_api::registry::Kind;
 use jiff::Timestamp;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -141,19 +140,13 @@ pub fn user_name(namespace: &str, name: &str) -> String {
     format!("system:serviceaccount:{namespace}:{name}")
 }
 
-fn cached(cache: &WatchCache, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
-    let key = registry::by_kind(kind).key(Some(namespace), name);
-    serde_json::from_slice(&cache.get(&key)?.json).ok()
-}
-
 /// The user a verified token stands for, if what it is bound to still exists: its
 /// ServiceAccount (same uid) and, when bound to a pod, that pod (same uid, not being deleted).
 pub fn user_of(cache: &WatchCache, claims: &Claims) -> Option<UserInfo> {
     let k = &claims.kubernetes;
-    let sa = cached(
-        cache,
+    let sa = cache.object(
         Kind::ServiceAccount,
-        &k.namespace,
+        Some(&k.namespace),
         &k.serviceaccount.name,
     )?;
     if sa["metadata"]["uid"].as_str() != Some(k.serviceaccount.uid.as_str()) {
@@ -161,7 +154,7 @@ pub fn user_of(cache: &WatchCache, claims: &Claims) -> Option<UserInfo> {
     }
     let mut extra = BTreeMap::new();
     if let Some(pod_ref) = &k.pod {
-        let pod = cached(cache, Kind::Pod, &k.namespace, &pod_ref.name)?;
+        let pod = cache.object(Kind::Pod, Some(&k.namespace), &pod_ref.name)?;
         if pod["metadata"]["uid"].as_str() != Some(pod_ref.uid.as_str())
             || pod["metadata"].get("deletionTimestamp").is_some()
         {

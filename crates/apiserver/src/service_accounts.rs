@@ -31,11 +31,6 @@ pub const MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
 /// writes it).
 const PROJECTED_EXPIRATION_SECONDS: i64 = 3607;
 
-fn cached(api: &Registry, kind: Kind, namespace: &str, name: &str) -> Option<Value> {
-    let key = registry::by_kind(kind).key(Some(namespace), name);
-    serde_json::from_slice(&api.cache.get(&key)?.json).ok()
-}
-
 /// Keeps a `default` ServiceAccount in every namespace that is not being deleted.
 pub async fn run_default_accounts(api: Arc<Registry>) {
     let ns_res = registry::by_kind(Kind::Namespace);
@@ -61,7 +56,11 @@ pub async fn run_default_accounts(api: Arc<Registry>) {
             })
             .collect();
         for ns in namespaces {
-            if cached(&api, Kind::ServiceAccount, &ns, "default").is_none() {
+            if api
+                .cache
+                .object(Kind::ServiceAccount, Some(&ns), "default")
+                .is_none()
+            {
                 let sa = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}});
                 if let Err(e) = api.create(sa_res, Some(&ns), sa, false, None).await
                     && e.code != StatusCode::CONFLICT
@@ -95,11 +94,15 @@ pub async fn admit_pod(api: &Registry, pods: &'static Resource, pod: &mut Value)
         return Ok(());
     }
     // The controller makes `default` moments after the namespace; give it a second.
-    let mut sa = cached(api, Kind::ServiceAccount, &namespace, &account);
+    let mut sa = api
+        .cache
+        .object(Kind::ServiceAccount, Some(&namespace), &account);
     if sa.is_none() && account == "default" {
         for _ in 0..20 {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            sa = cached(api, Kind::ServiceAccount, &namespace, &account);
+            sa = api
+                .cache
+                .object(Kind::ServiceAccount, Some(&namespace), &account);
             if sa.is_some() {
                 break;
             }
@@ -188,7 +191,9 @@ pub async fn token_request(
     let serve = async {
         let mut request = body::object(&headers, &body)?;
         let sa_res = registry::by_kind(Kind::ServiceAccount);
-        let sa = cached(&api, Kind::ServiceAccount, &namespace, &name)
+        let sa = api
+            .cache
+            .object(Kind::ServiceAccount, Some(&namespace), &name)
             .ok_or_else(|| ApiError::not_found(sa_res, &name))?;
         let spec = request["spec"].clone();
         let expiration = spec["expirationSeconds"]
@@ -228,7 +233,9 @@ pub async fn token_request(
             Some("Pod") => {
                 let pod_name = bound["name"].as_str().unwrap_or("");
                 let pods = registry::by_kind(Kind::Pod);
-                let pod = cached(&api, Kind::Pod, &namespace, pod_name)
+                let pod = api
+                    .cache
+                    .object(Kind::Pod, Some(&namespace), pod_name)
                     .ok_or_else(|| ApiError::not_found(pods, pod_name))?;
                 let uid = pod["metadata"]["uid"].as_str().unwrap_or("").to_owned();
                 if let Some(want) = bound["uid"].as_str().filter(|u| !u.is_empty())
@@ -249,8 +256,7 @@ pub async fn token_request(
                 if let Some(node) = pod["spec"]["nodeName"].as_str() {
                     let node_uid = api
                         .cache
-                        .get(&registry::by_kind(Kind::Node).key(None, node))
-                        .and_then(|n| serde_json::from_slice::<Value>(&n.json).ok())
+                        .object(Kind::Node, None, node)
                         .and_then(|n| n["metadata"]["uid"].as_str().map(str::to_owned))
                         .unwrap_or_default();
                     claims_k8s.node = Some(ObjectRef {

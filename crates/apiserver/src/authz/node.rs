@@ -120,8 +120,7 @@ pub fn authorize(cache: &WatchCache, node: &str, a: &Attributes) -> Option<Decis
 }
 
 fn pod_node(cache: &WatchCache, namespace: &str, name: &str) -> Option<String> {
-    let key = registry::by_kind(Kind::Pod).key(Some(namespace), name);
-    let pod: Value = serde_json::from_slice(&cache.get(&key)?.json).ok()?;
+    let pod = cache.object(Kind::Pod, Some(namespace), name)?;
     pod["spec"]["nodeName"].as_str().map(str::to_owned)
 }
 
