@@ -3,6 +3,10 @@
 //! name) or a non-resource one (verb and path). Pure, so that authorization is a function of
 //! these attributes and the policy.
 
+use crate::request::Query;
+use crate::request::options::ListOptions;
+use everynode_api::selector::parse_field_selector;
+
 /// The attributes authorization decides on.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Attributes {
@@ -49,42 +53,14 @@ impl Attributes {
     }
 }
 
-/// Go's `strconv.ParseBool`, which upstream reads `watch=` with.
-fn go_bool(v: &str) -> bool {
-    matches!(v, "1" | "t" | "T" | "TRUE" | "true" | "True")
-}
-
-fn query_value(query: Option<&str>, key: &str) -> Option<String> {
-    query?
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| percent_decode(v))
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A collection GET's `ListOptions`, read with the same decoder the list and watch handlers use,
+/// so authorization and the handler agree on whether it is a watch and what it selects (as
+/// upstream's RequestInfoFactory decodes them too). An undecodable query is a plain list here;
+/// the handler answers it with a 400.
+fn list_options(query: Option<&str>) -> ListOptions {
+    Query::parse(query)
+        .and_then(|q| q.decode::<ListOptions>())
+        .unwrap_or_default()
 }
 
 /// Reads the attributes of a request (upstream's `NewRequestInfo`).
@@ -138,12 +114,14 @@ pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
     } else {
         String::new()
     };
-    if name.is_empty() && verb == "get" {
-        verb = if query_value(query, "watch").is_some_and(|v| go_bool(&v)) {
-            "watch".into()
-        } else {
-            "list".into()
-        };
+    let collection_get = name.is_empty() && verb == "get";
+    let options = if collection_get || (name.is_empty() && verb == "watch") {
+        list_options(query)
+    } else {
+        ListOptions::default()
+    };
+    if collection_get {
+        verb = if options.watch { "watch" } else { "list" }.into();
     }
     if name.is_empty() && verb == "delete" {
         verb = "deletecollection".into();
@@ -152,16 +130,11 @@ pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
     // node authorizer allows an agent to watch its own Node this way).
     if name.is_empty()
         && matches!(verb.as_str(), "list" | "watch")
-        && let Some(selector) = query_value(query, "fieldSelector")
+        && let Some(fields) = options.field_selector.as_deref()
+        && let Ok(selector) = parse_field_selector(fields)
+        && let Some(one) = selector.equality_value("metadata.name")
     {
-        for term in selector.split(',') {
-            if let Some(v) = term
-                .strip_prefix("metadata.name==")
-                .or_else(|| term.strip_prefix("metadata.name="))
-            {
-                name = v.to_owned();
-            }
-        }
+        name = one.to_owned();
     }
     Attributes {
         verb,
@@ -270,6 +243,19 @@ mod tests {
                 "/api/v1/watch/namespaces/a/pods",
                 None,
                 t("watch", "", "pods", "", "a", ""),
+            ),
+            // Read as the watch handler reads it: anything but 0 or false makes a watch.
+            (
+                "GET",
+                "/api/v1/pods",
+                Some("watch=yes"),
+                t("watch", "", "pods", "", "", ""),
+            ),
+            (
+                "GET",
+                "/api/v1/pods",
+                Some("watch=FALSE"),
+                t("list", "", "pods", "", "", ""),
             ),
         ];
         for (method, path, query, want) in cases {
