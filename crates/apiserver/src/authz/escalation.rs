@@ -4,12 +4,12 @@
 //! ClusterRole needs everything, since its rules are whatever it selects.
 
 use super::attributes::Attributes;
-use super::rbac::{Rule, uncovered};
+use super::rbac::{Rule, go_quoted, uncovered};
 use super::{Authorizer, forbidden_status};
 use crate::authn::{REQUEST_USER, UserInfo};
 use crate::error::{ApiError, ApiResult};
 use everynode_api::registry::{Kind, Resource};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 const GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -41,12 +41,7 @@ pub fn check(authorizer: &Authorizer, res: &Resource, obj: &Value) -> ApiResult<
                 return Ok(());
             }
             if obj.get("aggregationRule").is_some_and(|a| !a.is_null()) {
-                vec![
-                    Rule::from_json(
-                        &json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}),
-                    ),
-                    Rule::from_json(&json!({"nonResourceURLs": ["*"], "verbs": ["*"]})),
-                ]
+                Rule::full_authority()
             } else {
                 Rule::all_of(obj)
             }
@@ -89,16 +84,15 @@ fn role_rules(authorizer: &Authorizer, kind: &str, ns: &str, name: &str) -> Opti
 
 /// Upstream's "attempting to grant RBAC permissions not currently held" refusal.
 fn not_held(res: &Resource, name: &str, user: &UserInfo, missing: &[Rule]) -> ApiError {
-    let groups: Vec<String> = user.groups.iter().map(|g| format!("{g:?}")).collect();
     let rules: Vec<String> = missing.iter().map(Rule::compact_string).collect();
     forbidden_status(
         GROUP,
         res.plural,
         name,
         &format!(
-            "user {:?} (groups=[{}]) is attempting to grant RBAC permissions not currently held:\n{}",
+            "user {:?} (groups={}) is attempting to grant RBAC permissions not currently held:\n{}",
             user.name,
-            groups.join(" "),
+            go_quoted(&user.groups),
             rules.join("\n")
         ),
     )

@@ -53,12 +53,28 @@ impl Rule {
             .unwrap_or_default()
     }
 
+    /// Everything: what `system:masters` holds, and what creating an aggregated ClusterRole
+    /// (whose rules are whatever it will select) requires.
+    pub fn full_authority() -> Vec<Rule> {
+        let all = || vec!["*".to_owned()];
+        vec![
+            Rule {
+                verbs: all(),
+                api_groups: all(),
+                resources: all(),
+                ..Rule::default()
+            },
+            Rule {
+                verbs: all(),
+                non_resource_urls: all(),
+                ..Rule::default()
+            },
+        ]
+    }
+
     /// Upstream's `CompactString`: `{APIGroups:["apps"], Resources:["daemonsets"], Verbs:["get"]}`.
     pub fn compact_string(&self) -> String {
-        let q = |list: &[String]| {
-            let quoted: Vec<String> = list.iter().map(|s| format!("{s:?}")).collect();
-            format!("[{}]", quoted.join(" "))
-        };
+        let q = |list: &[String]| go_quoted(list);
         let mut parts = Vec::new();
         for (label, list) in [
             ("APIGroups", &self.api_groups),
@@ -73,6 +89,12 @@ impl Rule {
         }
         format!("{{{}}}", parts.join(", "))
     }
+}
+
+/// A list of strings as Go's `%q` prints it: `["a" "b"]`.
+pub fn go_quoted(list: &[String]) -> String {
+    let quoted: Vec<String> = list.iter().map(|s| format!("{s:?}")).collect();
+    format!("[{}]", quoted.join(" "))
 }
 
 fn has(list: &[String], item: &str) -> bool {
