@@ -15,6 +15,25 @@ use std::time::Duration;
 pub const SYSTEM_NAMESPACES: &[&str] =
     &["default", "kube-system", "kube-public", "kube-node-lease"];
 
+/// The names of the namespaces the cache holds that are not being deleted: where the per-namespace
+/// publishers (root CA, default ServiceAccount) keep their objects.
+pub fn active(api: &Registry) -> Vec<String> {
+    let ns = registry::by_kind(Kind::Namespace);
+    let filter = Registry::filter(ns, None, Selector::everything(), FieldSelector::default());
+    api.cache
+        .list(&filter, None, 0)
+        .items
+        .into_iter()
+        .filter_map(|obj| {
+            let v: Value = serde_json::from_slice(&obj.json).ok()?;
+            if v["metadata"].get("deletionTimestamp").is_some() {
+                return None;
+            }
+            v["metadata"]["name"].as_str().map(str::to_owned)
+        })
+        .collect()
+}
+
 /// Creates the system namespaces and built-in PriorityClasses when absent.
 pub async fn bootstrap(api: &Registry) -> ApiResult<()> {
     let ns = registry::by_kind(Kind::Namespace);

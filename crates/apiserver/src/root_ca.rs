@@ -5,7 +5,6 @@
 
 use crate::registry::{Registry, Write};
 use everynode_api::registry::{self, Kind};
-use everynode_api::selector::{FieldSelector, Selector};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -69,29 +68,10 @@ async fn publish(api: &Registry, ns: &str, ca_pem: &str) {
 /// Publishes forever: at once when the namespaces change, and every second otherwise (which
 /// restores a deleted or edited ConfigMap).
 pub async fn run(api: Arc<Registry>, ca_pem: String) {
-    let ns_res = registry::by_kind(Kind::Namespace);
     let mut last_namespaces = Vec::new();
     let mut last_pass = tokio::time::Instant::now() - Duration::from_secs(60);
     loop {
-        let filter = Registry::filter(
-            ns_res,
-            None,
-            Selector::everything(),
-            FieldSelector::default(),
-        );
-        let namespaces: Vec<String> = api
-            .cache
-            .list(&filter, None, 0)
-            .items
-            .into_iter()
-            .filter_map(|obj| {
-                let v: Value = serde_json::from_slice(&obj.json).ok()?;
-                if v["metadata"].get("deletionTimestamp").is_some() {
-                    return None;
-                }
-                v["metadata"]["name"].as_str().map(str::to_owned)
-            })
-            .collect();
+        let namespaces = crate::namespaces::active(&api);
         if namespaces != last_namespaces || last_pass.elapsed() >= Duration::from_secs(1) {
             for ns in &namespaces {
                 publish(&api, ns, &ca_pem).await;

@@ -19,7 +19,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use everynode_api::field::{FieldError, Path as FieldPath};
 use everynode_api::registry::{self, Kind, Resource};
-use everynode_api::selector::{FieldSelector, Selector};
 use everynode_clock::format_time;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -33,28 +32,9 @@ const PROJECTED_EXPIRATION_SECONDS: i64 = 3607;
 
 /// Keeps a `default` ServiceAccount in every namespace that is not being deleted.
 pub async fn run_default_accounts(api: Arc<Registry>) {
-    let ns_res = registry::by_kind(Kind::Namespace);
     let sa_res = registry::by_kind(Kind::ServiceAccount);
     loop {
-        let filter = Registry::filter(
-            ns_res,
-            None,
-            Selector::everything(),
-            FieldSelector::default(),
-        );
-        let namespaces: Vec<String> = api
-            .cache
-            .list(&filter, None, 0)
-            .items
-            .into_iter()
-            .filter_map(|obj| {
-                let v: Value = serde_json::from_slice(&obj.json).ok()?;
-                if v["metadata"].get("deletionTimestamp").is_some() {
-                    return None;
-                }
-                v["metadata"]["name"].as_str().map(str::to_owned)
-            })
-            .collect();
+        let namespaces = crate::namespaces::active(&api);
         for ns in namespaces {
             if api
                 .cache
