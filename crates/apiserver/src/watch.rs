@@ -86,13 +86,6 @@ impl WatchCounts {
             user: user.to_owned(),
         })
     }
-
-    pub fn held(&self, user: &str) -> usize {
-        self.0
-            .lock()
-            .map(|c| c.get(user).copied().unwrap_or(0))
-            .unwrap_or(0)
-    }
 }
 
 impl Drop for WatchSlot {

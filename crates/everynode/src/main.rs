@@ -110,6 +110,10 @@ pub enum Error {
     },
     #[error("startup: {0}")]
     Startup(String),
+    /// The API server refused or failed a request a command made (`everynode user ...`); the
+    /// message names the step and carries the server's own.
+    #[error("{0}")]
+    Api(String),
     #[error("cannot read {path}: {source}")]
     Read {
         path: PathBuf,

@@ -94,7 +94,7 @@ fn random(n: usize) -> String {
 }
 
 fn api_error(what: &str) -> impl Fn(kube::Error) -> Error + '_ {
-    move |e| Error::Startup(format!("{what}: {e}"))
+    move |e| Error::Api(format!("{what}: {e}"))
 }
 
 fn labelled(name: &str) -> ListParams {
