@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// How long a hollow container takes to be Running and Ready.
     #[arg(long, default_value_t = 500)]
     pub hollow_start_delay_ms: u64,
+    /// One more argument for the bench's `everynode server` (repeat it for several), to
+    /// measure a server setting apart, e.g. `--server-arg=--no-audit-log`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
 }
 
 /// A child process measured through /proc.
@@ -99,10 +103,11 @@ fn log_file(dir: &Path, name: &str) -> Result<std::fs::File, Error> {
     std::fs::File::create(&path).map_err(|source| Error::Read { path, source })
 }
 
-async fn start_server(exe: &Path, dir: &Path) -> Result<Child, Error> {
+async fn start_server(exe: &Path, dir: &Path, extra: &[String]) -> Result<Child, Error> {
     let mut child = tokio::process::Command::new(exe)
         .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.join("server"))
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(log_file(dir, "server.log")?)
@@ -499,7 +504,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
     })?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::Startup(format!("cannot find this executable: {e}")))?;
-    let server = start_server(&exe, &dir).await?;
+    let server = start_server(&exe, &dir, &args.server_args).await?;
     // A signal ends the measurement: dropping it kills the fleet (kill_on_drop), and the server
     // is stopped below, so an interrupted bench leaves no process behind.
     let result = tokio::select! {
@@ -648,10 +653,11 @@ fn report(
     let mb = |kb: u64| kb as f64 / 1024.0;
     let mut out = format!(
         "### {}, commit {}, {cores} cores (nproc {cores}), {:.0} GiB RAM, embedded store\n\n\
-         Command: `everynode bench --nodes {n}`\n\n| measure | result |\n|---|---|\n",
+         Command: `everynode {}`\n\n| measure | result |\n|---|---|\n",
         today(),
         commit(),
-        mb(mem_kb) / 1024.0
+        mb(mem_kb) / 1024.0,
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
     );
     out += &format!("| {n} hollow nodes Ready | {:.2} s |\n", secs(nodes_took));
     for s in stages {
