@@ -117,7 +117,23 @@ pub fn check_fields(
         // Type errors are reported by the decode that follows, with their own message.
         return Ok(Vec::new());
     };
-    let paths = everynode_api::registry::unknown_fields(raw, &decoded);
+    check_decoded_fields(res, namespace, raw, &decoded, duplicated, mode)
+}
+
+/// [`check_fields`] for a caller that has decoded `raw` already: a write's decode is the
+/// costliest step of a pod status patch, so it is done once.
+pub fn check_decoded_fields(
+    res: &'static Resource,
+    namespace: Option<&str>,
+    raw: &Value,
+    decoded: &Value,
+    duplicated: &[String],
+    mode: FieldValidation,
+) -> ApiResult<Vec<String>> {
+    if mode == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let paths = everynode_api::registry::unknown_fields(raw, decoded);
     let problems: Vec<String> = duplicated
         .iter()
         .map(|p| format!("duplicate field \"{p}\""))
@@ -138,7 +154,7 @@ pub fn check_fields(
             res.kind,
             problems.join(", ")
         );
-        let mut obj = decoded;
+        let mut obj = decoded.clone();
         if res.namespaced
             && let Some(ns) = namespace
         {

@@ -34,6 +34,84 @@ pub fn active(api: &Registry) -> Vec<String> {
         .collect()
 }
 
+/// Wakes a per-namespace publisher when the objects it keeps may need it: a namespace, or one of
+/// the kept objects, changed. Waiting on every write instead would run the publisher hundreds of
+/// times a second while a fleet reports status.
+pub struct Changes {
+    api: Arc<Registry>,
+    /// Each kind watched, with the object name it is narrowed to, if any.
+    watched: Vec<(Kind, Option<&'static str>)>,
+    handles: Vec<crate::cache::WatchHandle>,
+}
+
+impl Changes {
+    pub fn new(api: Arc<Registry>, watched: Vec<(Kind, Option<&'static str>)>) -> Self {
+        Changes {
+            api,
+            watched,
+            handles: Vec::new(),
+        }
+    }
+
+    /// Returns when something watched changed, or after `every` at the latest. Events that
+    /// arrived together count once.
+    pub async fn next(&mut self, every: Duration) {
+        if self.handles.is_empty() {
+            let from = self.api.cache.revision();
+            let opened: Result<Vec<_>, _> = self
+                .watched
+                .iter()
+                .map(|(kind, name)| {
+                    let fields = name.map_or_else(FieldSelector::default, |n| {
+                        FieldSelector(vec![everynode_api::selector::FieldTerm {
+                            field: "metadata.name".into(),
+                            negated: false,
+                            value: n.into(),
+                        }])
+                    });
+                    let filter = Registry::filter(
+                        registry::by_kind(*kind),
+                        None,
+                        Selector::everything(),
+                        fields,
+                    );
+                    self.api.cache.watch(filter, Some(from))
+                })
+                .collect();
+            match opened {
+                Ok(handles) => self.handles = handles,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot watch for namespace changes; polling");
+                    tokio::time::sleep(every).await;
+                    return;
+                }
+            }
+        }
+        let closed = {
+            let any =
+                futures::future::select_all(self.handles.iter_mut().map(|h| Box::pin(h.next())));
+            matches!(tokio::time::timeout(every, any).await, Ok((None, _, _)))
+        };
+        if closed {
+            // The cache closed a watch that fell behind: open new ones next time.
+            self.handles.clear();
+            return;
+        }
+        for handle in &mut self.handles {
+            loop {
+                match handle.try_next_or_closed() {
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(crate::cache::WatchClosed) => {
+                        self.handles.clear();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Creates the system namespaces and built-in PriorityClasses when absent.
 pub async fn bootstrap(api: &Registry) -> ApiResult<()> {
     let ns = registry::by_kind(Kind::Namespace);

@@ -65,22 +65,18 @@ async fn publish(api: &Registry, ns: &str, ca_pem: &str) {
     }
 }
 
-/// Publishes forever: at once when the namespaces change, and every second otherwise (which
-/// restores a deleted or edited ConfigMap).
+/// Publishes forever: at once when a namespace or one of the ConfigMaps changes (which restores
+/// a deleted or edited one), and every ten seconds in any case.
 pub async fn run(api: Arc<Registry>, ca_pem: String) {
-    let mut last_namespaces = Vec::new();
-    let mut last_pass = tokio::time::Instant::now() - Duration::from_secs(60);
+    let mut changes = crate::namespaces::Changes::new(
+        Arc::clone(&api),
+        vec![(Kind::Namespace, None), (Kind::ConfigMap, Some(CONFIG_MAP))],
+    );
     loop {
-        let namespaces = crate::namespaces::active(&api);
-        if namespaces != last_namespaces || last_pass.elapsed() >= Duration::from_secs(1) {
-            for ns in &namespaces {
-                publish(&api, ns, &ca_pem).await;
-            }
-            last_namespaces = namespaces;
-            last_pass = tokio::time::Instant::now();
+        for ns in crate::namespaces::active(&api) {
+            publish(&api, &ns, &ca_pem).await;
         }
-        let rev = api.cache.revision();
-        let _ = api.cache.wait_for(rev + 1, Duration::from_secs(1)).await;
+        changes.next(Duration::from_secs(10)).await;
     }
 }
 

@@ -33,6 +33,13 @@ const PROJECTED_EXPIRATION_SECONDS: i64 = 3607;
 /// Keeps a `default` ServiceAccount in every namespace that is not being deleted.
 pub async fn run_default_accounts(api: Arc<Registry>) {
     let sa_res = registry::by_kind(Kind::ServiceAccount);
+    let mut changes = crate::namespaces::Changes::new(
+        Arc::clone(&api),
+        vec![
+            (Kind::Namespace, None),
+            (Kind::ServiceAccount, Some("default")),
+        ],
+    );
     loop {
         let namespaces = crate::namespaces::active(&api);
         for ns in namespaces {
@@ -49,8 +56,7 @@ pub async fn run_default_accounts(api: Arc<Registry>) {
                 }
             }
         }
-        let rev = api.cache.revision();
-        let _ = api.cache.wait_for(rev + 1, Duration::from_secs(1)).await;
+        changes.next(Duration::from_secs(10)).await;
     }
 }
 

@@ -449,7 +449,12 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
             return PodState::Terminating;
         };
         let ns = crate::pod::namespace_of(&pod);
-        let (mut cms, mut secrets) = volumes::referenced_sources(&pod);
+        // A hollow runtime mounts nothing, so it reads only what the environment names.
+        let (mut cms, mut secrets) = if ctx.node.runtime.runs_workloads() {
+            volumes::referenced_sources(&pod)
+        } else {
+            Default::default()
+        };
         let (env_cms, env_secrets) = env::referenced_sources(&pod);
         cms.extend(env_cms);
         secrets.extend(env_secrets);
@@ -539,7 +544,7 @@ async fn volumes_state(ctx: &Arc<PodCtx>) -> PodState {
                 let started = ctx
                     .tokens_refreshing
                     .swap(true, std::sync::atomic::Ordering::SeqCst);
-                if !token_sources.is_empty() && !started {
+                if !token_sources.is_empty() && !started && ctx.node.runtime.runs_workloads() {
                     tokio::spawn(crate::tokens::refresh(
                         ctx.node.client.clone(),
                         ctx.node.pod_dir(&ctx.uid),

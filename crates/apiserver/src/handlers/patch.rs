@@ -208,9 +208,25 @@ async fn patch(
                 .get("metadata")
                 .and_then(|m| m.get("resourceVersion"))
                 .cloned();
-            let found = body::check_fields(res, ns, &doc, &duplicated, validation)?;
-            *warnings.lock().unwrap_or_else(PoisonError::into_inner) = found;
-            let mut decoded = registry.decode(res, doc)?;
+            let mut decoded = match registry.decode(res, doc.clone()) {
+                Ok(decoded) => {
+                    let found = body::check_decoded_fields(
+                        res,
+                        ns,
+                        &doc,
+                        &decoded,
+                        &duplicated,
+                        validation,
+                    )?;
+                    *warnings.lock().unwrap_or_else(PoisonError::into_inner) = found;
+                    decoded
+                }
+                Err(e) => {
+                    // Unknown fields are named before a decode error, as when checked first.
+                    body::check_fields(res, ns, &doc, &duplicated, validation)?;
+                    return Err(e);
+                }
+            };
             if let Some(rv) = rv {
                 crate::object::set_meta(&mut decoded, "resourceVersion", rv);
             }
