@@ -11,6 +11,7 @@ pub mod names;
 pub mod node_endpoint;
 pub mod quantity;
 pub mod registry;
+pub mod rollout_controls;
 pub mod scheduling;
 pub mod selector;
 pub mod strategy;

@@ -209,6 +209,10 @@ pub fn validate_spec(ds: &DaemonSet, raw: &Value) -> ErrorList {
     }
     // Rule 9: update strategy.
     errs.extend(validate_update_strategy(ds, &path.child("updateStrategy")));
+    // everynode's rollout controls (beyond.md §0.3): each bad annotation is a 422 of its own.
+    errs.extend(
+        crate::rollout_controls::parse(&ds.metadata.annotations.clone().unwrap_or_default()).1,
+    );
     // Rule 10: revisionHistoryLimit >= 0.
     if let Some(r) = spec.revision_history_limit
         && r < 0

@@ -7,6 +7,7 @@
 
 use super::backoff::Backoff;
 use everynode_api::daemonset::{self as rules, HASH_LABEL, NotAPercentage};
+use everynode_api::rollout_controls::{self, RolloutControls};
 use everynode_api::selector::{self, Selector, SelectorError};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -233,15 +234,24 @@ struct Ctx<'a> {
     hash: String,
     template_generation: Option<i64>,
     min_ready: i32,
+    /// The nodes whose pods a template change may replace now (beyond.md §1.1); `None` when no
+    /// control steers the rollout, so every node may.
+    scope: Option<HashSet<&'a str>>,
 }
 
 impl<'a> Ctx<'a> {
     fn new(input: &PassInput<'a>, hash: String) -> Self {
         let placement = rules::DaemonPlacement::new(input.ds);
+        let eligibility: Vec<rules::Eligibility> =
+            input.nodes.iter().map(|n| placement.on(n)).collect();
+        // Values admission would refuse (on objects stored before it did) count as absent.
+        let (controls, _) =
+            rollout_controls::parse(&input.ds.metadata.annotations.clone().unwrap_or_default());
+        let scope = scope(&controls, input.nodes, &eligibility);
         Ctx {
             ds: input.ds,
             nodes: input.nodes,
-            eligibility: input.nodes.iter().map(|n| placement.on(n)).collect(),
+            eligibility,
             by_name: input
                 .nodes
                 .iter()
@@ -257,7 +267,13 @@ impl<'a> Ctx<'a> {
                 .as_ref()
                 .and_then(|s| s.min_ready_seconds)
                 .unwrap_or(0),
+            scope,
         }
+    }
+
+    /// Whether the rolling update may replace the pod on this node (beyond.md §1.1).
+    fn in_scope(&self, node: &str) -> bool {
+        self.scope.as_ref().is_none_or(|s| s.contains(node))
     }
 
     fn available(&self, p: &Pod) -> bool {
@@ -286,6 +302,44 @@ impl<'a> Ctx<'a> {
                 .and_then(|r| r.max_surge.as_ref())
                 .is_some_and(|ms| rules::scale(Some(ms), 1).is_ok_and(|v| v > 0))
     }
+}
+
+/// The nodes in scope of a rollout (beyond.md §1.1): none while paused; otherwise the first
+/// `desired − partition` eligible nodes in rollout order (ascending name) that the canary
+/// selector matches. `None` when no control is set: every node, as upstream.
+fn scope<'a>(
+    controls: &RolloutControls,
+    nodes: &'a [Arc<Node>],
+    eligibility: &[rules::Eligibility],
+) -> Option<HashSet<&'a str>> {
+    if !controls.steers() {
+        return None;
+    }
+    if controls.paused {
+        return Some(HashSet::new());
+    }
+    let mut eligible: Vec<&'a Node> = nodes
+        .iter()
+        .zip(eligibility)
+        .filter(|(_, e)| e.should_run)
+        .map(|(n, _)| &**n)
+        .collect();
+    eligible.sort_unstable_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let kept = controls.partition.map_or(0, |p| p.kept(eligible.len()));
+    let updating = eligible.len().saturating_sub(kept);
+    let no_labels = BTreeMap::new();
+    Some(
+        eligible
+            .into_iter()
+            .take(updating)
+            .filter(|n| {
+                controls.canary.as_ref().is_none_or(|canary| {
+                    canary.matches(n.metadata.labels.as_ref().unwrap_or(&no_labels))
+                })
+            })
+            .filter_map(|n| n.metadata.name.as_deref())
+            .collect(),
+    )
 }
 
 /// The pod manage creates, as the simulation sees it (observed at once, not Ready).
@@ -533,7 +587,7 @@ fn rolling_update(
     if max_surge == 0 {
         let mut unavailable = 0;
         let (mut allowed, mut candidates) = (Vec::new(), Vec::new());
-        for (_, pods) in entries {
+        for (node_name, pods) in entries {
             let (new, old, ok) = updated_on_node(ctx, pods);
             if !ok {
                 unavailable += 1;
@@ -543,6 +597,12 @@ fn rolling_update(
                 (None, None) | (Some(_), Some(_)) => unavailable += 1,
                 (Some(n), None) => {
                     if !ctx.available(n) {
+                        unavailable += 1;
+                    }
+                }
+                // Kept at its revision on purpose (paused, partitioned or outside the canary).
+                (None, Some(o)) if !ctx.in_scope(node_name) => {
+                    if !ctx.available(o) {
                         unavailable += 1;
                     }
                 }
@@ -585,7 +645,9 @@ fn rolling_update(
                         pod: name_of(&o.metadata),
                     })?
                     .should_run;
-                if !ctx.available(o) {
+                if should_run && !ctx.in_scope(node_name) {
+                    // Kept at its revision on purpose.
+                } else if !ctx.available(o) {
                     if should_run {
                         allowed_nodes.push(node_name.to_owned());
                     } else {

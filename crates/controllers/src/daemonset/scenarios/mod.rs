@@ -2138,3 +2138,5 @@ fn s132_pending_pods_count_as_current() {
     let s = w.ds.status.clone().expect("status");
     assert_eq!((s.current_number_scheduled, s.number_ready), (2, 1));
 }
+
+mod beyond;

@@ -1,0 +1,175 @@
+//! beyond.md §8 scenarios for the rollout controls, one test each, named after the scenario,
+//! in the same in-memory world as the upstream scenarios.
+
+use super::*;
+use everynode_api::rollout_controls::{CANARY_NODE_SELECTOR, PARTITION, PAUSED};
+
+impl World {
+    fn annotate(&mut self, key: &str, value: Option<&str>) {
+        let annotations = self
+            .ds
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        match value {
+            Some(v) => annotations.insert(key.into(), v.into()),
+            None => annotations.remove(key),
+        };
+    }
+
+    /// Passes (each followed by every pod becoming Ready) until two in a row change nothing.
+    fn settle(&mut self) {
+        let mut quiet = 0;
+        for _ in 0..100 {
+            let changed = self.pass() != (0, 0);
+            self.ready_all();
+            quiet = if changed { 0 } else { quiet + 1 };
+            if quiet == 2 {
+                return;
+            }
+        }
+        panic!("the rollout did not settle in 100 passes");
+    }
+
+    /// The nodes whose pod runs the current template, in name order.
+    fn updated_nodes(&self) -> Vec<String> {
+        let hash = self.hash_of_current();
+        let mut out: Vec<String> = self
+            .pods
+            .iter()
+            .filter(|p| p.metadata.labels.as_ref().and_then(|l| l.get(HASH_LABEL)) == Some(&hash))
+            .filter_map(rules::target_node)
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+fn names(range: std::ops::Range<usize>) -> Vec<String> {
+    range.map(|i| format!("node-{i}")).collect()
+}
+
+/// Ten nodes running the old template, a new image, maxUnavailable 3 (or maxSurge 3).
+fn steered(surge: bool) -> World {
+    let ru = if surge {
+        json!({"maxUnavailable": 0, "maxSurge": 3})
+    } else {
+        json!({"maxUnavailable": 3, "maxSurge": 0})
+    };
+    updated_world(10, json!({"type": "RollingUpdate", "rollingUpdate": ru}))
+}
+
+#[test]
+fn b05_paused_replaces_nothing_but_still_places_pods() {
+    for surge in [false, true] {
+        let mut w = steered(surge);
+        w.annotate(PAUSED, Some("true"));
+        w.settle();
+        assert!(
+            w.updated_nodes().is_empty(),
+            "surge {surge}: paused yet updated"
+        );
+        assert_eq!(w.pods.len(), 10);
+        // A node added while paused gets a pod of the update revision; a node removed loses its pod.
+        w.nodes.push(node("node-z", json!({})));
+        w.nodes
+            .retain(|n| n.metadata.name.as_deref() != Some("node-0"));
+        w.settle();
+        assert_eq!(w.updated_nodes(), ["node-z"], "surge {surge}");
+        assert!(
+            w.pods
+                .iter()
+                .all(|p| rules::target_node(p).as_deref() != Some("node-0")),
+            "surge {surge}: node-0's pod stayed"
+        );
+        // Resuming ("false" or removing the annotation) completes the rollout.
+        w.annotate(PAUSED, Some("false"));
+        w.settle();
+        assert_eq!(w.updated_nodes().len(), 10, "surge {surge}");
+        assert_eq!(w.pods.len(), 10);
+    }
+}
+
+#[test]
+fn b06_partition_keeps_the_last_nodes_in_name_order() {
+    for surge in [false, true] {
+        let mut w = steered(surge);
+        w.annotate(PARTITION, Some("3"));
+        w.settle();
+        assert_eq!(w.updated_nodes(), names(0..7), "surge {surge}");
+        assert_eq!(w.pods.len(), 10);
+        w.annotate(PARTITION, Some("0"));
+        w.settle();
+        assert_eq!(w.updated_nodes(), names(0..10), "surge {surge}");
+    }
+}
+
+#[test]
+fn b07_percentage_partition_rounds_up() {
+    let mut w = steered(false);
+    w.annotate(PARTITION, Some("25%"));
+    w.settle();
+    assert_eq!(w.updated_nodes(), names(0..7));
+    // More than there are nodes keeps them all.
+    let mut w = steered(false);
+    w.annotate(PARTITION, Some("11"));
+    w.settle();
+    assert!(w.updated_nodes().is_empty());
+}
+
+#[test]
+fn b08_canary_selector_updates_only_matching_nodes() {
+    for surge in [false, true] {
+        let mut w = steered(surge);
+        for n in &mut w.nodes {
+            let zone = if ["node-1", "node-4"].contains(&n.metadata.name.as_deref().unwrap_or("")) {
+                "a"
+            } else {
+                "b"
+            };
+            n.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert("zone".into(), zone.into());
+        }
+        w.annotate(CANARY_NODE_SELECTOR, Some("zone=a"));
+        w.settle();
+        assert_eq!(w.updated_nodes(), ["node-1", "node-4"], "surge {surge}");
+        // Relabelling a node into zone a brings it into the rollout.
+        if let Some(n) = w
+            .nodes
+            .iter_mut()
+            .find(|n| n.metadata.name.as_deref() == Some("node-7"))
+        {
+            n.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert("zone".into(), "a".into());
+        }
+        w.settle();
+        assert_eq!(
+            w.updated_nodes(),
+            ["node-1", "node-4", "node-7"],
+            "surge {surge}"
+        );
+        // Removing the annotation promotes the rollout to every node.
+        w.annotate(CANARY_NODE_SELECTOR, None);
+        w.settle();
+        assert_eq!(w.updated_nodes(), names(0..10), "surge {surge}");
+    }
+}
+
+#[test]
+fn canary_and_partition_together_count_the_partition_over_all_eligible_nodes() {
+    let mut w = steered(false);
+    for n in &mut w.nodes {
+        n.metadata
+            .labels
+            .get_or_insert_with(Default::default)
+            .insert("ring".into(), "0".into());
+    }
+    w.annotate(CANARY_NODE_SELECTOR, Some("ring=0"));
+    w.annotate(PARTITION, Some("8"));
+    w.settle();
+    assert_eq!(w.updated_nodes(), names(0..2));
+}

@@ -1,0 +1,89 @@
+"""beyond.md §1 and §3, end to end with the machine's kubectl: the `everynode.dev/` annotations that
+pause a rollout, keep a partition of nodes at their revision or limit it to a canary selector, and
+the 422 a bad value gets. Named after the scenarios they cover."""
+
+import json
+
+import kubernetes
+import pytest
+
+from agent_sim import AgentSim
+from conftest import daemonset, stays
+from test_daemonset_controller import apps, core, daemon_pods, node, status, wait_for
+
+
+def images_by_node(api):
+    return {p.spec.node_name: p.spec.containers[0].image for p in daemon_pods(api) if not p.metadata.deletion_timestamp}
+
+
+def converged(cluster, api, n=3):
+    for i in range(n):
+        core(api).create_node(node(f"node-{i}", labels={"zone": "a" if i == 1 else "b"}))
+    apps(api).create_namespaced_daemon_set("default", daemonset(
+        updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}))
+    wait_for(lambda: status(api) == (n, n, n, n, n), what="converged")
+
+
+def test_b05_pause_then_resume(cluster, cluster_api):
+    with AgentSim(cluster):
+        converged(cluster, cluster_api)
+        uids = {p.metadata.uid for p in daemon_pods(cluster_api)}
+        cluster.kubectl("annotate", "ds/foo", "everynode.dev/paused=true")
+        cluster.kubectl("set", "image", "ds/foo", "foo=foo/bar:2")
+        stays("no pod replaced while paused", lambda: {p.metadata.uid for p in daemon_pods(cluster_api)} == uids, seconds=3)
+        cluster.kubectl("annotate", "--overwrite", "ds/foo", "everynode.dev/paused=false")
+        wait_for(lambda: set(images_by_node(cluster_api).values()) == {"foo/bar:2"} and status(cluster_api) == (3, 3, 3, 3, 3),
+                 what="the rollout completes once resumed")
+
+
+def test_b06_partition_then_promote(cluster, cluster_api):
+    with AgentSim(cluster):
+        converged(cluster, cluster_api)
+        cluster.kubectl("annotate", "ds/foo", "everynode.dev/partition=2")
+        cluster.kubectl("set", "image", "ds/foo", "foo=foo/bar:2")
+        want = {"node-0": "foo/bar:2", "node-1": "foo/bar", "node-2": "foo/bar"}
+        wait_for(lambda: images_by_node(cluster_api) == want, what="the first node by name updated")
+        stays("the partition holds", lambda: images_by_node(cluster_api) == want, seconds=2)
+        # Removing the partition promotes the rollout to every node.
+        cluster.kubectl("annotate", "ds/foo", "everynode.dev/partition-")
+        wait_for(lambda: set(images_by_node(cluster_api).values()) == {"foo/bar:2"}, what="promoted")
+        done = cluster.kubectl("rollout", "status", "ds/foo", "--timeout=60s")
+        assert done.stdout.strip().splitlines()[-1] == 'daemon set "foo" successfully rolled out'
+
+
+def test_b08_canary_selector_then_promote(cluster, cluster_api):
+    with AgentSim(cluster):
+        converged(cluster, cluster_api)
+        cluster.kubectl("annotate", "ds/foo", "everynode.dev/canary-node-selector=zone=a")
+        cluster.kubectl("set", "image", "ds/foo", "foo=foo/bar:2")
+        want = {"node-0": "foo/bar", "node-1": "foo/bar:2", "node-2": "foo/bar"}
+        wait_for(lambda: images_by_node(cluster_api) == want, what="only the zone-a node updated")
+        stays("the canary holds", lambda: images_by_node(cluster_api) == want, seconds=2)
+        cluster.kubectl("annotate", "ds/foo", "everynode.dev/canary-node-selector-")
+        wait_for(lambda: set(images_by_node(cluster_api).values()) == {"foo/bar:2"}, what="promoted")
+
+
+@pytest.mark.parametrize("key,value,says", [
+    ("everynode.dev/partition", "-1", "must be a whole number of nodes"),
+    ("everynode.dev/partition", "abc", "must be a whole number of nodes"),
+    ("everynode.dev/canary-node-selector", "a in (", "must be a label selector"),
+    ("everynode.dev/progress-deadline-seconds", "0", "must be an integer number of seconds between 1 and 2147483647"),
+    ("everynode.dev/auto-rollback", "yes", 'must be "true" or "false"'),
+])
+def test_b09_bad_values_are_refused_naming_the_annotation(cluster, cluster_api, key, value, says):
+    apps(cluster_api).create_namespaced_daemon_set("default", daemonset())
+    # kubectl shows the server's message, which names the annotation and the accepted form.
+    out = cluster.kubectl("annotate", "ds/foo", f"{key}={value}", check=False)
+    assert out.returncode != 0
+    assert f"metadata.annotations[{key}]: Invalid value: {json.dumps(value)}: {says}" in out.stderr, out.stderr
+    stored = apps(cluster_api).read_namespaced_daemon_set("foo", "default").metadata.annotations or {}
+    assert key not in stored
+    # A create carrying it is a 422 whose cause names the field; nothing is stored.
+    body = daemonset(name="bar")
+    body["metadata"]["annotations"] = {key: value}
+    with pytest.raises(kubernetes.client.ApiException) as refused:
+        apps(cluster_api).create_namespaced_daemon_set("default", body)
+    assert refused.value.status == 422
+    causes = json.loads(refused.value.body)["details"]["causes"]
+    assert [c["field"] for c in causes] == [f"metadata.annotations[{key}]"]
+    assert [d.metadata.name for d in apps(cluster_api).list_namespaced_daemon_set("default").items] == ["foo"]
