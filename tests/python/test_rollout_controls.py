@@ -87,3 +87,21 @@ def test_b09_bad_values_are_refused_naming_the_annotation(cluster, cluster_api, 
     causes = json.loads(refused.value.body)["details"]["causes"]
     assert [c["field"] for c in causes] == [f"metadata.annotations[{key}]"]
     assert [d.metadata.name for d in apps(cluster_api).list_namespaced_daemon_set("default").items] == ["foo"]
+
+
+def test_b10_unready_nodes_excluded_from_the_budget(cluster, cluster_api):
+    down = node("node-2")
+    down["status"]["conditions"] = [{"type": "Ready", "status": "False", "reason": "KubeletNotReady", "message": "down"}]
+    for body in (node("node-0"), node("node-1"), down):
+        core(cluster_api).create_node(body)
+    apps(cluster_api).create_namespaced_daemon_set("default", daemonset(
+        updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}))
+    with AgentSim(cluster, hold={"node-2"}):
+        wait_for(lambda: status(cluster_api)[:3] == (3, 3, 2), what="two of three pods Ready")
+        cluster.kubectl("set", "image", "ds/foo", "foo=foo/bar:2")
+        # Upstream: the NotReady node's unavailable pod uses up maxUnavailable 1.
+        ready_nodes_old = lambda: all(images_by_node(cluster_api).get(n) == "foo/bar" for n in ("node-0", "node-1"))
+        stays("no Ready node updated", ready_nodes_old, seconds=3)
+        cluster.kubectl("annotate", "ds/foo", "everynode.dev/unready-nodes=exclude-from-budget")
+        wait_for(lambda: all(images_by_node(cluster_api).get(n) == "foo/bar:2" for n in ("node-0", "node-1")),
+                 what="the Ready nodes updated")

@@ -353,6 +353,33 @@ fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodConditio
         .find(|c| c.type_ == "Ready")
 }
 
+/// Whether a node is unready in the sense of beyond.md §3.4: its Ready condition is not True
+/// (False, Unknown or missing), it carries the `unreachable` or `not-ready` taint, or it is
+/// shutting down (condition `ShuttingDown` True).
+pub fn node_unready(node: &Node) -> bool {
+    let conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default();
+    let status_of = |t: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == t)
+            .map(|c| c.status.as_str())
+    };
+    let tainted = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|t| {
+            t.key == "node.kubernetes.io/unreachable" || t.key == "node.kubernetes.io/not-ready"
+        });
+    status_of("Ready") != Some("True") || tainted || status_of("ShuttingDown") == Some("True")
+}
+
 /// The pod's Ready condition is True.
 pub fn is_ready(pod: &Pod) -> bool {
     ready_condition(pod).is_some_and(|c| c.status == "True")
@@ -411,6 +438,25 @@ mod tests {
 
     fn ds(v: Value) -> DaemonSet {
         serde_json::from_value(v).expect("ds")
+    }
+
+    #[test]
+    fn a_node_is_unready_by_condition_taint_or_shutdown() {
+        let node = |v: Value| -> Node { serde_json::from_value(v).expect("node") };
+        let ready = json!({"type": "Ready", "status": "True"});
+        assert!(!node_unready(&node(
+            json!({"status": {"conditions": [ready]}})
+        )));
+        for unready in [
+            json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}),
+            json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}),
+            json!({}),
+            json!({"status": {"conditions": [ready]}, "spec": {"taints": [{"key": "node.kubernetes.io/unreachable", "effect": "NoExecute"}]}}),
+            json!({"status": {"conditions": [ready]}, "spec": {"taints": [{"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}]}}),
+            json!({"status": {"conditions": [ready, {"type": "ShuttingDown", "status": "True"}]}}),
+        ] {
+            assert!(node_unready(&node(unready.clone())), "{unready}");
+        }
     }
 
     fn node(v: Value) -> Node {

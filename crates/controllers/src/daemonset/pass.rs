@@ -7,7 +7,7 @@
 
 use super::backoff::Backoff;
 use everynode_api::daemonset::{self as rules, HASH_LABEL, NotAPercentage};
-use everynode_api::rollout_controls::{self, RolloutControls};
+use everynode_api::rollout_controls::{self, RolloutControls, UnreadyNodes};
 use everynode_api::selector::{self, Selector, SelectorError};
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -237,6 +237,9 @@ struct Ctx<'a> {
     /// The nodes whose pods a template change may replace now (beyond.md §1.1); `None` when no
     /// control steers the rollout, so every node may.
     scope: Option<HashSet<&'a str>>,
+    /// Unready nodes the rolling update leaves out of its budget and its work, with
+    /// `everynode.dev/unready-nodes: exclude-from-budget` (beyond.md §3.4); empty otherwise.
+    excluded: HashSet<&'a str>,
 }
 
 impl<'a> Ctx<'a> {
@@ -248,6 +251,15 @@ impl<'a> Ctx<'a> {
         let (controls, _) =
             rollout_controls::parse(&input.ds.metadata.annotations.clone().unwrap_or_default());
         let scope = scope(&controls, input.nodes, &eligibility);
+        let excluded = match controls.unready_nodes {
+            UnreadyNodes::Count => HashSet::new(),
+            UnreadyNodes::ExcludeFromBudget => input
+                .nodes
+                .iter()
+                .filter(|n| rules::node_unready(n))
+                .filter_map(|n| n.metadata.name.as_deref())
+                .collect(),
+        };
         Ctx {
             ds: input.ds,
             nodes: input.nodes,
@@ -268,6 +280,7 @@ impl<'a> Ctx<'a> {
                 .and_then(|s| s.min_ready_seconds)
                 .unwrap_or(0),
             scope,
+            excluded,
         }
     }
 
@@ -588,6 +601,10 @@ fn rolling_update(
         let mut unavailable = 0;
         let (mut allowed, mut candidates) = (Vec::new(), Vec::new());
         for (node_name, pods) in entries {
+            // Left alone, and not counted, until the node is Ready again.
+            if ctx.excluded.contains(node_name) {
+                continue;
+            }
             let (new, old, ok) = updated_on_node(ctx, pods);
             if !ok {
                 unavailable += 1;
@@ -625,6 +642,9 @@ fn rolling_update(
     let (mut should_not_run_old, mut candidate_nodes, mut allowed_nodes) =
         (Vec::new(), Vec::new(), Vec::new());
     for (node_name, pods) in entries {
+        if ctx.excluded.contains(node_name) {
+            continue;
+        }
         let (new, old, ok) = updated_on_node(ctx, pods);
         if !ok {
             surge += 1;

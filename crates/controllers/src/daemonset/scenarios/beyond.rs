@@ -2,7 +2,7 @@
 //! in the same in-memory world as the upstream scenarios.
 
 use super::*;
-use everynode_api::rollout_controls::{CANARY_NODE_SELECTOR, PARTITION, PAUSED};
+use everynode_api::rollout_controls::{CANARY_NODE_SELECTOR, PARTITION, PAUSED, UNREADY_NODES};
 
 impl World {
     fn annotate(&mut self, key: &str, value: Option<&str>) {
@@ -172,4 +172,103 @@ fn canary_and_partition_together_count_the_partition_over_all_eligible_nodes() {
     w.annotate(PARTITION, Some("8"));
     w.settle();
     assert_eq!(w.updated_nodes(), names(0..2));
+}
+
+/// Ten nodes at the old template with maxUnavailable 1, where node-8 and node-9 are NotReady and
+/// their pods unavailable (a pod there never becomes Ready).
+fn two_unready() -> World {
+    let mut w = steered(false);
+    w.set_strategy(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+    for n in &mut w.nodes {
+        if matches!(n.metadata.name.as_deref(), Some("node-8" | "node-9")) {
+            n.status = Some(
+                serde_json::from_value(
+                    json!({"conditions": [{"type": "Ready", "status": "False"}]}),
+                )
+                .expect("status"),
+            );
+        }
+    }
+    w.hold_unready();
+    w
+}
+
+impl World {
+    /// Every pod becomes Ready but those on NotReady nodes, which become not Ready.
+    fn hold_unready(&mut self) {
+        let now = self.now;
+        let unready: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| rules::node_unready(n))
+            .filter_map(|n| n.metadata.name.clone())
+            .collect();
+        for p in &mut self.pods {
+            let held = rules::target_node(p).is_some_and(|n| unready.contains(&n));
+            if held || !rules::is_ready(p) {
+                World::set_ready(p, !held, now);
+            }
+        }
+    }
+
+    /// Passes until two in a row change nothing, pods on NotReady nodes never Ready; returns
+    /// the most pods one pass deleted.
+    fn settle_holding_unready(&mut self) -> usize {
+        let (mut quiet, mut most) = (0, 0);
+        for _ in 0..100 {
+            let (creates, deletes) = self.pass();
+            most = most.max(deletes);
+            self.hold_unready();
+            quiet = if (creates, deletes) == (0, 0) {
+                quiet + 1
+            } else {
+                0
+            };
+            if quiet == 2 {
+                return most;
+            }
+        }
+        panic!("the rollout did not settle in 100 passes");
+    }
+}
+
+#[test]
+fn b10_unready_nodes_excluded_from_the_budget() {
+    // Upstream: the two unavailable pods use up maxUnavailable 1, so no Ready node updates.
+    let mut w = two_unready();
+    w.settle_holding_unready();
+    let ready_nodes_updated: Vec<String> = w
+        .updated_nodes()
+        .into_iter()
+        .filter(|n| n != "node-8" && n != "node-9")
+        .collect();
+    assert!(ready_nodes_updated.is_empty(), "{ready_nodes_updated:?}");
+    // Excluded: the 8 Ready nodes update one at a time; the NotReady ones keep their pods.
+    let mut w = two_unready();
+    w.annotate(UNREADY_NODES, Some("exclude-from-budget"));
+    let before: Vec<String> = ["node-8", "node-9"]
+        .iter()
+        .filter_map(|n| {
+            w.pods
+                .iter()
+                .find(|p| rules::target_node(p).as_deref() == Some(*n))
+        })
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    assert_eq!(w.settle_holding_unready(), 1, "one at a time");
+    assert_eq!(w.updated_nodes(), names(0..8));
+    for name in before {
+        assert!(w.has_pod(&name), "{name} on a NotReady node was replaced");
+    }
+    // Once Ready again, those nodes update too.
+    for n in &mut w.nodes {
+        n.status = Some(
+            serde_json::from_value(json!({"conditions": [{"type": "Ready", "status": "True"}]}))
+                .expect("status"),
+        );
+    }
+    w.settle();
+    assert_eq!(w.updated_nodes(), names(0..10));
 }
