@@ -65,7 +65,8 @@ impl RolloutControls {
     }
 }
 
-const MAX_SECONDS: u32 = i32::MAX as u32;
+/// The largest value an int32 field holds: the bound upstream puts on counts and seconds.
+const MAX_INT32: u32 = i32::MAX as u32;
 
 fn path(key: &str) -> Path {
     Path::root("metadata").child("annotations").key(key)
@@ -92,7 +93,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> (RolloutControls, ErrorL
     let mut errs = ErrorList::new();
     if let Some(v) = annotations.get(PROGRESS_DEADLINE_SECONDS) {
         match v.parse::<u32>() {
-            Ok(s) if (1..=MAX_SECONDS).contains(&s) => controls.progress_deadline_seconds = Some(s),
+            Ok(s) if (1..=MAX_INT32).contains(&s) => controls.progress_deadline_seconds = Some(s),
             _ => errs.push(FieldError::invalid(
                 &path(PROGRESS_DEADLINE_SECONDS),
                 v.as_str(),
@@ -123,7 +124,7 @@ pub fn parse(annotations: &BTreeMap<String, String>) -> (RolloutControls, ErrorL
             None => v
                 .parse::<u32>()
                 .ok()
-                .filter(|n| *n <= MAX_SECONDS)
+                .filter(|n| *n <= MAX_INT32)
                 .map(Partition::Count),
         };
         match parsed {
