@@ -14,7 +14,7 @@ import time
 import kubernetes
 import yaml
 
-from conftest import EXAMPLES, Agent, everynode_binary, kubectl_binary, wait_for
+from conftest import EXAMPLES, Agent, Server, everynode_binary, kubectl_binary, stays, wait_for
 
 
 def loop_ds(name, command, **pod_spec):
@@ -461,6 +461,48 @@ def test_daemon_pod_preempts_a_lower_priority_pod(tmp_data_dir):
         assert daemon[0].spec.node_name == "small" and daemon[0].spec.priority == 1000
         events = server.kubectl("get", "events", "--field-selector", "involvedObject.name=hog").stdout
         assert "Preempted" in events and "on node small" in events, events
+    finally:
+        client.close()
+        agent.stop()
+        server.kill()
+
+
+def test_a_restarted_agent_keeps_its_adopted_container_started_and_ready(tmp_data_dir, tmp_path):
+    """Upstream's kubelet-restart rule (the default since 1.35): the container the pod reported
+    keeps `started` and `ready`; its startup probe is not run again and the pod never flaps to
+    not ready. The startup probe here succeeds exactly once, so a second run would keep the
+    container unstarted."""
+    # The default node-monitor grace (40 s): the restart must not be taken for a lost node,
+    # whose pods the node lifecycle controller marks not ready.
+    server = Server(tmp_data_dir, ["--store", "memory"]).start()
+    agent = Agent(server, "node-1").start()
+    client = server.client()
+    core = kubernetes.client.CoreV1Api(client)
+    try:
+        once = str(tmp_path / "started")
+        ds = loop_ds("steady", "while true; do sleep 1; done")
+        main = ds["spec"]["template"]["spec"]["containers"][0]
+        main["startupProbe"] = {"exec": {"command": ["mkdir", once]}, "periodSeconds": 1, "failureThreshold": 100}
+        main["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 30}
+        apply(server, ds)
+        before = wait_for("steady Ready", lambda: next((p for p in pods_of(core, "steady") if ready(p)), None))
+        old = before.status.container_statuses[0]
+        transition = next(c for c in before.status.conditions if c.type == "Ready").last_transition_time
+
+        def certificate():
+            return core.read_node("node-1").metadata.annotations["everynode.io/agent-certificate-sha256"]
+        old_certificate = certificate()
+        agent.stop(signal.SIGKILL)
+        agent = Agent(server, "node-1").start()
+        wait_for("a new agent for node-1", lambda: certificate() != old_certificate)
+
+        def unchanged():
+            p = core.read_namespaced_pod(before.metadata.name, "default")
+            c = p.status.container_statuses[0]
+            ready_condition = next(c for c in p.status.conditions if c.type == "Ready")
+            return (c.container_id, c.restart_count, c.started, c.ready, ready(p),
+                    ready_condition.last_transition_time) == (old.container_id, 0, True, True, True, transition)
+        stays("the adopted container started and ready", unchanged, seconds=4, interval=0.2)
     finally:
         client.close()
         agent.stop()

@@ -192,12 +192,22 @@ impl Supervised {
                     id,
                     started_at,
                     restart_count,
+                    adopted,
                 } => {
                     c.state = State::Running { started_at };
+                    // Only the very container the pod reported keeps what it had earned.
+                    let previous = c
+                        .previous
+                        .take()
+                        .filter(|p| adopted && p.container_id == id);
                     c.container_id = Some(id);
                     c.restart_count = restart_count;
                     c.started = !self.probes_run || spec.startup_probe.is_none();
                     c.ready = self.kind == Kind::Regular && !self.needs_probe_gate;
+                    if let Some(p) = previous {
+                        c.started |= p.started;
+                        c.ready |= p.ready && c.started && self.kind == Kind::Regular;
+                    }
                 }
                 Report::Terminated(state) => {
                     c.state = state;
@@ -576,7 +586,11 @@ async fn probe_loops(
         spec: &spec,
         container: container.as_ref(),
     };
-    if let Some(startup) = &spec.startup_probe {
+    // An adopted container that had already started does not prove it again.
+    let started = ctx
+        .container(Kind::Regular, index)
+        .is_some_and(|c| c.started);
+    if let Some(startup) = spec.startup_probe.as_ref().filter(|_| !started) {
         if target
             .repeat(startup, "Startup", Until::FirstSuccess, |_, _, _| {})
             .await

@@ -161,6 +161,8 @@ pub enum Report {
         id: String,
         started_at: Timestamp,
         restart_count: i32,
+        /// Found running from an earlier agent rather than started now.
+        adopted: bool,
     },
     Terminated(Reported),
     /// It will start again: `last` becomes `lastState`, and it waits as `waiting` says.
@@ -257,6 +259,7 @@ impl Lifecycle {
                     id: id.clone(),
                     started_at: at,
                     restart_count: self.restart_count,
+                    adopted,
                 });
                 let actions = if adopted {
                     vec![report]

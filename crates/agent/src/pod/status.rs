@@ -86,6 +86,18 @@ pub struct ContainerView {
     pub restart_count: i32,
     pub ready: bool,
     pub started: bool,
+    /// What the pod reported for this container before this agent started: an adopted
+    /// container with the same ID keeps its `started` and `ready` rather than flapping to
+    /// not ready while its probes run again (upstream's rule since 1.35).
+    pub previous: Option<Previous>,
+}
+
+/// A container's identity and readiness as the pod last reported them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Previous {
+    pub container_id: String,
+    pub started: bool,
+    pub ready: bool,
 }
 
 impl ContainerView {
@@ -99,6 +111,7 @@ impl ContainerView {
             restart_count: 0,
             ready: false,
             started: false,
+            previous: None,
         }
     }
 

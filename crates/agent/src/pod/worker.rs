@@ -5,7 +5,7 @@
 
 use super::admission;
 use super::container::{Outcome, grace_seconds, supervise};
-use super::status::{ContainerView, PodView, State, pod_status};
+use super::status::{ContainerView, PodView, Previous, State, pod_status};
 use super::{Kind, PodCtx};
 use crate::env::{self, Sources};
 use crate::runtime::Launch;
@@ -74,6 +74,11 @@ fn initial_view(pod: &Pod, host_ip: &str, pod_ip: &str, now: jiff::Timestamp) ->
             let mut view = ContainerView::new(&c.name, c.image.as_deref().unwrap_or(""));
             if let Some(s) = statuses.iter().flatten().find(|s| s.name == c.name) {
                 view.restart_count = s.restart_count;
+                view.previous = s.container_id.clone().map(|container_id| Previous {
+                    container_id,
+                    started: s.started == Some(true),
+                    ready: s.ready,
+                });
                 if let Some(started_at) = s
                     .state
                     .as_ref()
