@@ -82,6 +82,7 @@ fn main() {
         revisions: &[],
         backoff: &backoff,
         expectations_satisfied: true,
+        progress: None,
         now,
     };
     let Pass::Planned(plan) = sync(&fresh_input) else {
@@ -129,6 +130,7 @@ fn main() {
         revisions: &revisions,
         backoff: &backoff,
         expectations_satisfied: true,
+        progress: None,
         now,
     };
     let Pass::Planned(steady) = sync(&steady_input) else {

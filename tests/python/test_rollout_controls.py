@@ -105,3 +105,33 @@ def test_b10_unready_nodes_excluded_from_the_budget(cluster, cluster_api):
         cluster.kubectl("annotate", "ds/foo", "everynode.dev/unready-nodes=exclude-from-budget")
         wait_for(lambda: all(images_by_node(cluster_api).get(n) == "foo/bar:2" for n in ("node-0", "node-1")),
                  what="the Ready nodes updated")
+
+
+def progressing(api):
+    conditions = apps(api).read_namespaced_daemon_set_status("foo", "default").status.conditions or []
+    return next((c for c in conditions if c.type == "Progressing"), None)
+
+
+def test_b02_deadline_exceeded_shows_in_describe_and_events(cluster, cluster_api):
+    with AgentSim(cluster, hold={"node-1", "node-2"}) as sim:
+        for i in range(3):
+            core(cluster_api).create_node(node(f"node-{i}"))
+        apps(cluster_api).create_namespaced_daemon_set("default", daemonset(
+            updateStrategy={"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 3}}))
+        wait_for(lambda: (c := progressing(cluster_api)) is not None and c.reason in ("NewRevision", "RolloutProgressing"),
+                 what="a rollout under way")
+        cluster.kubectl("annotate", "ds/foo", "everynode.dev/progress-deadline-seconds=3")
+        wait_for(lambda: (c := progressing(cluster_api)) is not None and c.status == "False", timeout=30,
+                 what="the deadline passes")
+        c = progressing(cluster_api)
+        assert c.reason == "ProgressDeadlineExceeded"
+        assert c.message.startswith("revision 1 made no progress for 3s: 2 pods not available — node-1 "), c.message
+        describe = cluster.kubectl("describe", "ds/foo").stdout
+        assert "ProgressDeadlineExceeded" in describe, describe
+        events = cluster.kubectl("get", "events", "--field-selector", "involvedObject.name=foo,reason=ProgressDeadlineExceeded", "-o", "json").stdout
+        assert len(json.loads(events)["items"]) == 1
+        # Progress clears it: the held nodes come back and the rollout completes.
+        sim.hold.clear()
+        wait_for(lambda: (c := progressing(cluster_api)) is not None and c.reason == "RolloutComplete", timeout=60,
+                 what="the rollout completes")
+        assert progressing(cluster_api).message == "revision 1 on all 3 nodes"

@@ -423,6 +423,7 @@ mod tests {
             revisions: &[],
             backoff: &backoff,
             expectations_satisfied: true,
+            progress: None,
             now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         });
         assert!(pass.plan().is_none_or(|plan| plan.creates.is_empty()));

@@ -61,6 +61,8 @@ pub struct Context {
     burst: usize,
     /// When each DaemonSet's last pass ended and how long it took, for `pace`.
     last_pass: Mutex<HashMap<String, (tokio::time::Instant, Duration)>>,
+    /// Each DaemonSet's rollout progress record (beyond.md §2), by uid.
+    progress: Mutex<HashMap<String, super::progress::Progress>>,
     clock: SharedClock,
     events: Recorder,
 }
@@ -470,6 +472,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         .collect();
     let satisfied = lock(&ctx.expectations).satisfied(&uid, t);
     let backoff = lock(&ctx.backoff).clone();
+    let progress = lock(&ctx.progress).get(&uid).cloned();
     let input = PassInput {
         ds: &ds,
         nodes: &nodes,
@@ -477,9 +480,13 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         revisions: &revisions,
         backoff: &backoff,
         expectations_satisfied: satisfied,
+        progress: progress.as_ref(),
         now: t,
     };
     let pass = pass::sync(&input);
+    if let Some(record) = pass.plan().and_then(|p| p.progress.clone()) {
+        lock(&ctx.progress).insert(uid.clone(), record);
+    }
     lock(&ctx.last_pass).insert(
         uid.clone(),
         (tokio::time::Instant::now(), started.elapsed()),
@@ -624,6 +631,7 @@ pub async fn run(informers: Informers, clock: SharedClock, burst: usize) {
         expectations: Mutex::new(Expectations::default()),
         burst,
         last_pass: Mutex::new(HashMap::new()),
+        progress: Mutex::new(HashMap::new()),
         events: Recorder::new(client.clone(), "daemonset-controller", clock.clone()),
         clock,
     });

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod controller;
 pub mod expectations;
 pub mod pass;
+pub mod progress;
 pub mod triggers;
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! pass gives the counts the scenarios of spec §5 state.
 
 use super::backoff::Backoff;
+use super::progress::{self, Progress};
 use everynode_api::daemonset::{self as rules, HASH_LABEL, NotAPercentage};
 use everynode_api::rollout_controls::{self, RolloutControls, UnreadyNodes};
 use everynode_api::selector::{self, Selector, SelectorError};
@@ -130,6 +131,8 @@ pub struct Plan {
     pub requeue_after: Option<Duration>,
     /// The status to write, when it differs from the stored one.
     pub status: Option<DaemonSetStatus>,
+    /// The progress record for the next pass.
+    pub progress: Option<Progress>,
 }
 
 /// What a pass reads.
@@ -143,6 +146,8 @@ pub struct PassInput<'a> {
     pub backoff: &'a Backoff,
     /// Whether every create and delete of earlier passes has been observed.
     pub expectations_satisfied: bool,
+    /// When the rollout last moved, as the previous pass recorded it (beyond.md §2).
+    pub progress: Option<&'a Progress>,
     pub now: Timestamp,
 }
 
@@ -698,6 +703,86 @@ fn rolling_update(
     Ok((creates, deletes))
 }
 
+/// Why a pod is not available, in the words of beyond.md §6: the first container's waiting
+/// reason, `Pending` with the scheduler's message, or `NotReady`.
+fn unavailable_reason(p: &Pod) -> String {
+    let status = p.status.as_ref();
+    let waiting = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
+    if let Some(reason) = waiting {
+        return reason;
+    }
+    if phase(p) == "Pending" {
+        let unschedulable = status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            .and_then(|c| c.message.clone());
+        return match unschedulable {
+            Some(m) => format!("Pending ({m})"),
+            None => "Pending".into(),
+        };
+    }
+    "NotReady".into()
+}
+
+/// What the `Progressing` condition needs from this pass.
+fn rollout_view<'c>(
+    ctx: &'c Ctx<'_>,
+    map: &PodsByNode,
+    status: &DaemonSetStatus,
+    revision: i64,
+) -> progress::Rollout<'c> {
+    let controls =
+        rollout_controls::parse(&ctx.ds.metadata.annotations.clone().unwrap_or_default()).0;
+    let (mut in_scope, mut complete) = (0, true);
+    let mut stuck = Vec::new();
+    let eligible = ctx
+        .placed()
+        .filter(|(_, e)| e.should_run)
+        .filter_map(|(n, _)| n.metadata.name.as_deref());
+    for node in eligible {
+        if !ctx.in_scope(node) {
+            continue;
+        }
+        in_scope += 1;
+        let pods: Vec<&Pod> = map
+            .get(node)
+            .into_iter()
+            .flatten()
+            .map(|p| &**p)
+            .filter(|p| !deleting(&p.metadata))
+            .collect();
+        let done = matches!(pods.as_slice(), [p] if rules::is_updated(p, &ctx.hash, ctx.template_generation) && ctx.available(p));
+        if !done {
+            complete = false;
+        }
+        match pods.iter().find(|p| !ctx.available(p)) {
+            Some(p) => stuck.push((node.to_owned(), unavailable_reason(p))),
+            None if pods.is_empty() => stuck.push((node.to_owned(), "no pod".into())),
+            None => {}
+        }
+    }
+    // Named in rollout order; only the stuck nodes are sorted, not every node.
+    stuck.sort_unstable();
+    progress::Rollout {
+        hash: &ctx.hash,
+        revision,
+        desired: status.desired_number_scheduled,
+        in_scope,
+        updated: status.updated_number_scheduled.unwrap_or(0),
+        available: status.number_available.unwrap_or(0),
+        complete,
+        paused: controls.paused,
+        deadline_seconds: controls.progress_deadline_seconds,
+        stuck,
+    }
+}
+
 /// Status (§2.12) from the per-node map.
 fn compute_status(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> DaemonSetStatus {
     let (mut desired, mut current, mut ready, mut available, mut updated, mut misscheduled) =
@@ -760,6 +845,7 @@ fn status_changed(old: Option<&DaemonSetStatus>, new: &DaemonSetStatus) -> bool 
     };
     counters(old) != counters(new)
         || new.observed_generation.unwrap_or(0) > old.observed_generation.unwrap_or(0)
+        || old.conditions != new.conditions
 }
 
 /// `constructHistory` (§2.11): history writes and the current hash.
@@ -768,7 +854,7 @@ fn history(
     revisions: &[&ControllerRevision],
     claimed_pods: &[Arc<Pod>],
     plan: &mut Plan,
-) -> (String, Vec<ControllerRevision>) {
+) -> (String, i64, Vec<ControllerRevision>) {
     let ds = input.ds;
     let data = serde_json::to_value(rules::revision_data(ds)).unwrap_or_default();
     let mut current: Vec<ControllerRevision> = Vec::new();
@@ -861,7 +947,13 @@ fn history(
         }
     };
     let hash = hash_label(&kept.metadata).cloned().unwrap_or_default();
-    (hash, old)
+    let renumbered = plan.history.iter().find_map(|op| match op {
+        HistoryOp::Renumber { name, revision } if Some(name) == kept.metadata.name.as_ref() => {
+            Some(*revision)
+        }
+        _ => None,
+    });
+    (hash, renumbered.unwrap_or(kept.revision), old)
 }
 
 /// `cleanupHistory` (§2.11): old revisions beyond the limit that no pod uses, oldest first.
@@ -945,7 +1037,7 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
     plan.release_revisions = release_r;
     let revisions: Vec<&ControllerRevision> =
         rev_idx.into_iter().map(|i| &*input.revisions[i]).collect();
-    let (hash, old) = history(input, &revisions, &claimed, &mut plan);
+    let (hash, revision, old) = history(input, &revisions, &claimed, &mut plan);
     plan.hash = hash.clone();
     let ctx = Ctx::new(input, hash);
     let mut map = by_node(&claimed, false);
@@ -992,7 +1084,27 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
         }
     }
     plan.cleanup = cleanup(ds, old, &claimed);
-    let status = compute_status(&ctx, &map, true);
+    let mut status = compute_status(&ctx, &map, true);
+    let outcome = progress::progressing(
+        &rollout_view(&ctx, &map, &status, revision),
+        input.progress,
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == progress::CONDITION),
+        ctx.now,
+    );
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    conditions.retain(|c| c.type_ != progress::CONDITION);
+    conditions.push(outcome.condition);
+    plan.events.extend(outcome.event);
+    plan.progress = Some(outcome.progress);
+    if let Some(wait) = outcome.requeue_after {
+        // Just after the deadline passes, so the pass that sees it is not a moment early.
+        let wait = wait + Duration::from_millis(100);
+        plan.requeue_after = Some(plan.requeue_after.map_or(wait, |d| d.min(wait)));
+    }
     if status_changed(ds.status.as_ref(), &status) {
         plan.status = Some(status.clone());
     }
@@ -1034,6 +1146,10 @@ pub fn status_after(
     let ctx = Ctx::new(input, plan.hash.clone());
     let mut map = by_node(&claimed, false);
     simulate(&ctx, &mut map, created, deleted);
-    let status = compute_status(&ctx, &map, true);
+    let mut status = compute_status(&ctx, &map, true);
+    // The conditions are the pass's: they describe the rollout, not these counts.
+    if let Some(planned) = plan.status.as_ref().and_then(|s| s.conditions.clone()) {
+        status.conditions = Some(planned);
+    }
     status_changed(input.ds.status.as_ref(), &status).then_some(status)
 }

@@ -272,3 +272,77 @@ fn b10_unready_nodes_excluded_from_the_budget() {
     w.settle();
     assert_eq!(w.updated_nodes(), names(0..10));
 }
+
+impl World {
+    fn progressing(&self) -> k8s_openapi::api::apps::v1::DaemonSetCondition {
+        self.ds
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"))
+            .cloned()
+            .expect("a Progressing condition")
+    }
+}
+
+#[test]
+fn b01_no_annotations_reach_rollout_complete() {
+    let mut w = steered(false);
+    w.settle();
+    let c = w.progressing();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("True", Some("RolloutComplete"))
+    );
+    assert_eq!(c.message.as_deref(), Some("revision 2 on all 10 nodes"));
+}
+
+#[test]
+fn b02_a_stalled_rollout_passes_its_deadline_naming_the_nodes() {
+    let mut w = steered(false);
+    w.annotate(
+        everynode_api::rollout_controls::PROGRESS_DEADLINE_SECONDS,
+        Some("30"),
+    );
+    // Three old pods go, three new ones never become Ready.
+    assert_eq!(w.pass(), (0, 3));
+    assert_eq!(w.pass(), (3, 0));
+    assert_eq!(w.progressing().status, "True");
+    assert!(
+        w.plan()
+            .requeue_after
+            .is_some_and(|d| d <= Duration::from_secs(31))
+    );
+    w.now = t(29);
+    w.pass();
+    assert_eq!(w.progressing().status, "True");
+    w.now = t(31);
+    w.pass();
+    let c = w.progressing();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref()),
+        ("False", Some("ProgressDeadlineExceeded"))
+    );
+    let message = c.message.unwrap_or_default();
+    assert!(
+        message.starts_with("revision 2 made no progress for 30s: 3 pods not available — node-0 "),
+        "{message}"
+    );
+    assert!(
+        w.plan()
+            .events
+            .iter()
+            .any(|e| e.reason == "ProgressDeadlineExceeded" && e.warning)
+    );
+}
+
+#[test]
+fn b06_a_partitioned_rollout_completes_saying_what_it_kept() {
+    let mut w = steered(false);
+    w.annotate(PARTITION, Some("3"));
+    w.settle();
+    assert_eq!(
+        w.progressing().message.as_deref(),
+        Some("revision 2 on the 7 nodes in scope; 3 kept at an older revision")
+    );
+}

@@ -80,6 +80,7 @@ struct World {
     now: Timestamp,
     made: usize,
     last: Pass,
+    progress: Option<super::progress::Progress>,
 }
 
 impl World {
@@ -93,6 +94,7 @@ impl World {
             now: t(0),
             made: 0,
             last: Pass::Planned(Box::default()),
+            progress: None,
         }
     }
 
@@ -209,8 +211,12 @@ impl World {
             revisions: &revisions,
             backoff: &self.backoff,
             expectations_satisfied: true,
+            progress: self.progress.as_ref(),
             now: self.now,
         });
+        if let Some(record) = pass.plan().and_then(|p| p.progress.clone()) {
+            self.progress = Some(record);
+        }
         let counts = match &pass {
             Pass::Planned(plan) => {
                 self.apply(plan);
@@ -451,7 +457,12 @@ fn s024_resources_are_not_the_controllers_concern() {
     );
     w.add_pod("too-much-mem", json!({"app": "other"}), false, 0);
     assert_eq!(w.pass(), (1, 0));
-    assert!(w.plan().events.is_empty());
+    // No placement event; the rollout's own `Progressing` event (beyond.md §2.2) is not one.
+    assert!(
+        w.plan().events.iter().all(|e| e.reason == "NewRevision"),
+        "{:?}",
+        w.plan().events
+    );
 }
 
 #[test]
@@ -1528,6 +1539,7 @@ fn s134_observed_generation_lags_while_expectations_pending() {
         revisions: &revisions,
         backoff: &w.backoff,
         expectations_satisfied: false,
+        progress: None,
         now: w.now,
     });
     let plan = pass.plan().expect("a plan while expectations are pending");
@@ -1556,12 +1568,20 @@ fn s135_conditions_are_preserved() {
         }]);
     w.ready_all();
     w.pass();
-    assert_eq!(
+    let conditions =
         w.ds.status
             .as_ref()
-            .and_then(|s| s.conditions.as_ref())
-            .map(Vec::len),
-        Some(1)
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
+    // The client's condition stays beside the controller's own `Progressing` (beyond.md §2.2).
+    assert!(
+        conditions.iter().any(|c| c.type_ == "Custom"),
+        "{conditions:?}"
+    );
+    assert!(
+        conditions
+            .iter()
+            .all(|c| c.type_ == "Custom" || c.type_ == "Progressing")
     );
 }
 
