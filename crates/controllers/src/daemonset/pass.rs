@@ -733,77 +733,103 @@ fn unavailable_reason(p: &Pod) -> String {
 /// What the `Progressing` condition needs from this pass.
 fn rollout_view<'c>(
     ctx: &'c Ctx<'_>,
-    map: &PodsByNode,
     status: &DaemonSetStatus,
+    mut tally: Tally,
     revision: i64,
 ) -> progress::Rollout<'c> {
     let controls =
         rollout_controls::parse(&ctx.ds.metadata.annotations.clone().unwrap_or_default()).0;
-    let (mut in_scope, mut complete) = (0, true);
-    let mut stuck = Vec::new();
-    let eligible = ctx
-        .placed()
-        .filter(|(_, e)| e.should_run)
-        .filter_map(|(n, _)| n.metadata.name.as_deref());
-    for node in eligible {
-        if !ctx.in_scope(node) {
-            continue;
-        }
-        in_scope += 1;
-        let pods: Vec<&Pod> = map
-            .get(node)
-            .into_iter()
-            .flatten()
-            .map(|p| &**p)
-            .filter(|p| !deleting(&p.metadata))
-            .collect();
-        let done = matches!(pods.as_slice(), [p] if rules::is_updated(p, &ctx.hash, ctx.template_generation) && ctx.available(p));
-        if !done {
-            complete = false;
-        }
-        match pods.iter().find(|p| !ctx.available(p)) {
-            Some(p) => stuck.push((node.to_owned(), unavailable_reason(p))),
-            None if pods.is_empty() => stuck.push((node.to_owned(), "no pod".into())),
-            None => {}
-        }
-    }
     // Named in rollout order; only the stuck nodes are sorted, not every node.
-    stuck.sort_unstable();
+    tally.stuck.sort_unstable();
     progress::Rollout {
         hash: &ctx.hash,
         revision,
         desired: status.desired_number_scheduled,
-        in_scope,
+        in_scope: tally.in_scope,
         updated: status.updated_number_scheduled.unwrap_or(0),
         available: status.number_available.unwrap_or(0),
-        complete,
+        complete: tally.complete,
         paused: controls.paused,
         deadline_seconds: controls.progress_deadline_seconds,
-        stuck,
+        stuck: tally.stuck,
     }
+}
+
+/// What the `Progressing` condition needs beyond the counters, gathered in the same walk over
+/// the nodes (a second walk cost a third of a steady pass at 10,000 nodes).
+#[derive(Debug)]
+struct Tally {
+    in_scope: i32,
+    complete: bool,
+    stuck: Vec<(String, String)>,
 }
 
 /// Status (§2.12) from the per-node map.
 fn compute_status(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> DaemonSetStatus {
+    status_and_tally(ctx, map, observed).0
+}
+
+/// Status (§2.12) and the rollout tally from the per-node map.
+fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonSetStatus, Tally) {
     let (mut desired, mut current, mut ready, mut available, mut updated, mut misscheduled) =
         (0, 0, 0, 0, 0, 0);
+    let mut tally = Tally {
+        in_scope: 0,
+        complete: true,
+        stuck: Vec::new(),
+    };
     for (node, e) in ctx.placed() {
-        let pods = map
-            .get(node.metadata.name.as_deref().unwrap_or(""))
-            .filter(|p| !p.is_empty());
+        let name = node.metadata.name.as_deref().unwrap_or("");
+        let pods = map.get(name).filter(|p| !p.is_empty());
         if e.should_run {
             desired += 1;
-            let Some(pods) = pods else { continue };
+            let in_scope = ctx.in_scope(name);
+            if in_scope {
+                tally.in_scope += 1;
+            }
+            let Some(pods) = pods else {
+                if in_scope {
+                    tally.complete = false;
+                    tally.stuck.push((name.to_owned(), "no pod".into()));
+                }
+                continue;
+            };
             current += 1;
             let p = &pods[0];
+            let p_available = rules::is_ready(p) && ctx.available(p);
             if rules::is_ready(p) {
                 ready += 1;
-                if ctx.available(p) {
-                    available += 1;
-                }
             }
-            if rules::is_updated(p, &ctx.hash, ctx.template_generation) {
+            if p_available {
+                available += 1;
+            }
+            let p_updated = rules::is_updated(p, &ctx.hash, ctx.template_generation);
+            if p_updated {
                 updated += 1;
+            }
+            if in_scope {
+                if pods.len() == 1 && !deleting(&p.metadata) {
+                    // The usual case: one pod, judged above.
+                    if !(p_updated && p_available) {
+                        tally.complete = false;
+                    }
+                    if !p_available {
+                        tally.stuck.push((name.to_owned(), unavailable_reason(p)));
+                    }
+                } else {
+                    let live: Vec<&Pod> = pods
+                        .iter()
+                        .map(|p| &**p)
+                        .filter(|p| !deleting(&p.metadata))
+                        .collect();
+                    let done = matches!(live.as_slice(), [p] if rules::is_updated(p, &ctx.hash, ctx.template_generation) && ctx.available(p));
+                    if !done {
+                        tally.complete = false;
+                    }
+                    if let Some(p) = live.iter().find(|p| !ctx.available(p)) {
+                        tally.stuck.push((name.to_owned(), unavailable_reason(p)));
+                    }
+                }
             }
         } else if pods.is_some() {
             misscheduled += 1;
@@ -811,7 +837,7 @@ fn compute_status(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> DaemonSetS
     }
     let stored = ctx.ds.status.clone().unwrap_or_default();
     let generation = ctx.ds.metadata.generation.unwrap_or(0);
-    DaemonSetStatus {
+    let status = DaemonSetStatus {
         current_number_scheduled: current,
         number_misscheduled: misscheduled,
         desired_number_scheduled: desired,
@@ -826,7 +852,8 @@ fn compute_status(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> DaemonSetS
         },
         collision_count: stored.collision_count,
         conditions: stored.conditions,
-    }
+    };
+    (status, tally)
 }
 
 /// Whether the status must be written: a counter differs, or observedGeneration rises (§2.12).
@@ -1084,9 +1111,9 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
         }
     }
     plan.cleanup = cleanup(ds, old, &claimed);
-    let mut status = compute_status(&ctx, &map, true);
+    let (mut status, tally) = status_and_tally(&ctx, &map, true);
     let outcome = progress::progressing(
-        &rollout_view(&ctx, &map, &status, revision),
+        &rollout_view(&ctx, &status, tally, revision),
         input.progress,
         status
             .conditions
