@@ -734,13 +734,11 @@ fn unavailable_reason(p: &Pod) -> String {
 fn rollout_view<'c>(
     ctx: &'c Ctx<'_>,
     status: &DaemonSetStatus,
-    mut tally: Tally,
+    tally: Tally,
     revision: i64,
 ) -> progress::Rollout<'c> {
     let controls =
         rollout_controls::parse(&ctx.ds.metadata.annotations.clone().unwrap_or_default()).0;
-    // Named in rollout order; only the stuck nodes are sorted, not every node.
-    tally.stuck.sort_unstable();
     progress::Rollout {
         hash: &ctx.hash,
         revision,
@@ -752,6 +750,7 @@ fn rollout_view<'c>(
         paused: controls.paused,
         deadline_seconds: controls.progress_deadline_seconds,
         stuck: tally.stuck,
+        stuck_count: tally.stuck_count,
     }
 }
 
@@ -761,7 +760,29 @@ fn rollout_view<'c>(
 struct Tally {
     in_scope: i32,
     complete: bool,
+    /// The first stuck nodes by name, at most the ones the message names.
     stuck: Vec<(String, String)>,
+    stuck_count: usize,
+}
+
+impl Tally {
+    /// Counts a stuck node, keeping only the first few by name: a DaemonSet being created has
+    /// every node stuck, and naming 10,000 of them would cost more than the pass.
+    fn stuck(&mut self, node: &str, why: impl FnOnce() -> String) {
+        self.stuck_count += 1;
+        let full = self.stuck.len() >= progress::NAMED;
+        if full
+            && self
+                .stuck
+                .last()
+                .is_some_and(|(last, _)| last.as_str() < node)
+        {
+            return;
+        }
+        let at = self.stuck.partition_point(|(n, _)| n.as_str() < node);
+        self.stuck.insert(at, (node.to_owned(), why()));
+        self.stuck.truncate(progress::NAMED);
+    }
 }
 
 /// Status (§2.12) from the per-node map.
@@ -777,6 +798,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
         in_scope: 0,
         complete: true,
         stuck: Vec::new(),
+        stuck_count: 0,
     };
     for (node, e) in ctx.placed() {
         let name = node.metadata.name.as_deref().unwrap_or("");
@@ -790,7 +812,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
             let Some(pods) = pods else {
                 if in_scope {
                     tally.complete = false;
-                    tally.stuck.push((name.to_owned(), "no pod".into()));
+                    tally.stuck(name, || "no pod".into());
                 }
                 continue;
             };
@@ -814,7 +836,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                         tally.complete = false;
                     }
                     if !p_available {
-                        tally.stuck.push((name.to_owned(), unavailable_reason(p)));
+                        tally.stuck(name, || unavailable_reason(p));
                     }
                 } else {
                     let live: Vec<&Pod> = pods
@@ -827,7 +849,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                         tally.complete = false;
                     }
                     if let Some(p) = live.iter().find(|p| !ctx.available(p)) {
-                        tally.stuck.push((name.to_owned(), unavailable_reason(p)));
+                        tally.stuck(name, || unavailable_reason(p));
                     }
                 }
             }

@@ -41,9 +41,11 @@ pub struct Rollout<'a> {
     /// Paused by its annotation.
     pub paused: bool,
     pub deadline_seconds: Option<u32>,
-    /// In-scope nodes whose pod is not available, each with why (`CrashLoopBackOff`,
-    /// `Pending (Insufficient cpu)`), in rollout order.
+    /// The first in-scope nodes (in rollout order, at most the 3 the message names) whose pod
+    /// is not available, each with why (`CrashLoopBackOff`, `Pending (Insufficient cpu)`).
     pub stuck: Vec<(String, String)>,
+    /// How many in-scope nodes have no available pod.
+    pub stuck_count: usize,
 }
 
 /// The condition to write, the record for the next pass, an event when the condition's reason
@@ -57,24 +59,20 @@ pub struct Outcome {
 }
 
 /// At most this many stuck nodes are named in the message.
-const NAMED: usize = 3;
+pub const NAMED: usize = 3;
 
-fn stuck_message(stuck: &[(String, String)]) -> String {
+fn stuck_message(stuck: &[(String, String)], count: usize) -> String {
     let named: Vec<String> = stuck
         .iter()
         .take(NAMED)
         .map(|(node, why)| format!("{node} {why}"))
         .collect();
-    let more = match stuck.len().saturating_sub(NAMED) {
+    let more = match count.saturating_sub(named.len()) {
         0 => String::new(),
         n => format!(" and {n} more"),
     };
-    let pods = if stuck.len() == 1 { "pod" } else { "pods" };
-    format!(
-        "{} {pods} not available — {}{more}",
-        stuck.len(),
-        named.join(", ")
-    )
+    let pods = if count == 1 { "pod" } else { "pods" };
+    format!("{count} {pods} not available — {}{more}", named.join(", "))
 }
 
 /// The `Progressing` condition after this pass.
@@ -155,7 +153,7 @@ pub fn progressing(
                 format!(
                     "revision {} made no progress for {d}s: {}",
                     rollout.revision,
-                    stuck_message(&rollout.stuck)
+                    stuck_message(&rollout.stuck, rollout.stuck_count)
                 ),
                 p.clone(),
                 None,
@@ -265,8 +263,8 @@ mod tests {
                 ("node-a".into(), "CrashLoopBackOff".into()),
                 ("node-b".into(), "ImagePullBackOff".into()),
                 ("node-c".into(), "Pending (Insufficient cpu)".into()),
-                ("node-d".into(), "ContainerCreating".into()),
             ],
+            stuck_count: 4,
             ..Rollout::default()
         }
     }
