@@ -135,3 +135,61 @@ def test_b02_deadline_exceeded_shows_in_describe_and_events(cluster, cluster_api
         wait_for(lambda: (c := progressing(cluster_api)) is not None and c.reason == "RolloutComplete", timeout=60,
                  what="the rollout completes")
         assert progressing(cluster_api).message == "revision 1 on all 3 nodes"
+
+
+def test_b03_a_stalled_rollout_rolls_back_on_real_nodes(nodes):
+    """Three process-runtime agents; a template whose readiness never passes stalls past its
+    20 s deadline and is rolled back to the last complete revision. The pods that never left
+    it keep their names and start times."""
+    from test_agent import apply, loop_ds
+
+    api = nodes.client()
+    ds = loop_ds("steered", "while true; do sleep 1; done", terminationGracePeriodSeconds=1)
+    ds["metadata"]["annotations"] = {"everynode.dev/progress-deadline-seconds": "20", "everynode.dev/auto-rollback": "true"}
+    ds["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    ds["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] = {"exec": {"command": ["true"]}, "periodSeconds": 1}
+    apply(nodes, ds)
+
+    def read():
+        return apps(api).read_namespaced_daemon_set("steered", "default")
+
+    def condition(kind):
+        return next((c for c in (read().status.conditions or []) if c.type == kind), None)
+
+    def pods():
+        listed = core(api).list_namespaced_pod("default", label_selector="app=steered").items
+        return {p.spec.node_name: p for p in listed if not p.metadata.deletion_timestamp}
+
+    def started(p):
+        statuses = p.status.container_statuses or []
+        return statuses[0].state.running.started_at if statuses and statuses[0].state.running else None
+
+    wait_for(lambda: (c := condition("Progressing")) is not None and c.reason == "RolloutComplete" and
+             "everynode.dev/last-complete-revision" in (read().metadata.annotations or {}), timeout=60,
+             what="the first rollout completes and is recorded")
+    before = {node: (p.metadata.name, started(p)) for node, p in pods().items()}
+    assert len(before) == 3
+    # The readiness probe of the new template never passes.
+    patch = [{"op": "replace", "path": "/spec/template/spec/containers/0/readinessProbe/exec/command", "value": ["false"]}]
+    nodes.kubectl("patch", "ds/steered", "--type=json", "-p", json.dumps(patch))
+    wait_for(lambda: condition("RolledBack") is not None, timeout=90, what="the rollback")
+    rolled = condition("RolledBack")
+    assert (rolled.status, rolled.reason, rolled.message) == \
+        ("True", "ProgressDeadlineExceeded", "rolled back from revision 2 to revision 1")
+    command = read().spec.template.spec.containers[0].readiness_probe._exec.command
+    assert command == ["true"]
+    wait_for(lambda: (c := condition("Progressing")) is not None and c.reason == "RolloutComplete" and
+             len(pods()) == 3 and all(started(p) for p in pods().values()), timeout=60,
+             what="the restored revision runs everywhere")
+    after = {node: (p.metadata.name, started(p)) for node, p in pods().items()}
+    kept = [node for node in before if after[node] == before[node]]
+    assert len(kept) == 2, (before, after)
+    # kubectl sees the restored revision renumbered newest, the rollback in events and describe.
+    history = nodes.kubectl("rollout", "history", "ds/steered").stdout.split()
+    assert history[-4:] == ["2", "<none>", "3", "<none>"], history
+    events = json.loads(nodes.kubectl("get", "events", "--field-selector",
+                                      "involvedObject.name=steered,reason=RolledBack", "-o", "json").stdout)["items"]
+    assert [e["message"] for e in events] == ["rolled back from revision 2 to revision 1"]
+    describe = nodes.kubectl("describe", "ds/steered").stdout
+    assert "RolledBack" in describe and "ProgressDeadlineExceeded" in describe, describe
+    api.close()

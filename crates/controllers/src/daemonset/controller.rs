@@ -4,6 +4,7 @@
 use super::backoff::Backoff;
 use super::expectations::Expectations;
 use super::pass::{self, HistoryOp, Pass, PassError, PassInput, Plan, PlannedEvent};
+use super::rollback;
 use super::triggers;
 use crate::events::Recorder;
 use crate::stores::{Change, Informers};
@@ -45,8 +46,8 @@ pub enum Error {
     /// The DaemonSet was deleted or replaced since the cache saw it, so it adopts nothing (S-027).
     #[error("{namespace}/{name} was deleted or replaced; not adopting")]
     NotAdopting { namespace: String, name: String },
-    /// An owner reference did not encode (never expected: it is built from typed fields).
-    #[error("could not encode an owner reference: {0}")]
+    /// An owner reference or a template did not encode (never expected: both are typed).
+    #[error("could not encode an owner reference or a template: {0}")]
     Encode(#[source] serde_json::Error),
 }
 
@@ -501,6 +502,10 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     };
     run_history(&ctx.client, &ds, &plan).await?;
     run_claims(&ctx.client, &ds, &plan, &pods, &revisions).await?;
+    if let Some(rollback) = &plan.rollback {
+        restore_template(&ctx.client, &ds, rollback).await?;
+        record_event(&ctx.events, &ds, &rollback.event).await;
+    }
     {
         let mut backoff = lock(&ctx.backoff);
         for key in &plan.backoff_next {
@@ -550,6 +555,22 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         status_error = written.err().filter(|e| !not_found(e)).map(Error::from);
     }
     first_error(pod_error, status_error)?;
+    if !plan.annotations.is_empty() {
+        let annotations: serde_json::Map<String, serde_json::Value> = plan
+            .annotations
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), json!(value)))
+            .collect();
+        let patch = json!({"metadata": {"annotations": annotations}});
+        Api::<DaemonSet>::namespaced(ctx.client.clone(), &ns)
+            .patch(
+                &ds.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map_err(Error::from)?;
+    }
     if !satisfied {
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
@@ -557,6 +578,37 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         || Action::requeue(RESYNC),
         |d| Action::requeue(d + Duration::from_millis(100)),
     ))
+}
+
+/// Writes back the template of the last complete revision (beyond.md §2.3) as `kubectl rollout
+/// undo` does: the revision's own data is a strategic merge patch replacing the template. The
+/// resourceVersion the pass read is a precondition, so a change made meanwhile by anyone else
+/// wins and the next pass decides again.
+async fn restore_template(
+    client: &Client,
+    ds: &DaemonSet,
+    rollback: &rollback::Rollback,
+) -> Result<(), Error> {
+    let mut template = serde_json::to_value(&rollback.template).map_err(Error::Encode)?;
+    if let Some(t) = template.as_object_mut() {
+        t.insert("$patch".into(), json!("replace"));
+    }
+    let patch = json!({
+        "metadata": {
+            "resourceVersion": ds.metadata.resource_version,
+            "annotations": {rollback::ROLLED_BACK: rollback.event.message},
+        },
+        "spec": {"template": template},
+    });
+    let api: Api<DaemonSet> = Api::namespaced(client.clone(), &ds.namespace().unwrap_or_default());
+    api.patch(
+        &ds.name_any(),
+        &PatchParams::default(),
+        &Patch::Strategic(&patch),
+    )
+    .await?;
+    tracing::warn!(daemonset = %ds.name_any(), revision = %rollback.revision, "rolled back after the progress deadline");
+    Ok(())
 }
 
 /// The error a pass returns (S-072): the status is written even when pods could not be, and a

@@ -6,6 +6,7 @@ pub mod controller;
 pub mod expectations;
 pub mod pass;
 pub mod progress;
+pub mod rollback;
 pub mod triggers;
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 
 use super::backoff::Backoff;
 use super::progress::{self, Progress};
+use super::rollback::{self, Rollback};
 use everynode_api::daemonset::{self as rules, HASH_LABEL, NotAPercentage};
 use everynode_api::rollout_controls::{self, RolloutControls, UnreadyNodes};
 use everynode_api::selector::{self, Selector, SelectorError};
@@ -133,6 +134,12 @@ pub struct Plan {
     pub status: Option<DaemonSetStatus>,
     /// The progress record for the next pass.
     pub progress: Option<Progress>,
+    /// Annotations of the DaemonSet to set (`Some`) or remove (`None`): the revision whose
+    /// rollout completed, and a rollback record left from a replaced template (beyond.md §2.3).
+    pub annotations: Vec<(&'static str, Option<String>)>,
+    /// A template to restore (automatic rollback): written before anything else, and the
+    /// pass plans no pod change, as the next pass works from the restored template.
+    pub rollback: Option<Rollback>,
 }
 
 /// What a pass reads.
@@ -245,6 +252,8 @@ struct Ctx<'a> {
     /// Unready nodes the rolling update leaves out of its budget and its work, with
     /// `everynode.dev/unready-nodes: exclude-from-budget` (beyond.md §3.4); empty otherwise.
     excluded: HashSet<&'a str>,
+    /// The `everynode.dev/` rollout controls (beyond.md §1).
+    controls: RolloutControls,
 }
 
 impl<'a> Ctx<'a> {
@@ -268,6 +277,7 @@ impl<'a> Ctx<'a> {
         Ctx {
             ds: input.ds,
             nodes: input.nodes,
+            controls,
             eligibility,
             by_name: input
                 .nodes
@@ -737,8 +747,7 @@ fn rollout_view<'c>(
     tally: Tally,
     revision: i64,
 ) -> progress::Rollout<'c> {
-    let controls =
-        rollout_controls::parse(&ctx.ds.metadata.annotations.clone().unwrap_or_default()).0;
+    let controls = &ctx.controls;
     progress::Rollout {
         hash: &ctx.hash,
         revision,
@@ -903,7 +912,7 @@ fn history(
     revisions: &[&ControllerRevision],
     claimed_pods: &[Arc<Pod>],
     plan: &mut Plan,
-) -> (String, i64, Vec<ControllerRevision>) {
+) -> (String, (String, i64), Vec<ControllerRevision>) {
     let ds = input.ds;
     let data = serde_json::to_value(rules::revision_data(ds)).unwrap_or_default();
     let mut current: Vec<ControllerRevision> = Vec::new();
@@ -1002,11 +1011,20 @@ fn history(
         }
         _ => None,
     });
-    (hash, renumbered.unwrap_or(kept.revision), old)
+    (
+        hash,
+        (name_of(&kept.metadata), renumbered.unwrap_or(kept.revision)),
+        old,
+    )
 }
 
 /// `cleanupHistory` (§2.11): old revisions beyond the limit that no pod uses, oldest first.
-fn cleanup(ds: &DaemonSet, mut old: Vec<ControllerRevision>, pods: &[Arc<Pod>]) -> Vec<String> {
+fn cleanup(
+    ds: &DaemonSet,
+    mut old: Vec<ControllerRevision>,
+    pods: &[Arc<Pod>],
+    keep: Option<&str>,
+) -> Vec<String> {
     let limit = ds
         .spec
         .as_ref()
@@ -1030,7 +1048,7 @@ fn cleanup(ds: &DaemonSet, mut old: Vec<ControllerRevision>, pods: &[Arc<Pod>]) 
             break;
         }
         let hash = hash_label(&r.metadata).cloned().unwrap_or_default();
-        if used.contains(&hash) {
+        if used.contains(&hash) || r.metadata.name.as_deref() == keep {
             continue;
         }
         out.push(name_of(&r.metadata));
@@ -1086,7 +1104,7 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
     plan.release_revisions = release_r;
     let revisions: Vec<&ControllerRevision> =
         rev_idx.into_iter().map(|i| &*input.revisions[i]).collect();
-    let (hash, revision, old) = history(input, &revisions, &claimed, &mut plan);
+    let (hash, (update_name, revision), old) = history(input, &revisions, &claimed, &mut plan);
     plan.hash = hash.clone();
     let ctx = Ctx::new(input, hash);
     let mut map = by_node(&claimed, false);
@@ -1132,7 +1150,16 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
             }
         }
     }
-    plan.cleanup = cleanup(ds, old, &claimed);
+    let controls = &ctx.controls;
+    let last_complete = ds
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(rollback::LAST_COMPLETE_REVISION))
+        .map(String::as_str);
+    // The revision auto-rollback would restore is kept whatever the history limit says.
+    let keep = last_complete.filter(|_| controls.auto_rollback);
+    plan.cleanup = cleanup(ds, old, &claimed, keep);
     let (mut status, tally) = status_and_tally(&ctx, &map, true);
     let outcome = progress::progressing(
         &rollout_view(&ctx, &status, tally, revision),
@@ -1144,10 +1171,56 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
             .find(|c| c.type_ == progress::CONDITION),
         ctx.now,
     );
+    let exceeded = outcome.condition.reason.as_deref() == Some("ProgressDeadlineExceeded");
+    // Recorded only for a DaemonSet that asks for rollbacks: others keep upstream's objects.
+    if controls.auto_rollback
+        && outcome.condition.reason.as_deref() == Some("RolloutComplete")
+        && last_complete != Some(update_name.as_str())
+    {
+        plan.annotations
+            .push((rollback::LAST_COMPLETE_REVISION, Some(update_name.clone())));
+    }
+    let decision = rollback::decide(&rollback::Input {
+        auto_rollback: controls.auto_rollback,
+        exceeded,
+        just_exceeded: exceeded && outcome.event.is_some(),
+        update: (&update_name, revision),
+        last_complete,
+        revisions: &revisions,
+        rolled_back: ds
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(rollback::ROLLED_BACK))
+            .map(String::as_str),
+        stored: status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == rollback::CONDITION),
+        now: ctx.now,
+    });
+    if decision.rollback.is_some() {
+        // Nothing is replaced for a template about to be withdrawn; the counts stay the
+        // stored ones until the next pass, which works from the restored template.
+        plan.creates.clear();
+        plan.deletes.clear();
+        plan.backoff_next.clear();
+        status = DaemonSetStatus {
+            conditions: status.conditions.take(),
+            ..ds.status.clone().unwrap_or_default()
+        };
+    }
     let conditions = status.conditions.get_or_insert_with(Vec::new);
-    conditions.retain(|c| c.type_ != progress::CONDITION);
+    conditions.retain(|c| c.type_ != progress::CONDITION && c.type_ != rollback::CONDITION);
     conditions.push(outcome.condition);
+    conditions.extend(decision.condition);
     plan.events.extend(outcome.event);
+    plan.events.extend(decision.event);
+    plan.rollback = decision.rollback;
+    if decision.clear_annotation {
+        plan.annotations.push((rollback::ROLLED_BACK, None));
+    }
     plan.progress = Some(outcome.progress);
     if let Some(wait) = outcome.requeue_after {
         // Just after the deadline passes, so the pass that sees it is not a moment early.

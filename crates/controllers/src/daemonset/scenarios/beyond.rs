@@ -3,6 +3,7 @@
 
 use super::*;
 use everynode_api::rollout_controls::{CANARY_NODE_SELECTOR, PARTITION, PAUSED, UNREADY_NODES};
+use std::collections::BTreeSet;
 
 impl World {
     fn annotate(&mut self, key: &str, value: Option<&str>) {
@@ -295,6 +296,9 @@ fn b01_no_annotations_reach_rollout_complete() {
         ("True", Some("RolloutComplete"))
     );
     assert_eq!(c.message.as_deref(), Some("revision 2 on all 10 nodes"));
+    // Nothing is written to the DaemonSet's own metadata without a control asking for it.
+    let annotations = w.ds.metadata.annotations.clone().unwrap_or_default();
+    assert!(annotations.keys().all(|k| !k.starts_with("everynode.dev/")));
 }
 
 #[test]
@@ -345,4 +349,114 @@ fn b06_a_partitioned_rollout_completes_saying_what_it_kept() {
         w.progressing().message.as_deref(),
         Some("revision 2 on the 7 nodes in scope; 3 kept at an older revision")
     );
+}
+
+fn rolled_back(w: &World) -> Option<k8s_openapi::api::apps::v1::DaemonSetCondition> {
+    w.ds.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "RolledBack"))
+        .cloned()
+}
+
+fn pod_names(w: &World) -> BTreeSet<String> {
+    w.pods
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect()
+}
+
+#[test]
+fn b03_auto_rollback_restores_the_last_complete_revision_once() {
+    use everynode_api::rollout_controls::{AUTO_ROLLBACK, PROGRESS_DEADLINE_SECONDS};
+    let mut w = World::new(
+        ds_with(json!({"updateStrategy": {"type": "OnDelete"}})),
+        nodes(10),
+    );
+    w.annotate(PROGRESS_DEADLINE_SECONDS, Some("30"));
+    w.annotate(AUTO_ROLLBACK, Some("true"));
+    w.pass();
+    w.ready_all();
+    w.pass();
+    let original = w.revisions[0].clone();
+    let original_name = original.metadata.name.clone().expect("name");
+    // The first rollout completed: its revision is recorded for a rollback to come.
+    let recorded = w.ds.metadata.annotations.clone().unwrap_or_default();
+    assert_eq!(
+        recorded.get(super::super::rollback::LAST_COMPLETE_REVISION),
+        Some(&original_name)
+    );
+    w.set_image("foo2/bar2");
+    w.set_strategy(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 3, "maxSurge": 0}}),
+    );
+    let before = pod_names(&w);
+    // Three old pods go, three new ones never become Ready.
+    assert_eq!(w.pass(), (0, 3));
+    assert_eq!(w.pass(), (3, 0));
+    let survivors: BTreeSet<String> = pod_names(&w).intersection(&before).cloned().collect();
+    assert_eq!(survivors.len(), 7);
+    w.now = t(31);
+    w.pass();
+    let plan = w.plan();
+    assert!(plan.rollback.is_some(), "the deadline passed: roll back");
+    assert_eq!((plan.creates.len(), plan.deletes.len()), (0, 0));
+    let c = rolled_back(&w).expect("RolledBack");
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+        (
+            "True",
+            Some("ProgressDeadlineExceeded"),
+            Some("rolled back from revision 2 to revision 1")
+        )
+    );
+    // The restored revision is renumbered newest; its pods were never restarted.
+    w.pass();
+    let original_hash = original
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(HASH_LABEL))
+        .cloned();
+    assert_eq!(Some(&w.plan().hash), original_hash.as_ref());
+    let restored = w
+        .revisions
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(original_name.as_str()))
+        .expect("the restored revision");
+    assert_eq!(restored.revision, 3);
+    assert!(survivors.is_subset(&pod_names(&w)));
+    // The restored revision stalls in its turn: it stays stalled and says why, once.
+    for _ in 0..4 {
+        w.pass();
+    }
+    w.now = t(200);
+    w.pass();
+    assert_eq!(
+        w.progressing().reason.as_deref(),
+        Some("ProgressDeadlineExceeded")
+    );
+    assert!(w.plan().rollback.is_none());
+    assert!(
+        w.plan()
+            .events
+            .iter()
+            .any(|e| e.reason == "RollbackSkipped" && e.message.contains("not rolling back again"))
+    );
+    w.now = t(300);
+    w.pass();
+    assert!(w.plan().rollback.is_none() && w.plan().events.is_empty());
+    w.settle();
+    assert_eq!(w.progressing().reason.as_deref(), Some("RolloutComplete"));
+    assert!(survivors.is_subset(&pod_names(&w)));
+    assert!(
+        rolled_back(&w).is_some(),
+        "it stays while the restored template does"
+    );
+    // Anyone else's template change clears it.
+    w.set_image("foo3/bar3");
+    w.pass();
+    assert_eq!(rolled_back(&w), None);
+    let annotations = w.ds.metadata.annotations.clone().unwrap_or_default();
+    assert!(!annotations.contains_key(super::super::rollback::ROLLED_BACK));
 }

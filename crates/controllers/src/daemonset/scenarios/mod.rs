@@ -319,6 +319,26 @@ impl World {
         if let Some(s) = &plan.status {
             self.ds.status = Some(s.clone());
         }
+        let annotations = self
+            .ds
+            .metadata
+            .annotations
+            .get_or_insert_with(Default::default);
+        for (key, value) in &plan.annotations {
+            match value {
+                Some(v) => annotations.insert((*key).into(), v.clone()),
+                None => annotations.remove(*key),
+            };
+        }
+        if let Some(rollback) = &plan.rollback {
+            annotations.insert(
+                super::rollback::ROLLED_BACK.into(),
+                rollback.event.message.clone(),
+            );
+            let template = rollback.template.clone();
+            self.edit_template(|_| {});
+            self.ds.spec.as_mut().expect("spec").template = template;
+        }
     }
 
     /// Changes the image, as a client update does (generation and template generation rise).
