@@ -105,11 +105,20 @@ def test_b10_unready_nodes_excluded_from_the_budget(cluster, cluster_api):
         cluster.kubectl("annotate", "ds/foo", "everynode.dev/unready-nodes=exclude-from-budget")
         wait_for(lambda: all(images_by_node(cluster_api).get(n) == "foo/bar:2" for n in ("node-0", "node-1")),
                  what="the Ready nodes updated")
+        # `Available` names the unready node apart from the pods that count.
+        apart = "1 pod unavailable on unready nodes (node-2), not counted against maxUnavailable"
+        wait_for(lambda: (c := condition(cluster_api, "Available")) is not None and c.message == apart,
+                 what="Available naming the unready node")
+        assert "reason: NodeUnready" in cluster.kubectl("get", "ds/foo", "-o", "yaml").stdout
+
+
+def condition(api, kind):
+    conditions = apps(api).read_namespaced_daemon_set_status("foo", "default").status.conditions or []
+    return next((c for c in conditions if c.type == kind), None)
 
 
 def progressing(api):
-    conditions = apps(api).read_namespaced_daemon_set_status("foo", "default").status.conditions or []
-    return next((c for c in conditions if c.type == "Progressing"), None)
+    return condition(api, "Progressing")
 
 
 def test_b02_deadline_exceeded_shows_in_describe_and_events(cluster, cluster_api):

@@ -5,6 +5,7 @@
 //! manage's creates and deletes before the rolling update and the status computation, so one
 //! pass gives the counts the scenarios of spec §5 state.
 
+use super::available::{self, Unavailable, Why};
 use super::backoff::Backoff;
 use super::progress::{self, Progress};
 use super::rollback::{self, Rollback};
@@ -715,7 +716,7 @@ fn rolling_update(
 
 /// Why a pod is not available, in the words of beyond.md §6: the first container's waiting
 /// reason, `Pending` with the scheduler's message, or `NotReady`.
-fn unavailable_reason(p: &Pod) -> String {
+fn unavailable_why(p: &Pod) -> Why {
     let status = p.status.as_ref();
     let waiting = status
         .and_then(|s| s.container_statuses.as_deref())
@@ -723,7 +724,7 @@ fn unavailable_reason(p: &Pod) -> String {
         .iter()
         .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
     if let Some(reason) = waiting {
-        return reason;
+        return Why::new(reason);
     }
     if phase(p) == "Pending" {
         let unschedulable = status
@@ -733,11 +734,11 @@ fn unavailable_reason(p: &Pod) -> String {
             .find(|c| c.type_ == "PodScheduled" && c.status == "False")
             .and_then(|c| c.message.clone());
         return match unschedulable {
-            Some(m) => format!("Pending ({m})"),
-            None => "Pending".into(),
+            Some(m) => Why::with("Pending", m),
+            None => Why::new("Pending"),
         };
     }
-    "NotReady".into()
+    Why::new("NotReady")
 }
 
 /// What the `Progressing` condition needs from this pass.
@@ -772,9 +773,21 @@ struct Tally {
     /// The first stuck nodes by name, at most the ones the message names.
     stuck: Vec<(String, String)>,
     stuck_count: usize,
+    /// Every node that should run a pod and has no available one, for `Available`.
+    unavailable: Unavailable,
 }
 
 impl Tally {
+    /// Counts a node without an available pod, apart when it is left out of the budget as
+    /// unready (beyond.md §3.4).
+    fn unavailable(&mut self, ctx: &Ctx<'_>, node: &str, why: impl FnOnce() -> Why) {
+        if !ctx.excluded.is_empty() && ctx.excluded.contains(node) {
+            self.unavailable.add_unready(node);
+        } else {
+            self.unavailable.add(node, why());
+        }
+    }
+
     /// Counts a stuck node, keeping only the first few by name: a DaemonSet being created has
     /// every node stuck, and naming 10,000 of them would cost more than the pass.
     fn stuck(&mut self, node: &str, why: impl FnOnce() -> String) {
@@ -808,6 +821,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
         complete: true,
         stuck: Vec::new(),
         stuck_count: 0,
+        unavailable: Unavailable::default(),
     };
     for (node, e) in ctx.placed() {
         let name = node.metadata.name.as_deref().unwrap_or("");
@@ -819,9 +833,10 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                 tally.in_scope += 1;
             }
             let Some(pods) = pods else {
+                tally.unavailable(ctx, name, || Why::NO_POD);
                 if in_scope {
                     tally.complete = false;
-                    tally.stuck(name, || "no pod".into());
+                    tally.stuck(name, || Why::NO_POD.to_string());
                 }
                 continue;
             };
@@ -833,6 +848,8 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
             }
             if p_available {
                 available += 1;
+            } else {
+                tally.unavailable(ctx, name, || unavailable_why(p));
             }
             let p_updated = rules::is_updated(p, &ctx.hash, ctx.template_generation);
             if p_updated {
@@ -845,7 +862,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                         tally.complete = false;
                     }
                     if !p_available {
-                        tally.stuck(name, || unavailable_reason(p));
+                        tally.stuck(name, || unavailable_why(p).to_string());
                     }
                 } else {
                     let live: Vec<&Pod> = pods
@@ -858,7 +875,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                         tally.complete = false;
                     }
                     if let Some(p) = live.iter().find(|p| !ctx.available(p)) {
-                        tally.stuck(name, || unavailable_reason(p));
+                        tally.stuck(name, || unavailable_why(p).to_string());
                     }
                 }
             }
@@ -1160,7 +1177,8 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
     // The revision auto-rollback would restore is kept whatever the history limit says.
     let keep = last_complete.filter(|_| controls.auto_rollback);
     plan.cleanup = cleanup(ds, old, &claimed, keep);
-    let (mut status, tally) = status_and_tally(&ctx, &map, true);
+    let (mut status, mut tally) = status_and_tally(&ctx, &map, true);
+    let unavailable = std::mem::take(&mut tally.unavailable);
     let outcome = progress::progressing(
         &rollout_view(&ctx, &status, tally, revision),
         input.progress,
@@ -1211,9 +1229,26 @@ pub fn sync(input: &PassInput<'_>) -> Pass {
             ..ds.status.clone().unwrap_or_default()
         };
     }
+    let available = available::available(
+        &unavailable,
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == available::CONDITION),
+        ctx.now,
+    );
     let conditions = status.conditions.get_or_insert_with(Vec::new);
-    conditions.retain(|c| c.type_ != progress::CONDITION && c.type_ != rollback::CONDITION);
+    conditions.retain(|c| {
+        ![
+            progress::CONDITION,
+            available::CONDITION,
+            rollback::CONDITION,
+        ]
+        .contains(&c.type_.as_str())
+    });
     conditions.push(outcome.condition);
+    conditions.push(available);
     conditions.extend(decision.condition);
     plan.events.extend(outcome.event);
     plan.events.extend(decision.event);

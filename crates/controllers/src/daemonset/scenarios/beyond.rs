@@ -246,6 +246,11 @@ fn b10_unready_nodes_excluded_from_the_budget() {
         .filter(|n| n != "node-8" && n != "node-9")
         .collect();
     assert!(ready_nodes_updated.is_empty(), "{ready_nodes_updated:?}");
+    let counted = w.condition("Available");
+    assert_eq!(
+        counted.message.as_deref(),
+        Some("2 unavailable: 2 NotReady (node-8, node-9)")
+    );
     // Excluded: the 8 Ready nodes update one at a time; the NotReady ones keep their pods.
     let mut w = two_unready();
     w.annotate(UNREADY_NODES, Some("exclude-from-budget"));
@@ -263,6 +268,22 @@ fn b10_unready_nodes_excluded_from_the_budget() {
     for name in before {
         assert!(w.has_pod(&name), "{name} on a NotReady node was replaced");
     }
+    // `Available` names them apart from the pods that count.
+    let apart = w.condition("Available");
+    assert_eq!(
+        (
+            apart.status.as_str(),
+            apart.reason.as_deref(),
+            apart.message.as_deref()
+        ),
+        (
+            "False",
+            Some("NodeUnready"),
+            Some(
+                "2 pods unavailable on unready nodes (node-8, node-9), not counted against maxUnavailable"
+            )
+        )
+    );
     // Once Ready again, those nodes update too.
     for n in &mut w.nodes {
         n.status = Some(
@@ -272,17 +293,22 @@ fn b10_unready_nodes_excluded_from_the_budget() {
     }
     w.settle();
     assert_eq!(w.updated_nodes(), names(0..10));
+    assert_eq!(w.condition("Available").status, "True");
 }
 
 impl World {
-    fn progressing(&self) -> k8s_openapi::api::apps::v1::DaemonSetCondition {
+    fn condition(&self, kind: &str) -> k8s_openapi::api::apps::v1::DaemonSetCondition {
         self.ds
             .status
             .as_ref()
             .and_then(|s| s.conditions.as_ref())
-            .and_then(|c| c.iter().find(|c| c.type_ == "Progressing"))
+            .and_then(|c| c.iter().find(|c| c.type_ == kind))
             .cloned()
-            .expect("a Progressing condition")
+            .unwrap_or_else(|| panic!("a {kind} condition"))
+    }
+
+    fn progressing(&self) -> k8s_openapi::api::apps::v1::DaemonSetCondition {
+        self.condition("Progressing")
     }
 }
 

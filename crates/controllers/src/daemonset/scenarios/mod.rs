@@ -1593,7 +1593,8 @@ fn s135_conditions_are_preserved() {
             .as_ref()
             .and_then(|s| s.conditions.clone())
             .unwrap_or_default();
-    // The client's condition stays beside the controller's own `Progressing` (beyond.md §2.2).
+    // The client's condition stays beside the controller's own `Progressing` and `Available`
+    // (beyond.md §2.2, §6).
     assert!(
         conditions.iter().any(|c| c.type_ == "Custom"),
         "{conditions:?}"
@@ -1601,7 +1602,7 @@ fn s135_conditions_are_preserved() {
     assert!(
         conditions
             .iter()
-            .all(|c| c.type_ == "Custom" || c.type_ == "Progressing")
+            .all(|c| ["Custom", "Progressing", "Available"].contains(&c.type_.as_str()))
     );
 }
 
