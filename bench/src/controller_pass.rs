@@ -83,6 +83,7 @@ fn main() {
         backoff: &backoff,
         expectations_satisfied: true,
         progress: None,
+        shutdown_aware: true,
         now,
     };
     let Pass::Planned(plan) = sync(&fresh_input) else {
@@ -131,6 +132,7 @@ fn main() {
         backoff: &backoff,
         expectations_satisfied: true,
         progress: None,
+        shutdown_aware: true,
         now,
     };
     let Pass::Planned(steady) = sync(&steady_input) else {

@@ -9,6 +9,7 @@ import os
 import pathlib
 import signal
 import subprocess
+import threading
 import time
 
 import kubernetes
@@ -507,3 +508,57 @@ def test_a_restarted_agent_keeps_its_adopted_container_started_and_ready(tmp_dat
         client.close()
         agent.stop()
         server.kill()
+
+
+def test_b12_a_graceful_agent_stop_marks_the_node_and_no_pod_is_created_there(nodes):
+    """beyond.md §5: SIGTERM makes the agent mark its node (condition `ShuttingDown`, taint
+    `everynode.dev/shutting-down:NoSchedule`) before it stops its pods. A DaemonSet tolerating
+    every taint gets no pod there while the mark stands, even when its pod is deleted; when the
+    agent starts again the mark goes and the pod returns. Creates are counted from a watch."""
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apps = kubernetes.client.AppsV1Api(client)
+    apply(nodes, loop_ds("collector", "while true; do sleep 1; done",
+                         tolerations=[{"operator": "Exists"}], terminationGracePeriodSeconds=2))
+    wait_for("3 ready", lambda: ds_status(apps, "collector")[2] == 3)
+    created = []
+    stop = threading.Event()
+
+    def count_creates():
+        since = core.list_namespaced_pod("default").metadata.resource_version
+        w = kubernetes.watch.Watch()
+        for ev in w.stream(core.list_namespaced_pod, "default", resource_version=since, timeout_seconds=120,
+                           label_selector="app=collector"):
+            if ev["type"] == "ADDED":
+                created.append(ev["object"].spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution
+                               .node_selector_terms[0].match_fields[0].values[0])
+            if stop.is_set():
+                w.stop()
+    watcher = threading.Thread(target=count_creates, daemon=True)
+    watcher.start()
+    time.sleep(0.5)  # the watch is open before anything happens
+    nodes.agents["node-2"].stop(signal.SIGTERM)
+    node = core.read_node("node-2")
+    shutting = next(c for c in node.status.conditions if c.type == "ShuttingDown")
+    assert (shutting.status, shutting.reason) == ("True", "GracefulShutdown")
+    assert [(t.key, t.effect) for t in node.spec.taints or [] if t.key.startswith("everynode.dev/")] == \
+        [("everynode.dev/shutting-down", "NoSchedule")]
+    # The pod the agent stopped goes (as a failed pod would be cleaned up): none comes back.
+    on_node = [p for p in pods_of(core, "collector") if p.spec.node_name == "node-2"]
+    assert len(on_node) == 1
+    core.delete_namespaced_pod(on_node[0].metadata.name, "default", grace_period_seconds=0)
+    stays("no pod for node-2 while it shuts down",
+          lambda: not [p for p in pods_of(core, "collector") if p.spec.node_name == "node-2"], seconds=5, interval=0.25)
+    assert "node-2" not in created
+    out = nodes.kubectl("get", "ds", "collector", "-o", "jsonpath={.status.desiredNumberScheduled}").stdout
+    assert out == "2", out
+    # The agent is back: mark gone, pod back.
+    nodes.agents["node-2"] = Agent(nodes, "node-2").start()
+    wait_for("node-2's pod Ready again", lambda: any(
+        p.spec.node_name == "node-2" and ready(p) for p in pods_of(core, "collector")), timeout=60)
+    node = core.read_node("node-2")
+    assert not [c for c in node.status.conditions if c.type == "ShuttingDown"]
+    assert not [t for t in node.spec.taints or [] if t.key == "everynode.dev/shutting-down"]
+    stop.set()
+    assert created.count("node-2") == 1, created
+    client.close()

@@ -29,6 +29,9 @@ pub struct AgentConfig {
     pub normal_events: bool,
     /// Directory of static pod manifests, scanned every 20 s.
     pub pod_manifest_path: Option<PathBuf>,
+    /// On a graceful stop, mark the node shutting down and give each pod at most this long to
+    /// terminate (beyond.md §5); `None` stops pods at once without a word (hollow fleets).
+    pub shutdown_grace_period: Option<Duration>,
 }
 
 /// What the pod watch tells one node.
@@ -227,8 +230,9 @@ async fn run_node(
         log_max_bytes: cfg.log_max_bytes,
         log_max_files: cfg.log_max_files,
         clock,
+        shutdown_grace: std::sync::OnceLock::new(),
     });
-    let mut manager = PodManager::new(shared);
+    let mut manager = PodManager::new(Arc::clone(&shared));
     let mut known: HashMap<String, Arc<Pod>> = HashMap::new();
     let mut cleaned = false;
     loop {
@@ -263,6 +267,13 @@ async fn run_node(
     heartbeat.abort();
     if let Some(task) = static_pods {
         task.abort();
+    }
+    if let Some(grace) = cfg.shutdown_grace_period {
+        let nodes: Api<Node> = Api::all(shared.client.clone());
+        if let Err(e) = crate::shutdown::mark(&nodes, &cfg.node.name, shared.clock.now()).await {
+            tracing::warn!(error = %e, "could not mark the node shutting down");
+        }
+        let _ = shared.shutdown_grace.set(grace);
     }
     manager.stop_all().await;
 }

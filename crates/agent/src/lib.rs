@@ -11,6 +11,7 @@ pub mod node;
 pub mod pod;
 pub mod probe;
 pub mod runtime;
+pub mod shutdown;
 pub mod static_pods;
 pub mod tokens;
 pub mod volumes;

@@ -284,6 +284,17 @@ pub async fn register(
         Err(e) => return Err(err(e)),
     }
     let current = api.get(&cfg.name).await.map_err(err)?;
+    let left_shutting_down = current
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|t| t.key == everynode_api::daemonset::SHUTTING_DOWN_TAINT);
+    if left_shutting_down && let Err(e) = crate::shutdown::clear(&api, &cfg.name).await {
+        tracing::warn!(error = %e, "could not remove the shutting-down taint");
+    }
+    // The conditions are written whole: a `ShuttingDown` left by the last run goes.
     let status = node_status(cfg, Some(&current), clock.now());
     api.patch_status(
         &cfg.name,

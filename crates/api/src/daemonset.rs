@@ -353,6 +353,20 @@ fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodConditio
         .find(|c| c.type_ == "Ready")
 }
 
+/// The condition and the taint an agent sets on its node while it shuts down (beyond.md §5).
+pub const SHUTTING_DOWN_CONDITION: &str = "ShuttingDown";
+pub const SHUTTING_DOWN_TAINT: &str = "everynode.dev/shutting-down";
+
+/// Whether the node's agent is shutting down: condition `ShuttingDown` True.
+pub fn node_shutting_down(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .any(|c| c.type_ == SHUTTING_DOWN_CONDITION && c.status == "True")
+}
+
 /// Whether a node is unready in the sense of beyond.md §3.4: its Ready condition is not True
 /// (False, Unknown or missing), it carries the `unreachable` or `not-ready` taint, or it is
 /// shutting down (condition `ShuttingDown` True).
@@ -377,7 +391,7 @@ pub fn node_unready(node: &Node) -> bool {
         .any(|t| {
             t.key == "node.kubernetes.io/unreachable" || t.key == "node.kubernetes.io/not-ready"
         });
-    status_of("Ready") != Some("True") || tainted || status_of("ShuttingDown") == Some("True")
+    status_of("Ready") != Some("True") || tainted || node_shutting_down(node)
 }
 
 /// The pod's Ready condition is True.

@@ -424,6 +424,7 @@ mod tests {
             backoff: &backoff,
             expectations_satisfied: true,
             progress: None,
+            shutdown_aware: true,
             now: k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
         });
         assert!(pass.plan().is_none_or(|plan| plan.creates.is_empty()));

@@ -111,6 +111,11 @@ pub struct AgentArgs {
     /// Log files kept per container start, the live one included.
     #[arg(long, default_value_t = 5)]
     pub container_log_max_files: usize,
+    /// On SIGTERM or Ctrl-C, the node is marked shutting down (condition `ShuttingDown`, taint
+    /// `everynode.dev/shutting-down:NoSchedule`) and each pod gets at most this many seconds to
+    /// terminate. A hollow fleet of more than one node stops its pods without marking.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_period: u64,
 }
 
 fn parse_taint(text: &str) -> Result<Taint, Error> {
@@ -355,6 +360,8 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             log_max_files: args.container_log_max_files,
             normal_events: !hollow,
             pod_manifest_path: args.pod_manifest_path.clone(),
+            shutdown_grace_period: (names.len() == 1)
+                .then(|| Duration::from_secs(args.shutdown_grace_period)),
         })
         .collect();
     // The agent's one clock: the system's.

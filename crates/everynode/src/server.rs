@@ -58,6 +58,10 @@ pub struct ControllerFlags {
     /// Seconds between node health checks.
     #[arg(long, default_value_t = 5)]
     pub node_monitor_period: u64,
+    /// Create no daemon pod on a node whose agent is shutting down (condition `ShuttingDown`),
+    /// even for pods that tolerate every taint. `false` is upstream's behaviour.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub shutdown_aware_daemonsets: bool,
 }
 
 impl ControllerFlags {
@@ -85,6 +89,7 @@ impl Default for ControllerFlags {
             node_monitor_grace_period: 50,
             node_startup_grace_period: 60,
             node_monitor_period: 5,
+            shutdown_aware_daemonsets: true,
         }
     }
 }
@@ -234,6 +239,7 @@ fn spawn_controllers(
                 informers.clone(),
                 clock.clone(),
                 flags.daemonset_burst,
+                flags.shutdown_aware_daemonsets,
             ),
         ));
     }

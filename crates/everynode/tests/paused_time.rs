@@ -274,6 +274,7 @@ fn controllers(client: &Client, clock: &SharedClock) -> Vec<tokio::task::JoinHan
             informers.clone(),
             clock.clone(),
             250,
+            true,
         )),
         tokio::spawn(everynode_controllers::scheduler::run(
             informers,
@@ -443,6 +444,7 @@ async fn crash_loop_back_off_delays() {
         log_max_files: 2,
         normal_events: true,
         pod_manifest_path: None,
+        shutdown_grace_period: None,
     };
     let agent = tokio::spawn(agent::run(
         client.clone(),

@@ -17,6 +17,7 @@ use status::{ContainerView, PodView};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 /// The pod's namespace (`default` when unset, as the API server defaults it).
@@ -43,6 +44,8 @@ pub struct NodeShared {
     pub log_max_files: usize,
     /// The agent's clock: container start and finish times, pod status times.
     pub clock: SharedClock,
+    /// Set when the agent stops gracefully: the most any pod gets to terminate (beyond.md §5).
+    pub shutdown_grace: std::sync::OnceLock<Duration>,
 }
 
 impl NodeShared {

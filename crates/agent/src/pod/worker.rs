@@ -625,7 +625,7 @@ async fn init_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
         let outcome = tokio::select! {
             o = &mut run => o,
             Interrupt::Delete = deletion(&mut rx) => {
-                let _ = stop_tx.send(Some(ctx.current().map_or(2, |p| grace_seconds(&p))));
+                let _ = stop_tx.send(Some(stop_grace(ctx, &pod)));
                 run.await;
                 return PodState::Terminating;
             }
@@ -638,6 +638,17 @@ async fn init_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
     }
     ctx.update_view(|v| v.initialized = true);
     PodState::Running { launches }
+}
+
+/// The grace period a pod is stopped with: its own while it is in the API; its own capped by
+/// the shutdown grace period when the agent is stopping (beyond.md §5); 2 s when it was
+/// force-deleted.
+fn stop_grace(ctx: &PodCtx, last: &Pod) -> i64 {
+    match (ctx.current(), ctx.node.shutdown_grace.get()) {
+        (Some(p), _) => grace_seconds(&p),
+        (None, Some(cap)) => grace_seconds(last).min(cap.as_secs() as i64),
+        (None, None) => 2,
+    }
 }
 
 async fn running_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
@@ -667,8 +678,7 @@ async fn running_state(ctx: &Arc<PodCtx>, launches: Launches) -> PodState {
                 }
             }
             Interrupt::Delete = deletion(&mut rx) => {
-                let grace = ctx.current().map_or(2, |p| grace_seconds(&p));
-                let _ = stop_tx.send(Some(grace));
+                let _ = stop_tx.send(Some(stop_grace(ctx, &pod)));
                 while set.join_next().await.is_some() {}
                 return PodState::Terminating;
             }

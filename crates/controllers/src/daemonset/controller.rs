@@ -64,6 +64,8 @@ pub struct Context {
     last_pass: Mutex<HashMap<String, (tokio::time::Instant, Duration)>>,
     /// Each DaemonSet's rollout progress record (beyond.md §2), by uid.
     progress: Mutex<HashMap<String, super::progress::Progress>>,
+    /// beyond.md §5; `--shutdown-aware-daemonsets=false` turns it off.
+    shutdown_aware: bool,
     clock: SharedClock,
     events: Recorder,
 }
@@ -482,6 +484,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         backoff: &backoff,
         expectations_satisfied: satisfied,
         progress: progress.as_ref(),
+        shutdown_aware: ctx.shutdown_aware,
         now: t,
     };
     let pass = pass::sync(&input);
@@ -660,7 +663,7 @@ fn observe(expectations: &Mutex<Expectations>, change: &Change<Pod>) {
 }
 
 /// Runs the DaemonSet controller until the process ends.
-pub async fn run(informers: Informers, clock: SharedClock, burst: usize) {
+pub async fn run(informers: Informers, clock: SharedClock, burst: usize, shutdown_aware: bool) {
     // The shared caches are updated before their subscribers hear of a change, so a pass never
     // sees a store older than the change that started it; `triggers` picks the DaemonSets each
     // change concerns, from its old and new versions.
@@ -684,6 +687,7 @@ pub async fn run(informers: Informers, clock: SharedClock, burst: usize) {
         burst,
         last_pass: Mutex::new(HashMap::new()),
         progress: Mutex::new(HashMap::new()),
+        shutdown_aware,
         events: Recorder::new(client.clone(), "daemonset-controller", clock.clone()),
         clock,
     });

@@ -156,6 +156,9 @@ pub struct PassInput<'a> {
     pub expectations_satisfied: bool,
     /// When the rollout last moved, as the previous pass recorded it (beyond.md §2).
     pub progress: Option<&'a Progress>,
+    /// No pod is created on a node whose agent is shutting down, whatever the pod tolerates
+    /// (beyond.md §5); `false` is upstream's behaviour.
+    pub shutdown_aware: bool,
     pub now: Timestamp,
 }
 
@@ -250,8 +253,9 @@ struct Ctx<'a> {
     /// The nodes whose pods a template change may replace now (beyond.md §1.1); `None` when no
     /// control steers the rollout, so every node may.
     scope: Option<HashSet<&'a str>>,
-    /// Unready nodes the rolling update leaves out of its budget and its work, with
-    /// `everynode.dev/unready-nodes: exclude-from-budget` (beyond.md §3.4); empty otherwise.
+    /// Nodes the rolling update leaves out of its budget and its work: unready ones with
+    /// `everynode.dev/unready-nodes: exclude-from-budget` (beyond.md §3.4), and nodes
+    /// shutting down unless `--shutdown-aware-daemonsets=false` (§5).
     excluded: HashSet<&'a str>,
     /// The `everynode.dev/` rollout controls (beyond.md §1).
     controls: RolloutControls,
@@ -260,20 +264,42 @@ struct Ctx<'a> {
 impl<'a> Ctx<'a> {
     fn new(input: &PassInput<'a>, hash: String) -> Self {
         let placement = rules::DaemonPlacement::new(input.ds);
-        let eligibility: Vec<rules::Eligibility> =
-            input.nodes.iter().map(|n| placement.on(n)).collect();
+        let eligibility: Vec<rules::Eligibility> = input
+            .nodes
+            .iter()
+            .map(|n| {
+                let e = placement.on(n);
+                // As a NoSchedule taint the pod cannot tolerate: a pod already there stays,
+                // none is created, and the node leaves the rolling update's budget.
+                if input.shutdown_aware && e.should_run && rules::node_shutting_down(n) {
+                    rules::Eligibility {
+                        should_run: false,
+                        ..e
+                    }
+                } else {
+                    e
+                }
+            })
+            .collect();
         // Values admission would refuse (on objects stored before it did) count as absent.
         let (controls, _) =
             rollout_controls::parse(&input.ds.metadata.annotations.clone().unwrap_or_default());
         let scope = scope(&controls, input.nodes, &eligibility);
-        let excluded = match controls.unready_nodes {
-            UnreadyNodes::Count => HashSet::new(),
-            UnreadyNodes::ExcludeFromBudget => input
+        // Pods on nodes shutting down are being terminated there: they never hold up the
+        // rolling update (beyond.md §5), whatever the DaemonSet says of unready nodes.
+        let exclude_unready = controls.unready_nodes == UnreadyNodes::ExcludeFromBudget;
+        let excluded: HashSet<&str> = if exclude_unready || input.shutdown_aware {
+            input
                 .nodes
                 .iter()
-                .filter(|n| rules::node_unready(n))
+                .filter(|n| {
+                    (exclude_unready && rules::node_unready(n))
+                        || (input.shutdown_aware && rules::node_shutting_down(n))
+                })
                 .filter_map(|n| n.metadata.name.as_deref())
-                .collect(),
+                .collect()
+        } else {
+            HashSet::new()
         };
         Ctx {
             ds: input.ds,

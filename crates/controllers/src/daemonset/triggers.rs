@@ -127,9 +127,13 @@ pub fn for_revision(
 }
 
 /// A node was added, updated or deleted: the DaemonSets for which it starts or stops being
-/// eligible (`shouldRun` or `shouldContinueRunning` changes). Heartbeats, allocatable and
-/// other status changes that move no DaemonSet's decision sync nothing.
+/// eligible (`shouldRun` or `shouldContinueRunning` changes), and, when it turns ready or
+/// unready or starts or stops shutting down (beyond.md §3.4, §5), those it is eligible for.
+/// Heartbeats, allocatable and other status changes that move no decision sync nothing.
 pub fn for_node(old: Option<&Node>, new: Option<&Node>, daemonsets: &[Arc<DaemonSet>]) -> Refs {
+    let state =
+        |node: Option<&Node>| node.map(|n| (rules::node_unready(n), rules::node_shutting_down(n)));
+    let state_changed = old.is_some() && new.is_some() && state(old) != state(new);
     let eligibility = |node: Option<&Node>, ds: &DaemonSet| {
         node.map_or(
             rules::Eligibility {
@@ -141,7 +145,10 @@ pub fn for_node(old: Option<&Node>, new: Option<&Node>, daemonsets: &[Arc<Daemon
     };
     daemonsets
         .iter()
-        .filter(|ds| eligibility(old, ds) != eligibility(new, ds))
+        .filter(|ds| {
+            let (before, after) = (eligibility(old, ds), eligibility(new, ds));
+            before != after || (state_changed && (before.should_run || after.should_run))
+        })
         .map(|ds| reference(ds))
         .collect()
 }

@@ -486,3 +486,99 @@ fn b03_auto_rollback_restores_the_last_complete_revision_once() {
     let annotations = w.ds.metadata.annotations.clone().unwrap_or_default();
     assert!(!annotations.contains_key(super::super::rollback::ROLLED_BACK));
 }
+
+/// Marks a node as its agent does when it stops (beyond.md §5), or clears the mark.
+fn shutting_down(w: &mut World, name: &str, on: bool) {
+    let n = w
+        .nodes
+        .iter_mut()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+        .expect("node");
+    let (conditions, taints) = if on {
+        (
+            json!([{"type": "Ready", "status": "True"}, {"type": "ShuttingDown", "status": "True", "reason": "GracefulShutdown"}]),
+            json!([{"key": "everynode.dev/shutting-down", "effect": "NoSchedule"}]),
+        )
+    } else {
+        (json!([{"type": "Ready", "status": "True"}]), json!([]))
+    };
+    n.status = Some(serde_json::from_value(json!({"conditions": conditions})).expect("status"));
+    n.spec = Some(serde_json::from_value(json!({"taints": taints})).expect("spec"));
+}
+
+#[test]
+fn b12_no_pod_is_created_on_a_node_shutting_down_even_tolerating_everything() {
+    let tolerate_all = json!({"template": {"spec": {"tolerations": [{"operator": "Exists"}]}}});
+    let mut w = World::new(ds_with(tolerate_all.clone()), nodes(3));
+    assert_eq!(w.pass(), (3, 0));
+    w.ready_all();
+    shutting_down(&mut w, "node-1", true);
+    // The pod there stays while the agent stops it; the node leaves the desired count.
+    assert_eq!(w.pass(), (0, 0));
+    assert_eq!(
+        w.ds.status.as_ref().map(|s| s.desired_number_scheduled),
+        Some(2)
+    );
+    // Its pod is gone (the agent stopped it and it was deleted): nothing is created there.
+    let on_node_1: Vec<String> = w
+        .pods
+        .iter()
+        .filter(|p| rules::target_node(p).as_deref() == Some("node-1"))
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    w.pods
+        .retain(|p| !on_node_1.contains(p.metadata.name.as_ref().expect("name")));
+    for _ in 0..3 {
+        assert_eq!(w.pass(), (0, 0), "no pod for a node shutting down");
+    }
+    // Upstream's behaviour, `--shutdown-aware-daemonsets=false`: the pod tolerates the taint
+    // and is created again on the node being left.
+    let mut upstream = World::new(ds_with(tolerate_all), nodes(3));
+    upstream.shutdown_aware = false;
+    shutting_down(&mut upstream, "node-1", true);
+    assert_eq!(upstream.pass(), (3, 0));
+    // The agent is back: the mark is gone and the pod returns.
+    shutting_down(&mut w, "node-1", false);
+    assert_eq!(w.pass(), (1, 0));
+}
+
+fn b12_rolling(aware: bool) -> (usize, usize) {
+    let mut w = steered(false);
+    w.shutdown_aware = aware;
+    // A log collector's toleration: every taint, the shutting-down one included.
+    w.edit_template(|spec| {
+        spec.tolerations = Some(vec![k8s_openapi::api::core::v1::Toleration {
+            operator: Some("Exists".into()),
+            ..Default::default()
+        }])
+    });
+    w.set_strategy(
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}}),
+    );
+    // node-9 already runs the new template, and its pod is being terminated there as the
+    // agent shuts down (not Ready): upstream counts it against maxUnavailable 1.
+    shutting_down(&mut w, "node-9", true);
+    let template =
+        w.ds.spec
+            .as_ref()
+            .map(|s| s.template.clone())
+            .expect("spec");
+    let collisions = w.ds.status.as_ref().and_then(|s| s.collision_count);
+    let hash = rules::template_hash(&template, collisions);
+    for p in &mut w.pods {
+        if rules::target_node(p).as_deref() == Some("node-9") {
+            p.metadata
+                .labels
+                .get_or_insert_with(Default::default)
+                .insert(HASH_LABEL.into(), hash.clone());
+            World::set_ready(p, false, w.now);
+        }
+    }
+    w.pass()
+}
+
+#[test]
+fn b12_a_node_shutting_down_does_not_hold_up_a_rolling_update() {
+    assert_eq!(b12_rolling(false), (0, 0), "upstream: the budget is spent");
+    assert_eq!(b12_rolling(true), (0, 1), "the rollout goes on elsewhere");
+}

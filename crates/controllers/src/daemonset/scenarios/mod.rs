@@ -81,6 +81,7 @@ struct World {
     made: usize,
     last: Pass,
     progress: Option<super::progress::Progress>,
+    shutdown_aware: bool,
 }
 
 impl World {
@@ -95,6 +96,7 @@ impl World {
             made: 0,
             last: Pass::Planned(Box::default()),
             progress: None,
+            shutdown_aware: true,
         }
     }
 
@@ -212,6 +214,7 @@ impl World {
             backoff: &self.backoff,
             expectations_satisfied: true,
             progress: self.progress.as_ref(),
+            shutdown_aware: self.shutdown_aware,
             now: self.now,
         });
         if let Some(record) = pass.plan().and_then(|p| p.progress.clone()) {
@@ -1560,6 +1563,7 @@ fn s134_observed_generation_lags_while_expectations_pending() {
         backoff: &w.backoff,
         expectations_satisfied: false,
         progress: None,
+        shutdown_aware: true,
         now: w.now,
     });
     let plan = pass.plan().expect("a plan while expectations are pending");
