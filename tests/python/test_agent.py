@@ -562,3 +562,48 @@ def test_b12_a_graceful_agent_stop_marks_the_node_and_no_pod_is_created_there(no
     stop.set()
     assert created.count("node-2") == 1, created
     client.close()
+
+
+def test_b11_a_daemon_pod_without_a_class_preempts_a_bare_pod_on_its_node_only(tmp_data_dir):
+    """beyond.md §4: a daemon pod naming no priorityClassName gets `everynode-daemon` (made at
+    start) and, on a node full of ordinary pods, preempts there and nowhere else. Both sides'
+    events name the other."""
+    from conftest import Server
+    server = Server(tmp_data_dir, ["--store", "memory"]).start()
+    agents = [Agent(server, name, ["--cpu", "1", "--node-labels", f"size={name}"]).start() for name in ("small", "other")]
+    client = server.client()
+    try:
+        core = kubernetes.client.CoreV1Api(client)
+        sched = kubernetes.client.SchedulingV1Api(client)
+        klass = sched.read_priority_class("everynode-daemon")
+        assert (klass.value, klass.preemption_policy, klass.global_default) == (100000000, "PreemptLowerPriority", False)
+        wait_for("both nodes Ready", lambda: len([n for n in core.list_node().items if any(
+            c.type == "Ready" and c.status == "True" for c in ((n.status and n.status.conditions) or []))]) == 2)
+        for node in ("small", "other"):
+            hog = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"hog-{node}"},
+                   "spec": {"nodeName": node, "terminationGracePeriodSeconds": 1,
+                            "containers": [{"name": "c", "image": "busybox", "command": ["sh", "-c", "while true; do sleep 1; done"],
+                                            "resources": {"requests": {"cpu": "800m"}}}]}}
+            apply(server, hog)
+        wait_for("the hogs Running", lambda: all(ready(core.read_namespaced_pod(f"hog-{n}", "default")) for n in ("small", "other")))
+        assert core.read_namespaced_pod("hog-small", "default").spec.priority == 0
+        ds = loop_ds("collector", "while true; do sleep 1; done", nodeSelector={"size": "small"})
+        ds["spec"]["template"]["spec"]["containers"][0]["resources"] = {"requests": {"cpu": "500m"}}
+        apply(server, ds)
+        daemon = wait_for("the daemon pod Running", lambda: [p for p in pods_of(core, "collector") if ready(p)], timeout=60)[0]
+        assert (daemon.spec.node_name, daemon.spec.priority_class_name, daemon.spec.priority) == \
+            ("small", "everynode-daemon", 100000000)
+        names = {p.metadata.name for p in core.list_namespaced_pod("default").items}
+        assert "hog-small" not in names and "hog-other" in names, names
+        preempted = server.kubectl("get", "events", "--field-selector", "involvedObject.name=hog-small,reason=Preempted",
+                                   "-o", "jsonpath={.items[*].message}").stdout
+        assert f"(daemon pod default/{daemon.metadata.name} of DaemonSet collector)" in preempted, preempted
+        preempting = server.kubectl("get", "events", "--field-selector",
+                                    f"involvedObject.name={daemon.metadata.name},reason=Preempting",
+                                    "-o", "jsonpath={.items[*].message}").stdout
+        assert preempting == "Preempting on node small to make room: default/hog-small", preempting
+    finally:
+        client.close()
+        for a in agents:
+            a.stop()
+        server.kill()

@@ -3,6 +3,10 @@
 //!   `preemptionPolicy`; an unknown class or a conflicting `priority` is refused (403);
 //! - `DefaultTolerationSeconds`: pods without a toleration for the not-ready / unreachable
 //!   NoExecute taints get one for 300 s (daemon pods already tolerate them forever).
+//!
+//! Beyond upstream (beyond.md §4, kubernetes#140984): a pod controlled by a DaemonSet that names
+//! no `priorityClassName` gets `everynode-daemon`, ahead of any global default, so a daemon pod
+//! is not left Pending behind ordinary pods on a full node.
 
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Registry;
@@ -11,6 +15,28 @@ use everynode_api::selector::{FieldSelector, Selector};
 use serde_json::{Value, json};
 
 const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// The class daemon pods get by default, which the server keeps in place at start.
+pub const DAEMON_PRIORITY_CLASS: &str = "everynode-daemon";
+pub const DAEMON_PRIORITY_VALUE: i64 = 100_000_000;
+pub const DAEMON_PRIORITY_DESCRIPTION: &str = "Given by everynode to pods of a DaemonSet that \
+    name no priorityClassName, so that a daemon pod can preempt ordinary pods on its own node \
+    rather than stay Pending (--daemon-priority-class \"\" turns this off).";
+
+/// Whether the pod's controller is a DaemonSet.
+fn controlled_by_daemonset(pod: &Value) -> bool {
+    pod["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|o| {
+            o["controller"].as_bool() == Some(true)
+                && o["kind"].as_str() == Some("DaemonSet")
+                && o["apiVersion"]
+                    .as_str()
+                    .is_some_and(|v| v.starts_with("apps/"))
+        })
+}
 
 /// The value and preemption policy of a PriorityClass object.
 fn class_fields(pc: &Value) -> (i64, String) {
@@ -47,10 +73,16 @@ async fn global_default(api: &Registry, pcs: &'static Resource) -> Option<(Strin
 async fn priority(api: &Registry, pods: &'static Resource, pod: &mut Value) -> ApiResult<()> {
     let name = pod["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let pcs = registry::by_kind(Kind::PriorityClass);
+    let daemon_class = api
+        .options
+        .daemon_priority_class
+        .clone()
+        .filter(|c| !c.is_empty() && controlled_by_daemonset(pod));
     let class = pod["spec"]["priorityClassName"]
         .as_str()
         .filter(|c| !c.is_empty())
-        .map(str::to_owned);
+        .map(str::to_owned)
+        .or(daemon_class);
     let resolved = match class {
         Some(class) => match api.get(pcs, None, &class, true).await {
             Ok(pc) => {
@@ -127,6 +159,19 @@ pub async fn pod_create(api: &Registry, pods: &'static Resource, pod: &mut Value
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_pod_a_daemonset_controls_is_a_daemon_pod() {
+        let owned = |kind: &str, api: &str, controller: bool| {
+            json!({"metadata": {"ownerReferences": [{"apiVersion": api, "kind": kind, "name": "x",
+                "uid": "u", "controller": controller}]}})
+        };
+        assert!(controlled_by_daemonset(&owned("DaemonSet", "apps/v1", true)));
+        assert!(!controlled_by_daemonset(&owned("DaemonSet", "apps/v1", false)));
+        assert!(!controlled_by_daemonset(&owned("ReplicaSet", "apps/v1", true)));
+        assert!(!controlled_by_daemonset(&owned("DaemonSet", "example.com/v1", true)));
+        assert!(!controlled_by_daemonset(&json!({"metadata": {}})));
+    }
 
     #[test]
     fn default_tolerations_are_added_only_when_missing() {

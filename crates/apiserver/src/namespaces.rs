@@ -138,6 +138,26 @@ pub async fn bootstrap(api: &Registry) -> ApiResult<()> {
             api.create(pc, None, json!({"metadata": {"name": name}, "value": value, "description": description, "globalDefault": false}), false, None).await?;
         }
     }
+    // The daemon class (beyond.md §4), made once: a class an administrator has since changed
+    // or made under that name is theirs.
+    if let Some(name) = api
+        .options
+        .daemon_priority_class
+        .as_deref()
+        .filter(|n| !n.is_empty())
+        && api.get(pc, None, name, false).await.is_err()
+    {
+        api.create(
+            pc,
+            None,
+            json!({"metadata": {"name": name}, "value": crate::admission::DAEMON_PRIORITY_VALUE,
+                "preemptionPolicy": "PreemptLowerPriority",
+                "description": crate::admission::DAEMON_PRIORITY_DESCRIPTION, "globalDefault": false}),
+            false,
+            None,
+        )
+        .await?;
+    }
     Ok(())
 }
 

@@ -42,6 +42,9 @@ pub struct Options {
     pub audit: Option<crate::audit::AuditConfig>,
     /// Watches one user may hold open (0: no limit).
     pub max_watches_per_user: usize,
+    /// The PriorityClass a daemon pod without `priorityClassName` gets (beyond.md §4); none
+    /// keeps upstream's behaviour (priority 0 or the global default).
+    pub daemon_priority_class: Option<String>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             root_ca_pem: None,
             audit: None,
             max_watches_per_user: crate::inflight::DEFAULT_MAX_WATCHES_PER_USER,
+            daemon_priority_class: Some(crate::admission::DAEMON_PRIORITY_CLASS.to_owned()),
         }
     }
 }

@@ -309,6 +309,32 @@ fn priority(pod: &Pod) -> i32 {
     pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0)
 }
 
+/// The pod's controller, when it is one of the given kinds.
+fn controller_kind<'a>(pod: &'a Pod, kinds: &[&str]) -> Option<&'a str> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.kind.as_str())
+        .filter(|k| kinds.contains(k))
+}
+
+/// The DaemonSet that controls the pod, if one does.
+fn daemonset_of(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|o| o.controller == Some(true) && everynode_api::daemonset::is_daemonset_ref(o))
+        .map(|o| o.name.as_str())
+}
+
+/// Whether a controller will place the pod again elsewhere once it is preempted.
+fn placed_again_elsewhere(pod: &Pod) -> bool {
+    controller_kind(pod, &["ReplicaSet", "Job", "StatefulSet"]).is_some()
+}
+
 /// The pods to evict from `node` so that `pod` fits, as upstream's `SelectVictimsOnNode`:
 /// every lower-priority pod is a candidate; then, highest priority first, candidates are
 /// reprieved while the pod still fits without them. `None` when even removing them all is not
@@ -329,7 +355,16 @@ pub fn victims_on<'a>(pod: &Pod, node: &Node, on_node: &[&'a Pod]) -> Option<Vec
     if candidates.is_empty() || fits(pod, node, &kept).is_err() {
         return None;
     }
-    candidates.sort_by_key(|p| std::cmp::Reverse(priority(p)));
+    // Reprieved first, so preempted last: the most important. For a daemon pod (beyond.md §4),
+    // among equal priorities a bare pod is more important than one a controller will place
+    // again elsewhere; other pods keep upstream's order.
+    let daemon = daemonset_of(pod).is_some();
+    candidates.sort_by_key(|p| {
+        (
+            std::cmp::Reverse(priority(p)),
+            daemon && placed_again_elsewhere(p),
+        )
+    });
     let mut victims = Vec::new();
     for c in candidates {
         kept.push(c);
@@ -398,6 +433,23 @@ async fn preempt(client: &Client, events: &Recorder, pod: &Pod, node: &str, vict
     {
         tracing::debug!(error = %e, "could not nominate a node");
     }
+    if daemonset_of(pod).is_some() {
+        let named: Vec<String> = victims
+            .iter()
+            .map(|v| format!("{}/{}", v.namespace().unwrap_or_default(), v.name_any()))
+            .collect();
+        events
+            .record(
+                pod_reference(pod),
+                false,
+                "Preempting",
+                &format!(
+                    "Preempting on node {node} to make room: {}",
+                    named.join(", ")
+                ),
+            )
+            .await;
+    }
     for v in victims {
         let vns = v.namespace().unwrap_or_default();
         let vapi: Api<Pod> = Api::namespaced(client.clone(), &vns);
@@ -413,17 +465,19 @@ async fn preempt(client: &Client, events: &Recorder, pod: &Pod, node: &str, vict
             )
             .await;
         let involved = pod_reference(v);
-        events
-            .record(
-                involved,
-                false,
-                "Preempted",
-                &format!(
-                    "Preempted by pod {} on node {node}",
-                    pod.metadata.uid.as_deref().unwrap_or("")
-                ),
-            )
-            .await;
+        // Upstream's words, and for a daemon pod its name and DaemonSet (beyond.md §4).
+        let mut message = format!(
+            "Preempted by pod {} on node {node}",
+            pod.metadata.uid.as_deref().unwrap_or("")
+        );
+        if let Some(ds) = daemonset_of(pod) {
+            message.push_str(&format!(
+                " (daemon pod {}/{} of DaemonSet {ds})",
+                ns,
+                pod.name_any()
+            ));
+        }
+        events.record(involved, false, "Preempted", &message).await;
         if let Err(e) = vapi.delete(&v.name_any(), &Default::default()).await {
             tracing::debug!(error = %e, "could not delete a preemption victim");
         }
@@ -833,6 +887,51 @@ mod tests {
         assert!(victims_on(&never, &n, &[&low, &lower, &high]).is_none());
         // Nothing of lower priority to remove: no preemption.
         assert!(victims_on(&daemon, &n, &[&high, &with("h2", "1500m", 3000)]).is_none());
+    }
+
+    #[test]
+    fn b11_a_daemon_pod_preempts_a_pod_placed_again_elsewhere_before_a_bare_one() {
+        let n = node(
+            json!({"metadata": {"name": "n1"}, "status": {"allocatable": {"cpu": "2", "pods": "110"}}}),
+        );
+        let with = |name: &str, owner: Option<(&str, &str)>, prio: i32| {
+            let owners = owner.map_or(json!([]), |(api, kind)| {
+                json!([{"apiVersion": api, "kind": kind, "name": "o", "uid": "o", "controller": true}])
+            });
+            pod(
+                json!({"metadata": {"name": name, "ownerReferences": owners},
+                "spec": {"nodeName": "n1", "priority": prio,
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+            )
+        };
+        let bare = with("bare", None, 0);
+        let replicated = with("web", Some(("apps/v1", "ReplicaSet")), 0);
+        let daemon = |name: &str, prio: i32| {
+            pod(
+                json!({"metadata": {"name": name, "ownerReferences": [{"apiVersion": "apps/v1",
+                "kind": "DaemonSet", "name": name, "uid": name, "controller": true}]},
+                "spec": {"nodeName": "n1", "priority": prio,
+                "containers": [{"name": "c", "resources": {"requests": {"cpu": "1"}}}]}}),
+            )
+        };
+        let collector = daemon("collector", 100_000_000);
+        let names = |v: Vec<&Pod>| v.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        // Equal priorities: the pod a ReplicaSet places again elsewhere goes, not the bare one.
+        let victims = victims_on(&collector, &n, &[&bare, &replicated]).expect("possible");
+        assert_eq!(names(victims), vec!["web"]);
+        let victims = victims_on(&collector, &n, &[&replicated, &bare]).expect("possible");
+        assert_eq!(names(victims), vec!["web"]);
+        // Upstream's order for any other pod: the last candidate of equal priority goes.
+        let plain = with("plain", None, 1000);
+        let victims = victims_on(&plain, &n, &[&bare, &replicated]).expect("possible");
+        assert_eq!(names(victims), vec!["web"]);
+        let victims = victims_on(&plain, &n, &[&replicated, &bare]).expect("possible");
+        assert_eq!(names(victims), vec!["bare"]);
+        // Another DaemonSet's pod of equal priority is never a victim.
+        let agent = daemon("agent", 100_000_000);
+        let victims = victims_on(&collector, &n, &[&agent, &bare]).expect("possible");
+        assert_eq!(names(victims), vec!["bare"]);
+        assert!(victims_on(&collector, &n, &[&agent, &daemon("metrics", 100_000_000)]).is_none());
     }
 
     #[test]

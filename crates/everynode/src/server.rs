@@ -144,6 +144,11 @@ pub struct ServerArgs {
     /// 0 means no limit.
     #[arg(long, default_value_t = everynode_apiserver::inflight::DEFAULT_MAX_WATCHES_PER_USER)]
     pub max_watches_per_user: usize,
+    /// The PriorityClass given to daemon pods that name none (made at start if missing, value
+    /// 100000000), so they preempt ordinary pods on their node. "" turns this off: upstream's
+    /// priority 0 or the global default.
+    #[arg(long, default_value = everynode_apiserver::admission::DAEMON_PRIORITY_CLASS)]
+    pub daemon_priority_class: String,
     #[command(flatten)]
     pub controllers: ControllerFlags,
     #[command(flatten)]
@@ -169,6 +174,7 @@ impl ServerArgs {
             max_mutating_requests_inflight:
                 everynode_apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             max_watches_per_user: everynode_apiserver::inflight::DEFAULT_MAX_WATCHES_PER_USER,
+            daemon_priority_class: everynode_apiserver::admission::DAEMON_PRIORITY_CLASS.to_owned(),
             controllers: ControllerFlags::default(),
             leader: LeaderFlags::default(),
         }
@@ -417,6 +423,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_requests_inflight,
         max_mutating_requests_inflight,
         max_watches_per_user,
+        daemon_priority_class,
         controllers,
         leader,
     } = args;
@@ -460,6 +467,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_requests_inflight,
         max_mutating_requests_inflight,
         max_watches_per_user,
+        daemon_priority_class: Some(daemon_priority_class).filter(|c| !c.is_empty()),
         root_ca_pem: (!controllers.no_root_ca_publisher).then(|| creds.ca_pem.clone()),
         audit: (!no_audit_log).then(|| everynode_apiserver::audit::AuditConfig {
             path: audit_log_path.unwrap_or_else(|| data_dir.join("audit.log")),
