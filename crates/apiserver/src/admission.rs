@@ -166,10 +166,26 @@ mod tests {
             json!({"metadata": {"ownerReferences": [{"apiVersion": api, "kind": kind, "name": "x",
                 "uid": "u", "controller": controller}]}})
         };
-        assert!(controlled_by_daemonset(&owned("DaemonSet", "apps/v1", true)));
-        assert!(!controlled_by_daemonset(&owned("DaemonSet", "apps/v1", false)));
-        assert!(!controlled_by_daemonset(&owned("ReplicaSet", "apps/v1", true)));
-        assert!(!controlled_by_daemonset(&owned("DaemonSet", "example.com/v1", true)));
+        assert!(controlled_by_daemonset(&owned(
+            "DaemonSet",
+            "apps/v1",
+            true
+        )));
+        assert!(!controlled_by_daemonset(&owned(
+            "DaemonSet",
+            "apps/v1",
+            false
+        )));
+        assert!(!controlled_by_daemonset(&owned(
+            "ReplicaSet",
+            "apps/v1",
+            true
+        )));
+        assert!(!controlled_by_daemonset(&owned(
+            "DaemonSet",
+            "example.com/v1",
+            true
+        )));
         assert!(!controlled_by_daemonset(&json!({"metadata": {}})));
     }
 

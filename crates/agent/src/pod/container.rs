@@ -187,7 +187,11 @@ impl Supervised {
         let spec = &self.spec;
         self.ctx
             .update_container(self.kind, self.index, |c| match report {
-                Report::Waiting { reason, message } => c.state = State::Waiting { reason, message },
+                Report::Waiting { reason, message } => {
+                    c.state = State::Waiting { reason, message };
+                    c.ready = false;
+                    c.started = false;
+                }
                 Report::Running {
                     id,
                     started_at,
@@ -220,6 +224,8 @@ impl Supervised {
                 } => {
                     c.last_terminated = Some(last);
                     c.restart_count = restart_count;
+                    c.ready = false;
+                    c.started = false;
                     if let Some((reason, message)) = waiting {
                         c.state = State::Waiting {
                             reason,

@@ -88,13 +88,27 @@ fn initial_view(pod: &Pod, host_ip: &str, pod_ip: &str, now: jiff::Timestamp) ->
                     view.state = State::Running {
                         started_at: started_at.0,
                     };
+                    // Until the agent learns otherwise (the container adopted, or found gone
+                    // and started again), the pod goes on saying what it said: a status
+                    // written before that would flap a Ready pod to not ready.
+                    view.container_id = s.container_id.clone();
+                    view.started = s.started == Some(true);
+                    view.ready = s.ready;
                 }
             }
             view
         };
+    let reported = |kind: &str| {
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == kind && c.status == "True")
+    };
     PodView {
         rejected: None,
-        sandbox_ready: false,
+        // As the containers: what the pod reported stands until the sandbox is seen to.
+        sandbox_ready: reported("PodReadyToStartContainers"),
         initialized: spec.init_containers.as_ref().is_none_or(Vec::is_empty)
             || status
                 .conditions
@@ -192,6 +206,7 @@ async fn sandbox_state(ctx: &Arc<PodCtx>) -> PodState {
                 return PodState::Volumes;
             }
             Err(e) => {
+                ctx.update_view(|v| v.sandbox_ready = false);
                 let message = e.to_string();
                 if message != last_error {
                     ctx.node
