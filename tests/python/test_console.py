@@ -211,6 +211,8 @@ def test_create_by_form_then_operate_it(up, browser):
     ds = apps(up).read_namespaced_daemon_set("node-agent", "default")
     spec = ds.spec.template.spec
     assert ds.metadata.annotations["kubernetes.io/description"].startswith("Collects node facts")
+    # The upgrade section's maximum duration, 600 s unless changed (DCE's default).
+    assert ds.metadata.annotations["everynode.dev/progress-deadline-seconds"] == "600"
     assert [c.name for c in spec.init_containers] == ["setup"]
     assert spec.dns_config.nameservers == ["127.0.0.1"] and spec.host_aliases[0].hostnames == ["metrics.local"]
     assert spec.tolerations[0].toleration_seconds == 60
@@ -514,3 +516,54 @@ def test_a_view_user_signs_in_with_a_kubeconfig_and_gets_no_write_actions(up, br
     finally:
         context.close()
     assert apps(up).read_namespaced_daemon_set("watched", "team-view").metadata.name == "watched"
+
+
+def test_rollout_controls_steer_from_the_overview(up, browser):
+    """Issue 19's console controls: conditions in words with their time; pause, resume,
+    partition, promote, deadline and automatic rollback as the annotations kubectl users set;
+    a refused value is shown on its input and nothing is stored."""
+    page = browser
+    body = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "steered"},
+            "spec": {"selector": {"matchLabels": {"app": "steered"}},
+                     "template": {"metadata": {"labels": {"app": "steered"}},
+                                  "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                                      {"name": "c", "image": "busybox", "command": ["sh", "-c", "while true; do sleep 1; done"]}]}}}}
+    apps(up).create_namespaced_daemon_set("default", body)
+    url = up["url"] + "/ui/daemonsets/default/steered"
+    page.goto(url)
+    page.wait_for_selector("#conditions li[data-condition=Progressing]", timeout=60_000)
+    wait_for("the rollout complete on the page", lambda: "RolloutComplete" in page.inner_text("#conditions"), timeout=60)
+    assert "Available True" in page.inner_text("#conditions li[data-condition=Available]")
+
+    def annotations():
+        return apps(up).read_namespaced_daemon_set("steered", "default").metadata.annotations or {}
+
+    page.click("#rollout-controls button[value=pause]")
+    page.wait_for_url("**tab=overview**")
+    assert annotations().get("everynode.dev/paused") == "true"
+    assert page.locator("#rollout-controls button[value=resume]").count() == 1
+    # A bad partition: the server's 422 is shown on the partition input; nothing is stored.
+    page.fill("#rollout-controls input[name=partition]", "abc")
+    page.click("#rollout-controls button[value=save]")
+    error = page.inner_text("#rollout-controls label:has(input[name=partition]) .field-error")
+    assert "must be a whole number of nodes" in error, error
+    assert page.get_attribute("#rollout-controls input[name=partition]", "aria-invalid") == "true"
+    assert "everynode.dev/partition" not in annotations()
+    shot(page, "detail-rollout-refused")
+    page.fill("#rollout-controls input[name=partition]", "2")
+    page.fill("#rollout-controls input[name=deadline]", "600")
+    page.check("#rollout-controls input[name=autoRollback]")
+    page.click("#rollout-controls button[value=save]")
+    page.wait_for_url("**tab=overview**")
+    got = annotations()
+    assert (got.get("everynode.dev/partition"), got.get("everynode.dev/progress-deadline-seconds"),
+            got.get("everynode.dev/auto-rollback")) == ("2", "600", "true")
+    shot(page, "detail-rollout-controls")
+    page.click("#rollout-controls button[value=promote]")
+    page.wait_for_url("**tab=overview**")
+    assert "everynode.dev/partition" not in annotations()
+    page.click("#rollout-controls button[value=resume]")
+    page.wait_for_url("**tab=overview**")
+    assert "everynode.dev/paused" not in annotations()
+    apps(up).delete_namespaced_daemon_set("steered", "default")
+

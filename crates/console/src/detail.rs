@@ -2,7 +2,7 @@
 //! annotations, edit, edit YAML, delete; and pod logs.
 
 use crate::client::ApiClient;
-use crate::client::{JSON, STRATEGIC_MERGE_PATCH, YAML};
+use crate::client::{JSON, MERGE_PATCH, STRATEGIC_MERGE_PATCH, YAML};
 use crate::daemonsets::{Fleet, images, pod_columns, status_badge, template_spec};
 use crate::error::{ConsoleError, ConsoleResult};
 use crate::layout::{
@@ -103,6 +103,7 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
                 span { "Misscheduled " b { (counts.number_misscheduled) } }
                 span { "Images " code.images { (images(template_spec(&ds))) } }
             }
+            (crate::rollout::conditions(&ds, now))
         }
         h2 { "Pods" }
         table #pods {
@@ -452,7 +453,10 @@ async fn render(
             let panel = status_panel(client, ns, name).await?;
             html! {
                 div #live data-live={"/ui/daemonsets/" (ns) "/" (name) "/live"} { (panel) }
-                @if tab == "overview" { (overview(&ds)) }
+                @if tab == "overview" {
+                    @if may.edit { (crate::rollout::controls(ns, name, &ds, problem)) }
+                    (overview(&ds))
+                }
             }
         }
         "placement" => placement_tab(&ds, &Fleet::load(client, ns).await?),
@@ -638,6 +642,39 @@ pub async fn edit(
         Err(e) => {
             let q = DetailQuery {
                 tab: "edit".into(),
+                ..Default::default()
+            };
+            render(&client, &ns, &name, &q, None, Some(&e))
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+    }
+}
+
+/// The rollout controls' form: the `everynode.dev/` annotations it asks for, as a merge patch
+/// (the server validates them; a refusal is shown on its input).
+pub async fn rollout(
+    Session(client): Session,
+    Path((ns, name)): Path<(String, String)>,
+    Form(fields): Form<BTreeMap<String, String>>,
+) -> Response {
+    let patch = crate::rollout::patch(&fields);
+    match client
+        .write(Method::PATCH, &ds_path(&ns, &name), MERGE_PATCH, &patch)
+        .await
+    {
+        Ok(_) => {
+            let done = match fields.get("action").map(String::as_str) {
+                Some("pause") => "Paused: a template change replaces no pod until resumed.",
+                Some("resume") => "Resumed: the rollout goes on.",
+                Some("promote") => "Promoted: every node updates.",
+                _ => "Saved the rollout controls.",
+            };
+            redirect(&ns, &name, "overview", done)
+        }
+        Err(e) => {
+            let q = DetailQuery {
+                tab: "overview".into(),
                 ..Default::default()
             };
             render(&client, &ns, &name, &q, None, Some(&e))

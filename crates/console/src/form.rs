@@ -559,6 +559,20 @@ pub fn build(form: &Form) -> Result<Built, FormError> {
         labels = pod_labels.clone();
     }
     let pod_annotations = form.pairs("podAnnotations")?;
+    // The upgrade section's deadline and rollback (beyond.md §2), as their annotations: the
+    // API server checks their values.
+    if let Some(seconds) = form.get("progressDeadlineSeconds") {
+        annotations.insert(
+            everynode_api::rollout_controls::PROGRESS_DEADLINE_SECONDS.into(),
+            seconds.to_owned(),
+        );
+    }
+    if form.checked("autoRollback") {
+        annotations.insert(
+            everynode_api::rollout_controls::AUTO_ROLLBACK.into(),
+            "true".into(),
+        );
+    }
 
     let mut volumes = Vec::new();
     let mut containers = Vec::new();
@@ -655,6 +669,14 @@ pub fn build(form: &Form) -> Result<Built, FormError> {
 /// The form input a field path of the API server's answer names, when the form has one.
 pub fn form_field(built: &Built, path: &str) -> Option<String> {
     let direct = [
+        (
+            "metadata.annotations[everynode.dev/progress-deadline-seconds]",
+            "progressDeadlineSeconds",
+        ),
+        (
+            "metadata.annotations[everynode.dev/auto-rollback]",
+            "autoRollback",
+        ),
         ("metadata.name", "name"),
         ("metadata.namespace", "namespace"),
         ("metadata.labels", "labels"),

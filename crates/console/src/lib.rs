@@ -17,6 +17,7 @@ mod live;
 mod nodes;
 mod permissions;
 pub mod placement;
+mod rollout;
 mod session;
 pub mod status;
 mod wizard;
@@ -70,6 +71,7 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
         )
         .route("/daemonsets/{ns}/{name}/edit", post(detail::edit))
         .route("/daemonsets/{ns}/{name}/redeploy", post(detail::redeploy))
+        .route("/daemonsets/{ns}/{name}/rollout", post(detail::rollout))
         .route("/daemonsets/{ns}/{name}/rollback", post(detail::rollback))
         .route("/daemonsets/{ns}/{name}/delete", post(detail::delete))
         .route("/pods/{ns}/{name}/logs", get(detail::logs))

@@ -216,6 +216,10 @@ pub async fn page(Session(client): Session) -> Response {
                         (text("minReadySeconds", "minReadySeconds", "0"))
                         (text("revisionHistoryLimit", "revisionHistoryLimit", "10"))
                         (text("terminationGracePeriodSeconds", "terminationGracePeriodSeconds", "30"))
+                        label { "Upgrade maximum duration (seconds): a rollout that makes no progress for this long is marked failed; empty for none"
+                            input name="progressDeadlineSeconds" value="600"; }
+                        label.check { input type="checkbox" name="autoRollback" value="true";
+                            "roll back automatically to the last complete revision when it fails" }
                     }
                     fieldset {
                         legend { "Scheduling" }
