@@ -607,3 +607,29 @@ def test_b11_a_daemon_pod_without_a_class_preempts_a_bare_pod_on_its_node_only(t
         for a in agents:
             a.stop()
         server.kill()
+
+
+def test_b10_two_agents_down_and_unready_nodes_left_out_of_the_budget(nodes):
+    """Issue 19's e2e: two of three agents killed (their nodes go NotReady, their pods not
+    ready), maxUnavailable 1. Upstream, their unavailable pods use up the budget and the Ready
+    node never updates; with `unready-nodes: exclude-from-budget` it does."""
+    client = nodes.client()
+    core = kubernetes.client.CoreV1Api(client)
+    apps = kubernetes.client.AppsV1Api(client)
+    ds = loop_ds("budget", "while true; do sleep 1; done", terminationGracePeriodSeconds=1)
+    ds["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}
+    apply(nodes, ds)
+    wait_for("3 ready", lambda: ds_status(apps, "budget")[2] == 3)
+    for name in ("node-2", "node-3"):
+        nodes.agents[name].stop(signal.SIGKILL)
+    wait_for("two pods not ready", lambda: ds_status(apps, "budget")[2] == 1, timeout=60)
+    nodes.kubectl("set", "env", "ds/budget", "VERSION=2")
+
+    def node_1_updated():
+        pod = next(p for p in pods_of(core, "budget") if p.spec.node_name == "node-1")
+        return any(e.name == "VERSION" for e in pod.spec.containers[0].env or [])
+    stays("node-1 not updated (upstream)", lambda: not node_1_updated(), seconds=4, interval=0.5)
+    nodes.kubectl("annotate", "ds/budget", "everynode.dev/unready-nodes=exclude-from-budget")
+    wait_for("node-1 updated and Ready", lambda: node_1_updated() and any(
+        ready(p) for p in pods_of(core, "budget") if p.spec.node_name == "node-1"), timeout=60)
+    client.close()
