@@ -277,6 +277,7 @@ def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
 
         first = wait_for("the pod running", container).container_id
         wait_for("one copy running", lambda: len(copies()) == 1)
+        original = copies()
         agent.stop(signal.SIGKILL)
         # Lost as a reboot loses it: the pods' tmpfs volumes go too.
         unmount_under(agent.state_dir)
@@ -284,12 +285,23 @@ def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
         agent.start()
         # Its state gone, the agent cannot adopt the container: it starts a new one...
         wait_for("a new container", lambda: (container() or first) != first and container())
-        # ...and stops the one it could not adopt: never two copies at once. (The new copy is
-        # itself replaced once, shortly after it starts, which leaves a moment with none: a
-        # defect still open, noted in docs/reliability.md.)
-        wait_for("exactly one copy", lambda: len(copies()) == 1)
-        stays("never two copies", lambda: len(copies()) <= 1, seconds=3)
-        wait_for("exactly one copy in the end", lambda: len(copies()) == 1)
+        # ...and stops the one it could not adopt: never two copies at once, and the new copy
+        # is started once, not replaced again (it once was, shortly after it started).
+        def new_copy_alone():
+            now = copies()
+            assert len(now) <= 1, f"two copies at once: {now}"
+            return len(now) == 1 and now != original
+        wait_for("exactly one new copy", new_copy_alone)
+        new_copy = copies()
+        seen = set()
+
+        def one_and_the_same():
+            now = copies()
+            seen.update(now)
+            return now == new_copy
+        stays("the one new copy, never two", one_and_the_same, seconds=4, interval=0.05)
+        assert seen == set(new_copy)
+        assert core.read_namespaced_pod("looper", "default").status.container_statuses[0].restart_count == 0
     finally:
         client.close()
         agent.stop()
