@@ -1,5 +1,7 @@
 //! API server benchmarks against a real `everynode server` process on this machine:
-//! pod creates per second, and watch fan-out (every event to N watchers).
+//! pod creates per second, watch fan-out (every event to N watchers), and with `--abuse`, how
+//! much clients listing every pod in a loop slow a well-behaved client's small requests
+//! (issue 15: one abusive client must not raise another's p99 by more than 2x).
 //!
 //! `cargo build --release -p everynode -p everynode-bench && target/release/apiserver-bench`
 
@@ -37,6 +39,13 @@ struct Args {
     /// Store backend of the server.
     #[arg(long, default_value = "embedded")]
     store: String,
+    /// Run only the abuse benchmark: `--creates` pods are made first, then a well-behaved
+    /// client's GETs are timed alone and while this many clients list every pod in a loop.
+    #[arg(long)]
+    abuse: Option<usize>,
+    /// Requests the well-behaved client makes in each phase of the abuse benchmark.
+    #[arg(long, default_value_t = 2_000)]
+    victim_requests: usize,
 }
 
 struct Server {
@@ -229,12 +238,114 @@ async fn fan_out(client: &Client, args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// One well-behaved client's sequential GETs of one pod: their latencies, sorted.
+async fn victim(client: &Client, requests: usize) -> Result<Vec<Duration>, String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let mut latencies = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let t = Instant::now();
+        pods.get("create-0").await.map_err(|e| e.to_string())?;
+        latencies.push(t.elapsed());
+    }
+    latencies.sort();
+    Ok(latencies)
+}
+
+/// The well-behaved client on a runtime and connection of its own, so that what it measures is
+/// the server, not the abusers' parsing in this process.
+fn victim_apart(kubeconfig: std::path::PathBuf, requests: usize) -> Result<Vec<Duration>, String> {
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let kc = Kubeconfig::read_from(&kubeconfig).map_err(|e| e.to_string())?;
+            let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            let client = Client::try_from(config).map_err(|e| e.to_string())?;
+            victim(&client, requests).await
+        })
+    })
+    .join()
+    .map_err(|_| "the victim's thread panicked".to_owned())?
+}
+
+async fn abuse(
+    server: &Server,
+    client: &Client,
+    args: &Args,
+    abusers: usize,
+) -> Result<(), String> {
+    let kubeconfig = server.dir.path().join("kubeconfig");
+    let requests = args.victim_requests;
+    let alone = {
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || victim_apart(kubeconfig, requests))
+            .await
+            .map_err(|e| e.to_string())??
+    };
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..abusers {
+        // One request at a time per abuser; concurrent ones go over separate connections. The
+        // body is read, not parsed: the abusers' own CPU is not the server's.
+        let client = client.clone();
+        let stop = Arc::clone(&stop);
+        tasks.push(tokio::spawn(async move {
+            let mut lists = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let request = http::Request::get("/api/v1/namespaces/default/pods")
+                    .body(Vec::new())
+                    .map_err(|e| e.to_string());
+                if let Ok(request) = request
+                    && client.request_text(request).await.is_ok()
+                {
+                    lists += 1;
+                }
+            }
+            lists
+        }));
+    }
+    // Let the abusers get going before timing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let started = Instant::now();
+    let abused = tokio::task::spawn_blocking(move || victim_apart(kubeconfig, requests))
+        .await
+        .map_err(|e| e.to_string())??;
+    let elapsed = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut lists = 0;
+    for t in tasks {
+        lists += t.await.map_err(|e| e.to_string())?;
+    }
+    let (p50, p99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
+    let (a50, a99) = (percentile(&abused, 0.5), percentile(&abused, 0.99));
+    println!(
+        "abuse: GET of one pod, {} requests: alone p50 {} p99 {}; with {abusers} clients listing all {} pods in a loop p50 {} p99 {} max {} (p99 x{:.1}); {:.1} lists/s",
+        args.victim_requests,
+        ms(p50),
+        ms(p99),
+        args.creates,
+        ms(a50),
+        ms(a99),
+        ms(abused.last().copied().unwrap_or_default()),
+        a99.as_secs_f64() / p99.as_secs_f64().max(1e-9),
+        lists as f64 / (elapsed.as_secs_f64() + 2.0),
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<(), String> {
     let args = Args::parse();
     let server = start(&args)?;
     let client = client(&server).await?;
     creates(&client, &args).await?;
+    if let Some(abusers) = args.abuse {
+        return abuse(&server, &client, &args, abusers).await;
+    }
     fan_out(&client, &args).await?;
     Ok(())
 }
