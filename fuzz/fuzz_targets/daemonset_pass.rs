@@ -62,6 +62,8 @@ struct World {
     max_unavailable: u8,
     min_ready_seconds: u8,
     expectations_satisfied: bool,
+    /// beyond.md §5 on or off: the invariants hold either way.
+    shutdown_aware: bool,
 }
 
 /// The DaemonSet's template generation; old pods carry the one before.
@@ -183,6 +185,8 @@ fuzz_target!(|world: World| {
         revisions: &[],
         backoff: &backoff,
         expectations_satisfied: world.expectations_satisfied,
+        progress: None,
+        shutdown_aware: world.shutdown_aware,
         now,
     };
     let pass = sync(&input);
