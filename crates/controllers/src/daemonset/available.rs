@@ -2,6 +2,7 @@
 //! a pod runs an available one, and if not, why, grouped by reason with the first nodes of
 //! each group named. Gathered in the pass's one walk over the nodes.
 
+use super::first_named::FirstNamed;
 use k8s_openapi::api::apps::v1::DaemonSetCondition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -53,34 +54,19 @@ impl std::fmt::Display for Why {
 }
 
 /// Nodes of one reason: how many, and the first few by name.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-struct Group {
-    count: usize,
-    names: Vec<String>,
-}
+type Group = FirstNamed<()>;
 
-impl Group {
-    fn add(&mut self, node: &str) {
-        self.count += 1;
-        if self.names.len() >= NAMED && self.names.last().is_some_and(|n| n.as_str() < node) {
-            return;
-        }
-        let at = self.names.partition_point(|n| n.as_str() < node);
-        self.names.insert(at, node.to_owned());
-        self.names.truncate(NAMED);
+fn named(group: &Group) -> String {
+    let names: Vec<&str> = group.first().iter().map(|(n, _)| n.as_str()).collect();
+    let mut out = names.join(", ");
+    if group.count() > names.len() {
+        out.push_str(&format!(" and {} more", group.count() - names.len()));
     }
-
-    fn named(&self) -> String {
-        let mut out = self.names.join(", ");
-        if self.count > self.names.len() {
-            out.push_str(&format!(" and {} more", self.count - self.names.len()));
-        }
-        out
-    }
+    out
 }
 
 /// The unavailable nodes of one pass, grouped.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct Unavailable {
     /// In order of first appearance; a pass sees few distinct reasons.
     groups: Vec<(Why, Group)>,
@@ -88,24 +74,33 @@ pub struct Unavailable {
     unready: Group,
 }
 
+impl Default for Unavailable {
+    fn default() -> Self {
+        Unavailable {
+            groups: Vec::new(),
+            unready: Group::new(NAMED),
+        }
+    }
+}
+
 impl Unavailable {
     pub fn add(&mut self, node: &str, why: Why) {
         match self.groups.iter_mut().find(|(w, _)| *w == why) {
-            Some((_, g)) => g.add(node),
+            Some((_, g)) => g.add(node, || ()),
             None => {
-                let mut g = Group::default();
-                g.add(node);
+                let mut g = Group::new(NAMED);
+                g.add(node, || ());
                 self.groups.push((why, g));
             }
         }
     }
 
     pub fn add_unready(&mut self, node: &str) {
-        self.unready.add(node);
+        self.unready.add(node, || ());
     }
 
     fn total(&self) -> usize {
-        self.groups.iter().map(|(_, g)| g.count).sum::<usize>() + self.unready.count
+        self.groups.iter().map(|(_, g)| g.count()).sum::<usize>() + self.unready.count()
     }
 }
 
@@ -124,26 +119,26 @@ pub fn available(
     } else {
         let mut groups: Vec<&(Why, Group)> = unavailable.groups.iter().collect();
         // The largest group first: it is the reason; ties keep the order seen.
-        groups.sort_by_key(|(_, g)| std::cmp::Reverse(g.count));
-        let counted: usize = groups.iter().map(|(_, g)| g.count).sum();
+        groups.sort_by_key(|(_, g)| std::cmp::Reverse(g.count()));
+        let counted: usize = groups.iter().map(|(_, g)| g.count()).sum();
         let mut parts = Vec::new();
         if counted > 0 {
             let listed: Vec<String> = groups
                 .iter()
                 .map(|(why, g)| match &why.detail {
-                    Some(d) => format!("{} {} ({d}: {})", g.count, why.code, g.named()),
-                    None => format!("{} {} ({})", g.count, why.code, g.named()),
+                    Some(d) => format!("{} {} ({d}: {})", g.count(), why.code, named(g)),
+                    None => format!("{} {} ({})", g.count(), why.code, named(g)),
                 })
                 .collect();
             parts.push(format!("{counted} unavailable: {}", listed.join(", ")));
         }
         let unready = &unavailable.unready;
-        if unready.count > 0 {
-            let pods = if unready.count == 1 { "pod" } else { "pods" };
+        if unready.count() > 0 {
+            let pods = if unready.count() == 1 { "pod" } else { "pods" };
             parts.push(format!(
                 "{} {pods} unavailable on unready nodes ({}), not counted against maxUnavailable",
-                unready.count,
-                unready.named()
+                unready.count(),
+                named(unready)
             ));
         }
         let reason = groups

@@ -5,6 +5,7 @@ pub mod available;
 pub mod backoff;
 pub mod controller;
 pub mod expectations;
+pub mod first_named;
 pub mod pass;
 pub mod progress;
 pub mod rollback;

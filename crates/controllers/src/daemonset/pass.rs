@@ -7,6 +7,7 @@
 
 use super::available::{self, Unavailable, Why};
 use super::backoff::Backoff;
+use super::first_named::FirstNamed;
 use super::progress::{self, Progress};
 use super::rollback::{self, Rollback};
 use everynode_api::daemonset::{self as rules, HASH_LABEL, NotAPercentage};
@@ -785,8 +786,8 @@ fn rollout_view<'c>(
         complete: tally.complete,
         paused: controls.paused,
         deadline_seconds: controls.progress_deadline_seconds,
-        stuck: tally.stuck,
-        stuck_count: tally.stuck_count,
+        stuck_count: tally.stuck.count(),
+        stuck: tally.stuck.into_first(),
     }
 }
 
@@ -796,9 +797,8 @@ fn rollout_view<'c>(
 struct Tally {
     in_scope: i32,
     complete: bool,
-    /// The first stuck nodes by name, at most the ones the message names.
-    stuck: Vec<(String, String)>,
-    stuck_count: usize,
+    /// In-scope nodes without an available pod, the first named with why.
+    stuck: FirstNamed<String>,
     /// Every node that should run a pod and has no available one, for `Available`.
     unavailable: Unavailable,
 }
@@ -812,24 +812,6 @@ impl Tally {
         } else {
             self.unavailable.add(node, why());
         }
-    }
-
-    /// Counts a stuck node, keeping only the first few by name: a DaemonSet being created has
-    /// every node stuck, and naming 10,000 of them would cost more than the pass.
-    fn stuck(&mut self, node: &str, why: impl FnOnce() -> String) {
-        self.stuck_count += 1;
-        let full = self.stuck.len() >= progress::NAMED;
-        if full
-            && self
-                .stuck
-                .last()
-                .is_some_and(|(last, _)| last.as_str() < node)
-        {
-            return;
-        }
-        let at = self.stuck.partition_point(|(n, _)| n.as_str() < node);
-        self.stuck.insert(at, (node.to_owned(), why()));
-        self.stuck.truncate(progress::NAMED);
     }
 }
 
@@ -845,8 +827,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
     let mut tally = Tally {
         in_scope: 0,
         complete: true,
-        stuck: Vec::new(),
-        stuck_count: 0,
+        stuck: FirstNamed::new(progress::NAMED),
         unavailable: Unavailable::default(),
     };
     for (node, e) in ctx.placed() {
@@ -862,7 +843,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                 tally.unavailable(ctx, name, || Why::NO_POD);
                 if in_scope {
                     tally.complete = false;
-                    tally.stuck(name, || Why::NO_POD.to_string());
+                    tally.stuck.add(name, || Why::NO_POD.to_string());
                 }
                 continue;
             };
@@ -888,7 +869,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                         tally.complete = false;
                     }
                     if !p_available {
-                        tally.stuck(name, || unavailable_why(p).to_string());
+                        tally.stuck.add(name, || unavailable_why(p).to_string());
                     }
                 } else {
                     let live: Vec<&Pod> = pods
@@ -901,7 +882,7 @@ fn status_and_tally(ctx: &Ctx<'_>, map: &PodsByNode, observed: bool) -> (DaemonS
                         tally.complete = false;
                     }
                     if let Some(p) = live.iter().find(|p| !ctx.available(p)) {
-                        tally.stuck(name, || unavailable_why(p).to_string());
+                        tally.stuck.add(name, || unavailable_why(p).to_string());
                     }
                 }
             }
