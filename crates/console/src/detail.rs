@@ -495,6 +495,23 @@ async fn render(
     Ok((code, html).into_response())
 }
 
+/// The tab a form came from again, with the server's refusal on it.
+async fn refused(
+    client: &ApiClient,
+    ns: &str,
+    name: &str,
+    tab: &str,
+    problem: &ConsoleError,
+) -> Response {
+    let q = DetailQuery {
+        tab: tab.into(),
+        ..Default::default()
+    };
+    render(client, ns, name, &q, None, Some(problem))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
 pub async fn show(
     Session(client): Session,
     Path((ns, name)): Path<(String, String)>,
@@ -639,15 +656,7 @@ pub async fn edit(
             "overview",
             "Saved; the rollout follows the update strategy.",
         ),
-        Err(e) => {
-            let q = DetailQuery {
-                tab: "edit".into(),
-                ..Default::default()
-            };
-            render(&client, &ns, &name, &q, None, Some(&e))
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        }
+        Err(e) => refused(&client, &ns, &name, "edit", &e).await,
     }
 }
 
@@ -672,15 +681,7 @@ pub async fn rollout(
             };
             redirect(&ns, &name, "overview", done)
         }
-        Err(e) => {
-            let q = DetailQuery {
-                tab: "overview".into(),
-                ..Default::default()
-            };
-            render(&client, &ns, &name, &q, None, Some(&e))
-                .await
-                .unwrap_or_else(IntoResponse::into_response)
-        }
+        Err(e) => refused(&client, &ns, &name, "overview", &e).await,
     }
 }
 
