@@ -24,7 +24,8 @@ OUT = ROOT / "crates/apimachinery/src/protobuf/go_tags.rs"
 
 # API groups we serve or will serve, by their directory in k8s.io/api.
 API_GROUPS = ["core/v1", "apps/v1", "coordination/v1", "events/v1", "scheduling/v1",
-              "rbac/v1", "authentication/v1", "authorization/v1", "discovery/v1", "policy/v1"]
+              "rbac/v1", "authentication/v1", "authorization/v1", "discovery/v1", "policy/v1",
+              "certificates/v1"]
 MACHINERY = ["pkg/api/resource", "pkg/apis/meta/v1", "pkg/runtime", "pkg/runtime/schema",
              "pkg/util/intstr"]
 

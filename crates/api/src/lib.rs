@@ -3,6 +3,7 @@
 //!
 //! Pure: no I/O and no clock. Everything here is a function of its arguments.
 
+pub mod csr;
 pub mod daemonset;
 pub mod defaults;
 pub mod field;

@@ -1,6 +1,6 @@
 //! The resources everynode serves, with what discovery, routing, storage and decoding need.
 
-use k8s_openapi::api::{apps, coordination, core, events, rbac, scheduling};
+use k8s_openapi::api::{apps, certificates, coordination, core, events, rbac, scheduling};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -27,6 +27,7 @@ pub enum Kind {
     ClusterRole,
     RoleBinding,
     ClusterRoleBinding,
+    CertificateSigningRequest,
 }
 
 /// A served resource.
@@ -383,6 +384,19 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &[]
     ),
+    resource!(
+        CertificateSigningRequest,
+        certificates::v1::CertificateSigningRequest,
+        "certificates.k8s.io",
+        "v1",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        "certificatesigningrequest",
+        &["csr"],
+        false,
+        &[],
+        &["status", "approval"]
+    ),
 ];
 
 impl Resource {
@@ -485,6 +499,7 @@ impl Resource {
                 "type",
             ],
             Kind::Secret => &["type"],
+            Kind::CertificateSigningRequest => &["spec.signerName"],
             Kind::Namespace => &["status.phase"],
             _ => &[],
         }

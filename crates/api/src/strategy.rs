@@ -102,6 +102,7 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
                 supplied.max(1).to_string(),
             );
         }
+        Kind::CertificateSigningRequest => crate::csr::prepare_for_create(obj),
         Kind::Pod => {
             let qos = obj.get("spec").map_or("BestEffort", qos_class);
             obj["status"] = json!({"phase": "Pending", "qosClass": qos});
@@ -132,6 +133,9 @@ pub fn prepare_for_create(res: &Resource, obj: &mut Value) {
 /// generation rises when the spec changes, and for DaemonSets the template generation rises when
 /// the template changes (spec §1.4; S-014, S-015, S-016).
 pub fn prepare_for_update(res: &Resource, new: &mut Value, old: &Value) {
+    if res.id == Kind::CertificateSigningRequest {
+        crate::csr::prepare_for_update(new, old);
+    }
     if res.has_subresource("status") {
         match old.get("status") {
             Some(s) => new["status"] = s.clone(),

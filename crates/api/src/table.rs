@@ -527,6 +527,14 @@ fn columns(kind: Kind) -> Vec<Column> {
             Column("Groups", "string", 1),
             Column("ServiceAccounts", "string", 1),
         ],
+        Kind::CertificateSigningRequest => vec![
+            name,
+            age,
+            Column("SignerName", "string", 0),
+            Column("Requestor", "string", 0),
+            Column("RequestedDuration", "string", 0),
+            Column("Condition", "string", 0),
+        ],
         Kind::PriorityClass => vec![
             name,
             Column("Value", "integer", 0),
@@ -600,6 +608,31 @@ fn row_cells(kind: Kind, o: &Value, now: Timestamp) -> Vec<Value> {
         }
         Kind::Role | Kind::ClusterRole => {
             vec![name, json!(s(o, &["metadata", "creationTimestamp"]))]
+        }
+        Kind::CertificateSigningRequest => {
+            // Upstream's printer: the condition types in order, `Issued` once a certificate
+            // is there, `Pending` when there is neither.
+            let mut condition: Vec<String> = arr(o, &["status", "conditions"])
+                .iter()
+                .map(|c| s(c, &["type"]).to_owned())
+                .collect();
+            if !s(o, &["status", "certificate"]).is_empty() {
+                condition.push("Issued".into());
+            }
+            if condition.is_empty() {
+                condition.push("Pending".into());
+            }
+            let duration = o["spec"]["expirationSeconds"]
+                .as_i64()
+                .map_or_else(|| "<none>".to_owned(), human_duration);
+            vec![
+                name,
+                age,
+                json!(s(o, &["spec", "signerName"])),
+                json!(s(o, &["spec", "username"])),
+                json!(duration),
+                json!(condition.join(",")),
+            ]
         }
         Kind::RoleBinding | Kind::ClusterRoleBinding => {
             let subjects = |kind: &str| -> String {

@@ -236,6 +236,90 @@ pub fn issue_client_certificate(
     Ok((cert.pem(), key.serialize_pem()))
 }
 
+/// Signs certificate signing requests with the cluster CA (the `csrsigning` controller's key).
+pub struct CsrSigner {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl std::fmt::Debug for CsrSigner {
+    // The key stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CsrSigner").finish_non_exhaustive()
+    }
+}
+
+impl CsrSigner {
+    /// The CA kept in `dir` (`pki/ca.key`).
+    pub fn load(dir: &Path) -> Result<Self, CredentialsError> {
+        let ca_key_path = dir.join("pki").join("ca.key");
+        let ca_key =
+            KeyPair::from_pem(&read(&ca_key_path)?).map_err(|_| CredentialsError::Unusable {
+                path: ca_key_path.clone(),
+                what: "CA key",
+            })?;
+        Ok(CsrSigner {
+            issuer: Issuer::new(ca_params()?, ca_key),
+        })
+    }
+
+    /// A certificate for the subject and names of `request_pem` (whose signature is checked),
+    /// with the key usages named in `usages`, valid from `now` (less five minutes of clock
+    /// skew) for `valid_for`. Returns it as PEM.
+    pub fn sign(
+        &self,
+        request_pem: &str,
+        usages: &[String],
+        now: jiff::Timestamp,
+        valid_for: std::time::Duration,
+    ) -> Result<String, CredentialsError> {
+        let mut request = rcgen::CertificateSigningRequestParams::from_pem(request_pem)?;
+        let params = &mut request.params;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = usages
+            .iter()
+            .filter_map(|u| match u.as_str() {
+                "digital signature" => Some(KeyUsagePurpose::DigitalSignature),
+                "key encipherment" => Some(KeyUsagePurpose::KeyEncipherment),
+                "key agreement" => Some(KeyUsagePurpose::KeyAgreement),
+                "data encipherment" => Some(KeyUsagePurpose::DataEncipherment),
+                "content commitment" => Some(KeyUsagePurpose::ContentCommitment),
+                _ => None,
+            })
+            .collect();
+        params.extended_key_usages = usages
+            .iter()
+            .filter_map(|u| match u.as_str() {
+                "client auth" => Some(ExtendedKeyUsagePurpose::ClientAuth),
+                "server auth" => Some(ExtendedKeyUsagePurpose::ServerAuth),
+                _ => None,
+            })
+            .collect();
+        let serial: [u8; 16] = rand::rng().random();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        let now = std::time::SystemTime::from(now);
+        params.not_before = (now - std::time::Duration::from_secs(300)).into();
+        params.not_after = (now + valid_for).into();
+        Ok(request.signed_by(&self.issuer)?.pem())
+    }
+}
+
+/// `sha256:<hex>` of the CA certificate's public key (its DER SubjectPublicKeyInfo): what
+/// `agent --join --ca-cert-hash` pins, as kubeadm's discovery does.
+pub fn ca_cert_hash(ca_pem: &str) -> Option<String> {
+    use x509_parser::prelude::FromDer;
+    let (_, block) = x509_parser::pem::parse_x509_pem(ca_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&block.contents).ok()?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, cert.public_key().raw);
+    Some(format!(
+        "sha256:{}",
+        digest
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    ))
+}
+
 /// A kubeconfig for `user` with a client certificate (and its key), both PEM.
 pub fn kubeconfig_with_certificate(
     server_url: &str,

@@ -13,6 +13,7 @@ pub mod authz;
 pub mod body;
 pub mod cache;
 pub mod credentials;
+pub mod csr;
 pub mod discovery;
 pub mod error;
 pub mod handlers;

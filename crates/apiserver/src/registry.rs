@@ -45,6 +45,9 @@ pub struct Options {
     /// The PriorityClass a daemon pod without `priorityClassName` gets (beyond.md §4); none
     /// keeps upstream's behaviour (priority 0 or the global default).
     pub daemon_priority_class: Option<String>,
+    /// The CA that signs approved client certificate requests, and the longest a certificate
+    /// it issues lasts (upstream's `--cluster-signing-duration`); none, no CSR controllers.
+    pub csr_signer: Option<(Arc<crate::credentials::CsrSigner>, Duration)>,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             audit: None,
             max_watches_per_user: crate::inflight::DEFAULT_MAX_WATCHES_PER_USER,
             daemon_priority_class: Some(crate::admission::DAEMON_PRIORITY_CLASS.to_owned()),
+            csr_signer: None,
         }
     }
 }
@@ -205,6 +209,9 @@ impl Registry {
         }
         defaults::apply(res.id, &mut obj);
         strategy::prepare_for_create(res, &mut obj);
+        if res.id == Kind::CertificateSigningRequest {
+            crate::csr::record_requestor(&mut obj);
+        }
         let generate = meta_str(&obj, "generateName")
             .filter(|g| !g.is_empty())
             .map(str::to_owned);
@@ -354,8 +361,18 @@ impl Registry {
                     strategy::prepare_for_update(res, &mut new, &current);
                     validation::validate_update(res, &new, &current)
                 }
+                UpdateMode::Status if res.id == Kind::CertificateSigningRequest => {
+                    let now = format_time(self.clock.now());
+                    everynode_api::csr::prepare_for_status_update(&mut new, &current, &now);
+                    validation::validate_status_update(res, &new, &current)
+                }
                 UpdateMode::Status => {
                     strategy::prepare_for_status_update(&mut new, &current);
+                    validation::validate_status_update(res, &new, &current)
+                }
+                UpdateMode::Approval => {
+                    let now = format_time(self.clock.now());
+                    everynode_api::csr::prepare_for_approval_update(&mut new, &current, &now);
                     validation::validate_status_update(res, &new, &current)
                 }
                 UpdateMode::System => Vec::new(),
@@ -449,7 +466,7 @@ impl Registry {
             UpdateMode::Main => Some(managed_fields::Part::Main {
                 has_status: res.subresources.contains(&"status"),
             }),
-            UpdateMode::Status => Some(managed_fields::Part::Status),
+            UpdateMode::Status | UpdateMode::Approval => Some(managed_fields::Part::Status),
             UpdateMode::System => None,
         }
     }

@@ -10,6 +10,8 @@ pub enum UpdateMode {
     Main,
     /// `/status`: everything but status is kept from storage.
     Status,
+    /// `certificatesigningrequests/approval`: only the approval conditions change.
+    Approval,
     /// A server-internal write that bypasses registry rules (finalizer and binding bookkeeping).
     System,
 }

@@ -1,5 +1,6 @@
 //! Validation entry points: object metadata for every kind, then the kind's own rules.
 
+pub mod csr;
 pub mod daemonset;
 pub mod pod;
 pub mod rbac;
@@ -259,6 +260,7 @@ fn validate_kind(res: &Resource, obj: &Value) -> ErrorList {
         Kind::ClusterRoleBinding => rbac::validate_binding(obj, false),
         Kind::ConfigMap => validate_data_size(obj, &["data", "binaryData"], Path::root("[]")),
         Kind::Secret => validate_data_size(obj, &["data"], Path::root("data")),
+        Kind::CertificateSigningRequest => csr::validate(obj),
         _ => ErrorList::new(),
     }
 }
@@ -342,6 +344,9 @@ pub fn validate_status_update(res: &Resource, new: &Value, old: &Value) -> Error
             n.status.as_ref(),
             o.status.as_ref(),
         ));
+    }
+    if res.id == Kind::CertificateSigningRequest {
+        errs.extend(csr::validate_status_update(new, old));
     }
     errs
 }

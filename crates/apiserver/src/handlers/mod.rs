@@ -52,9 +52,10 @@ pub fn endpoint<'a>(
     subresource: Option<Subresource>,
     watch: bool,
 ) -> Option<Endpoint<'a>> {
-    use Subresource::{Binding, Finalize, Log, Status};
+    use Subresource::{Approval, Binding, Finalize, Log, Status};
     let part = |sub: Option<Subresource>| match sub {
         Some(Status) => UpdateMode::Status,
+        Some(Approval) => UpdateMode::Approval,
         _ => UpdateMode::Main,
     };
     Some(match (method.as_str(), name, subresource) {
@@ -62,9 +63,9 @@ pub fn endpoint<'a>(
         ("GET", None, None) => Endpoint::List,
         ("POST", None, None) => Endpoint::Create,
         ("DELETE", None, None) => Endpoint::DeleteCollection,
-        ("GET", Some(n), None | Some(Status)) => Endpoint::Get(n),
-        ("PUT", Some(n), sub @ (None | Some(Status))) => Endpoint::Update(n, part(sub)),
-        ("PATCH", Some(n), sub @ (None | Some(Status))) => Endpoint::Patch(n, part(sub)),
+        ("GET", Some(n), None | Some(Status | Approval)) => Endpoint::Get(n),
+        ("PUT", Some(n), sub @ (None | Some(Status | Approval))) => Endpoint::Update(n, part(sub)),
+        ("PATCH", Some(n), sub @ (None | Some(Status | Approval))) => Endpoint::Patch(n, part(sub)),
         ("DELETE", Some(n), None) => Endpoint::Delete(n),
         ("POST", Some(n), Some(Binding)) => Endpoint::Bind(n),
         ("PUT", Some(n), Some(Finalize)) => Endpoint::Finalize(n),

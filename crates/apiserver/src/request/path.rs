@@ -14,6 +14,8 @@ pub enum Subresource {
     Log,
     /// `namespaces/finalize`: the namespace's `spec.finalizers`.
     Finalize,
+    /// `certificatesigningrequests/approval`: the Approved and Denied conditions.
+    Approval,
 }
 
 impl Subresource {
@@ -24,6 +26,7 @@ impl Subresource {
             "binding" => Some(Subresource::Binding),
             "log" => Some(Subresource::Log),
             "finalize" => Some(Subresource::Finalize),
+            "approval" => Some(Subresource::Approval),
             _ => None,
         }
     }
@@ -35,6 +38,7 @@ impl Subresource {
             Subresource::Binding => "binding",
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
+            Subresource::Approval => "approval",
         }
     }
 }
