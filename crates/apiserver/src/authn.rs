@@ -54,7 +54,7 @@ impl UserInfo {
     }
 
     /// Adds `system:authenticated`, as upstream does for every authenticated user.
-    fn authenticated(mut self) -> Self {
+    pub(crate) fn authenticated(mut self) -> Self {
         if !self.groups.iter().any(|g| g == SYSTEM_AUTHENTICATED) {
             self.groups.push(SYSTEM_AUTHENTICATED.to_owned());
         }
@@ -200,7 +200,7 @@ pub fn user_of_certificate(der: &[u8]) -> Option<UserInfo> {
 }
 
 /// Compares without an early exit, so timing does not reveal how much of a guess was right.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
@@ -253,6 +253,15 @@ impl Authenticator {
         if let Some(user) = self.static_tokens.get(token) {
             return Some(user.clone().authenticated());
         }
+        if let Some((id, secret)) = crate::bootstrap_token::split(token)
+            && let Some(obj) = self.registry.cache.object(
+                everynode_api::registry::Kind::Secret,
+                Some(crate::bootstrap_token::NAMESPACE),
+                &format!("{}{id}", crate::bootstrap_token::SECRET_PREFIX),
+            )
+        {
+            return crate::bootstrap_token::user_of(&obj, id, secret, self.registry.clock.now());
+        }
         self.user_token(token)
     }
 
@@ -303,12 +312,18 @@ impl Authenticator {
     }
 }
 
-/// Paths answered to anonymous callers: what upstream's `system:public-info-viewer` grants.
+/// Where a joining node reads the CA and the server's address before it trusts either;
+/// RBAC lets `system:anonymous` get it and nothing else there.
+pub const CLUSTER_INFO_PATH: &str = "/api/v1/namespaces/kube-public/configmaps/cluster-info";
+
+/// Paths answered to anonymous callers: what upstream's `system:public-info-viewer` grants,
+/// and the cluster-info ConfigMap node bootstrap needs (authorized by RBAC like any request).
 pub fn is_public(path: &str) -> bool {
     matches!(
         path,
         "/version" | "/version/" | "/healthz" | "/livez" | "/readyz"
-    ) || path.starts_with("/healthz/")
+    ) || path == CLUSTER_INFO_PATH
+        || path.starts_with("/healthz/")
         || path.starts_with("/livez/")
         || path.starts_with("/readyz/")
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod bootstrap_token;
 pub mod cache;
 pub mod credentials;
 pub mod csr;

@@ -80,6 +80,47 @@ pub async fn run(api: Arc<Registry>, ca_pem: String) {
     }
 }
 
+/// Where kubeadm-style discovery reads the cluster's CA and address (`kube-public`).
+pub const CLUSTER_INFO: &str = "cluster-info";
+
+/// Writes `kube-public/cluster-info`: a kubeconfig naming the server and its CA, readable
+/// without credentials, which a joining node checks against its `--ca-cert-hash`.
+pub async fn publish_cluster_info(api: &Registry, server_url: &str, ca_pem: &str) {
+    use base64::Engine;
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    server: {server_url}\n    certificate-authority-data: {}\ncontexts: null\ncurrent-context: \"\"\nusers: null\npreferences: {{}}\n",
+        base64::engine::general_purpose::STANDARD.encode(ca_pem)
+    );
+    let cm = registry::by_kind(Kind::ConfigMap);
+    let wanted = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": CLUSTER_INFO, "namespace": "kube-public"},
+        "data": {"kubeconfig": kubeconfig},
+    });
+    let result = match api.get(cm, Some("kube-public"), CLUSTER_INFO, false).await {
+        Ok(current) if current["data"]["kubeconfig"] == wanted["data"]["kubeconfig"] => Ok(current),
+        Ok(_) => {
+            api.update_with(
+                &Write::system(cm, Some("kube-public"), CLUSTER_INFO),
+                &|current| {
+                    let mut new = current.clone();
+                    new["data"]["kubeconfig"] = wanted["data"]["kubeconfig"].clone();
+                    Ok(new)
+                },
+            )
+            .await
+        }
+        Err(_) => {
+            api.create(cm, Some("kube-public"), wanted.clone(), false, None)
+                .await
+        }
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "could not publish kube-public/cluster-info; nodes cannot join");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,6 +82,9 @@ pub async fn start(
     if let Some(ca) = api.options.root_ca_pem.clone() {
         tokio::spawn(crate::root_ca::run(Arc::clone(&api), ca));
     }
+    if let Some((signer, max_duration)) = api.options.csr_signer.clone() {
+        tokio::spawn(crate::csr::run(Arc::clone(&api), signer, max_duration));
+    }
     let authenticator = Arc::new(Authenticator::new(
         Arc::clone(&api),
         authn.admin_tokens,

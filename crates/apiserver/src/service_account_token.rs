@@ -57,7 +57,14 @@ pub struct TokenIssuer {
     encoding: EncodingKey,
     decoding: DecodingKey,
     key_id: String,
+    /// Tokens whose signature checked out, by their SHA-256: a controller or a pod sends the
+    /// same token on every request, and an ECDSA verification costs far more than a lookup
+    /// (upstream caches token authentication likewise). Expiry is still checked every time.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], Claims>>,
 }
+
+/// Verified tokens remembered at most; the memory is emptied when it fills.
+const VERIFIED_CAPACITY: usize = 8192;
 
 impl std::fmt::Debug for TokenIssuer {
     // The keys stay out of logs.
@@ -110,6 +117,7 @@ impl TokenIssuer {
             encoding,
             decoding,
             key_id,
+            verified: std::sync::Mutex::default(),
         })
     }
 
@@ -122,6 +130,33 @@ impl TokenIssuer {
     /// The claims of a token this server signed, if it is unexpired at `now` and meant for
     /// the API (its audience includes the issuer).
     pub fn verify(&self, token: &str, now: Timestamp) -> Option<Claims> {
+        let fresh = |claims: Claims| {
+            let now = now.as_second();
+            (claims.exp > now && claims.nbf <= now + 60).then_some(claims)
+        };
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(
+            ring::digest::digest(&ring::digest::SHA256, token.as_bytes()).as_ref(),
+        );
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&digest).cloned());
+        if let Some(claims) = remembered {
+            return fresh(claims);
+        }
+        let claims = self.verify_signature(token)?;
+        if let Ok(mut m) = self.verified.lock() {
+            if m.len() >= VERIFIED_CAPACITY {
+                m.clear();
+            }
+            m.insert(digest, claims.clone());
+        }
+        fresh(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Option<Claims> {
         let mut validation = Validation::new(Algorithm::ES256);
         validation.set_issuer(&[ISSUER]);
         validation.set_audience(&[ISSUER]);
@@ -129,9 +164,7 @@ impl TokenIssuer {
         validation.validate_exp = false;
         validation.required_spec_claims.clear();
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).ok()?;
-        let claims = data.claims;
-        let now = now.as_second();
-        (claims.exp > now && claims.nbf <= now + 60).then_some(claims)
+        Some(data.claims)
     }
 }
 

@@ -290,6 +290,8 @@ where
 #[derive(Clone)]
 pub struct Informers {
     inner: Arc<Shared>,
+    /// The client a controller writes with: its own identity, while the watches are shared.
+    writer: Client,
 }
 
 struct Shared {
@@ -314,6 +316,7 @@ impl Drop for Shared {
 impl Informers {
     pub fn new(client: Client) -> Informers {
         Informers {
+            writer: client.clone(),
             inner: Arc::new(Shared {
                 client,
                 pods: OnceLock::new(),
@@ -371,9 +374,18 @@ impl Informers {
         })
     }
 
-    /// The client the informers watch with, for the controllers' writes.
+    /// The same informers for a controller that writes as `writer` (upstream's controller
+    /// manager gives each controller its own ServiceAccount over shared informers).
+    pub fn writing_as(&self, writer: Client) -> Informers {
+        Informers {
+            inner: Arc::clone(&self.inner),
+            writer,
+        }
+    }
+
+    /// The client a controller writes (and reads outside the informers) with.
     pub fn client(&self) -> Client {
-        self.inner.client.clone()
+        self.writer.clone()
     }
 }
 

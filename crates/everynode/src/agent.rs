@@ -30,12 +30,21 @@ pub enum RuntimeKind {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentArgs {
-    /// API server URL (with --token). Alternatively --kubeconfig.
-    #[arg(long, requires = "token")]
+    /// API server URL (with --token). Alternatively --kubeconfig, or --join.
+    #[arg(long, requires = "token", conflicts_with = "join")]
     pub server: Option<String>,
-    /// Bearer token for the API server.
+    /// Bearer token for the API server; with --join, the bootstrap token.
     #[arg(long, env = "EVERYNODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    /// Join the cluster at this URL with a bootstrap token (`everynode token create`): the
+    /// agent gets a client certificate of its own (`system:node:<name>`), kept as
+    /// `<state-dir>/kubeconfig` and used from then on.
+    #[arg(long, requires_all = ["token", "ca_cert_hash"], conflicts_with = "kubeconfig")]
+    pub join: Option<String>,
+    /// With --join: `sha256:<hex>` of the cluster CA's public key, as `everynode token create`
+    /// prints. The token is sent only to a server whose CA matches.
+    #[arg(long, requires = "join")]
+    pub ca_cert_hash: Option<String>,
     /// CA certificate (PEM) of the API server, with --server. The agent's endpoint also accepts
     /// only client certificates this CA signed (the API server's).
     #[arg(long)]
@@ -228,6 +237,15 @@ async fn client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>), Err
     Ok((client, ca))
 }
 
+/// This host's name, lower-cased: the node name when none is given.
+fn default_node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "node".into())
+        .to_lowercase()
+}
+
 /// Asks the kernel for SIGKILL when the parent dies; if it already has (this process was
 /// reparented before asking), exits now.
 fn exit_with_parent() -> Result<(), Error> {
@@ -251,6 +269,32 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             "--hollow-nodes requires --runtime hollow".into(),
         ));
     }
+    let mut args = args;
+    if let (Some(url), Some(token), Some(hash)) = (&args.join, &args.token, &args.ca_cert_hash) {
+        if args.hollow_nodes != 1 {
+            return Err(Error::Usage(
+                "--join makes one node; drop --hollow-nodes".into(),
+            ));
+        }
+        let name = args.name.clone().unwrap_or_else(default_node_name);
+        let state_dir = args
+            .state_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("everynode-agent").join(&name));
+        crate::private_dir(&state_dir)?;
+        let kubeconfig = crate::join::kubeconfig(&crate::join::Join {
+            url,
+            token,
+            ca_cert_hash: hash,
+            node_name: &name,
+            state_dir: &state_dir,
+        })
+        .await?;
+        args.name = Some(name);
+        args.state_dir = Some(state_dir);
+        args.kubeconfig = Some(kubeconfig);
+        args.token = None;
+    }
     let (client, cluster_ca) = client(&args).await?;
     let cert_names = vec![
         args.node_ip.clone(),
@@ -259,13 +303,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     ];
     let identity =
         ServingIdentity::generate(&cert_names).map_err(|e| Error::Startup(e.to_string()))?;
-    let base_name = args.name.clone().unwrap_or_else(|| {
-        nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "node".into())
-            .to_lowercase()
-    });
+    let base_name = args.name.clone().unwrap_or_else(default_node_name);
     let state_root = args
         .state_dir
         .clone()

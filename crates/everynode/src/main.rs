@@ -5,7 +5,9 @@ mod agent;
 mod bench;
 mod console;
 mod containerd;
+mod join;
 mod server;
+mod token;
 mod up;
 mod user;
 
@@ -55,6 +57,9 @@ enum Command {
     /// Manage users: their tokens, kubeconfigs and role bindings.
     #[command(subcommand)]
     User(user::UserCommand),
+    /// Manage bootstrap tokens, with which nodes join (`everynode agent --join`).
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Print the admin kubeconfig of a data directory.
     Kubeconfig {
         #[arg(long, default_value = "everynode-data")]
@@ -237,7 +242,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             });
             eprintln!("everynode controllers: candidate {identity}");
             tokio::select! {
-                () = server::elected_controllers(client, args.controllers, &args.leader, identity) => {}
+                () = server::elected_controllers(server::ControllerClients::single(client), args.controllers, &args.leader, identity) => {}
                 () = stop_signal() => {}
             }
             Ok(())
@@ -255,6 +260,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             address,
         }) => containerd::import(&file, &data_dir, &address).await,
         Command::User(command) => user::run(command).await,
+        Command::Token(command) => token::run(command).await,
         Command::Shim { .. } => Ok(()),
     }
 }

@@ -149,6 +149,10 @@ pub struct ServerArgs {
     /// priority 0 or the global default.
     #[arg(long, default_value = everynode_apiserver::admission::DAEMON_PRIORITY_CLASS)]
     pub daemon_priority_class: String,
+    /// The longest a certificate signed for an approved CertificateSigningRequest lasts
+    /// (a node's credential from `agent --join`), as a Go duration: `8760h`, `90m`, `3600s`.
+    #[arg(long, default_value = "8760h", value_parser = parse_go_duration)]
+    pub cluster_signing_duration: Duration,
     #[command(flatten)]
     pub controllers: ControllerFlags,
     #[command(flatten)]
@@ -175,6 +179,7 @@ impl ServerArgs {
                 everynode_apiserver::inflight::DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
             max_watches_per_user: everynode_apiserver::inflight::DEFAULT_MAX_WATCHES_PER_USER,
             daemon_priority_class: everynode_apiserver::admission::DAEMON_PRIORITY_CLASS.to_owned(),
+            cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
             controllers: ControllerFlags::default(),
             leader: LeaderFlags::default(),
         }
@@ -230,19 +235,133 @@ impl Started {
     }
 }
 
+/// The identities the in-process controllers act as, each bound by the default policy to
+/// its own least-privilege role as upstream's are: the shared informers and the leader
+/// election as `system:kube-controller-manager`, the scheduler as `system:kube-scheduler`,
+/// every other controller as its ServiceAccount in `kube-system`
+/// (`--use-service-account-credentials`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ControllerIdentity {
+    Manager,
+    Scheduler,
+    DaemonSet,
+    GarbageCollector,
+    PodGarbageCollector,
+    NodeLifecycle,
+}
+
+impl ControllerIdentity {
+    pub const ALL: [ControllerIdentity; 6] = [
+        ControllerIdentity::Manager,
+        ControllerIdentity::Scheduler,
+        ControllerIdentity::DaemonSet,
+        ControllerIdentity::GarbageCollector,
+        ControllerIdentity::PodGarbageCollector,
+        ControllerIdentity::NodeLifecycle,
+    ];
+
+    /// The user it authenticates as, and its groups.
+    pub fn user(self) -> everynode_apiserver::authn::UserInfo {
+        let account = |name: &str| {
+            everynode_apiserver::authn::UserInfo::new(
+                &format!("system:serviceaccount:kube-system:{name}"),
+                "",
+                &[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:kube-system",
+                ],
+            )
+        };
+        match self {
+            ControllerIdentity::Manager => {
+                everynode_apiserver::authn::UserInfo::new("system:kube-controller-manager", "", &[])
+            }
+            ControllerIdentity::Scheduler => {
+                everynode_apiserver::authn::UserInfo::new("system:kube-scheduler", "", &[])
+            }
+            ControllerIdentity::DaemonSet => account("daemon-set-controller"),
+            ControllerIdentity::GarbageCollector => account("generic-garbage-collector"),
+            ControllerIdentity::PodGarbageCollector => account("pod-garbage-collector"),
+            ControllerIdentity::NodeLifecycle => account("node-controller"),
+        }
+    }
+}
+
+/// One client per controller identity. A standalone `everynode controllers` uses the one
+/// client its kubeconfig gives for all (upstream without `--use-service-account-credentials`).
+#[derive(Clone)]
+pub struct ControllerClients {
+    clients: std::collections::BTreeMap<ControllerIdentity, kube::Client>,
+    fallback: kube::Client,
+}
+
+impl ControllerClients {
+    pub fn single(client: kube::Client) -> Self {
+        ControllerClients {
+            clients: std::collections::BTreeMap::new(),
+            fallback: client,
+        }
+    }
+
+    /// A client per identity, each with its bearer token, to the server `base` names.
+    fn with_tokens(
+        base: &kube::Config,
+        tokens: &std::collections::BTreeMap<ControllerIdentity, String>,
+    ) -> Result<Self, Error> {
+        let client_with = |token: &str| -> Result<kube::Client, Error> {
+            let mut config = base.clone();
+            config.auth_info = serde_json::from_value(serde_json::json!({ "token": token }))
+                .map_err(|e| Error::Startup(format!("controller credentials: {e}")))?;
+            kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))
+        };
+        let mut clients = std::collections::BTreeMap::new();
+        for (identity, token) in tokens {
+            clients.insert(*identity, client_with(token)?);
+        }
+        let fallback = clients
+            .get(&ControllerIdentity::Manager)
+            .cloned()
+            .ok_or_else(|| Error::Startup("no controller-manager credential".into()))?;
+        Ok(ControllerClients { clients, fallback })
+    }
+
+    pub fn get(&self, identity: ControllerIdentity) -> kube::Client {
+        self.clients
+            .get(&identity)
+            .unwrap_or(&self.fallback)
+            .clone()
+    }
+}
+
+/// Fresh bearer tokens for the in-process controllers, kept in memory only: they end with
+/// the process, and nothing on disk can be stolen to act as a controller.
+fn controller_tokens() -> std::collections::BTreeMap<ControllerIdentity, String> {
+    use rand::Rng;
+    ControllerIdentity::ALL
+        .into_iter()
+        .map(|identity| {
+            let bytes: [u8; 32] = rand::rng().random();
+            let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            (identity, token)
+        })
+        .collect()
+}
+
 /// Spawns the enabled controllers; their handles stop them when leadership is lost.
 fn spawn_controllers(
-    client: &kube::Client,
+    clients: &ControllerClients,
     clock: &SharedClock,
     flags: ControllerFlags,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    use ControllerIdentity as Id;
     let mut running = Vec::new();
     // One cache per kind for every controller; its watches stop when the last controller does.
-    let informers = Informers::new(client.clone());
+    let informers = Informers::new(clients.get(Id::Manager));
+    let as_ = |id: Id| informers.writing_as(clients.get(id));
     if !flags.no_daemonset_controller {
         running.push(tokio::spawn(
             everynode_controllers::daemonset::controller::run(
-                informers.clone(),
+                as_(Id::DaemonSet),
                 clock.clone(),
                 flags.daemonset_burst,
                 flags.shutdown_aware_daemonsets,
@@ -251,24 +370,24 @@ fn spawn_controllers(
     }
     if !flags.no_scheduler {
         running.push(tokio::spawn(everynode_controllers::scheduler::run(
-            informers.clone(),
+            as_(Id::Scheduler),
             clock.clone(),
         )));
     }
     if !flags.no_garbage_collector {
-        running.push(tokio::spawn(everynode_controllers::gc::run(
-            informers.clone(),
-        )));
+        running.push(tokio::spawn(everynode_controllers::gc::run(as_(
+            Id::GarbageCollector,
+        ))));
     }
     if !flags.no_pod_gc {
         running.push(tokio::spawn(everynode_controllers::podgc::run(
-            informers.clone(),
+            as_(Id::PodGarbageCollector),
             flags.terminated_pod_gc_threshold,
         )));
     }
     if !flags.no_node_lifecycle_controller {
         running.push(tokio::spawn(nodelifecycle::run(
-            informers.clone(),
+            as_(Id::NodeLifecycle),
             clock.clone(),
             nodelifecycle::Settings {
                 monitor_period: Duration::from_secs(flags.node_monitor_period.max(1)),
@@ -306,7 +425,7 @@ impl Default for LeaderFlags {
 
 /// Runs the enabled controllers whenever `identity` holds the leader lease, until the process ends.
 pub async fn elected_controllers(
-    client: kube::Client,
+    clients: ControllerClients,
     flags: ControllerFlags,
     leader: &LeaderFlags,
     identity: String,
@@ -317,11 +436,11 @@ pub async fn elected_controllers(
         renew_deadline: Duration::from_secs(leader.leader_elect_renew_deadline.max(1)),
         retry_period: Duration::from_secs(leader.leader_elect_retry_period.max(1)),
     };
-    let elector_client = client.clone();
+    let elector_client = clients.get(ControllerIdentity::Manager);
     // Controllers run on the system's clock; tests of their timing inject a paused one.
     let clock = everynode_clock::system();
     leader::run_elected(elector_client, settings, clock.clone(), move || {
-        spawn_controllers(&client, &clock, flags)
+        spawn_controllers(&clients, &clock, flags)
     })
     .await;
 }
@@ -333,6 +452,7 @@ pub async fn elected_controllers(
 /// 452 to 311 ms; bench/RESULTS.md).
 async fn start_controllers_runtime(
     kubeconfig: PathBuf,
+    tokens: std::collections::BTreeMap<ControllerIdentity, String>,
     flags: ControllerFlags,
     leader: LeaderFlags,
     identity: String,
@@ -356,12 +476,16 @@ async fn start_controllers_runtime(
                 }
             };
             runtime.block_on(async move {
-                // The client is made here, so its connections run on this runtime.
-                match client_from_kubeconfig(&kubeconfig).await {
-                    Ok(client) => {
+                // The clients are made here, so their connections run on this runtime.
+                let clients = match config_from_kubeconfig(&kubeconfig).await {
+                    Ok(base) => ControllerClients::with_tokens(&base, &tokens),
+                    Err(e) => Err(e),
+                };
+                match clients {
+                    Ok(clients) => {
                         let _ = started.send(Ok(()));
                         tokio::select! {
-                            () = elected_controllers(client, flags, &leader, identity) => {}
+                            () = elected_controllers(clients, flags, &leader, identity) => {}
                             _ = stop_rx.changed() => {}
                         }
                     }
@@ -390,6 +514,25 @@ fn server_identity(data_dir: &Path) -> String {
     let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
     let hash = everynode_api::fnv::fnv1a_64([dir.to_string_lossy().as_bytes()]);
     format!("{host}_{hash:016x}")
+}
+
+/// A Go duration of one unit, as upstream's flags take them: `8760h`, `90m`, `3600s`.
+pub fn parse_go_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 8760h, 90m or 3600s"))?;
+    let seconds = match unit {
+        "h" => n.checked_mul(3600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        _ => None,
+    }
+    .ok_or_else(|| format!("{text:?} is not a duration such as 8760h, 90m or 3600s"))?;
+    Ok(Duration::from_secs(seconds))
 }
 
 /// The client configuration a kubeconfig file gives (its current context).
@@ -424,6 +567,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_mutating_requests_inflight,
         max_watches_per_user,
         daemon_priority_class,
+        cluster_signing_duration,
         controllers,
         leader,
     } = args;
@@ -451,6 +595,10 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         authn.static_tokens = everynode_apiserver::authn::read_token_file(path)
             .map_err(|e| Error::Usage(format!("--token-auth-file: {e}")))?;
     }
+    let controller_tokens = controller_tokens();
+    for (identity, token) in &controller_tokens {
+        authn.static_tokens.insert(token.clone(), identity.user());
+    }
     let store: Arc<dyn Store> = match store {
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(
             &data_dir.join("everynode.redb"),
@@ -469,6 +617,10 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_watches_per_user,
         daemon_priority_class: Some(daemon_priority_class).filter(|c| !c.is_empty()),
         root_ca_pem: (!controllers.no_root_ca_publisher).then(|| creds.ca_pem.clone()),
+        csr_signer: Some((
+            Arc::new(credentials::CsrSigner::load(&data_dir)?),
+            cluster_signing_duration,
+        )),
         audit: (!no_audit_log).then(|| everynode_apiserver::audit::AuditConfig {
             path: audit_log_path.unwrap_or_else(|| data_dir.join("audit.log")),
             max_size_bytes: audit_log_maxsize.max(1) * 1024 * 1024,
@@ -482,7 +634,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
     };
     // The server's one clock, shared with the console it serves.
     let clock = everynode_clock::system();
-    let (_api, router) = server::start(store, clock.clone(), options, sizes, authn)
+    let (api, router) = server::start(store, clock.clone(), options, sizes, authn)
         .await
         .map_err(|e| Error::Startup(e.to_string()))?;
     // The web console under /ui: an API client of this same router.
@@ -517,6 +669,9 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         )
     };
     let url = format!("{scheme}://{host}:{}", local.port());
+    if let Some(ca) = ca {
+        everynode_apiserver::root_ca::publish_cluster_info(&api, &url, ca).await;
+    }
     let kubeconfig = kubeconfig_path(&data_dir);
     credentials::write_file(
         &kubeconfig,
@@ -529,6 +684,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         Some(
             start_controllers_runtime(
                 kubeconfig.clone(),
+                controller_tokens,
                 controllers,
                 leader,
                 server_identity(&data_dir),

@@ -85,7 +85,7 @@ fn check_name(name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-fn random(n: usize) -> String {
+pub(crate) fn random(n: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     (0..n)
@@ -128,7 +128,7 @@ fn cluster_role_ref(name: &str) -> k8s_openapi::api::rbac::v1::RoleRef {
 }
 
 /// The server URL and CA of the administrator's kubeconfig.
-fn cluster_of(data_dir: &Path) -> Result<(String, Option<String>), Error> {
+pub(crate) fn cluster_of(data_dir: &Path) -> Result<(String, Option<String>), Error> {
     let path = kubeconfig_path(data_dir);
     let config = kube::config::Kubeconfig::read_from(&path).map_err(|e| {
         Error::Usage(format!(

@@ -25,22 +25,32 @@ pub fn objects() -> Vec<Value> {
         .collect()
 }
 
+fn kind_of(obj: &Value) -> Option<Kind> {
+    match obj["kind"].as_str()? {
+        "ClusterRole" => Some(Kind::ClusterRole),
+        "ClusterRoleBinding" => Some(Kind::ClusterRoleBinding),
+        "Role" => Some(Kind::Role),
+        "RoleBinding" => Some(Kind::RoleBinding),
+        _ => None,
+    }
+}
+
 /// Creates what is missing; puts back rules an auto-updated ClusterRole lacks.
 pub async fn reconcile(api: &Registry) -> ApiResult<()> {
     for obj in objects() {
-        let kind = match obj["kind"].as_str() {
-            Some("ClusterRole") => Kind::ClusterRole,
-            Some("ClusterRoleBinding") => Kind::ClusterRoleBinding,
-            _ => continue,
+        let Some(kind) = kind_of(&obj) else {
+            continue;
         };
         let res = registry::by_kind(kind);
         let name = obj["metadata"]["name"]
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        match api.get(res, None, &name, false).await {
+        let namespace = obj["metadata"]["namespace"].as_str().map(str::to_owned);
+        let ns = namespace.as_deref();
+        match api.get(res, ns, &name, false).await {
             Err(e) if e.code == axum::http::StatusCode::NOT_FOUND => {
-                match api.create(res, None, obj.clone(), false, None).await {
+                match api.create(res, ns, obj.clone(), false, None).await {
                     Ok(_) => {}
                     Err(e) if e.code == axum::http::StatusCode::CONFLICT => {}
                     Err(e) => return Err(e),
@@ -149,12 +159,9 @@ mod tests {
     #[test]
     fn the_default_policy_parses_and_validates() {
         let objs = objects();
-        assert_eq!(objs.len(), 15);
+        assert_eq!(objs.len(), 35);
         for obj in &objs {
-            let kind = match obj["kind"].as_str() {
-                Some("ClusterRole") => Kind::ClusterRole,
-                _ => Kind::ClusterRoleBinding,
-            };
+            let kind = kind_of(obj).expect("an RBAC kind");
             let res = registry::by_kind(kind);
             let errs = everynode_api::validation::validate_create(res, obj);
             assert!(errs.is_empty(), "{}: {errs:?}", obj["metadata"]["name"]);
