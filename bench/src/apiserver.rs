@@ -46,7 +46,15 @@ struct Args {
     /// Requests the well-behaved client makes in each phase of the abuse benchmark.
     #[arg(long, default_value_t = 2_000)]
     victim_requests: usize,
+    /// Abuse and measure as the administrator (`system:masters`, exempt from fairness, as
+    /// upstream's exempt priority level) rather than as two ordinary users with `view`.
+    #[arg(long)]
+    as_admin: bool,
 }
+
+/// Ordinary users of the abuse benchmark, from the server's `--token-auth-file`.
+const ABUSER_TOKEN: &str = "abuser-token-0123456789";
+const VICTIM_TOKEN: &str = "victim-token-0123456789";
 
 struct Server {
     child: Child,
@@ -62,6 +70,12 @@ impl Drop for Server {
 
 fn start(args: &Args) -> Result<Server, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(
+        &tokens,
+        format!("{ABUSER_TOKEN},abuser,abuser-uid\n{VICTIM_TOKEN},victim,victim-uid\n"),
+    )
+    .map_err(|e| e.to_string())?;
     let mut child = Command::new(&args.everynode)
         .args([
             "server",
@@ -72,6 +86,8 @@ fn start(args: &Args) -> Result<Server, String> {
             "--data-dir",
         ])
         .arg(dir.path())
+        .arg("--token-auth-file")
+        .arg(&tokens)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -272,13 +288,65 @@ fn victim_apart(kubeconfig: std::path::PathBuf, requests: usize) -> Result<Vec<D
     .map_err(|_| "the victim's thread panicked".to_owned())?
 }
 
+/// A kubeconfig like the administrator's, for the user of `token` (the abuse benchmark's
+/// ordinary users), or the administrator's own with `--as-admin`.
+fn kubeconfig_as(server: &Server, token: Option<&str>) -> Result<std::path::PathBuf, String> {
+    let admin = server.dir.path().join("kubeconfig");
+    let Some(token) = token else {
+        return Ok(admin);
+    };
+    let admin_token = std::fs::read_to_string(server.dir.path().join("admin.token"))
+        .map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(&admin).map_err(|e| e.to_string())?;
+    let path = server
+        .dir
+        .path()
+        .join(format!("{}.kubeconfig", &token[..6]));
+    std::fs::write(&path, text.replace(admin_token.trim(), token)).map_err(|e| e.to_string())?;
+    Ok(path)
+}
+
+/// Lets the abuse benchmark's users read everything (the `view` ClusterRole).
+async fn grant_view(client: &Client) -> Result<(), String> {
+    let bindings: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let binding = serde_json::from_value(json!({
+        "metadata": {"name": "abuse-bench-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "abuser"},
+            {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "victim"},
+        ],
+    }))
+    .map_err(|e| e.to_string())?;
+    bindings
+        .create(&kube::api::PostParams::default(), &binding)
+        .await
+        .map_err(|e| e.to_string())?;
+    // The authorizer's policy follows the watch cache; give it a moment.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
 async fn abuse(
     server: &Server,
     client: &Client,
     args: &Args,
     abusers: usize,
 ) -> Result<(), String> {
-    let kubeconfig = server.dir.path().join("kubeconfig");
+    let (kubeconfig, abuser) = if args.as_admin {
+        (kubeconfig_as(server, None)?, client.clone())
+    } else {
+        grant_view(client).await?;
+        let kc = Kubeconfig::read_from(kubeconfig_as(server, Some(ABUSER_TOKEN))?)
+            .map_err(|e| e.to_string())?;
+        let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        (
+            kubeconfig_as(server, Some(VICTIM_TOKEN))?,
+            Client::try_from(config).map_err(|e| e.to_string())?,
+        )
+    };
     let requests = args.victim_requests;
     let alone = {
         let kubeconfig = kubeconfig.clone();
@@ -291,7 +359,7 @@ async fn abuse(
     for _ in 0..abusers {
         // One request at a time per abuser; concurrent ones go over separate connections. The
         // body is read, not parsed: the abusers' own CPU is not the server's.
-        let client = client.clone();
+        let client = abuser.clone();
         let stop = Arc::clone(&stop);
         tasks.push(tokio::spawn(async move {
             let mut lists = 0usize;
@@ -323,7 +391,12 @@ async fn abuse(
     let (p50, p99) = (percentile(&alone, 0.5), percentile(&alone, 0.99));
     let (a50, a99) = (percentile(&abused, 0.5), percentile(&abused, 0.99));
     println!(
-        "abuse: GET of one pod, {} requests: alone p50 {} p99 {}; with {abusers} clients listing all {} pods in a loop p50 {} p99 {} max {} (p99 x{:.1}); {:.1} lists/s",
+        "abuse ({}): GET of one pod, {} requests: alone p50 {} p99 {}; with {abusers} clients listing all {} pods in a loop p50 {} p99 {} max {} (p99 x{:.1}); {:.1} lists/s",
+        if args.as_admin {
+            "as the administrator"
+        } else {
+            "as two users with view"
+        },
         args.victim_requests,
         ms(p50),
         ms(p99),

@@ -498,3 +498,24 @@ def test_one_user_cannot_hold_every_watch(tmp_data_dir):
         wait_for("a slot given back", lambda: watch("greedy-token").status_code == 200)
     finally:
         s.kill()
+
+
+def test_a_users_big_list_arrives_whole_through_the_fair_lane(rbac):
+    """Lists of over 100 objects by users other than system:masters take seats and are written in
+    slices (crate::fairness); every client still gets the whole list."""
+    items = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"big-{i}", "namespace": "a"},
+              "data": {"payload": "x" * 600}} for i in range(300)]
+    rbac.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    kc = rbac.users["viewer"]
+    for kubectl in (None, kubectl_120_binary()):
+        table = as_user(rbac, kc, "get", "configmaps", "-n", "a", "--no-headers", kubectl=kubectl, check=True)
+        assert len([line for line in table.stdout.splitlines() if line.startswith("big-")]) == 300
+    whole = json.loads(as_user(rbac, kc, "get", "configmaps", "-n", "a", "-o", "json", check=True).stdout)
+    assert len([i for i in whole["items"] if i["metadata"]["name"].startswith("big-")]) == 300
+    client = kubernetes.config.new_client_from_config(config_file=kc)
+    try:
+        listed = kubernetes.client.CoreV1Api(client).list_namespaced_config_map("a")
+        big = [c for c in listed.items if c.metadata.name.startswith("big-")]
+        assert len(big) == 300 and all(c.data["payload"] == "x" * 600 for c in big)
+    finally:
+        client.close()

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod csr;
 pub mod discovery;
 pub mod error;
+pub mod fairness;
 pub mod handlers;
 pub mod health;
 pub mod http;

@@ -80,6 +80,8 @@ pub struct Registry {
     pub token_issuer: Arc<crate::service_account_token::TokenIssuer>,
     /// Open watches per user.
     pub watch_counts: Arc<crate::watch::WatchCounts>,
+    /// The seats users' heavy reads take turns for.
+    pub fair_seats: Arc<crate::fairness::FairSeats>,
 }
 
 pub use crate::request::options::DeleteOptions;

@@ -59,6 +59,7 @@ pub async fn start(
         authz: Arc::clone(&authz),
         token_issuer,
         watch_counts: Arc::default(),
+        fair_seats: crate::fairness::FairSeats::for_this_machine(),
     });
     api.fresh_cache().await?;
     namespaces::bootstrap(&api).await?;

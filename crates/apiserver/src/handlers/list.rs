@@ -88,37 +88,185 @@ pub async fn handle(
     if let Some(after) = &page.continue_after {
         metadata["continue"] = json!(encode_continue(page.revision, after));
     }
+    // Heavy lists wait for their turn among users' heavy reads (crate::fairness).
+    let seats = match heavy_read_seats(registry, page.items.len()).await {
+        Ok(seats) => seats,
+        Err(refused) => {
+            tracing::debug!(error = %refused, "heavy list refused");
+            return Ok(crate::inflight::too_many_saying(
+                "Too many requests, please try again later.",
+            ));
+        }
+    };
     if let Some(include) = response::table_request(headers, options.include_object) {
         let objects: Vec<Value> = page
             .items
             .iter()
             .filter_map(|o| serde_json::from_slice(&o.json).ok())
             .collect();
-        return Ok(response::ok(&table(
+        let mut response = response::ok(&table(
             res,
             &objects,
             metadata,
             registry.clock.now(),
             include,
-        )));
+        ));
+        if let Some(seats) = seats {
+            let body = std::mem::take(response.body_mut());
+            *response.body_mut() = sliced(body, seats).await;
+        }
+        return Ok(response);
     }
     // Items are spliced in as the cache holds them, already serialized.
     let head =
         json!({"kind": res.list_kind(), "apiVersion": res.api_version(), "metadata": metadata});
-    let mut out = serde_json::to_vec(&head).unwrap_or_default();
-    out.pop();
-    out.extend_from_slice(b",\"items\":[");
-    for (i, item) in page.items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut head = serde_json::to_vec(&head).unwrap_or_default();
+    head.pop();
+    head.extend_from_slice(b",\"items\":[");
+    let size: usize = page.items.iter().map(|i| i.json.len() + 1).sum::<usize>() + head.len();
+    let body = if size <= SLICE_BYTES {
+        let mut out = head;
+        for (i, item) in page.items.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&item.json);
         }
-        out.extend_from_slice(&item.json);
-    }
-    out.extend_from_slice(b"]}");
+        out.extend_from_slice(b"]}");
+        axum::body::Body::from(out)
+    } else {
+        axum::body::Body::from_stream(ItemSlices {
+            head: Some(head),
+            items: page.items,
+            next: 0,
+            done: false,
+            yield_next: false,
+            _seats: seats,
+        })
+    };
     Ok((
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json")],
-        out,
+        body,
     )
         .into_response())
+}
+
+/// How much of a big response is written in one turn of its connection's task: small enough
+/// that a short request waiting for a CPU is not held up by one list's megabytes being
+/// encrypted at once.
+const SLICE_BYTES: usize = 64 * 1024;
+
+/// Seats for a list of `objects` objects by the request's user, or none when the list is
+/// light or the user exempt (`system:masters`, as upstream's exempt priority level).
+async fn heavy_read_seats(
+    registry: &Registry,
+    objects: usize,
+) -> Result<Option<crate::fairness::Seats>, crate::fairness::Refused> {
+    let width = crate::fairness::width(objects);
+    if width <= 1 {
+        return Ok(None);
+    }
+    let Ok(user) = crate::authn::REQUEST_USER.try_with(Clone::clone) else {
+        return Ok(None);
+    };
+    if user
+        .groups
+        .iter()
+        .any(|g| g == crate::authn::SYSTEM_MASTERS)
+    {
+        return Ok(None);
+    }
+    registry
+        .fair_seats
+        .acquire(&user.name, width)
+        .await
+        .map(Some)
+}
+
+/// The list's JSON in slices of about `SLICE_BYTES`, made as they are written, with a yield to
+/// the scheduler between slices; the seats go back when the last slice is out (or the client
+/// goes away).
+struct ItemSlices {
+    head: Option<Vec<u8>>,
+    items: Vec<Arc<crate::cache::CachedObject>>,
+    next: usize,
+    done: bool,
+    yield_next: bool,
+    _seats: Option<crate::fairness::Seats>,
+}
+
+impl futures::Stream for ItemSlices {
+    type Item = Result<bytes::Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let mut out = self.head.take().unwrap_or_default();
+        while out.len() < SLICE_BYTES && self.next < self.items.len() {
+            if self.next > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(&self.items[self.next].json);
+            self.next += 1;
+        }
+        if self.next >= self.items.len() {
+            out.extend_from_slice(b"]}");
+            self.done = true;
+        }
+        self.yield_next = true;
+        Poll::Ready(Some(Ok(bytes::Bytes::from(out))))
+    }
+}
+
+/// A body already made, written in slices as `ItemSlices` writes its items, holding the seats
+/// until it is out.
+async fn sliced(body: axum::body::Body, seats: crate::fairness::Seats) -> axum::body::Body {
+    let Ok(data) = axum::body::to_bytes(body, usize::MAX).await else {
+        return axum::body::Body::empty();
+    };
+    axum::body::Body::from_stream(Sliced {
+        data,
+        yield_next: false,
+        _seats: seats,
+    })
+}
+
+struct Sliced {
+    data: bytes::Bytes,
+    yield_next: bool,
+    _seats: crate::fairness::Seats,
+}
+
+impl futures::Stream for Sliced {
+    type Item = Result<bytes::Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.data.is_empty() {
+            return Poll::Ready(None);
+        }
+        if self.yield_next {
+            self.yield_next = false;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        let n = self.data.len().min(SLICE_BYTES);
+        let slice = self.data.split_to(n);
+        self.yield_next = true;
+        Poll::Ready(Some(Ok(slice)))
+    }
 }
