@@ -136,6 +136,47 @@ impl<'a> DaemonPlacement<'a> {
             .is_none(),
         }
     }
+
+    /// The first taint of `node` the pod does not tolerate, as `key=value:Effect`.
+    pub fn untolerated(&self, node: &Node) -> Option<String> {
+        let taints = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.taints.as_deref())
+            .unwrap_or_default();
+        scheduling::untolerated(taints, &self.tolerations, &["NoSchedule", "NoExecute"]).map(|t| {
+            match t.value.as_deref().filter(|v| !v.is_empty()) {
+                Some(v) => format!("{}={v}:{}", t.key, t.effect),
+                None => format!("{}:{}", t.key, t.effect),
+            }
+        })
+    }
+}
+
+/// Why a pod is not available, in the words of beyond.md §6: the first container's waiting
+/// reason, `Pending` with the scheduler's message, or `NotReady`. The controller's `Available`
+/// condition and the placement view both say it this way.
+pub fn unavailable_reason(p: &Pod) -> (std::borrow::Cow<'static, str>, Option<String>) {
+    use std::borrow::Cow;
+    let status = p.status.as_ref();
+    let waiting = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
+    if let Some(reason) = waiting {
+        return (Cow::Owned(reason), None);
+    }
+    if status.and_then(|s| s.phase.as_deref()).unwrap_or("") == "Pending" {
+        let unschedulable = status
+            .and_then(|s| s.conditions.as_deref())
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            .and_then(|c| c.message.clone());
+        return (Cow::Borrowed("Pending"), unschedulable);
+    }
+    (Cow::Borrowed("NotReady"), None)
 }
 
 /// The template generation of a DaemonSet (its deprecated annotation), if set and numeric.

@@ -10,6 +10,7 @@ pub mod field;
 pub mod fnv;
 pub mod names;
 pub mod node_endpoint;
+pub mod placement;
 pub mod quantity;
 pub mod registry;
 pub mod rollout_controls;

@@ -278,7 +278,7 @@ pub static RESOURCES: &[Resource] = &[
         &["ds"],
         true,
         &["all"],
-        &["status"]
+        &["status", "placement"]
     ),
     resource!(
         ControllerRevision,
@@ -645,7 +645,8 @@ mod tests {
                 "coordination.k8s.io",
                 "scheduling.k8s.io",
                 "events.k8s.io",
-                "rbac.authorization.k8s.io"
+                "rbac.authorization.k8s.io",
+                "certificates.k8s.io"
             ]
         );
     }

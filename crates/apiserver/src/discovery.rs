@@ -77,6 +77,7 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
         let (kind, verbs): (&str, &[&str]) = match *sub {
             "binding" => ("Binding", &["create"]),
             "finalize" => (r.kind, &["update"]),
+            "placement" => ("DaemonSetPlacement", &["get"]),
             _ => (r.kind, &["get", "patch", "update"]),
         };
         out.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));

@@ -109,10 +109,12 @@ pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
     }
     let resource = rest.first().copied().unwrap_or("").to_owned();
     let mut name = rest.get(1).copied().unwrap_or("").to_owned();
-    let subresource = if rest.len() >= 3 {
-        rest[2].to_owned()
-    } else {
-        String::new()
+    let subresource = match rest.get(2) {
+        // everynode's read-only views of a DaemonSet are authorized as reading the DaemonSet
+        // itself (beyond.md §7.1), so `view` grants them with nothing added.
+        Some(&"placement") if api_group == "apps" && resource == "daemonsets" => String::new(),
+        Some(sub) => (*sub).to_owned(),
+        None => String::new(),
     };
     let collection_get = name.is_empty() && verb == "get";
     let options = if collection_get || (name.is_empty() && verb == "watch") {

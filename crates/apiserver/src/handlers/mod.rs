@@ -10,6 +10,7 @@ mod get;
 pub mod list;
 pub mod log;
 pub mod patch;
+pub mod placement;
 mod update;
 mod watch;
 
@@ -42,6 +43,8 @@ pub enum Endpoint<'a> {
     Finalize(&'a str),
     /// `pods/log`.
     Log(&'a str),
+    /// `daemonsets/placement`.
+    Placement(&'a str),
 }
 
 /// The endpoint for `method` on the path, or `None` when the method is not allowed there.
@@ -52,7 +55,7 @@ pub fn endpoint<'a>(
     subresource: Option<Subresource>,
     watch: bool,
 ) -> Option<Endpoint<'a>> {
-    use Subresource::{Approval, Binding, Finalize, Log, Status};
+    use Subresource::{Approval, Binding, Finalize, Log, Placement, Status};
     let part = |sub: Option<Subresource>| match sub {
         Some(Status) => UpdateMode::Status,
         Some(Approval) => UpdateMode::Approval,
@@ -70,6 +73,7 @@ pub fn endpoint<'a>(
         ("POST", Some(n), Some(Binding)) => Endpoint::Bind(n),
         ("PUT", Some(n), Some(Finalize)) => Endpoint::Finalize(n),
         ("GET", Some(n), Some(Log)) => Endpoint::Log(n),
+        ("GET", Some(n), Some(Placement)) => Endpoint::Placement(n),
         _ => return None,
     })
 }
@@ -123,6 +127,7 @@ pub async fn serve(
             finalize::handle(registry, name, &query.decode()?, headers, &body).await
         }
         Endpoint::Log(name) => log::handle(registry, path, name, &query.decode()?).await,
+        Endpoint::Placement(name) => placement::handle(registry, path, name, query).await,
     }
 }
 

@@ -16,6 +16,8 @@ pub enum Subresource {
     Finalize,
     /// `certificatesigningrequests/approval`: the Approved and Denied conditions.
     Approval,
+    /// `daemonsets/placement`: every node and why it has no available pod (beyond.md §7.1).
+    Placement,
 }
 
 impl Subresource {
@@ -27,6 +29,7 @@ impl Subresource {
             "log" => Some(Subresource::Log),
             "finalize" => Some(Subresource::Finalize),
             "approval" => Some(Subresource::Approval),
+            "placement" => Some(Subresource::Placement),
             _ => None,
         }
     }
@@ -39,6 +42,7 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::Finalize => "finalize",
             Subresource::Approval => "approval",
+            Subresource::Placement => "placement",
         }
     }
 }

@@ -741,31 +741,15 @@ fn rolling_update(
     Ok((creates, deletes))
 }
 
-/// Why a pod is not available, in the words of beyond.md §6: the first container's waiting
-/// reason, `Pending` with the scheduler's message, or `NotReady`.
+/// Why a pod is not available (beyond.md §6), as the placement view says it too.
 fn unavailable_why(p: &Pod) -> Why {
-    let status = p.status.as_ref();
-    let waiting = status
-        .and_then(|s| s.container_statuses.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .find_map(|c| c.state.as_ref()?.waiting.as_ref()?.reason.clone());
-    if let Some(reason) = waiting {
-        return Why::new(reason);
+    match rules::unavailable_reason(p) {
+        (code, Some(detail)) => Why {
+            code,
+            detail: Some(detail.into()),
+        },
+        (code, None) => Why::new(code),
     }
-    if phase(p) == "Pending" {
-        let unschedulable = status
-            .and_then(|s| s.conditions.as_deref())
-            .unwrap_or_default()
-            .iter()
-            .find(|c| c.type_ == "PodScheduled" && c.status == "False")
-            .and_then(|c| c.message.clone());
-        return match unschedulable {
-            Some(m) => Why::with("Pending", m),
-            None => Why::new("Pending"),
-        };
-    }
-    Why::new("NotReady")
 }
 
 /// What the `Progressing` condition needs from this pass.
