@@ -125,3 +125,68 @@ def test_placement_through_the_python_client_and_for_a_viewer(five_nodes):
     denied = s.kubectl("get", "--raw", RAW, env={"KUBECONFIG": other.stdout.strip()}, check=False)
     assert denied.returncode != 0
     assert 'User "outsider" cannot get resource "daemonsets" in API group "apps"' in denied.stderr
+
+
+PREVIEW = "/apis/apps/v1/namespaces/default/daemonsets/agent/preview"
+
+
+@pytest.fixture
+def five_workers(cluster, cluster_api):
+    c = core(cluster_api)
+    for i in range(1, 6):
+        c.create_node(node(f"n{i}", {"role": "worker", "zone": "a" if i <= 2 else "b"}, cpu="4"))
+    ds = daemonset()
+    ds["spec"]["updateStrategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 2}}
+    with AgentSim(cluster):
+        apps(cluster_api).create_namespaced_daemon_set("default", ds)
+        wait_for("5 pods available", lambda: placement(cluster)["summary"]["available"] == 5)
+        cluster.ds = ds
+        yield cluster
+
+
+def preview(server, ds, check=True):
+    return server.kubectl("create", "--raw", PREVIEW, "-f", "-", input=json.dumps(ds), check=check)
+
+
+def test_b14_preview_of_an_image_change_and_of_a_node_selector_change(five_workers):
+    s = five_workers
+    generation = json.loads(s.kubectl("get", "ds", "agent", "-o", "json").stdout)["metadata"]["generation"]
+    changed = json.loads(json.dumps(s.ds))
+    changed["spec"]["template"]["spec"]["containers"][0]["image"] = "agent:2"
+    p = json.loads(preview(s, changed).stdout)
+    assert p["kind"] == "DaemonSetPreview" and p["newRevision"] is True
+    assert p["summary"] == {"create": 0, "delete": 0, "replace": 5, "keep": 0}
+    assert p["batches"] == [["n1", "n2"], ["n3", "n4"], ["n5"]]
+    moved = json.loads(json.dumps(s.ds))
+    moved["spec"]["template"]["spec"]["nodeSelector"] = {"role": "worker", "zone": "a"}
+    p = json.loads(preview(s, moved).stdout)
+    actions = {n["node"]: n["action"] for n in p["nodes"]}
+    assert actions == {"n1": "Replace", "n2": "Replace", "n3": "Delete", "n4": "Delete", "n5": "Delete"}
+    assert p["nodes"][2]["reason"].startswith("NodeSelectorMismatch: nodeSelector zone=a")
+    same = json.loads(preview(s, s.ds).stdout)
+    assert same["newRevision"] is False and same["summary"]["keep"] == 5
+    # Nothing was written.
+    after = json.loads(s.kubectl("get", "ds", "agent", "-o", "json").stdout)
+    assert after["metadata"]["generation"] == generation
+    assert after["spec"]["template"]["spec"]["containers"][0]["image"] == "agent:1"
+
+
+def test_a_preview_of_an_invalid_daemonset_is_the_same_422_as_apply(five_workers):
+    s = five_workers
+    bad = json.loads(json.dumps(s.ds))
+    bad["spec"]["template"]["metadata"]["labels"] = {"app": "other"}
+    bad["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] = 0
+    previewed = preview(s, bad, check=False)
+    applied = s.kubectl("apply", "-f", "-", input=json.dumps(bad), check=False)
+    assert previewed.returncode != 0 and applied.returncode != 0
+    assert "is invalid" in applied.stderr
+    for message in ("spec.template.metadata.labels: Invalid value", "`selector` does not match template `labels`",
+                    "spec.updateStrategy.rollingUpdate.maxUnavailable: Required value: cannot be 0 when maxSurge is 0"):
+        assert message in applied.stderr and message in previewed.stderr, (message, previewed.stderr)
+    # A new DaemonSet previews as a create: every eligible node gains a pod.
+    fresh = json.loads(json.dumps(s.ds))
+    fresh["metadata"]["name"] = "fresh"
+    out = s.kubectl("create", "--raw", PREVIEW.replace("/agent/", "/fresh/"), "-f", "-", input=json.dumps(fresh))
+    p = json.loads(out.stdout)
+    assert p["summary"]["create"] == 5 and p["newRevision"] is True
+    assert s.kubectl("get", "ds", "fresh", check=False).returncode != 0, "a preview creates nothing"

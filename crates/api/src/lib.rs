@@ -11,6 +11,7 @@ pub mod fnv;
 pub mod names;
 pub mod node_endpoint;
 pub mod placement;
+pub mod preview;
 pub mod quantity;
 pub mod registry;
 pub mod rollout_controls;

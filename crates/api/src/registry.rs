@@ -278,7 +278,7 @@ pub static RESOURCES: &[Resource] = &[
         &["ds"],
         true,
         &["all"],
-        &["status", "placement"]
+        &["status", "placement", "preview"]
     ),
     resource!(
         ControllerRevision,

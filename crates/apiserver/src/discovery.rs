@@ -78,6 +78,7 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
             "binding" => ("Binding", &["create"]),
             "finalize" => (r.kind, &["update"]),
             "placement" => ("DaemonSetPlacement", &["get"]),
+            "preview" => ("DaemonSetPreview", &["create"]),
             _ => (r.kind, &["get", "patch", "update"]),
         };
         out.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));

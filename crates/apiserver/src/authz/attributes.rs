@@ -113,6 +113,11 @@ pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
         // everynode's read-only views of a DaemonSet are authorized as reading the DaemonSet
         // itself (beyond.md §7.1), so `view` grants them with nothing added.
         Some(&"placement") if api_group == "apps" && resource == "daemonsets" => String::new(),
+        // A preview is authorized as the update it previews.
+        Some(&"preview") if api_group == "apps" && resource == "daemonsets" => {
+            verb = "update".into();
+            String::new()
+        }
         Some(sub) => (*sub).to_owned(),
         None => String::new(),
     };

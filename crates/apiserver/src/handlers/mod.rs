@@ -11,6 +11,7 @@ pub mod list;
 pub mod log;
 pub mod patch;
 pub mod placement;
+pub mod preview;
 mod update;
 mod watch;
 
@@ -45,6 +46,8 @@ pub enum Endpoint<'a> {
     Log(&'a str),
     /// `daemonsets/placement`.
     Placement(&'a str),
+    /// `daemonsets/preview`.
+    Preview(&'a str),
 }
 
 /// The endpoint for `method` on the path, or `None` when the method is not allowed there.
@@ -55,7 +58,7 @@ pub fn endpoint<'a>(
     subresource: Option<Subresource>,
     watch: bool,
 ) -> Option<Endpoint<'a>> {
-    use Subresource::{Approval, Binding, Finalize, Log, Placement, Status};
+    use Subresource::{Approval, Binding, Finalize, Log, Placement, Preview, Status};
     let part = |sub: Option<Subresource>| match sub {
         Some(Status) => UpdateMode::Status,
         Some(Approval) => UpdateMode::Approval,
@@ -74,6 +77,7 @@ pub fn endpoint<'a>(
         ("PUT", Some(n), Some(Finalize)) => Endpoint::Finalize(n),
         ("GET", Some(n), Some(Log)) => Endpoint::Log(n),
         ("GET", Some(n), Some(Placement)) => Endpoint::Placement(n),
+        ("POST", Some(n), Some(Preview)) => Endpoint::Preview(n),
         _ => return None,
     })
 }
@@ -128,6 +132,9 @@ pub async fn serve(
         }
         Endpoint::Log(name) => log::handle(registry, path, name, &query.decode()?).await,
         Endpoint::Placement(name) => placement::handle(registry, path, name, query).await,
+        Endpoint::Preview(name) => {
+            preview::handle(registry, path, name, &query.decode()?, headers, &body).await
+        }
     }
 }
 

@@ -18,6 +18,8 @@ pub enum Subresource {
     Approval,
     /// `daemonsets/placement`: every node and why it has no available pod (beyond.md §7.1).
     Placement,
+    /// `daemonsets/preview`: what applying a DaemonSet would do (beyond.md §7.2).
+    Preview,
 }
 
 impl Subresource {
@@ -30,6 +32,7 @@ impl Subresource {
             "finalize" => Some(Subresource::Finalize),
             "approval" => Some(Subresource::Approval),
             "placement" => Some(Subresource::Placement),
+            "preview" => Some(Subresource::Preview),
             _ => None,
         }
     }
@@ -43,6 +46,7 @@ impl Subresource {
             Subresource::Finalize => "finalize",
             Subresource::Approval => "approval",
             Subresource::Placement => "placement",
+            Subresource::Preview => "preview",
         }
     }
 }

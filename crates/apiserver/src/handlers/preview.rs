@@ -1,0 +1,126 @@
+//! `POST .../daemonsets/{name}/preview` (beyond.md §7.2): what applying the DaemonSet in the body
+//! would do, node by node, and the rolling update's batches. The body goes through the same
+//! decoding, defaulting, validation and admission as a create or an update (a dry run of
+//! whichever applies), so it gets the same 422s; nothing is written.
+
+use crate::body;
+use crate::error::{ApiError, ApiResult};
+use crate::registry::{Registry, UpdateMode, Write};
+use crate::request::ResourcePath;
+use crate::request::options::CreateOptions;
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use everynode_api::registry::{self, Kind};
+use everynode_api::selector::{FieldSelector, Selector};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+fn objects<T: serde::de::DeserializeOwned>(
+    registry: &Registry,
+    kind: Kind,
+    namespace: Option<&str>,
+) -> Vec<T> {
+    let res = registry::by_kind(kind);
+    let filter = Registry::filter(
+        res,
+        namespace,
+        Selector::everything(),
+        FieldSelector::default(),
+    );
+    registry
+        .cache
+        .list(&filter, None, 0)
+        .items
+        .iter()
+        .filter_map(|o| serde_json::from_slice(&o.json).ok())
+        .collect()
+}
+
+fn typed(v: Value) -> ApiResult<DaemonSet> {
+    serde_json::from_value(v)
+        .map_err(|e| ApiError::internal(format!("DaemonSet does not decode: {e}")))
+}
+
+fn hash(ds: &DaemonSet) -> String {
+    let template = ds.spec.clone().unwrap_or_default().template;
+    let collision = ds.status.as_ref().and_then(|s| s.collision_count);
+    everynode_api::daemonset::template_hash(&template, collision)
+}
+
+pub async fn handle(
+    registry: &Arc<Registry>,
+    path: &ResourcePath,
+    name: &str,
+    options: &CreateOptions,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> ApiResult<Response> {
+    let res = path.res;
+    let namespace = path.namespace().unwrap_or("default");
+    let written = body::written_object(path, headers, body, options)?;
+    let mut object = written.object;
+    match object["metadata"]["name"].as_str() {
+        None | Some("") => object["metadata"]["name"] = json!(name),
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+    }
+    registry.fresh_cache().await?;
+    let existing = match registry.get(res, Some(namespace), name, false).await {
+        Ok(v) => Some(typed(v)?),
+        Err(e) if e.code == axum::http::StatusCode::NOT_FOUND => None,
+        Err(e) => return Err(e),
+    };
+    let manager = Some(written.manager.as_str());
+    let new = match &existing {
+        Some(_) => {
+            let write = Write {
+                res,
+                namespace: Some(namespace),
+                name,
+                mode: UpdateMode::Main,
+                dry_run: true,
+                manager,
+            };
+            registry.replace(&write, object).await?.0
+        }
+        None => {
+            registry
+                .create(res, Some(namespace), object, true, manager)
+                .await?
+        }
+    };
+    let new = typed(new)?;
+    let pods: Vec<Pod> = match &existing {
+        Some(ds) => {
+            let uid = ds.metadata.uid.clone().unwrap_or_default();
+            objects::<Pod>(registry, Kind::Pod, Some(namespace))
+                .into_iter()
+                .filter(|p| {
+                    p.metadata
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| o.uid == uid && o.controller == Some(true))
+                })
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let nodes: Vec<Node> = objects(registry, Kind::Node, None);
+    let current_hash = existing.as_ref().map(hash);
+    let preview =
+        everynode_api::preview::preview(&new, current_hash.as_deref(), &hash(&new), &nodes, &pods);
+    let mut body = serde_json::to_value(&preview)
+        .map_err(|e| ApiError::internal(format!("preview does not encode: {e}")))?;
+    body["apiVersion"] = json!(super::placement::API_VERSION);
+    body["kind"] = json!("DaemonSetPreview");
+    body["metadata"] = json!({"name": name, "namespace": namespace});
+    Ok(crate::response::ok(&body))
+}
