@@ -6,6 +6,7 @@ mod bench;
 mod console;
 mod containerd;
 mod join;
+mod plugin;
 mod server;
 mod token;
 mod up;
@@ -60,6 +61,9 @@ enum Command {
     /// Manage bootstrap tokens, with which nodes join (`everynode agent --join`).
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// The kubectl plugin (`kubectl everynode why|preview|pause|resume|promote|status`).
+    #[command(name = "kubectl-plugin", subcommand)]
+    KubectlPlugin(KubectlPluginCommand),
     /// Print the admin kubeconfig of a data directory.
     Kubeconfig {
         #[arg(long, default_value = "everynode-data")]
@@ -68,6 +72,12 @@ enum Command {
     /// Container shim used by the process runtime (started by the agent, not by hand).
     #[command(hide = true)]
     Shim { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum KubectlPluginCommand {
+    /// Link DIR/kubectl-everynode to this binary; with DIR on PATH, `kubectl everynode` works.
+    Install { dir: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -127,6 +137,14 @@ pub enum Error {
 }
 
 fn main() -> std::process::ExitCode {
+    // Run as `kubectl-everynode`, this binary is the kubectl plugin.
+    let invoked_as = std::env::args_os()
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if invoked_as.as_deref() == Some(plugin::PLUGIN_NAME) {
+        return plugin::main();
+    }
     let cli = Cli::parse();
     if let Command::Shim { dir } = &cli.command {
         // The shim is single-threaded and must not start a runtime: it enters a mount namespace.
@@ -261,6 +279,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }) => containerd::import(&file, &data_dir, &address).await,
         Command::User(command) => user::run(command).await,
         Command::Token(command) => token::run(command).await,
+        Command::KubectlPlugin(KubectlPluginCommand::Install { dir }) => plugin::install(&dir),
         Command::Shim { .. } => Ok(()),
     }
 }

@@ -79,7 +79,17 @@ pub async fn handle(
     };
     let manager = Some(written.manager.as_str());
     let new = match &existing {
-        Some(_) => {
+        Some(current) => {
+            // `kubectl apply` keeps annotations others set (a pause, a partition); so does
+            // the preview of one: stored annotations the body does not mention stay.
+            for (k, v) in current.metadata.annotations.iter().flatten() {
+                if object["metadata"]["annotations"].get(k).is_none() {
+                    if !object["metadata"]["annotations"].is_object() {
+                        object["metadata"]["annotations"] = json!({});
+                    }
+                    object["metadata"]["annotations"][k] = json!(v);
+                }
+            }
             let write = Write {
                 res,
                 namespace: Some(namespace),
