@@ -278,7 +278,7 @@ pub static RESOURCES: &[Resource] = &[
         &["ds"],
         true,
         &["all"],
-        &["status", "placement", "preview"]
+        &["status", "placement", "preview", "log"]
     ),
     resource!(
         ControllerRevision,

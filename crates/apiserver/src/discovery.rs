@@ -79,6 +79,7 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
             "finalize" => (r.kind, &["update"]),
             "placement" => ("DaemonSetPlacement", &["get"]),
             "preview" => ("DaemonSetPreview", &["create"]),
+            "log" => (r.kind, &["get"]),
             _ => (r.kind, &["get", "patch", "update"]),
         };
         out.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));

@@ -426,7 +426,7 @@ async fn subresources_and_routes() {
     for path in [
         "/api/v1/namespaces/default/pods/a/bogus",
         "/api/v1/widgets",
-        "/apis/apps/v1/namespaces/default/daemonsets/x/log",
+        "/apis/apps/v1/namespaces/default/daemonsets/x/binding",
     ] {
         let (code, body) = call(&r, Method::GET, path, JSON, Value::Null).await;
         assert_eq!(code, StatusCode::NOT_FOUND, "{path}");

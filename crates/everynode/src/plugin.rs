@@ -55,6 +55,21 @@ enum PluginCommand {
         #[arg(short, long)]
         filename: PathBuf,
     },
+    /// The logs of all the DaemonSet's pods as one stream, each line prefixed
+    /// `[node/pod/container]`; with -f, pods that appear are joined.
+    Logs {
+        daemonset: String,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Only pods on this node (repeatable).
+        #[arg(long)]
+        node: Vec<String>,
+        /// Lines from the end of each container's log.
+        #[arg(long)]
+        tail: Option<i64>,
+    },
     /// Pause the DaemonSet's rollout (everynode.dev/paused).
     Pause { daemonset: String },
     /// Resume a paused rollout.
@@ -251,6 +266,68 @@ async fn run(cli: PluginCli) -> Result<ExitCode, Error> {
             annotate(&api, daemonset, controls, "promoted").await
         }
         PluginCommand::Status { daemonset, timeout } => status(&api, daemonset, *timeout).await,
+        PluginCommand::Logs {
+            daemonset,
+            follow,
+            container,
+            node,
+            tail,
+        } => {
+            let mut query: Vec<(&str, String)> = Vec::new();
+            if *follow {
+                query.push(("follow", "true".into()));
+            }
+            if let Some(c) = container {
+                query.push(("container", c.clone()));
+            }
+            if let Some(t) = tail {
+                query.push(("tailLines", t.to_string()));
+            }
+            for n in node {
+                query.push(("node", n.clone()));
+            }
+            let mut path = api.path(daemonset, "log");
+            if !query.is_empty() {
+                path.push('?');
+                path.push_str(
+                    &query
+                        .iter()
+                        .map(|(k, v)| format!("{k}={}", urlencode(v)))
+                        .collect::<Vec<_>>()
+                        .join("&"),
+                );
+            }
+            let request = http::Request::get(&path)
+                .body(Vec::new())
+                .map_err(|e| Error::Usage(e.to_string()))?;
+            let stream = api
+                .client
+                .request_stream(request)
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(s) => {
+                        Error::Api(format!("Error from server ({}): {}", s.reason, s.message))
+                    }
+                    other => Error::Api(other.to_string()),
+                })?;
+            let mut stream = Box::pin(stream);
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = futures::AsyncReadExt::read(&mut stream, &mut buf)
+                    .await
+                    .map_err(|e| Error::Api(format!("reading the log: {e}")))?;
+                if n == 0 {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let mut out = std::io::stdout().lock();
+                // A closed stdout (`| head`) ends the command quietly.
+                if std::io::Write::write_all(&mut out, &buf[..n]).is_err()
+                    || std::io::Write::flush(&mut out).is_err()
+                {
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
     }
 }
 
@@ -270,6 +347,17 @@ async fn annotate(
     .await?;
     println!("daemonset.apps/{name} {done}");
     Ok(ExitCode::SUCCESS)
+}
+
+fn urlencode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(b).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 fn count(v: &Value) -> u64 {

@@ -77,7 +77,7 @@ pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
         Attributes::non_resource(verb, path)
     };
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let (api_group, api_version, rest) = match parts.as_slice() {
+    let (mut api_group, api_version, rest) = match parts.as_slice() {
         ["api", version, rest @ ..] if !rest.is_empty() => ("", *version, rest),
         ["apis", group, version, rest @ ..] if !rest.is_empty() => (*group, *version, rest),
         _ => return non_resource(),
@@ -107,12 +107,19 @@ pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
             rest = &rest[2..];
         }
     }
-    let resource = rest.first().copied().unwrap_or("").to_owned();
+    let mut resource = rest.first().copied().unwrap_or("").to_owned();
     let mut name = rest.get(1).copied().unwrap_or("").to_owned();
     let subresource = match rest.get(2) {
         // everynode's read-only views of a DaemonSet are authorized as reading the DaemonSet
         // itself (beyond.md §7.1), so `view` grants them with nothing added.
         Some(&"placement") if api_group == "apps" && resource == "daemonsets" => String::new(),
+        // A DaemonSet's merged log is its pods' logs: `get` on `pods/log` in the namespace.
+        Some(&"log") if api_group == "apps" && resource == "daemonsets" => {
+            api_group = "";
+            resource = "pods".into();
+            name.clear();
+            "log".to_owned()
+        }
         // A preview is authorized as the update it previews.
         Some(&"preview") if api_group == "apps" && resource == "daemonsets" => {
             verb = "update".into();

@@ -25,7 +25,7 @@ fn names(list: &Value) -> Vec<String> {
 
 /// Which container's log to read: the one asked for, the pod's only container, or the one the
 /// `kubectl.kubernetes.io/default-container` annotation names.
-fn pick_container(pod: &Value, asked: Option<&str>) -> ApiResult<String> {
+pub(super) fn pick_container(pod: &Value, asked: Option<&str>) -> ApiResult<String> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let containers = names(&pod["spec"]["containers"]);
     let init = names(&pod["spec"]["initContainers"]);
@@ -86,10 +86,30 @@ pub async fn handle(
 ) -> ApiResult<Response> {
     let namespace = path.namespace().unwrap_or("default");
     let pods = registry::find("", "v1", "pods").ok_or_else(ApiError::no_route)?;
-    let nodes = registry::find("", "v1", "nodes").ok_or_else(ApiError::no_route)?;
     options.validate()?;
     let pod = api.get(pods, Some(namespace), name, false).await?;
     let container = pick_container(&pod, options.container.as_deref())?;
+    let response = open(api, &pod, &container, options).await?;
+    let stream = response
+        .bytes_stream()
+        .map(|chunk| chunk.map_err(std::io::Error::other));
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain")],
+        Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// Opens one container's log at its node's agent, with `options` passed on.
+pub async fn open(
+    api: &Registry,
+    pod: &Value,
+    container: &str,
+    options: &LogOptions,
+) -> ApiResult<reqwest::Response> {
+    let nodes = registry::find("", "v1", "nodes").ok_or_else(ApiError::no_route)?;
+    let namespace = pod["metadata"]["namespace"].as_str().unwrap_or("default");
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let Some(node_name) = pod["spec"]["nodeName"].as_str().filter(|n| !n.is_empty()) else {
         return Err(ApiError::bad_request(format!(
             "pod \"{name}\" does not have a host assigned"
@@ -139,14 +159,7 @@ pub async fn handle(
         }
         return Err(err);
     }
-    let stream = response
-        .bytes_stream()
-        .map(|chunk| chunk.map_err(std::io::Error::other));
-    Ok((
-        [(header::CONTENT_TYPE, "text/plain")],
-        Body::from_stream(stream),
-    )
-        .into_response())
+    Ok(response)
 }
 
 #[cfg(test)]

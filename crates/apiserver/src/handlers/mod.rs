@@ -9,6 +9,7 @@ mod finalize;
 mod get;
 pub mod list;
 pub mod log;
+mod merged_log;
 pub mod patch;
 pub mod placement;
 pub mod preview;
@@ -129,6 +130,9 @@ pub async fn serve(
         }
         Endpoint::Finalize(name) => {
             finalize::handle(registry, name, &query.decode()?, headers, &body).await
+        }
+        Endpoint::Log(name) if path.res.id == everynode_api::registry::Kind::DaemonSet => {
+            merged_log::handle(registry, path, name, query).await
         }
         Endpoint::Log(name) => log::handle(registry, path, name, &query.decode()?).await,
         Endpoint::Placement(name) => placement::handle(registry, path, name, query).await,

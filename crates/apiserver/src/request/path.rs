@@ -154,7 +154,7 @@ mod tests {
         assert!(parse_path("/api/v1/pods/x/bogus").is_none());
         assert!(parse_path("/apis/apps/v2/daemonsets").is_none());
         // A subresource another resource has is not this one's.
-        assert!(parse_path("/apis/apps/v1/namespaces/d/daemonsets/x/log").is_none());
+        assert!(parse_path("/apis/apps/v1/namespaces/d/daemonsets/x/binding").is_none());
     }
 
     #[test]
