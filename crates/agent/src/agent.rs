@@ -276,6 +276,12 @@ async fn run_node(
         let _ = shared.shutdown_grace.set(grace);
     }
     manager.stop_all().await;
+    if !cleaned {
+        // Stopped before the first resync: containers of pods this agent has not been told
+        // about yet (deleted while it was down, or not yet listed) would outlive it. Every pod
+        // stops at shutdown anyway, so those go too.
+        runtime.remove_others(&container_keys(&known)).await;
+    }
 }
 
 /// Runs agents for `configs` (one real node, or a hollow fleet) until `shutdown` turns true.

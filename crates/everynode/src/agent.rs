@@ -87,6 +87,10 @@ pub struct AgentArgs {
     /// How long a hollow container takes to start.
     #[arg(long, default_value_t = 500)]
     pub hollow_start_delay_ms: u64,
+    /// With --runtime hollow: every running container writes one synthetic log line a second,
+    /// to measure log streams (`daemonsets/{name}/log`) at scale.
+    #[arg(long)]
+    pub hollow_log_lines: bool,
     /// Extra node labels, `key=value,key2=value2`.
     #[arg(long, value_delimiter = ',')]
     pub node_labels: Vec<String>,
@@ -310,9 +314,14 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         .unwrap_or_else(|| PathBuf::from("everynode-agent").join(&base_name));
     crate::private_dir(&state_root)?;
     let runtime: Arc<dyn Runtime> = match args.runtime {
-        RuntimeKind::Hollow => Arc::new(HollowRuntime::new(Duration::from_millis(
-            args.hollow_start_delay_ms,
-        ))),
+        RuntimeKind::Hollow => {
+            let hollow = HollowRuntime::new(Duration::from_millis(args.hollow_start_delay_ms));
+            Arc::new(if args.hollow_log_lines {
+                hollow.with_log_lines(everynode_clock::system())
+            } else {
+                hollow
+            })
+        }
         RuntimeKind::Process => {
             let exe = std::env::current_exe().map_err(|e| {
                 Error::Startup(format!("cannot find this executable for the shim: {e}"))

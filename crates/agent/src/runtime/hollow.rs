@@ -23,6 +23,8 @@ pub struct HollowRuntime {
     start_delay: Duration,
     /// Every container exits on its own this long after it starts, with this code.
     exit_after: Option<(Duration, i32)>,
+    /// Every running container logs one line a second (for measuring log streams at scale).
+    log_lines: Option<everynode_clock::SharedClock>,
 }
 
 impl HollowRuntime {
@@ -30,7 +32,15 @@ impl HollowRuntime {
         HollowRuntime {
             start_delay,
             exit_after: None,
+            log_lines: None,
         }
+    }
+
+    /// The same, with every running container writing one synthetic line a second to its log,
+    /// stamped by `clock`.
+    pub fn with_log_lines(mut self, clock: everynode_clock::SharedClock) -> HollowRuntime {
+        self.log_lines = Some(clock);
+        self
     }
 
     /// A runtime whose containers exit with `code` after running for `run_for`: crash loops
@@ -39,6 +49,46 @@ impl HollowRuntime {
         HollowRuntime {
             start_delay,
             exit_after: Some((run_for, code)),
+            log_lines: None,
+        }
+    }
+}
+
+/// One line a second in the CRI log format, until the container exits or the file reaches
+/// `max_bytes` (a hollow container's log is never rotated).
+async fn write_lines(
+    path: std::path::PathBuf,
+    key: String,
+    max_bytes: u64,
+    clock: everynode_clock::SharedClock,
+    mut exited: watch::Receiver<Option<Exit>>,
+) {
+    use tokio::io::AsyncWriteExt;
+    if let Some(dir) = path.parent()
+        && tokio::fs::create_dir_all(dir).await.is_err()
+    {
+        return;
+    }
+    let Ok(mut file) = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .await
+    else {
+        return;
+    };
+    let mut written = 0u64;
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    for n in 0u64.. {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = exited.wait_for(Option::is_some) => return,
+        }
+        let line = format!("{} stdout F hollow line {n} of {key}\n", clock.now());
+        written += line.len() as u64;
+        if (max_bytes > 0 && written > max_bytes) || file.write_all(line.as_bytes()).await.is_err()
+        {
+            return;
         }
     }
 }
@@ -139,6 +189,15 @@ impl Runtime for HollowRuntime {
                 });
             });
         }
+        if let Some(clock) = &self.log_lines {
+            tokio::spawn(write_lines(
+                launch.log_path.clone(),
+                launch.key.clone(),
+                launch.log_max_bytes,
+                clock.clone(),
+                exit_tx.subscribe(),
+            ));
+        }
         Ok(Box::new(HollowContainer {
             id: format!("hollow://{}", launch.key.replace('/', "-")),
             exit_tx,
@@ -161,5 +220,29 @@ mod tests {
         let a = hollow_pod_ip("3f1c-uid");
         assert_eq!(a, hollow_pod_ip("3f1c-uid"));
         assert!(a.parse::<std::net::Ipv4Addr>().is_ok(), "{a}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_logging_hollow_container_writes_a_line_a_second_until_it_stops() {
+        let dir = tempfile::tempdir().expect("dir");
+        let log_path = dir.path().join("ns_pod_uid").join("c").join("0.log");
+        let runtime = HollowRuntime::new(Duration::ZERO).with_log_lines(everynode_clock::system());
+        let launch = Launch {
+            key: "ns/pod/c".into(),
+            log_path: log_path.clone(),
+            log_max_bytes: 1 << 20,
+            ..Launch::default()
+        };
+        let container = runtime.start(launch).await.expect("starts");
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        container.signal(true);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let text = std::fs::read_to_string(&log_path).expect("log");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(
+            lines[2].ends_with(" stdout F hollow line 2 of ns/pod/c"),
+            "{text}"
+        );
     }
 }

@@ -18,7 +18,8 @@ use std::sync::Arc;
 
 pub const API_VERSION: &str = "everynode.dev/v1alpha1";
 
-fn objects<T: serde::de::DeserializeOwned>(
+/// Every cached object of `kind` (in `namespace`), decoded; what does not decode is skipped.
+pub(super) fn objects<T: serde::de::DeserializeOwned>(
     registry: &Registry,
     kind: Kind,
     namespace: Option<&str>,
@@ -36,6 +37,22 @@ fn objects<T: serde::de::DeserializeOwned>(
         .items
         .iter()
         .filter_map(|o| serde_json::from_slice(&o.json).ok())
+        .collect()
+}
+
+/// The pods `ds` controls.
+pub(super) fn owned_pods(registry: &Registry, ds: &DaemonSet) -> Vec<Pod> {
+    let uid = ds.metadata.uid.as_deref().unwrap_or_default();
+    let namespace = ds.metadata.namespace.as_deref();
+    objects::<Pod>(registry, Kind::Pod, namespace)
+        .into_iter()
+        .filter(|p| {
+            p.metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.uid == uid && o.controller == Some(true))
+        })
         .collect()
 }
 

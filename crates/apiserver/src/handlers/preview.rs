@@ -11,33 +11,11 @@ use crate::request::options::CreateOptions;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use everynode_api::registry::{self, Kind};
-use everynode_api::selector::{FieldSelector, Selector};
+use everynode_api::registry::Kind;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 use std::sync::Arc;
-
-fn objects<T: serde::de::DeserializeOwned>(
-    registry: &Registry,
-    kind: Kind,
-    namespace: Option<&str>,
-) -> Vec<T> {
-    let res = registry::by_kind(kind);
-    let filter = Registry::filter(
-        res,
-        namespace,
-        Selector::everything(),
-        FieldSelector::default(),
-    );
-    registry
-        .cache
-        .list(&filter, None, 0)
-        .items
-        .iter()
-        .filter_map(|o| serde_json::from_slice(&o.json).ok())
-        .collect()
-}
 
 fn typed(v: Value) -> ApiResult<DaemonSet> {
     serde_json::from_value(v)
@@ -107,23 +85,11 @@ pub async fn handle(
         }
     };
     let new = typed(new)?;
-    let pods: Vec<Pod> = match &existing {
-        Some(ds) => {
-            let uid = ds.metadata.uid.clone().unwrap_or_default();
-            objects::<Pod>(registry, Kind::Pod, Some(namespace))
-                .into_iter()
-                .filter(|p| {
-                    p.metadata
-                        .owner_references
-                        .iter()
-                        .flatten()
-                        .any(|o| o.uid == uid && o.controller == Some(true))
-                })
-                .collect()
-        }
-        None => Vec::new(),
-    };
-    let nodes: Vec<Node> = objects(registry, Kind::Node, None);
+    let pods: Vec<Pod> = existing
+        .as_ref()
+        .map(|ds| super::placement::owned_pods(registry, ds))
+        .unwrap_or_default();
+    let nodes: Vec<Node> = super::placement::objects(registry, Kind::Node, None);
     let current_hash = existing.as_ref().map(hash);
     let preview =
         everynode_api::preview::preview(&new, current_hash.as_deref(), &hash(&new), &nodes, &pods);
