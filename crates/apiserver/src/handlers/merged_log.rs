@@ -37,14 +37,16 @@ fn streams(
     api: &Registry,
     namespace: &str,
     uid: &str,
+    selector: &Selector,
     nodes: &[String],
     container: Option<&str>,
 ) -> Vec<(Value, String)> {
     let res = registry::by_kind(Kind::Pod);
+    // The cache narrows by the DaemonSet's selector before anything is decoded.
     let filter = Registry::filter(
         res,
         Some(namespace),
-        Selector::everything(),
+        selector.clone(),
         FieldSelector::default(),
     );
     let mut out = Vec::new();
@@ -166,9 +168,14 @@ pub async fn handle(
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    let selector = serde_json::from_value(ds["spec"]["selector"].clone())
+        .ok()
+        .and_then(|s| everynode_api::selector::from_label_selector(Some(&s)).ok())
+        .unwrap_or(Selector::Nothing);
     let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUED_LINES);
     let mut started = BTreeSet::new();
-    for (pod, container) in streams(api, &namespace, &uid, &nodes, options.container.as_deref()) {
+    let container = options.container.as_deref();
+    for (pod, container) in streams(api, &namespace, &uid, &selector, &nodes, container) {
         started.insert(key(&pod, &container));
         tokio::spawn(pump(
             Arc::clone(api),
@@ -194,11 +201,22 @@ pub async fn handle(
                 crate::namespaces::Changes::new(Arc::clone(&api), vec![(Kind::Pod, None)]);
             while !tx.is_closed() {
                 changes.next(Duration::from_secs(2)).await;
-                for (pod, c) in streams(&api, &namespace, &uid, &nodes, container.as_deref()) {
+                let found = streams(
+                    &api,
+                    &namespace,
+                    &uid,
+                    &selector,
+                    &nodes,
+                    container.as_deref(),
+                );
+                for (pod, c) in found {
                     if started.insert(key(&pod, &c)) {
                         tokio::spawn(pump(Arc::clone(&api), pod, c, joined.clone(), tx.clone()));
                     }
                 }
+                // While pods churn, look at most once a second: a stream costs little however
+                // busy the cluster is.
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         });
     } else {
