@@ -56,7 +56,9 @@ def read_until(proc, done, timeout=60):
 
 def test_a_merged_log_has_every_nodes_lines_prefixed(three_nodes):
     s = three_nodes
-    out = s.kubectl("get", "--raw", RAW + "?tailLines=2").stdout.splitlines()
+    # Each ticker writes a line every 0.3 s; wait until every one has written two.
+    out = wait_for("two lines from each ticker", lambda: (
+        lines if len(lines := s.kubectl("get", "--raw", RAW + "?tailLines=2").stdout.splitlines()) == 6 else None))
     prefixes = {line.split("] ", 1)[0] + "]" for line in out}
     assert len(prefixes) == 3 and len(out) == 6, out
     for line in out:
