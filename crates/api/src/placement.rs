@@ -122,7 +122,10 @@ pub fn exclusion(
 
 /// Whether the rollout controls keep `pod` (not updated) at its old revision on purpose, and
 /// which control does.
-fn kept_by_controls(
+/// Which rollout control keeps a node's old pod at its revision on purpose (beyond.md §3), as
+/// a reason code; `rank` is the node's place among the `nodes` that should run a pod, in name
+/// order. The placement view and the preview both decide it here.
+pub fn kept_by_controls(
     controls: &RolloutControls,
     node: &Node,
     rank: usize,
@@ -144,6 +147,15 @@ fn kept_by_controls(
         }
     }
     None
+}
+
+/// What a reason code of `kept_by_controls` means, for people.
+pub fn kept_message(code: &str) -> &'static str {
+    match code {
+        "Paused" => "the rollout is paused (everynode.dev/paused)",
+        "OutsideCanary" => "the node is outside the canary (everynode.dev/canary-node-selector)",
+        _ => "kept at the old revision by everynode.dev/partition",
+    }
 }
 
 /// The placement of `ds` over `nodes`, given all pods the DaemonSet owns (`pods`), sorted by node
@@ -234,16 +246,7 @@ pub fn placement(
                 Some((code, detail))
             }
             (None, Some(_)) if !row.updated => kept_by_controls(&controls, node, rank, eligible)
-                .map(|code| {
-                    let message = match code {
-                        "Paused" => "the rollout is paused (everynode.dev/paused)",
-                        "OutsideCanary" => {
-                            "the node is outside the canary (everynode.dev/canary-node-selector)"
-                        }
-                        _ => "kept at the old revision by everynode.dev/partition",
-                    };
-                    (code.to_owned(), Some(message.to_owned()))
-                }),
+                .map(|code| (code.to_owned(), Some(kept_message(code).to_owned()))),
             (None, Some(_)) => None,
         };
         if row.should_run {

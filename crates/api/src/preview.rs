@@ -3,8 +3,8 @@
 //! available at once. Pure, on the rules of the placement view and the controller.
 
 use crate::daemonset::{self as rules, DaemonPlacement, is_updated};
-use crate::placement::exclusion;
-use crate::rollout_controls::{self, RolloutControls};
+use crate::placement::{exclusion, kept_by_controls, kept_message};
+use crate::rollout_controls;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use std::collections::BTreeMap;
@@ -39,28 +39,6 @@ pub struct Preview {
     pub new_revision: bool,
     pub nodes: Vec<NodeAction>,
     pub batches: Vec<Vec<String>>,
-}
-
-fn kept_reason(
-    controls: &RolloutControls,
-    node: &Node,
-    rank: usize,
-    eligible: usize,
-) -> Option<String> {
-    if controls.paused {
-        return Some("Paused: the rollout is paused (everynode.dev/paused)".into());
-    }
-    if let Some(canary) = &controls.canary
-        && !canary.matches(node.metadata.labels.as_ref().unwrap_or(&BTreeMap::new()))
-    {
-        return Some("OutsideCanary: the node is outside the canary".into());
-    }
-    if let Some(partition) = controls.partition
-        && rank >= eligible.saturating_sub(partition.kept(eligible))
-    {
-        return Some("Partitioned: kept at the old revision by everynode.dev/partition".into());
-    }
-    None
 }
 
 /// The preview of applying `new` (defaulted and valid) over the pods of the DaemonSet as it is
@@ -129,8 +107,8 @@ pub fn preview(
                 Action::Keep,
                 "OnDelete: the pod is replaced only when it is deleted".to_owned(),
             ),
-            (None, Some(_)) => match kept_reason(&controls, node, rank, eligible) {
-                Some(why) => (Action::Keep, why),
+            (None, Some(_)) => match kept_by_controls(&controls, node, rank, eligible) {
+                Some(code) => (Action::Keep, format!("{code}: {}", kept_message(code))),
                 None => {
                     replaced.push(name.clone());
                     (Action::Replace, "runs an older template".to_owned())

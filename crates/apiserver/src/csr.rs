@@ -75,6 +75,12 @@ fn request_pem(csr: &Value) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// Whom the request asks a certificate for, when it parses and its signature holds.
+fn requested_identity(csr: &Value) -> Option<rules::RequestedIdentity> {
+    let pem = request_pem(csr)?;
+    everynode_api::validation::csr::parse_request(pem.as_bytes()).ok()
+}
+
 /// What the approver does with a request: upstream approves only kubelet client requests,
 /// and only for a requester allowed `create` on `certificatesigningrequests/nodeclient`
 /// (any node name) or, when it asks for its own name, `.../selfnodeclient`.
@@ -89,9 +95,7 @@ fn approval(authz: &crate::authz::Authorizer, csr: &Value) -> Approval {
     if decided || csr["spec"]["signerName"] != KUBE_APISERVER_CLIENT_KUBELET_SIGNER {
         return Approval::Leave;
     }
-    let Some(identity) = request_pem(csr)
-        .and_then(|pem| everynode_api::validation::csr::parse_request(pem.as_bytes()).ok())
-    else {
+    let Some(identity) = requested_identity(csr) else {
         return Approval::Leave;
     };
     if rules::kubelet_client_problem(&identity, &usages(csr)).is_some() {
@@ -166,14 +170,10 @@ fn signing(csr: &Value, max_duration: Duration) -> Signing {
         return Signing::Leave;
     }
     let problem = match signer {
-        KUBE_APISERVER_CLIENT_KUBELET_SIGNER => {
-            match request_pem(csr)
-                .and_then(|pem| everynode_api::validation::csr::parse_request(pem.as_bytes()).ok())
-            {
-                Some(identity) => rules::kubelet_client_problem(&identity, &usages(csr)),
-                None => Some("the request does not parse"),
-            }
-        }
+        KUBE_APISERVER_CLIENT_KUBELET_SIGNER => match requested_identity(csr) {
+            Some(identity) => rules::kubelet_client_problem(&identity, &usages(csr)),
+            None => Some("the request does not parse"),
+        },
         KUBE_APISERVER_CLIENT_SIGNER => rules::kube_apiserver_client_problem(&usages(csr)),
         // Another signer's request: not ours to sign or fail.
         _ => return Signing::Leave,
