@@ -234,10 +234,15 @@ def test_create_by_form_then_operate_it(up, browser):
     for tab in ("placement", "events", "metadata", "edit", "yaml", "delete", "pods"):
         page.goto(up["url"] + f"/ui/daemonsets/default/node-agent?tab={tab}")
         shot(page, f"detail-{tab}")
-    assert page.locator("#placement tbody tr").count() == 0  # the pods tab has no placement table
+    assert page.locator("#placement-grid i.c").count() == 0  # the pods tab has no placement grid
+    # The placement grid: a cell per node; a click names the node's pod.
     page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=placement")
-    assert page.locator("#placement tbody tr").count() == 3
-    assert "runs here" in page.inner_text("#placement tr[data-node=node-2]")
+    assert page.locator("#placement-grid section[data-group=Running] i.c.running").count() == 3
+    page.click("#placement-grid i.c[title=node-2]")
+    assert page.inner_text("#placement-detail dd[data-field=node]") == "node-2"
+    pod_on_2 = [p.metadata.name for p in core(up).list_namespaced_pod("default", label_selector="app=node-agent").items
+                if p.spec.node_name == "node-2"]
+    assert page.inner_text("#placement-detail dd[data-field=pod]") == pod_on_2[0]
 
     # A pod's logs, then followed.
     page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=pods")
@@ -391,12 +396,24 @@ spec:
     spec:
       containers: [{name: c, image: busybox, command: [sh, -c, "sleep 3600"]}]
 """)
-    page.goto(up["url"] + "/ui/daemonsets/default/picky?tab=placement")
-    assert "not eligible: untolerated taint dedicated=gpu:NoSchedule" in page.inner_text("#placement tr[data-node=node-3]")
-    shot(page, "detail-placement-taint")
     page.goto(up["url"] + "/ui/daemonsets?namespace=default")
     page.wait_for_selector("#daemonsets tr[data-name=picky][data-status=Running]", timeout=120_000)
     assert "1 node: untolerated taint dedicated=gpu:NoSchedule" in page.text_content("#daemonsets tr[data-name=picky] details.reasons")
+    page.goto(up["url"] + "/ui/daemonsets/default/picky?tab=placement")
+    taint_group = "#placement-grid section[data-group=UntoleratedTaint]"
+    assert "dedicated=gpu:NoSchedule" in page.inner_text(taint_group)
+    # The reason filter narrows the grid to that group.
+    page.select_option("#placement-reason", "UntoleratedTaint")
+    assert page.inner_text("#placement-shown") == "1 node shown"
+    assert page.is_hidden("#placement-grid section[data-group=Running]")
+    page.click(f"{taint_group} i.c[title=node-3]")
+    assert page.inner_text("#placement-detail dd[data-field=message]") == "dedicated=gpu:NoSchedule"
+    shot(page, "detail-placement-taint")
+    # Live: the taint goes, and node-3's cell leaves the group without a reload.
+    core(up).patch_node("node-3", {"spec": {"taints": None}})
+    page.wait_for_selector(taint_group, state="detached", timeout=60_000)
+    page.wait_for_selector("#placement-grid i.c[title=node-3]", state="attached")
+    assert page.inner_text("#placement-shown") == "0 nodes shown"
     apps(up).delete_namespaced_daemon_set("picky", "default")
 
 

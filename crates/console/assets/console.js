@@ -14,6 +14,7 @@ function startLiveRegions() {
       const table = el.closest("table");
       if (table) applyTableState(table);
       el.querySelectorAll("table").forEach(enhanceTable);
+      if (el.querySelector("#placement-grid")) applyPlacement();
     };
   });
 }
@@ -113,6 +114,91 @@ function startFollowedLogs() {
   });
 }
 
+// Placement grid: a reason filter (groups), a node filter (cells), and a click showing one
+// node. The state lives here, so a live refresh of the grid keeps it.
+const placement = { reason: "", node: "", selected: "" };
+
+function applyPlacement() {
+  const grid = document.getElementById("placement-grid");
+  if (!grid) return;
+  let shown = 0;
+  const needle = placement.node.toLowerCase();
+  grid.querySelectorAll("section.group").forEach((section) => {
+    const visible = !placement.reason || section.dataset.group === placement.reason;
+    section.hidden = !visible;
+    if (!visible) return;
+    if (needle) {
+      section.querySelectorAll("i.c").forEach((cell) => {
+        cell.hidden = !cell.title.toLowerCase().includes(needle);
+        if (!cell.hidden) shown += 1;
+      });
+    } else {
+      shown += Number(section.dataset.count);
+    }
+  });
+  const count = document.getElementById("placement-shown");
+  if (count) count.textContent = `${shown} node${shown === 1 ? "" : "s"} shown`;
+  const cell = placement.selected && grid.querySelector(`i.c[title="${CSS.escape(placement.selected)}"]`);
+  if (cell) showNode(cell); else if (placement.selected) hideNode();
+}
+
+function hideNode() {
+  const box = document.getElementById("placement-detail");
+  if (box) box.hidden = true;
+}
+
+// The detail box of one node: its reason and message, its pod and revision.
+function showNode(cell) {
+  const box = document.getElementById("placement-detail");
+  if (!box) return;
+  document.querySelectorAll("i.c.selected").forEach((c) => c.classList.remove("selected"));
+  cell.classList.add("selected");
+  placement.selected = cell.title;
+  const section = cell.closest("section.group");
+  const ns = box.closest("main").querySelector("[data-namespace]");
+  const entries = [
+    ["Node", cell.title, "/ui/nodes/" + encodeURIComponent(cell.title)],
+    ["State", cell.classList[1]],
+    ["Reason", section ? section.dataset.group : ""],
+    ["Message", cell.dataset.m || ""],
+    ["Pod", cell.dataset.p || "none",
+      cell.dataset.p && ns ? `/ui/pods/${ns.dataset.namespace}/${cell.dataset.p}/logs` : ""],
+    ["Revision", cell.dataset.v || ""],
+  ];
+  const list = document.createElement("dl");
+  for (const [term, value, href] of entries) {
+    if (!value) continue;
+    const dt = document.createElement("dt");
+    dt.textContent = term;
+    const dd = document.createElement("dd");
+    dd.dataset.field = term.toLowerCase();
+    if (href) {
+      const a = document.createElement("a");
+      a.href = href;
+      a.textContent = value;
+      dd.appendChild(a);
+    } else {
+      dd.textContent = value;
+    }
+    list.append(dt, dd);
+  }
+  box.replaceChildren(list);
+  box.hidden = false;
+}
+
+function wirePlacement() {
+  const reason = document.getElementById("placement-reason");
+  const node = document.getElementById("placement-node");
+  if (!reason || !node) return;
+  reason.addEventListener("change", () => { placement.reason = reason.value; applyPlacement(); });
+  node.addEventListener("input", () => { placement.node = node.value; applyPlacement(); });
+  document.getElementById("placement-live").addEventListener("click", (event) => {
+    const cell = event.target.closest("i.c");
+    if (cell && cell.closest("#placement-grid")) showNode(cell);
+  });
+  applyPlacement();
+}
+
 // Wizard: one step shown at a time; tabs and Next/Back move between them.
 function showStep(wizard, index) {
   const steps = wizard.querySelectorAll(".step");
@@ -203,6 +289,7 @@ function wire() {
   startLiveRegions();
   document.querySelectorAll("table").forEach(enhanceTable);
   startFollowedLogs();
+  wirePlacement();
   document.querySelectorAll("form.wizard").forEach((wizard) => {
     showStep(wizard, 0);
     wizard.addEventListener("input", () => schedulePreview(wizard));

@@ -5,7 +5,7 @@ use crate::client::ApiClient;
 use crate::error::{ConsoleError, ConsoleResult};
 use crate::layout::{Nav, age_of, map_pairs, notice, page, query_value};
 use crate::live;
-use crate::placement::placement;
+use crate::placement::{exclusion_summary, placement};
 use crate::session::Session;
 use crate::status::{Status, status};
 use axum::extract::{Query, State};
@@ -75,7 +75,7 @@ impl Fleet {
             .filter(|p| crate::placement::owned_by(p, ds))
             .cloned()
             .collect();
-        let rows = placement(ds, &self.nodes, &owned);
+        let (_, rows) = placement(ds, &self.nodes, &owned, now);
         let pods: Vec<PodRow> = owned
             .into_iter()
             .map(|pod| PodRow {
@@ -93,7 +93,7 @@ impl Fleet {
             .iter()
             .map(|r| (r.name.clone(), r.node.clone(), r.word.clone()))
             .collect();
-        (status(ds, &rows, &words), pods)
+        (status(ds, exclusion_summary(&rows), &words), pods)
     }
 }
 

@@ -9,7 +9,6 @@ use crate::layout::{
     Nav, age_of, error_box, int_or_string, map_pairs, notice, page, query_value, yaml,
 };
 use crate::live;
-use crate::placement::placement;
 use crate::session::Session;
 use axum::Form;
 use axum::extract::{Path, Query};
@@ -167,27 +166,13 @@ fn overview(ds: &DaemonSet) -> Markup {
     }
 }
 
-fn placement_tab(ds: &DaemonSet, fleet: &Fleet) -> Markup {
-    let rows = placement(ds, &fleet.nodes, &fleet.pods);
+fn placement_tab(ns: &str, name: &str, ds: &DaemonSet, fleet: &Fleet, now: Timestamp) -> Markup {
     html! {
-        table #placement {
-            thead { tr { th { "Node" } th { "Pod" } th { "Why" } } }
-            tbody {
-                @for r in &rows {
-                    tr data-node=(r.node) {
-                        td { (r.node) }
-                        td { (r.pods.join(", ")) }
-                        td {
-                            @match (&r.excluded, r.pods.is_empty()) {
-                                (Some(reason), _) => span.excluded { "not eligible: " (reason) },
-                                (None, true) => span { "eligible; the controller has not created its pod yet" },
-                                (None, false) => span { "runs here" },
-                            }
-                        }
-                    }
-                }
-            }
+        (crate::grid::tools())
+        div #placement-live data-live={"/ui/daemonsets/" (ns) "/" (name) "/placement/live"} {
+            (crate::grid::fragment(ds, fleet, now))
         }
+        div.card #placement-detail hidden {}
     }
 }
 
@@ -459,7 +444,7 @@ async fn render(
                 }
             }
         }
-        "placement" => placement_tab(&ds, &Fleet::load(client, ns).await?),
+        "placement" => placement_tab(ns, name, &ds, &Fleet::load(client, ns).await?, now),
         "revisions" => revisions_tab(ns, name, &revisions(client, &ds).await?, q, now, may.edit),
         "events" => events_tab(client, ns, name, now).await?,
         "metadata" => metadata_tab(&ds),
@@ -480,7 +465,7 @@ async fn render(
         Nav::DaemonSets,
         html! {
             p.muted { a href={"/ui/daemonsets?namespace=" (ns)} { "DaemonSets" } " / " (ns) }
-            h1 { "DaemonSet " (name) }
+            h1 data-namespace=(ns) { "DaemonSet " (name) }
             (notice(Some(&q.notice)))
             @if let Some(e) = problem { (error_box(e)) }
             nav.tabs {
@@ -539,6 +524,38 @@ pub async fn live(Session(client): Session, Path((ns, name)): Path<(String, Stri
         })
     });
     live::fragment(client, watches, render)
+        .await
+        .into_response()
+}
+
+/// The placement grid, live: re-rendered on changes to the DaemonSet, the namespace's pods and
+/// the nodes, at most about once a second.
+pub async fn placement_live(
+    Session(client): Session,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let watches = vec![
+        format!(
+            "/apis/apps/v1/namespaces/{ns}/daemonsets?watch=true&fieldSelector=metadata.name%3D{name}"
+        ),
+        format!("/api/v1/namespaces/{ns}/pods?watch=true"),
+        "/api/v1/nodes?watch=true".to_owned(),
+    ];
+    let render: live::Render = Arc::new(move |client| {
+        let (ns, name) = (ns.clone(), name.clone());
+        Box::pin(async move {
+            let fragment = async {
+                let ds: DaemonSet = client.get_as(&ds_path(&ns, &name)).await?;
+                let fleet = Fleet::load(&client, &ns).await?;
+                Ok::<_, ConsoleError>(crate::grid::fragment(&ds, &fleet, client.now()))
+            };
+            match fragment.await {
+                Ok(m) => m.into_string(),
+                Err(e) => error_box(&e).into_string(),
+            }
+        })
+    });
+    live::fragment_gathering(client, watches, render, std::time::Duration::from_secs(1))
         .await
         .into_response()
 }

@@ -11,6 +11,7 @@ mod daemonsets;
 mod detail;
 pub mod error;
 pub mod form;
+mod grid;
 pub mod import;
 mod layout;
 mod live;
@@ -65,6 +66,10 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
         .route("/daemonsets/live", get(daemonsets::live))
         .route("/daemonsets/{ns}/{name}", get(detail::show))
         .route("/daemonsets/{ns}/{name}/live", get(detail::live))
+        .route(
+            "/daemonsets/{ns}/{name}/placement/live",
+            get(detail::placement_live),
+        )
         .route(
             "/daemonsets/{ns}/{name}/yaml",
             get(detail::download).post(detail::update_yaml),

@@ -24,6 +24,17 @@ pub async fn fragment(
     watches: Vec<String>,
     render: Render,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    fragment_gathering(client, watches, render, GATHER).await
+}
+
+/// As `fragment`, gathering changes for `gather` before each render: a large fragment (the
+/// placement grid of thousands of nodes) renders at most about once per `gather`.
+pub async fn fragment_gathering(
+    client: ApiClient,
+    watches: Vec<String>,
+    render: Render,
+    gather: Duration,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let mut streams: Vec<BoxStream<'static, ()>> = Vec::new();
     for path in &watches {
         if let Ok(events) = client.watch(path).await {
@@ -32,11 +43,12 @@ pub async fn fragment(
     }
     let changes = futures::stream::select_all(streams);
     let state = (client, render, changes, true);
-    let events =
-        futures::stream::unfold(state, |(client, render, mut changes, first)| async move {
+    let events = futures::stream::unfold(
+        state,
+        move |(client, render, mut changes, first)| async move {
             if !first {
                 changes.next().await?;
-                let deadline = tokio::time::Instant::now() + GATHER;
+                let deadline = tokio::time::Instant::now() + gather;
                 while let Ok(Some(())) = tokio::time::timeout_at(deadline, changes.next()).await {}
             }
             let html = render(client.clone()).await;
@@ -44,6 +56,7 @@ pub async fn fragment(
                 Ok(Event::default().data(html)),
                 (client, render, changes, false),
             ))
-        });
+        },
+    );
     Sse::new(events).keep_alive(KeepAlive::default())
 }

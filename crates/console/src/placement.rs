@@ -1,71 +1,13 @@
-//! "Why is node X missing its pod": for every node, the DaemonSet's pod there or the reason it has
-//! none, in the words a user can act on. Pure: objects in, rows out.
+//! "Why is node X missing its pod", as the console shows it: the API crate's placement view
+//! (the same pure function behind `daemonsets/{name}/placement` and the controller's rules),
+//! computed here from the objects the signed-in user can read, so it works against any cluster;
+//! then grouped into the grid's states and the one-line summaries of the DaemonSet list.
 
-use everynode_api::daemonset::{add_or_update_tolerations, default_tolerations, is_daemonset_ref};
-use everynode_api::scheduling::{bound_node, term_matches, untolerated};
+use everynode_api::daemonset::{is_daemonset_ref, template_hash};
+use everynode_api::placement::{NodeRow, Summary};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod, PodSpec, Taint};
-
-/// One node as the DaemonSet sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NodePlacement {
-    pub node: String,
-    /// The DaemonSet's pods on the node (normally one).
-    pub pods: Vec<String>,
-    /// Why the node has no pod of this DaemonSet; `None` when it should run one.
-    pub excluded: Option<String>,
-}
-
-/// Why `node` is not eligible for `ds`'s pod, or `None` when it is.
-pub fn exclusion(ds: &DaemonSet, node: &Node) -> Option<String> {
-    let spec = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-    let node_name = node.metadata.name.as_deref().unwrap_or_default();
-    let empty = PodSpec::default();
-    let spec = spec.unwrap_or(&empty);
-    if let Some(wanted) = spec.node_name.as_deref().filter(|n| !n.is_empty())
-        && wanted != node_name
-    {
-        return Some(format!("the pod template names node {wanted}"));
-    }
-    let labels = node.metadata.labels.clone().unwrap_or_default();
-    if let Some(selector) = &spec.node_selector {
-        let missing: Vec<String> = selector
-            .iter()
-            .filter(|(k, v)| labels.get(*k) != Some(*v))
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        if !missing.is_empty() {
-            return Some(format!("node selector {} not matched", missing.join(",")));
-        }
-    }
-    if let Some(required) = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|a| {
-            a.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        })
-        && !required
-            .node_selector_terms
-            .iter()
-            .any(|t| term_matches(t, node))
-    {
-        return Some("required node affinity not matched".to_owned());
-    }
-    let mut tolerations = spec.tolerations.clone().unwrap_or_default();
-    add_or_update_tolerations(
-        &mut tolerations,
-        default_tolerations(spec.host_network.unwrap_or(false)),
-    );
-    let taints = node
-        .spec
-        .as_ref()
-        .and_then(|s| s.taints.as_deref())
-        .unwrap_or_default();
-    untolerated(taints, &tolerations, &["NoSchedule", "NoExecute"])
-        .map(|t| format!("untolerated taint {}", taint_text(t)))
-}
+use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::jiff::Timestamp;
 
 /// `key=value:Effect`, as kubectl writes a taint.
 pub fn taint_text(t: &Taint) -> String {
@@ -85,37 +27,120 @@ pub fn owned_by(pod: &Pod, ds: &DaemonSet) -> bool {
         .any(|r| is_daemonset_ref(r) && Some(r.uid.as_str()) == uid && r.controller == Some(true))
 }
 
-/// Every node, in name order, with the DaemonSet's pods on it or the reason it has none.
-pub fn placement(ds: &DaemonSet, nodes: &[Node], pods: &[Pod]) -> Vec<NodePlacement> {
-    let mut rows: Vec<NodePlacement> = nodes
-        .iter()
-        .map(|node| {
-            let name = node.metadata.name.clone().unwrap_or_default();
-            let on_node: Vec<String> = pods
-                .iter()
-                .filter(|p| owned_by(p, ds) && bound_node(p) == Some(name.as_str()))
-                .filter_map(|p| p.metadata.name.clone())
-                .collect();
-            NodePlacement {
-                excluded: exclusion(ds, node),
-                node: name,
-                pods: on_node,
-            }
-        })
-        .collect();
-    rows.sort_by(|a, b| a.node.cmp(&b.node));
-    rows
+/// The hash of `ds`'s current template, as its controller labels the pods of that revision.
+pub fn current_hash(ds: &DaemonSet) -> String {
+    let template = ds.spec.clone().unwrap_or_default().template;
+    template_hash(
+        &template,
+        ds.status.as_ref().and_then(|s| s.collision_count),
+    )
 }
 
-/// Excluded nodes grouped by reason, most common first: "2 nodes: untolerated taint ...".
-pub fn exclusion_summary(rows: &[NodePlacement]) -> Vec<String> {
-    let mut counts: Vec<(String, usize)> = Vec::new();
-    for reason in rows.iter().filter_map(|r| r.excluded.as_ref()) {
-        match counts.iter_mut().find(|(r, _)| r == reason) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((reason.clone(), 1)),
+/// Every node, in name order, with the DaemonSet's pod there and, when it has no available pod
+/// of the current revision, the reason code and message. `pods` may hold other pods too.
+pub fn placement(
+    ds: &DaemonSet,
+    nodes: &[Node],
+    pods: &[Pod],
+    now: Timestamp,
+) -> (Summary, Vec<NodeRow>) {
+    let owned: Vec<Pod> = pods.iter().filter(|p| owned_by(p, ds)).cloned().collect();
+    everynode_api::placement::placement(ds, nodes, &owned, &current_hash(ds), now, true)
+}
+
+/// The colour class of a node in the grid: what a user needs to tell apart at a glance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Runs an available pod of the current revision.
+    Running,
+    /// Runs an available pod of an older revision (kept by a control or not yet reached).
+    Old,
+    /// A pod is on its way: no pod yet, scheduled, creating, not ready.
+    Starting,
+    /// A pod is failing or cannot be placed.
+    Failing,
+    /// The node is not Ready.
+    NodeUnready,
+    /// The node should run no pod (selector, affinity, taint, shutting down).
+    Excluded,
+    /// A pod runs where none should.
+    Misscheduled,
+}
+
+impl State {
+    pub fn of(row: &NodeRow) -> State {
+        match row.reason.as_deref() {
+            None if row.updated => State::Running,
+            None | Some("Paused" | "Partitioned" | "OutsideCanary") => State::Old,
+            Some("Misscheduled") => State::Misscheduled,
+            Some("NodeUnready") => State::NodeUnready,
+            Some("CrashLoopBackOff" | "ImagePullBackOff" | "Unschedulable") => State::Failing,
+            Some(
+                "NodeSelectorMismatch"
+                | "NodeAffinityMismatch"
+                | "UntoleratedTaint"
+                | "ShuttingDown",
+            ) => State::Excluded,
+            Some(_) => State::Starting,
         }
     }
+
+    /// The CSS class, also the word in the legend.
+    pub fn class(self) -> &'static str {
+        match self {
+            State::Running => "running",
+            State::Old => "old",
+            State::Starting => "starting",
+            State::Failing => "failing",
+            State::NodeUnready => "unready",
+            State::Excluded => "excluded",
+            State::Misscheduled => "misscheduled",
+        }
+    }
+
+    pub const ALL: [State; 7] = [
+        State::Running,
+        State::Old,
+        State::Starting,
+        State::Failing,
+        State::NodeUnready,
+        State::Excluded,
+        State::Misscheduled,
+    ];
+}
+
+/// The group a row falls in on the grid: its reason code, or `Running` when it has none.
+pub fn group(row: &NodeRow) -> &str {
+    row.reason.as_deref().unwrap_or("Running")
+}
+
+/// The words a summary line uses for a node with no pod by design: the same for every node of
+/// one cause, so nodes group (a node selector's message also names the node's own label).
+fn exclusion_phrase(row: &NodeRow) -> Option<String> {
+    if row.should_run {
+        return None;
+    }
+    let message = row.message.as_deref().unwrap_or_default();
+    Some(match row.reason.as_deref() {
+        Some("UntoleratedTaint") => format!("untolerated taint {message}"),
+        Some("NodeSelectorMismatch") => match message.split_once(" does not match") {
+            Some((selector, _)) => format!("{selector} not matched"),
+            None => message.to_owned(),
+        },
+        Some("NodeAffinityMismatch") => "required node affinity not matched".to_owned(),
+        Some("Misscheduled") => "a pod runs where none should".to_owned(),
+        _ => message.to_owned(),
+    })
+}
+
+/// Nodes that should run no pod, grouped by cause, most common first:
+/// "2 nodes: untolerated taint dedicated=gpu:NoSchedule".
+pub fn exclusion_summary(rows: &[NodeRow]) -> Vec<String> {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for phrase in rows.iter().filter_map(exclusion_phrase) {
+        *counts.entry(phrase).or_default() += 1;
+    }
+    let mut counts: Vec<(String, usize)> = counts.into_iter().collect();
     counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     counts
         .into_iter()
@@ -138,22 +163,26 @@ mod tests {
     }
 
     fn node(name: &str, labels: serde_json::Value, taints: serde_json::Value) -> Node {
-        serde_json::from_value(
-            json!({"metadata": {"name": name, "labels": labels}, "spec": {"taints": taints}}),
-        )
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "labels": labels}, "spec": {"taints": taints},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]}}))
         .expect("node")
     }
 
-    fn pod(name: &str, node: &str, uid: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": [
+    fn pod(name: &str, node: &str, uid: &str, hash: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name,
+            "labels": {"controller-revision-hash": hash},
+            "ownerReferences": [
             {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "agent", "uid": uid, "controller": true}]},
-            "spec": {"nodeName": node, "containers": []}}))
+            "spec": {"nodeName": node, "containers": []},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}))
         .expect("pod")
     }
 
     #[test]
-    fn each_node_gets_its_pod_or_the_reason_it_has_none() {
+    fn each_node_gets_its_pod_or_the_reason_it_has_none_and_a_state() {
         let set = ds(json!({"containers": [], "nodeSelector": {"disk": "ssd"}}));
+        let hash = current_hash(&set);
         let nodes = [
             node("b", json!({"disk": "ssd"}), json!([])),
             node("a", json!({"disk": "hdd"}), json!([])),
@@ -162,87 +191,52 @@ mod tests {
                 json!({"disk": "ssd"}),
                 json!([{"key": "dedicated", "value": "gpu", "effect": "NoSchedule"}]),
             ),
+            node("d", json!({"disk": "ssd"}), json!([])),
+            node("e", json!({"disk": "ssd"}), json!([])),
         ];
-        let pods = [pod("agent-x", "b", "u1"), pod("other", "c", "u2")];
-        let rows = placement(&set, &nodes, &pods);
+        let pods = [
+            pod("agent-x", "b", "u1", &hash),
+            pod("other", "c", "u2", &hash),
+            pod("agent-old", "e", "u1", "old"),
+        ];
+        let (summary, rows) = placement(&set, &nodes, &pods, Timestamp::UNIX_EPOCH);
+        let states: Vec<(&str, State, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.node.as_str(), State::of(r), r.pod.as_deref()))
+            .collect();
         assert_eq!(
-            rows,
+            states,
             vec![
-                NodePlacement {
-                    node: "a".into(),
-                    pods: vec![],
-                    excluded: Some("node selector disk=ssd not matched".into())
-                },
-                NodePlacement {
-                    node: "b".into(),
-                    pods: vec!["agent-x".into()],
-                    excluded: None
-                },
-                NodePlacement {
-                    node: "c".into(),
-                    pods: vec![],
-                    excluded: Some("untolerated taint dedicated=gpu:NoSchedule".into())
-                },
+                ("a", State::Excluded, None),
+                ("b", State::Running, Some("agent-x")),
+                ("c", State::Excluded, None),
+                ("d", State::Starting, None),
+                ("e", State::Old, Some("agent-old")),
             ]
         );
-    }
-
-    #[test]
-    fn default_tolerations_apply_and_prefer_no_schedule_is_no_exclusion() {
-        let set = ds(json!({"containers": []}));
-        let n = node(
-            "a",
-            json!({}),
-            json!([{"key": "node.kubernetes.io/unschedulable", "effect": "NoSchedule"},
-                   {"key": "soft", "effect": "PreferNoSchedule"}]),
-        );
-        assert_eq!(exclusion(&set, &n), None);
-        let tolerated = ds(
-            json!({"containers": [], "tolerations": [{"key": "dedicated", "operator": "Exists"}]}),
-        );
-        let gpu = node(
-            "g",
-            json!({}),
-            json!([{"key": "dedicated", "value": "gpu", "effect": "NoExecute"}]),
-        );
-        assert_eq!(exclusion(&tolerated, &gpu), None);
-    }
-
-    #[test]
-    fn affinity_and_node_name_are_named() {
-        let pinned = ds(json!({"containers": [], "nodeName": "z"}));
-        assert_eq!(
-            exclusion(&pinned, &node("a", json!({}), json!([]))).as_deref(),
-            Some("the pod template names node z")
-        );
-        let affine = ds(json!({"containers": [], "affinity": {"nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["x"]}]}]}}}}));
-        assert_eq!(
-            exclusion(&affine, &node("a", json!({"zone": "y"}), json!([]))).as_deref(),
-            Some("required node affinity not matched")
-        );
-    }
-
-    #[test]
-    fn summary_counts_nodes_per_reason() {
-        let row = |n: &str, r: Option<&str>| NodePlacement {
-            node: n.into(),
-            pods: vec![],
-            excluded: r.map(str::to_owned),
-        };
-        let rows = [
-            row("a", Some("untolerated taint dedicated=gpu:NoSchedule")),
-            row("b", None),
-            row("c", Some("untolerated taint dedicated=gpu:NoSchedule")),
-            row("d", Some("node selector disk=ssd not matched")),
-        ];
+        assert_eq!(summary.should_run, 3);
+        assert_eq!(group(&rows[1]), "Running");
+        assert_eq!(group(&rows[3]), "Pending");
         assert_eq!(
             exclusion_summary(&rows),
             vec![
-                "2 nodes: untolerated taint dedicated=gpu:NoSchedule",
-                "1 node: node selector disk=ssd not matched"
+                "1 node: nodeSelector disk=ssd not matched",
+                "1 node: untolerated taint dedicated=gpu:NoSchedule",
             ]
+        );
+    }
+
+    #[test]
+    fn summary_counts_nodes_per_cause_however_their_labels_differ() {
+        let set = ds(json!({"containers": [], "nodeSelector": {"disk": "ssd"}}));
+        let nodes = [
+            node("a", json!({"disk": "hdd"}), json!([])),
+            node("b", json!({}), json!([])),
+        ];
+        let (_, rows) = placement(&set, &nodes, &[], Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            exclusion_summary(&rows),
+            vec!["2 nodes: nodeSelector disk=ssd not matched"]
         );
     }
 }

@@ -1,7 +1,6 @@
 //! A DaemonSet's state in one word, with the reasons behind it, as the list and the detail page
 //! show it. Pure: the DaemonSet, its placement and its pods' status words in; words out.
 
-use crate::placement::{NodePlacement, exclusion_summary};
 use k8s_openapi::api::apps::v1::DaemonSet;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,11 +53,11 @@ fn is_failing(word: &str) -> bool {
         || word.starts_with("Init:CrashLoopBackOff")
 }
 
-/// `pods`: (pod name, node, STATUS word) of the DaemonSet's pods.
-pub fn status(ds: &DaemonSet, rows: &[NodePlacement], pods: &[(String, String, String)]) -> Status {
+/// `excluded`: the placement's summary of nodes that should run no pod
+/// (`placement::exclusion_summary`); `pods`: (pod name, node, STATUS word) of the DaemonSet's pods.
+pub fn status(ds: &DaemonSet, excluded: Vec<String>, pods: &[(String, String, String)]) -> Status {
     let st = ds.status.clone().unwrap_or_default();
     let generation = ds.metadata.generation.unwrap_or(0);
-    let excluded = exclusion_summary(rows);
     if ds.metadata.deletion_timestamp.is_some() {
         return Status {
             word: Word::Deleting,
@@ -135,12 +134,8 @@ mod tests {
                "numberMisscheduled": 0})
     }
 
-    fn excluded(node: &str, reason: &str) -> NodePlacement {
-        NodePlacement {
-            node: node.into(),
-            pods: vec![],
-            excluded: Some(reason.into()),
-        }
+    fn excluded(reason: &str) -> Vec<String> {
+        vec![format!("1 node: {reason}")]
     }
 
     fn pod(name: &str, word: &str) -> (String, String, String) {
@@ -149,8 +144,8 @@ mod tests {
 
     #[test]
     fn running_when_every_eligible_node_is_ready_and_up_to_date() {
-        let rows = [excluded("g1", "untolerated taint dedicated=gpu:NoSchedule")];
-        let s = status(&ds(2, counts(3, 3, 3, 3)), &rows, &[pod("p", "Running")]);
+        let rows = excluded("untolerated taint dedicated=gpu:NoSchedule");
+        let s = status(&ds(2, counts(3, 3, 3, 3)), rows, &[pod("p", "Running")]);
         assert_eq!(s.word, Word::Running);
         assert_eq!(
             s.reasons,
@@ -160,11 +155,11 @@ mod tests {
 
     #[test]
     fn updating_while_a_new_template_rolls_out_or_is_unobserved() {
-        let s = status(&ds(2, counts(3, 3, 1, 3)), &[], &[]);
+        let s = status(&ds(2, counts(3, 3, 1, 3)), vec![], &[]);
         assert_eq!(s.word, Word::Updating);
         assert_eq!(s.reasons, vec!["1 of 3 nodes updated"]);
         assert_eq!(
-            status(&ds(3, counts(3, 3, 3, 3)), &[], &[]).word,
+            status(&ds(3, counts(3, 3, 3, 3)), vec![], &[]).word,
             Word::Updating
         );
     }
@@ -173,7 +168,7 @@ mod tests {
     fn abnormal_names_the_failing_pods() {
         let s = status(
             &ds(2, counts(3, 2, 3, 2)),
-            &[],
+            vec![],
             &[pod("a-1", "Running"), pod("a-2", "CrashLoopBackOff")],
         );
         assert_eq!(s.word, Word::Abnormal);
@@ -182,7 +177,7 @@ mod tests {
 
     #[test]
     fn waiting_for_pods_or_for_an_eligible_node() {
-        let s = status(&ds(2, counts(3, 1, 3, 1)), &[], &[pod("a-2", "Pending")]);
+        let s = status(&ds(2, counts(3, 1, 3, 1)), vec![], &[pod("a-2", "Pending")]);
         assert_eq!(s.word, Word::Waiting);
         assert_eq!(
             s.reasons,
@@ -190,7 +185,7 @@ mod tests {
         );
         let none = status(
             &ds(2, counts(0, 0, 0, 0)),
-            &[excluded("n", "node selector disk=ssd not matched")],
+            excluded("node selector disk=ssd not matched"),
             &[],
         );
         assert_eq!(none.word, Word::Waiting);
@@ -211,7 +206,7 @@ mod tests {
                 k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
             ));
         assert_eq!(
-            status(&set, &[], &[pod("p", "Running")]).word,
+            status(&set, vec![], &[pod("p", "Running")]).word,
             Word::Deleting
         );
     }
