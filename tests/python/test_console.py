@@ -3,6 +3,7 @@
 redeploy, delete with orphan; each example manifest through the YAML import; nodes and
 namespaces. Every page is saved as a screenshot under target/console-screenshots."""
 
+import json
 import os
 import pathlib
 import re
@@ -12,6 +13,7 @@ import time
 
 import kubernetes
 import pytest
+import yaml
 
 from conftest import EXAMPLES, REPO, everynode_binary, remove_tree, required_tool, stop_process, wait_for
 
@@ -205,6 +207,23 @@ def test_create_by_form_then_operate_it(up, browser):
     shot(page, "list-empty")
     page.goto(up["url"] + "/ui/create")
     fill_wizard(page)
+    # The first press shows what the create does to the nodes, and creates nothing.
+    page.click("button.primary[type=submit]")
+    preview = page.wait_for_selector("#change-preview")
+    assert "3 nodes gain a pod" in preview.inner_text()
+    assert page.inner_text("button.primary[type=submit]") == "Confirm create"
+    assert apps(up).list_namespaced_daemon_set("default").items == []
+    # It is the API's own answer for the same object.
+    manifest = next(d for d in yaml.safe_load_all(page.text_content("#preview")) if d["kind"] == "DaemonSet")
+    answer = up["client"].call_api(*up["client"].param_serialize(
+        "POST", "/apis/apps/v1/namespaces/default/daemonsets/node-agent/preview",
+        header_params={"Content-Type": "application/json", "Accept": "application/json"},
+        body=manifest, auth_settings=["BearerToken"]))
+    answer.read()
+    summary = json.loads(answer.data)["summary"]
+    shown = {k: int(preview.get_attribute(f"data-{k}")) for k in ("create", "delete", "replace", "keep")}
+    assert shown == summary, (shown, summary)
+    shot(page, "wizard-6-preview")
     page.click("button.primary[type=submit]")
     page.wait_for_url("**/ui/daemonsets/default/node-agent?tab=overview**")
 

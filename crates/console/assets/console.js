@@ -282,7 +282,30 @@ async function submitJson(form) {
   const response = await fetch(form.action, { method: "POST", body: new URLSearchParams(new FormData(form)) });
   const answer = await response.json();
   if (answer.location) { window.location = answer.location; return; }
+  if (answer.preview) { showChangePreview(form, answer); return; }
   showErrors(form, answer);
+}
+
+// The first press of a form's submit button shows what the write does to the nodes; the
+// second, with the previewed submission's digest, confirms it. Any change asks again.
+function showChangePreview(form, answer) {
+  const box = form.querySelector("[data-preview-box]");
+  box.innerHTML = answer.preview;
+  box.hidden = false;
+  form.querySelector("input[name=previewed]").value = answer.previewed;
+  const button = form.querySelector("button[type=submit][data-confirm-label]");
+  if (button) button.textContent = button.dataset.confirmLabel;
+  box.scrollIntoView({ block: "nearest" });
+}
+
+function forgetChangePreview(form) {
+  const box = form.querySelector("[data-preview-box]");
+  const digest = form.querySelector("input[name=previewed]");
+  if (!box || !digest || !digest.value) return;
+  box.hidden = true;
+  digest.value = "";
+  const button = form.querySelector("button[type=submit][data-label]");
+  if (button) button.textContent = button.dataset.label;
 }
 
 function wire() {
@@ -292,8 +315,8 @@ function wire() {
   wirePlacement();
   document.querySelectorAll("form.wizard").forEach((wizard) => {
     showStep(wizard, 0);
-    wizard.addEventListener("input", () => schedulePreview(wizard));
-    wizard.addEventListener("change", () => schedulePreview(wizard));
+    wizard.addEventListener("input", () => { schedulePreview(wizard); forgetChangePreview(wizard); });
+    wizard.addEventListener("change", () => { schedulePreview(wizard); forgetChangePreview(wizard); });
     preview(wizard);
   });
   document.addEventListener("click", (event) => {

@@ -18,6 +18,7 @@ mod live;
 mod nodes;
 mod permissions;
 pub mod placement;
+mod preview;
 mod rollout;
 mod session;
 pub mod status;

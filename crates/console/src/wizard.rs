@@ -12,6 +12,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Json, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 fn text(name: &str, label: &str, placeholder: &str) -> Markup {
@@ -248,10 +249,13 @@ pub async fn page(Session(client): Session) -> Response {
                     p.muted { "This is what will be submitted:" }
                     pre #preview {}
                 }
+                // Filled by the first press of Create: what the create does to the nodes.
+                div #change-preview-box data-preview-box hidden {}
+                input type="hidden" name=(crate::preview::FIELD) value="";
                 div.wizard-nav {
                     button type="button" data-move="-1" { "Back" }
                     button type="button" data-move="1" { "Next" }
-                    button.primary type="submit" { "Create" }
+                    button.primary type="submit" data-label="Preview and create" data-confirm-label="Confirm create" { "Preview and create" }
                 }
             }
         },
@@ -294,14 +298,14 @@ async fn create(
     client: &ApiClient,
     built: &Built,
     dry_run: bool,
-) -> Result<(), (&'static str, ConsoleError)> {
+) -> Result<Value, (&'static str, ConsoleError)> {
     let ns = &built.namespace;
     let q = if dry_run {
         "?fieldValidation=Strict&dryRun=All"
     } else {
         "?fieldValidation=Strict"
     };
-    client
+    let daemonset = client
         .write(
             Method::POST,
             &format!("/apis/apps/v1/namespaces/{ns}/daemonsets{q}"),
@@ -321,7 +325,7 @@ async fn create(
             .await
             .map_err(|e| ("The Service was refused", e))?;
     }
-    Ok(())
+    Ok(daemonset)
 }
 
 pub async fn submit(Session(client): Session, body: Bytes) -> Response {
@@ -339,13 +343,37 @@ pub async fn submit(Session(client): Session, body: Bytes) -> Response {
         }
     };
     // Everything is checked by the server first (dry run), so a refused Service leaves no
-    // DaemonSet behind.
+    // DaemonSet behind; then the user sees what the create does to the nodes, and confirms.
+    let submission = serde_json::to_vec(&(&built.daemonset, &built.service)).unwrap_or_default();
+    let digest = crate::preview::digest(&submission);
+    let previewed: BTreeMap<String, String> =
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(k, _)| k == crate::preview::FIELD)
+            .collect();
+    let confirmed = crate::preview::confirmed(&previewed, &digest);
     for dry_run in [true, false] {
-        if let Err((what, e)) = create(&client, &built, dry_run).await {
-            if matches!(e, ConsoleError::Unauthorized) {
+        let result = create(&client, &built, dry_run).await;
+        let result = match result {
+            Ok(daemonset) if dry_run && !confirmed => {
+                crate::preview::compute(&client, &daemonset, None)
+                    .await
+                    .map(|(p, known)| crate::preview::render(&p, known))
+                    .map_err(|e| ("The preview failed", e))
+            }
+            Ok(_) => continue,
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(preview) => {
+                return Json(json!({"preview": preview.into_string(), "previewed": digest}))
+                    .into_response();
+            }
+            Err((_, ConsoleError::Unauthorized)) => {
                 return Json(json!({"location": "/ui/login"})).into_response();
             }
-            return answer_for(&built, what, &e).into_response();
+            Err((what, e)) => return answer_for(&built, what, &e).into_response(),
         }
     }
     let name = str_at(&built.daemonset, "/metadata/name");
