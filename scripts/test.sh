@@ -57,6 +57,8 @@ fi
 # The Node.js client of the client matrix (@kubernetes/client-node, from the npm registry).
 log "node test environment"
 (cd tests/node && npm ci --silent --no-audit --no-fund)
+# The console's YAML editor bundle is what its pinned npm sources build.
+./scripts/build-console-editor.sh --check
 
 log "format and lints"
 cargo fmt --all -- --check

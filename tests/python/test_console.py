@@ -280,6 +280,14 @@ def test_create_by_form_then_operate_it(up, browser):
     page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=edit")
     page.fill("input[name='image.agent']", "busybox:1.37")
     page.fill("input[name=changeCause]", "image 1.37")
+    # The first press previews: every node restarts its pod, in steps of maxUnavailable 1.
+    page.click("form.card button[type=submit]")
+    preview = page.wait_for_selector("#change-preview")
+    assert preview.get_attribute("data-replace") == "3", preview.inner_text()
+    assert "in 3 steps of up to 1 node" in preview.inner_text()
+    assert page.input_value("input[name='image.agent']") == "busybox:1.37"
+    assert apps(up).read_namespaced_daemon_set("node-agent", "default").spec.template.spec.containers[0].image == "busybox:1.36"
+    shot(page, "detail-edit-preview")
     page.click("form.card button[type=submit]")
     page.wait_for_url("**tab=overview**")
     page.wait_for_selector("#status-panel code.images:text('busybox:1.37')")
@@ -343,9 +351,25 @@ def test_create_by_form_then_operate_it(up, browser):
         core(up).delete_namespaced_pod(p.metadata.name, "default", grace_period_seconds=0)
 
 
+def type_into_editor(page, text):
+    """Puts `text` into the YAML editor (CodeMirror) as a paste would, and checks that the
+    form's text area, which is what gets posted, follows it."""
+    page.wait_for_selector("#yaml-editor[data-editor-ready]", state="attached")
+    page.click(".cm-content")
+    page.keyboard.press("Control+A")
+    page.keyboard.press("Delete")
+    page.evaluate("""text => {
+        const data = new DataTransfer();
+        data.setData("text/plain", text);
+        document.querySelector(".cm-content").dispatchEvent(
+            new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true}));
+    }""", text)
+    assert page.eval_on_selector("#yaml-editor", "e => e.value") == text
+
+
 def import_yaml(up, page, text):
     page.goto(up["url"] + "/ui/import")
-    page.fill("#yaml-editor", text)
+    type_into_editor(page, text)
     page.click("form button.primary")
     page.wait_for_load_state()
 
@@ -370,9 +394,22 @@ def test_examples_through_the_yaml_import(up, browser):
     for name in ("dce-hwameistor-en.yaml", "cka-fluentd-es-demo.yaml"):
         import_yaml(up, page, (EXAMPLES / name).read_text())
         message = page.inner_text(".yaml-error")
-        assert re.search(r"YAML error at line \d+, column \d+: ", message), message
+        line = int(re.search(r"YAML error at line (\d+), column \d+: ", message).group(1))
         assert "Nothing was created" in message
+        # The editor marks that line, and highlights the YAML.
+        page.wait_for_selector(".cm-line.cm-error-line")
+        marked = page.inner_text(".cm-line.cm-error-line")
+        assert marked.strip() == (EXAMPLES / name).read_text().splitlines()[line - 1].strip(), (marked, line)
+        assert page.locator(".cm-content span[class]").count() > 10
         shot(page, f"import-{name.removesuffix('.yaml')}")
+
+    # Highlighting: a key and a string value get different colours.
+    page.goto(up["url"] + "/ui/import")
+    type_into_editor(page, 'kind: "ConfigMap"\n')
+    colours = page.eval_on_selector_all(".cm-line span", "spans => spans.map(s => [s.textContent, getComputedStyle(s).color])")
+    by_text = dict(colours)
+    assert by_text.get("kind") and by_text.get('"ConfigMap"') and by_text["kind"] != by_text['"ConfigMap"'], colours
+    shot(page, "import-editor")
 
     # Fields one level too high: refused under strict validation, each unknown field by path.
     import_yaml(up, page, (EXAMPLES / "k8s-docs-fluentd.yaml").read_text())
@@ -603,3 +640,36 @@ def test_rollout_controls_steer_from_the_overview(up, browser):
     assert "everynode.dev/paused" not in annotations()
     apps(up).delete_namespaced_daemon_set("steered", "default")
 
+
+
+def test_the_yaml_tab_marks_an_error_line_then_previews_before_it_updates(up, browser):
+    page = browser
+    body = {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "texty"},
+            "spec": {"selector": {"matchLabels": {"app": "texty"}},
+                     "template": {"metadata": {"labels": {"app": "texty"}},
+                                  "spec": {"terminationGracePeriodSeconds": 1, "containers": [
+                                      {"name": "c", "image": "busybox", "command": ["sh", "-c", "while true; do sleep 1; done"]}]}}}}
+    apps(up).create_namespaced_daemon_set("default", body)
+    try:
+        wait_for("texty on 3 nodes", lambda: (apps(up).read_namespaced_daemon_set("texty", "default").status.number_available or 0) == 3)
+        page.goto(up["url"] + "/ui/daemonsets/default/texty?tab=yaml")
+        page.wait_for_selector("#yaml-editor[data-editor-ready]", state="attached")
+        stored = page.eval_on_selector("#yaml-editor", "e => e.value")
+        # Broken YAML: the server's error names the line, and the editor marks it.
+        broken = stored.replace("kind: DaemonSet", "kind DaemonSet\n  oops: [", 1)
+        type_into_editor(page, broken)
+        page.click("form button.primary")
+        page.wait_for_selector(".cm-line.cm-error-line")
+        assert "line" in page.inner_text(".error")
+        # A new image: first the preview (every node restarts), then the update.
+        type_into_editor(page, stored.replace("image: busybox", "image: busybox:1.37", 1))
+        page.click("form button.primary")
+        preview = page.wait_for_selector("#change-preview")
+        assert preview.get_attribute("data-replace") == "3", preview.inner_text()
+        assert apps(up).read_namespaced_daemon_set("texty", "default").spec.template.spec.containers[0].image == "busybox"
+        shot(page, "detail-yaml-preview")
+        page.click("form button.primary")
+        page.wait_for_url("**tab=overview**")
+        assert apps(up).read_namespaced_daemon_set("texty", "default").spec.template.spec.containers[0].image == "busybox:1.37"
+    finally:
+        apps(up).delete_namespaced_daemon_set("texty", "default")

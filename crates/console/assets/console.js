@@ -308,7 +308,16 @@ function forgetChangePreview(form) {
   if (button) button.textContent = button.dataset.label;
 }
 
+// Pages with a YAML editor load the bundled editor (CodeMirror), which takes over the text area.
+function loadEditor() {
+  if (!document.querySelector("textarea[data-editor]")) return;
+  const script = document.createElement("script");
+  script.src = "/ui/assets/editor.js";
+  document.head.appendChild(script);
+}
+
 function wire() {
+  loadEditor();
   startLiveRegions();
   document.querySelectorAll("table").forEach(enhanceTable);
   startFollowedLogs();
@@ -349,7 +358,11 @@ function wire() {
   document.querySelectorAll("input[type=file][data-load-into]").forEach((input) => {
     input.addEventListener("change", async () => {
       const file = input.files[0];
-      if (file) document.getElementById(input.dataset.loadInto).value = await file.text();
+      if (!file) return;
+      const area = document.getElementById(input.dataset.loadInto);
+      area.value = await file.text();
+      // The editor, when it has taken over the text area, follows it.
+      area.dispatchEvent(new Event("everynode:load"));
     });
   });
   // The name field says what is wrong while typing (63-character DNS label).

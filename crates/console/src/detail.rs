@@ -329,7 +329,7 @@ fn metadata_tab(ds: &DaemonSet) -> Markup {
     }
 }
 
-fn edit_tab(ns: &str, name: &str, ds: &DaemonSet) -> Markup {
+fn edit_tab(ns: &str, name: &str, ds: &DaemonSet, pending: Option<&Pending>) -> Markup {
     let spec = ds.spec.clone().unwrap_or_default();
     let containers = spec.template.spec.clone().unwrap_or_default().containers;
     let max_unavailable = spec
@@ -337,26 +337,45 @@ fn edit_tab(ns: &str, name: &str, ds: &DaemonSet) -> Markup {
         .as_ref()
         .and_then(|s| s.rolling_update.as_ref())
         .and_then(|r| r.max_unavailable.as_ref());
+    // A pending edit shows what the user sent, not the stored values.
+    let sent = |field: &str, stored: String| -> String {
+        pending
+            .and_then(|p| p.fields.get(field).cloned())
+            .unwrap_or(stored)
+    };
     html! {
         form.card method="post" action={"/ui/daemonsets/" (ns) "/" (name) "/edit"} {
             @for c in &containers {
+                @let field = format!("image.{}", c.name);
                 label { "Image of container " (c.name)
-                    input name={"image." (c.name)} value=(c.image.as_deref().unwrap_or_default()) size="50";
+                    input name=(field) value=(sent(&field, c.image.clone().unwrap_or_default())) size="50";
                 }
             }
             br;
             label { "maxUnavailable"
-                input name="maxUnavailable" value=(int_or_string(max_unavailable));
+                input name="maxUnavailable" value=(sent("maxUnavailable", int_or_string(max_unavailable)));
             }
-            label { "minReadySeconds" input name="minReadySeconds" value=(spec.min_ready_seconds.unwrap_or(0)); }
-            label { "Change cause (kubernetes.io/change-cause)" input name="changeCause" size="40"; }
+            label { "minReadySeconds" input name="minReadySeconds" value=(sent("minReadySeconds", spec.min_ready_seconds.unwrap_or(0).to_string())); }
+            label { "Change cause (kubernetes.io/change-cause)" input name="changeCause" size="40" value=(sent("changeCause", String::new())); }
             br;
-            button.primary type="submit" { "Save" }
+            (pending_box(pending))
+            @if pending.is_some() {
+                button.primary type="submit" { "Confirm save" }
+            } @else {
+                button.primary type="submit" { "Preview and save" }
+            }
         }
     }
 }
 
-fn yaml_tab(ns: &str, name: &str, text: &str) -> Markup {
+fn yaml_tab(
+    ns: &str,
+    name: &str,
+    text: &str,
+    problem: Option<&ConsoleError>,
+    pending: Option<&Pending>,
+) -> Markup {
+    let error_line = problem.and_then(|e| crate::editor::error_line(&e.to_string()));
     html! {
         form method="post" action={"/ui/daemonsets/" (ns) "/" (name) "/yaml"} {
             p {
@@ -364,8 +383,13 @@ fn yaml_tab(ns: &str, name: &str, text: &str) -> Markup {
                 " "
                 label.check { "Upload a file" input type="file" accept=".yaml,.yml,.json" data-load-into="yaml-editor"; }
             }
-            textarea.code #yaml-editor name="yaml" spellcheck="false" { (text) }
-            p { button.primary type="submit" { "Update" } }
+            textarea.code #yaml-editor name="yaml" spellcheck="false" data-editor="yaml" data-error-line=[error_line] { (text) }
+            (pending_box(pending))
+            @if pending.is_some() {
+                p { button.primary type="submit" { "Confirm update" } }
+            } @else {
+                p { button.primary type="submit" { "Preview and update" } }
+            }
         }
     }
 }
@@ -394,6 +418,24 @@ fn editable(mut ds: Value) -> Value {
     ds
 }
 
+/// A write shown with its preview, waiting for the user's confirmation: the preview, the
+/// digest of the submission, and the form's fields as the user sent them.
+struct Pending {
+    preview: Markup,
+    digest: String,
+    fields: BTreeMap<String, String>,
+}
+
+/// The preview box and the digest of a pending write, inside the form that confirms it.
+fn pending_box(pending: Option<&Pending>) -> Markup {
+    html! {
+        @if let Some(p) = pending {
+            div data-preview-box { (p.preview) }
+            input type="hidden" name=(crate::preview::FIELD) value=(p.digest);
+        }
+    }
+}
+
 async fn render(
     client: &ApiClient,
     ns: &str,
@@ -401,6 +443,7 @@ async fn render(
     q: &DetailQuery,
     yaml_text: Option<String>,
     problem: Option<&ConsoleError>,
+    pending: Option<&Pending>,
 ) -> ConsoleResult<Response> {
     let ds: DaemonSet = client.get_as(&ds_path(ns, name)).await?;
     let tab = if q.tab.is_empty() {
@@ -448,14 +491,14 @@ async fn render(
         "revisions" => revisions_tab(ns, name, &revisions(client, &ds).await?, q, now, may.edit),
         "events" => events_tab(client, ns, name, now).await?,
         "metadata" => metadata_tab(&ds),
-        "edit" => edit_tab(ns, name, &ds),
+        "edit" => edit_tab(ns, name, &ds, pending),
         "yaml" => {
             let text = match yaml_text {
                 Some(text) => text,
                 // The object as the server sends it, for editing as text.
                 None => yaml(&editable(client.get(&ds_path(ns, name)).await?)),
             };
-            yaml_tab(ns, name, &text)
+            yaml_tab(ns, name, &text, problem, pending)
         }
         "delete" => delete_tab(ns, name),
         other => return Err(ConsoleError::BadInput(format!("no tab {other:?}"))),
@@ -492,7 +535,7 @@ async fn refused(
         tab: tab.into(),
         ..Default::default()
     };
-    render(client, ns, name, &q, None, Some(problem))
+    render(client, ns, name, &q, None, Some(problem), None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -502,7 +545,7 @@ pub async fn show(
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<DetailQuery>,
 ) -> Response {
-    render(&client, &ns, &name, &q, None, None)
+    render(&client, &ns, &name, &q, None, None, None)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -580,30 +623,39 @@ pub async fn download(
     }
 }
 
-#[derive(Deserialize)]
-pub struct YamlForm {
-    yaml: String,
-}
-
 pub async fn update_yaml(
     Session(client): Session,
     Path((ns, name)): Path<(String, String)>,
-    Form(form): Form<YamlForm>,
+    Form(fields): Form<BTreeMap<String, String>>,
 ) -> Response {
     let q = DetailQuery {
         tab: "yaml".into(),
         ..Default::default()
     };
-    let result = client
-        .send(
-            Method::PUT,
-            &format!("{}?fieldValidation=Strict", ds_path(&ns, &name)),
-            Some(YAML),
-            form.yaml.clone().into_bytes(),
-        )
-        .await;
+    let text = fields.get("yaml").cloned().unwrap_or_default();
+    let digest = crate::preview::digest(text.as_bytes());
+    let confirmed = crate::preview::confirmed(&fields, &digest);
+    let write = |dry_run: bool| {
+        let dry = if dry_run { "&dryRun=All" } else { "" };
+        let path = format!("{}?fieldValidation=Strict{dry}", ds_path(&ns, &name));
+        let (client, body) = (&client, text.clone().into_bytes());
+        async move { client.send(Method::PUT, &path, Some(YAML), body).await }
+    };
+    let result = if confirmed {
+        write(false).await.map(|_| None)
+    } else {
+        match write(true).await {
+            Ok(new) => preview_of(&client, &ns, &name, &new, digest, fields.clone())
+                .await
+                .map(Some),
+            Err(e) => Err(e),
+        }
+    };
     match result {
-        Ok(_) => redirect(&ns, &name, "overview", "Updated."),
+        Ok(None) => redirect(&ns, &name, "overview", "Updated."),
+        Ok(Some(pending)) => render(&client, &ns, &name, &q, Some(text), None, Some(&pending))
+            .await
+            .unwrap_or_else(IntoResponse::into_response),
         Err(ConsoleError::Unauthorized) => ConsoleError::Unauthorized.into_response(),
         Err(e) => {
             // The user's text stays in the editor; a conflict says how to continue.
@@ -618,11 +670,29 @@ pub async fn update_yaml(
             } else {
                 e
             };
-            render(&client, &ns, &name, &q, Some(form.yaml), Some(&e))
+            render(&client, &ns, &name, &q, Some(text), Some(&e), None)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         }
     }
+}
+
+/// The preview of replacing the stored DaemonSet with `new` (a dry run's answer).
+async fn preview_of(
+    client: &ApiClient,
+    ns: &str,
+    name: &str,
+    new: &Value,
+    digest: String,
+    fields: BTreeMap<String, String>,
+) -> ConsoleResult<Pending> {
+    let current: DaemonSet = client.get_as(&ds_path(ns, name)).await?;
+    let (preview, nodes_known) = crate::preview::compute(client, new, Some(&current)).await?;
+    Ok(Pending {
+        preview: crate::preview::render(&preview, nodes_known),
+        digest,
+        fields,
+    })
 }
 
 pub async fn edit(
@@ -658,21 +728,35 @@ pub async fn edit(
     {
         patch["metadata"] = json!({"annotations": {"kubernetes.io/change-cause": cause}});
     }
-    match client
+    let digest = crate::preview::digest(patch.to_string().as_bytes());
+    let confirmed = crate::preview::confirmed(&fields, &digest);
+    let dry = if confirmed { "" } else { "&dryRun=All" };
+    let written = client
         .write(
             Method::PATCH,
-            &format!("{}?fieldValidation=Strict", ds_path(&ns, &name)),
+            &format!("{}?fieldValidation=Strict{dry}", ds_path(&ns, &name)),
             STRATEGIC_MERGE_PATCH,
             &patch,
         )
-        .await
-    {
-        Ok(_) => redirect(
+        .await;
+    match written {
+        Ok(_) if confirmed => redirect(
             &ns,
             &name,
             "overview",
             "Saved; the rollout follows the update strategy.",
         ),
+        Ok(new) => {
+            let q = DetailQuery {
+                tab: "edit".into(),
+                ..Default::default()
+            };
+            match preview_of(&client, &ns, &name, &new, digest, fields).await {
+                Ok(pending) => render(&client, &ns, &name, &q, None, None, Some(&pending)).await,
+                Err(e) => Err(e),
+            }
+            .unwrap_or_else(IntoResponse::into_response)
+        }
         Err(e) => refused(&client, &ns, &name, "edit", &e).await,
     }
 }

@@ -9,6 +9,7 @@
 pub mod client;
 mod daemonsets;
 mod detail;
+mod editor;
 pub mod error;
 pub mod form;
 mod grid;
@@ -59,6 +60,20 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
                 (
                     [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
                     JS,
+                )
+                    .into_response()
+            }),
+        )
+        .route(
+            "/assets/editor.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        // The bundle changes only with the binary.
+                        (header::CACHE_CONTROL, "private, max-age=3600"),
+                    ],
+                    editor::SCRIPT,
                 )
                     .into_response()
             }),

@@ -160,7 +160,11 @@ mod tests {
         let mut nodes: Vec<NodeAction> = (1..=7)
             .map(|n| node(n, Action::Replace, "runs an older template"))
             .collect();
-        nodes.push(node(8, Action::Keep, "no pod: UntoleratedTaint: a=b:NoSchedule"));
+        nodes.push(node(
+            8,
+            Action::Keep,
+            "no pod: UntoleratedTaint: a=b:NoSchedule",
+        ));
         let p = Preview {
             summary: Summary {
                 create: 0,

@@ -12,8 +12,8 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Json, Response};
 use maud::{Markup, html};
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 fn text(name: &str, label: &str, placeholder: &str) -> Markup {
     html! { label { (label) input name=(name) placeholder=(placeholder); } }
@@ -381,6 +381,11 @@ pub async fn submit(Session(client): Session, body: Bytes) -> Response {
 }
 
 fn import_form(text: &str, results: Markup) -> Response {
+    import_form_marking(text, results, None)
+}
+
+/// The import page with `text` in the editor and, for a YAML error, its line marked.
+fn import_form_marking(text: &str, results: Markup, error_line: Option<usize>) -> Response {
     crate::layout::page(
         "Import YAML",
         Nav::Import,
@@ -390,7 +395,7 @@ fn import_form(text: &str, results: Markup) -> Response {
             (results)
             form method="post" action="/ui/import" {
                 p { label.check { "Upload a file" input type="file" accept=".yaml,.yml,.json" data-load-into="yaml-editor"; } }
-                textarea.code #yaml-editor name="yaml" spellcheck="false" placeholder="apiVersion: apps/v1\nkind: DaemonSet\n..." { (text) }
+                textarea.code #yaml-editor name="yaml" spellcheck="false" data-editor="yaml" data-error-line=[error_line] placeholder="apiVersion: apps/v1\nkind: DaemonSet\n..." { (text) }
                 p { button.primary type="submit" { "Create" } }
             }
         },
@@ -438,9 +443,10 @@ pub async fn import(
         }
         Ok(d) => d,
         Err(e) => {
-            return import_form(
+            return import_form_marking(
                 &form.yaml,
                 html! { div.error.yaml-error role="alert" { p { "YAML error at " (e.to_string()) ". Nothing was created." } } },
+                Some(e.line).filter(|l| *l > 0),
             );
         }
     };
