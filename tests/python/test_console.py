@@ -276,6 +276,30 @@ def test_create_by_form_then_operate_it(up, browser):
     page.wait_for_function("(document.getElementById('logs').textContent.match(/tick/g) || []).length >= 2", timeout=30_000)
     shot(page, "logs-follow")
 
+    # Logs of all pods: every node's lines, prefixed; narrowed to a node and a text; followed.
+    page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=pods")
+    page.click("#all-logs")
+    page.wait_for_selector("#logs")
+    text = page.inner_text("#logs")
+    for node in ("node-1", "node-2", "node-3"):
+        assert re.search(rf"^\[{node}/node-agent-\w+/agent\] agent up on {node}", text, re.M), text
+    page.select_option("select[name=node]", "node-2")
+    page.fill("input[name=search]", "AGENT UP")
+    page.click("#log-options button[type=submit]")
+    page.wait_for_selector("#logs")
+    lines = page.inner_text("#logs").strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[node-2/") and "agent up on node-2" in lines[0], lines
+    page.select_option("select[name=node]", "")
+    page.fill("input[name=search]", "tick")
+    page.check("input[name=follow]")
+    page.click("#log-options button[type=submit]")
+    page.wait_for_function("""() => {
+        const text = document.getElementById('logs').textContent;
+        return ['node-1', 'node-2', 'node-3'].every(n => text.includes('[' + n + '/'));
+    }""", timeout=30_000)
+    assert "agent up" not in page.inner_text("#logs")
+    shot(page, "logs-all-pods")
+
     # Edit the image and watch the rollout finish.
     page.goto(up["url"] + "/ui/daemonsets/default/node-agent?tab=edit")
     page.fill("input[name='image.agent']", "busybox:1.37")

@@ -104,7 +104,7 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
             }
             (crate::rollout::conditions(&ds, now))
         }
-        h2 { "Pods" }
+        h2 { "Pods " a.button #all-logs href={"/ui/daemonsets/" (ns) "/" (name) "/logs"} { "Logs (all pods)" } }
         table #pods {
             thead { tr { th { "Name" } th { "Status" } th { "Ready" } th { "Node" } th { "IP" } th { "Restarts" } th { "Images" } th { "Age" } th { "Logs" } } }
             tbody {
@@ -987,24 +987,7 @@ pub async fn logs_stream(
             return Sse::new(events).into_response();
         }
     };
-    let lines = futures::stream::unfold(
-        (Box::pin(chunks), String::new()),
-        |(mut chunks, mut pending)| async move {
-            loop {
-                if let Some(end) = pending.find('\n') {
-                    let line: String = pending.drain(..=end).collect();
-                    return Some((
-                        Ok::<_, std::convert::Infallible>(
-                            Event::default().data(line.trim_end_matches('\n')),
-                        ),
-                        (chunks, pending),
-                    ));
-                }
-                let chunk = chunks.next().await?;
-                pending.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        },
-    );
+    let lines = crate::merged_log::line_events(chunks, |_| true);
     let end = futures::stream::iter([Ok(Event::default().event("end").data("end of log"))]);
     Sse::new(lines.chain(end))
         .keep_alive(KeepAlive::default())

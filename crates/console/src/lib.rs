@@ -16,6 +16,7 @@ mod grid;
 pub mod import;
 mod layout;
 mod live;
+mod merged_log;
 mod nodes;
 mod permissions;
 pub mod placement;
@@ -95,6 +96,11 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
         .route("/daemonsets/{ns}/{name}/rollout", post(detail::rollout))
         .route("/daemonsets/{ns}/{name}/rollback", post(detail::rollback))
         .route("/daemonsets/{ns}/{name}/delete", post(detail::delete))
+        .route("/daemonsets/{ns}/{name}/logs", get(merged_log::page_of))
+        .route(
+            "/daemonsets/{ns}/{name}/logs/stream",
+            get(merged_log::stream),
+        )
         .route("/pods/{ns}/{name}/logs", get(detail::logs))
         .route("/pods/{ns}/{name}/logs/stream", get(detail::logs_stream))
         .route("/create", get(wizard::page).post(wizard::submit))
