@@ -255,10 +255,10 @@ def wait_for(what, check, timeout=90, interval=0.25):
         try:
             last = check()
         except kubernetes.client.exceptions.ApiException as e:
-            if e.status != 404:
+            # Not there yet, or the server asks to come back (429, as client-go retries it).
+            if e.status not in (404, 429):
                 raise
-            # Not there yet: keep waiting.
-            last = f"404 {e.reason}"
+            last = f"{e.status} {e.reason}"
             time.sleep(interval)
             continue
         if last:
