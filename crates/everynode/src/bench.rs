@@ -7,6 +7,8 @@
 //! (its store revision delta), in concurrent batches that share fsyncs.
 
 use crate::Error;
+
+mod visibility;
 use everynode_clock::Clock;
 use everynode_store::{EmbeddedStore, Store};
 use futures::{StreamExt, TryStreamExt};
@@ -43,6 +45,10 @@ pub struct BenchArgs {
     /// measure a server setting apart, e.g. `--server-arg=--no-audit-log`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// After the rollouts, follow the merged log of every pod (each hollow container writing a
+    /// line a second) for this many seconds, sampling the server's memory; 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub log_follow_seconds: u64,
 }
 
 /// A child process measured through /proc.
@@ -166,6 +172,11 @@ fn start_fleet(exe: &Path, dir: &Path, args: &BenchArgs) -> Result<Child, Error>
         .arg(args.nodes.to_string())
         .arg("--hollow-start-delay-ms")
         .arg(args.hollow_start_delay_ms.to_string())
+        .args(if args.log_follow_seconds > 0 {
+            vec!["--hollow-log-lines"]
+        } else {
+            Vec::new()
+        })
         .arg("--state-dir")
         .arg(&state)
         .stdin(std::process::Stdio::null())
@@ -534,8 +545,31 @@ async fn measure(
         crate::server::client_from_kubeconfig(&dir.join("server").join("kubeconfig")).await?;
     let fleet = start_fleet(exe, dir, args)?;
     let outcome = stages(&client, dir, n, timeout, server, &fleet).await;
+    let outcome = match outcome {
+        Ok(report) => visibility::measure(
+            &client,
+            n,
+            server,
+            Duration::from_secs(args.log_follow_seconds),
+        )
+        .await
+        .map(|rows| add_rows(report, &rows)),
+        Err(e) => Err(e),
+    };
     fleet.stop().await;
     outcome
+}
+
+/// `report` with `rows` added at the end of its table.
+fn add_rows(report: String, rows: &str) -> String {
+    let table = report.find("|---|").unwrap_or(0);
+    match report[table..].find("\n\n") {
+        Some(end) => {
+            let end = table + end;
+            format!("{}\n{}{}", &report[..end], rows.trim_end(), &report[end..])
+        }
+        None => report + rows,
+    }
 }
 
 async fn stages(
