@@ -242,6 +242,45 @@ async function preview(form) {
   target.textContent = answer.yaml || answer.message || "";
 }
 
+// An edit opens the wizard filled from the object: data-fill holds [name, value] pairs, and
+// the rows they need (containers, ports, variables, volumes, tolerations...) are added first.
+const ROWS = [
+  [/^c\.(\d+)\.port\.\d+\./, (m) => `button[data-add=tpl-port][data-c="${m[1]}"]`],
+  [/^c\.(\d+)\.env\.\d+\./, (m) => `button[data-add=tpl-env][data-c="${m[1]}"]`],
+  [/^c\.(\d+)\.vol\.\d+\./, (m) => `button[data-add=tpl-vol][data-c="${m[1]}"]`],
+  [/^svc\.port\.\d+\./, () => "button[data-add=tpl-svc-port]"],
+  [/^tol\.\d+\./, () => "button[data-add=tpl-tol]"],
+  [/^na\.\d+\./, () => "button[data-add=tpl-na]"],
+  [/^pa\.\d+\./, () => "button[data-add=tpl-pa]"],
+];
+
+function fillWizard(form) {
+  if (!form.dataset.fill) return;
+  const pairs = JSON.parse(form.dataset.fill);
+  const kinds = Object.fromEntries(pairs.filter(([k]) => /^c\.\d+\.kind$/.test(k)));
+  const field = (name) => form.querySelector(`[name="${CSS.escape(name)}"]`);
+  for (const [name, value] of pairs) {
+    // Rows are numbered in order, so adding until the field exists adds exactly the rows needed.
+    for (let tries = 0; !field(name) && tries < 100; tries += 1) {
+      const container = name.match(/^c\.(\d+)\./);
+      let button = null;
+      if (container && !form.querySelector(`fieldset.container[data-container="${container[1]}"]`)) {
+        const init = kinds[`c.${container[1]}.kind`] === "init";
+        button = document.querySelector(`button[data-add=${init ? "tpl-init" : "tpl-container"}]`);
+      } else {
+        const row = ROWS.map(([pattern, pick]) => [name.match(pattern), pick]).find(([m]) => m);
+        if (row) button = form.querySelector(row[1](row[0]));
+      }
+      if (!button) break;
+      addRow(button);
+    }
+    const input = field(name);
+    if (!input) continue;
+    if (input.type === "checkbox") input.checked = value === "on" || value === "true";
+    else input.value = value;
+  }
+}
+
 function clearErrors(form) {
   form.querySelectorAll(".field-error").forEach((e) => e.remove());
   const box = form.querySelector(".form-errors");
@@ -323,6 +362,7 @@ function wire() {
   startFollowedLogs();
   wirePlacement();
   document.querySelectorAll("form.wizard").forEach((wizard) => {
+    fillWizard(wizard);
     showStep(wizard, 0);
     wizard.addEventListener("input", () => { schedulePreview(wizard); forgetChangePreview(wizard); });
     wizard.addEventListener("change", () => { schedulePreview(wizard); forgetChangePreview(wizard); });

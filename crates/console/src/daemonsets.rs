@@ -153,7 +153,7 @@ fn row(
             td { (age_of(&ds.metadata, now)) }
             td.actions {
                 @if may.edit {
-                    a.button href={(base) "?tab=edit"} { "Edit" }
+                    a.button href={(base) "/wizard"} { "Edit" }
                     a.button href={(base) "?tab=yaml"} { "Edit YAML" }
                     form method="post" action={(base) "/redeploy"} {
                         button type="submit" data-confirm={"Restart every pod of " (name) "?"} { "Redeploy" }

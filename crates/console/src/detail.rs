@@ -344,6 +344,8 @@ fn edit_tab(ns: &str, name: &str, ds: &DaemonSet, pending: Option<&Pending>) -> 
             .unwrap_or(stored)
     };
     html! {
+        p { a.button.primary #full-edit href={"/ui/daemonsets/" (ns) "/" (name) "/wizard"} { "Edit in the full form" }
+            " " span.muted { "every section of the create wizard; or change the images and rollout settings here:" } }
         form.card method="post" action={"/ui/daemonsets/" (ns) "/" (name) "/edit"} {
             @for c in &containers {
                 @let field = format!("image.{}", c.name);

@@ -745,10 +745,10 @@ pub fn form_field(built: &Built, path: &str) -> Option<String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn every_section() -> Form {
+    pub(crate) fn every_section() -> Form {
         Form::from_pairs(&[
             ("name", "node-agent"),
             ("namespace", "monitoring"),

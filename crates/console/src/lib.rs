@@ -21,10 +21,12 @@ mod nodes;
 mod permissions;
 pub mod placement;
 mod preview;
+mod refill;
 mod rollout;
 mod session;
 pub mod status;
 mod wizard;
+mod wizard_edit;
 
 use axum::Router;
 use axum::http::header;
@@ -92,6 +94,10 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
             get(detail::download).post(detail::update_yaml),
         )
         .route("/daemonsets/{ns}/{name}/edit", post(detail::edit))
+        .route(
+            "/daemonsets/{ns}/{name}/wizard",
+            get(wizard_edit::show).post(wizard_edit::submit),
+        )
         .route("/daemonsets/{ns}/{name}/redeploy", post(detail::redeploy))
         .route("/daemonsets/{ns}/{name}/rollout", post(detail::rollout))
         .route("/daemonsets/{ns}/{name}/rollback", post(detail::rollback))

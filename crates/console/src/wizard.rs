@@ -10,6 +10,7 @@ use crate::session::Session;
 use axum::body::Bytes;
 use axum::http::Method;
 use axum::response::{IntoResponse, Json, Response};
+use k8s_openapi::api::apps::v1::DaemonSet;
 use maud::{Markup, html};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -154,10 +155,45 @@ fn row_templates() -> Markup {
 }
 
 pub async fn page(Session(client): Session) -> Response {
-    let namespaces: Vec<k8s_openapi::api::core::v1::Namespace> = client
-        .list_as("/api/v1/namespaces")
-        .await
-        .unwrap_or_default();
+    wizard(&client, None).await
+}
+
+/// An existing DaemonSet the wizard edits: where it is, its fields, and the digest of what the
+/// fields were read from (a save over a newer version is refused as a conflict).
+pub(crate) struct Editing {
+    pub namespace: String,
+    pub name: String,
+    pub fields: Vec<(String, String)>,
+    pub basis: String,
+}
+
+/// The wizard: empty for a create, filled with an existing DaemonSet's fields for an edit.
+pub(crate) async fn wizard(client: &ApiClient, editing: Option<&Editing>) -> Response {
+    let namespaces: Vec<k8s_openapi::api::core::v1::Namespace> = match editing {
+        // An edit stays in its namespace.
+        Some(e) => {
+            serde_json::from_value(json!([{"metadata": {"name": e.namespace}}])).unwrap_or_default()
+        }
+        None => client
+            .list_as("/api/v1/namespaces")
+            .await
+            .unwrap_or_default(),
+    };
+    let (title, action, label, confirm) = match editing {
+        Some(e) => (
+            format!("Edit DaemonSet {}", e.name),
+            format!("/ui/daemonsets/{}/{}/wizard", e.namespace, e.name),
+            "Preview and save",
+            "Confirm save",
+        ),
+        None => (
+            "Create a DaemonSet".to_owned(),
+            "/ui/create".to_owned(),
+            "Preview and create",
+            "Confirm create",
+        ),
+    };
+    let fill = editing.map(|e| json!(e.fields).to_string());
     let steps = [
         "Basic information",
         "Containers",
@@ -166,18 +202,25 @@ pub async fn page(Session(client): Session) -> Response {
         "Review YAML",
     ];
     crate::layout::page(
-        "Create DaemonSet",
-        Nav::Create,
+        &title,
+        if editing.is_some() { Nav::DaemonSets } else { Nav::Create },
         html! {
-            h1 { "Create a DaemonSet" }
+            h1 { (title) }
+            @if let Some(e) = editing {
+                p.muted { "Every section of the wizard, filled from the DaemonSet as it is. Saving replaces it (a change made meanwhile by someone else is refused as a conflict); the Service the wizard made is updated too. "
+                    a href={"/ui/daemonsets/" (e.namespace) "/" (e.name)} { "Back to " (e.name) } }
+            }
             (row_templates())
-            form.wizard method="post" action="/ui/create" data-json-submit {
+            form.wizard method="post" action=(action) data-json-submit data-fill=[fill] {
+                @if let Some(e) = editing {
+                    input type="hidden" name="basis" value=(e.basis);
+                }
                 nav.tabs { @for (i, s) in steps.iter().enumerate() { button type="button" data-step=(i) { (i + 1) ". " (s) } } }
                 div.error.form-errors role="alert" hidden {}
                 section.step data-name="basic" {
                     fieldset {
                         legend { "Basic information" }
-                        label { "Name" input name="name" required maxlength="63" data-dns-label pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" placeholder="node-exporter"; }
+                        label { "Name" input name="name" required maxlength="63" data-dns-label pattern="[a-z0-9]([a-z0-9\\-]*[a-z0-9])?" placeholder="node-exporter" readonly[editing.is_some()]; }
                         label { "Namespace" select name="namespace" {
                             @for n in &namespaces { @let n = n.metadata.name.as_deref().unwrap_or_default(); option value=(n) selected[n == "default"] { (n) } }
                         } }
@@ -255,7 +298,7 @@ pub async fn page(Session(client): Session) -> Response {
                 div.wizard-nav {
                     button type="button" data-move="-1" { "Back" }
                     button type="button" data-move="1" { "Next" }
-                    button.primary type="submit" data-label="Preview and create" data-confirm-label="Confirm create" { "Preview and create" }
+                    button.primary type="submit" data-label=(label) data-confirm-label=(confirm) { (label) }
                 }
             }
         },
@@ -328,36 +371,48 @@ async fn create(
     Ok(daemonset)
 }
 
-pub async fn submit(Session(client): Session, body: Bytes) -> Response {
-    let built = match Form::parse(&body)
+/// The wizard's form as objects, or the JSON answer naming the input the form refuses.
+pub(crate) fn built_from(body: &[u8]) -> Result<Built, Json<Value>> {
+    Form::parse(body)
         .map_err(|m| FormError {
             field: String::new(),
             message: m,
         })
         .and_then(|f| build(&f))
-    {
-        Ok(b) => b,
-        Err(e) => {
-            return Json(json!({"message": "The form has a problem", "errors": [{"field": "", "input": e.field, "message": e.message}]}))
-                .into_response();
-        }
-    };
-    // Everything is checked by the server first (dry run), so a refused Service leaves no
-    // DaemonSet behind; then the user sees what the create does to the nodes, and confirms.
+        .map_err(|e| {
+            Json(json!({"message": "The form has a problem", "errors": [{"field": "", "input": e.field, "message": e.message}]}))
+        })
+}
+
+/// The wizard's two presses: `write` is first a dry run (the server checks everything, so a
+/// refused Service leaves no DaemonSet behind) and the preview of what it does to the nodes
+/// over `current` (None for a create); then, when the body carries the digest of that very
+/// submission, the write itself, and the browser goes to `location`.
+pub(crate) async fn preview_then_write<W, F>(
+    client: &ApiClient,
+    built: &Built,
+    body: &[u8],
+    current: Option<&DaemonSet>,
+    write: W,
+    location: String,
+) -> Response
+where
+    W: Fn(bool) -> F,
+    F: std::future::Future<Output = Result<Value, (&'static str, ConsoleError)>>,
+{
     let submission = serde_json::to_vec(&(&built.daemonset, &built.service)).unwrap_or_default();
     let digest = crate::preview::digest(&submission);
     let previewed: BTreeMap<String, String> =
-        serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        serde_urlencoded::from_bytes::<Vec<(String, String)>>(body)
             .unwrap_or_default()
             .into_iter()
             .filter(|(k, _)| k == crate::preview::FIELD)
             .collect();
     let confirmed = crate::preview::confirmed(&previewed, &digest);
     for dry_run in [true, false] {
-        let result = create(&client, &built, dry_run).await;
-        let result = match result {
+        let result = match write(dry_run).await {
             Ok(daemonset) if dry_run && !confirmed => {
-                crate::preview::compute(&client, &daemonset, None)
+                crate::preview::compute(client, &daemonset, current)
                     .await
                     .map(|(p, known)| crate::preview::render(&p, known))
                     .map_err(|e| ("The preview failed", e))
@@ -373,11 +428,31 @@ pub async fn submit(Session(client): Session, body: Bytes) -> Response {
             Err((_, ConsoleError::Unauthorized)) => {
                 return Json(json!({"location": "/ui/login"})).into_response();
             }
-            Err((what, e)) => return answer_for(&built, what, &e).into_response(),
+            Err((what, e)) => return answer_for(built, what, &e).into_response(),
         }
     }
+    Json(json!({"location": location})).into_response()
+}
+
+pub async fn submit(Session(client): Session, body: Bytes) -> Response {
+    let built = match built_from(&body) {
+        Ok(b) => b,
+        Err(answer) => return answer.into_response(),
+    };
     let name = str_at(&built.daemonset, "/metadata/name");
-    Json(json!({"location": format!("/ui/daemonsets/{}/{name}?tab=overview&notice=Created.", built.namespace)})).into_response()
+    let location = format!(
+        "/ui/daemonsets/{}/{name}?tab=overview&notice=Created.",
+        built.namespace
+    );
+    preview_then_write(
+        &client,
+        &built,
+        &body,
+        None,
+        |dry_run| create(&client, &built, dry_run),
+        location,
+    )
+    .await
 }
 
 fn import_form(text: &str, results: Markup) -> Response {
