@@ -30,6 +30,19 @@ sys.path.insert(0, str(REPO / "tests" / "python"))
 from conftest import Server, remove_tree, stop_process, wait_for  # noqa: E402
 
 
+def retrying(call, *args, **kwargs):
+    """`call`, again after the server's Retry-After while it answers 429 (busy with the fleet's
+    start), as client-go does."""
+    for _ in range(120):
+        try:
+            return call(*args, **kwargs)
+        except kubernetes.client.exceptions.ApiException as e:
+            if e.status != 429:
+                raise
+            time.sleep(int(e.headers.get("Retry-After", "1")))
+    raise RuntimeError(f"{call.__name__} kept getting 429")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=10000)
@@ -52,14 +65,14 @@ def main():
         core = kubernetes.client.CoreV1Api(client)
         apps = kubernetes.client.AppsV1Api(client)
         wait_for(f"{n} nodes", lambda: len(core.list_node().items) == n, timeout=900)
-        names = sorted(x.metadata.name for x in core.list_node().items)
+        names = sorted(x.metadata.name for x in retrying(core.list_node).items)
         pinned = names[: n // 2]
 
         def affinity(values):
             return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
                 {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": values}]}]}}}
 
-        apps.create_namespaced_daemon_set("default", {
+        retrying(apps.create_namespaced_daemon_set, "default", {
             "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "grid"},
             "spec": {"selector": {"matchLabels": {"app": "grid"}},
                      "template": {"metadata": {"labels": {"app": "grid"}},
@@ -102,7 +115,7 @@ def main():
                 target = names[len(pinned) + i]
                 page.evaluate("() => { window.__updates = document.getElementById('placement-live').dataset.updates || '0'; }")
                 started = time.monotonic()
-                apps.patch_namespaced_daemon_set("grid", "default", {"spec": {"template": {"spec": {
+                retrying(apps.patch_namespaced_daemon_set, "grid", "default", {"spec": {"template": {"spec": {
                     "affinity": affinity(pinned + names[len(pinned): len(pinned) + i + 1])}}}})
                 page.wait_for_function(
                     f"!document.querySelector('#placement-grid section[data-group=NodeAffinityMismatch] i.c[title=\"{target}\"]')",

@@ -24,13 +24,19 @@ pub(super) fn objects<T: serde::de::DeserializeOwned>(
     kind: Kind,
     namespace: Option<&str>,
 ) -> Vec<T> {
+    matching(registry, kind, namespace, Selector::everything())
+}
+
+/// The objects of `kind` whose labels match `selector`: the cache narrows by labels before
+/// anything is decoded, so a DaemonSet's pods cost what they are, not what the namespace holds.
+fn matching<T: serde::de::DeserializeOwned>(
+    registry: &Registry,
+    kind: Kind,
+    namespace: Option<&str>,
+    selector: Selector,
+) -> Vec<T> {
     let res = registry::by_kind(kind);
-    let filter = Registry::filter(
-        res,
-        namespace,
-        Selector::everything(),
-        FieldSelector::default(),
-    );
+    let filter = Registry::filter(res, namespace, selector, FieldSelector::default());
     registry
         .cache
         .list(&filter, None, 0)
@@ -40,11 +46,15 @@ pub(super) fn objects<T: serde::de::DeserializeOwned>(
         .collect()
 }
 
-/// The pods `ds` controls.
+/// The pods `ds` controls (its selector narrows, its controller reference decides).
 pub(super) fn owned_pods(registry: &Registry, ds: &DaemonSet) -> Vec<Pod> {
     let uid = ds.metadata.uid.as_deref().unwrap_or_default();
     let namespace = ds.metadata.namespace.as_deref();
-    objects::<Pod>(registry, Kind::Pod, namespace)
+    let selector = everynode_api::selector::from_label_selector(
+        ds.spec.as_ref().map(|s| &s.selector),
+    )
+    .unwrap_or(Selector::Nothing);
+    matching::<Pod>(registry, Kind::Pod, namespace, selector)
         .into_iter()
         .filter(|p| {
             p.metadata
@@ -114,18 +124,8 @@ pub async fn handle(
     let resource_version = ds_value["metadata"]["resourceVersion"].clone();
     let ds: DaemonSet = serde_json::from_value(ds_value)
         .map_err(|e| ApiError::internal(format!("stored DaemonSet does not decode: {e}")))?;
-    let uid = ds.metadata.uid.clone().unwrap_or_default();
     let nodes: Vec<Node> = objects(registry, Kind::Node, None);
-    let pods: Vec<Pod> = objects::<Pod>(registry, Kind::Pod, Some(namespace))
-        .into_iter()
-        .filter(|p| {
-            p.metadata
-                .owner_references
-                .iter()
-                .flatten()
-                .any(|o| o.uid == uid && o.controller == Some(true))
-        })
-        .collect();
+    let pods = owned_pods(registry, &ds);
     let spec = ds.spec.clone().unwrap_or_default();
     let collision = ds.status.as_ref().and_then(|s| s.collision_count);
     let hash = everynode_api::daemonset::template_hash(&spec.template, collision);
