@@ -50,10 +50,9 @@ fn matching<T: serde::de::DeserializeOwned>(
 pub(super) fn owned_pods(registry: &Registry, ds: &DaemonSet) -> Vec<Pod> {
     let uid = ds.metadata.uid.as_deref().unwrap_or_default();
     let namespace = ds.metadata.namespace.as_deref();
-    let selector = everynode_api::selector::from_label_selector(
-        ds.spec.as_ref().map(|s| &s.selector),
-    )
-    .unwrap_or(Selector::Nothing);
+    let selector =
+        everynode_api::selector::from_label_selector(ds.spec.as_ref().map(|s| &s.selector))
+            .unwrap_or(Selector::Nothing);
     matching::<Pod>(registry, Kind::Pod, namespace, selector)
         .into_iter()
         .filter(|p| {
