@@ -385,6 +385,8 @@ def test_create_by_form_then_operate_it(up, browser):
     preview = page.wait_for_selector("#change-preview")
     assert preview.get_attribute("data-replace") == "3", preview.inner_text()
     assert page.inner_text("button.primary[type=submit]") == "Confirm save"
+    # The controller's status writes between preview and confirm are not a conflict.
+    apps(up).patch_namespaced_daemon_set_status("node-agent", "default", {"status": {"numberMisscheduled": 7}})
     page.click("button.primary[type=submit]")
     page.wait_for_url("**tab=overview**")
     spec_after = up["client"].sanitize_for_serialization(apps(up).read_namespaced_daemon_set("node-agent", "default").spec)
@@ -735,6 +737,17 @@ def test_the_yaml_tab_marks_an_error_line_then_previews_before_it_updates(up, br
         shot(page, "detail-yaml-preview")
         page.click("form button.primary")
         page.wait_for_url("**tab=overview**")
+        assert apps(up).read_namespaced_daemon_set("texty", "default").spec.template.spec.containers[0].image == "busybox:1.37"
+        # The full wizard: a change made by someone else after the page was read is a conflict,
+        # and nothing is saved.
+        page.goto(up["url"] + "/ui/daemonsets/default/texty/wizard")
+        page.click("button[data-step='1']")
+        page.fill("input[name='c.0.image']", "busybox:1.38")
+        page.click("button.primary[type=submit]")
+        page.wait_for_selector("#change-preview")
+        apps(up).patch_namespaced_daemon_set("texty", "default", {"spec": {"minReadySeconds": 2}})
+        page.click("button.primary[type=submit]")
+        assert "was changed by someone else" in page.wait_for_selector(".form-errors:not([hidden])").inner_text()
         assert apps(up).read_namespaced_daemon_set("texty", "default").spec.template.spec.containers[0].image == "busybox:1.37"
         # Something the wizard has no field for: the full form is not offered, the path is
         # named, and the YAML tab is the way.

@@ -93,6 +93,17 @@ fn basis(ds: &Value) -> String {
     crate::preview::digest(comparable(ds).to_string().as_bytes())
 }
 
+/// The conflict of a save over an edit someone else made since the page was read.
+fn changed_meanwhile(name: &str) -> ConsoleError {
+    ConsoleError::Api {
+        code: axum::http::StatusCode::CONFLICT,
+        message: format!(
+            "DaemonSet {name} was changed by someone else since this form was opened; reload the page to edit the current version (your changes are not saved)"
+        ),
+        causes: Vec::new(),
+    }
+}
+
 /// The paths saving the form unchanged would change, by a dry run of it.
 async fn round_trip_losses(
     client: &ApiClient,
@@ -181,31 +192,48 @@ pub async fn show(Session(client): Session, Path((ns, name)): Path<(String, Stri
     wizard(&client, Some(&editing)).await
 }
 
-/// Replaces the DaemonSet at `resource_version`, then updates (or creates) the Service; a dry
-/// run of both when `dry_run`. (The version is not part of what the user previewed: the
-/// controller's status writes move it between the two presses.)
+/// How often a save is tried again when only the controller's status writes got in its way.
+const STATUS_RACES: usize = 5;
+
+/// Replaces the DaemonSet, then updates (or creates) the Service; a dry run of both when
+/// `dry_run`. Each try reads the DaemonSet's current resourceVersion first: the controller
+/// rewrites the status every few seconds during a rollout, which would make the replace a 409
+/// though nothing the user edits has changed. If what the user edits has changed since the
+/// page was read (`basis`), that is a real conflict and is returned as one.
 async fn replace(
     client: &ApiClient,
     built: &Built,
-    resource_version: &Value,
+    basis_read: &str,
     dry_run: bool,
 ) -> Result<Value, (&'static str, ConsoleError)> {
-    let mut daemonset = built.daemonset.clone();
-    daemonset["metadata"]["resourceVersion"] = resource_version.clone();
     let ns = &built.namespace;
     let dry = if dry_run { "&dryRun=All" } else { "" };
     let name = built.daemonset["metadata"]["name"]
         .as_str()
         .unwrap_or_default();
-    let daemonset = client
-        .write(
-            Method::PUT,
-            &format!("{}?fieldValidation=Strict{dry}", ds_path(ns, name)),
-            JSON,
-            &daemonset,
-        )
-        .await
-        .map_err(|e| ("The DaemonSet was refused", e))?;
+    let refused = |e| ("The DaemonSet was refused", e);
+    let mut tries = 0;
+    let daemonset = loop {
+        tries += 1;
+        let stored = client.get(&ds_path(ns, name)).await.map_err(refused)?;
+        if basis(&stored) != basis_read {
+            return Err(refused(changed_meanwhile(name)));
+        }
+        let mut daemonset = built.daemonset.clone();
+        daemonset["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"].clone();
+        let written = client
+            .write(
+                Method::PUT,
+                &format!("{}?fieldValidation=Strict{dry}", ds_path(ns, name)),
+                JSON,
+                &daemonset,
+            )
+            .await;
+        match written {
+            Err(e) if e.status() == axum::http::StatusCode::CONFLICT && tries < STATUS_RACES => {}
+            other => break other.map_err(refused)?,
+        }
+    };
     if let Some(svc) = &built.service {
         let svc_name = svc["metadata"]["name"].as_str().unwrap_or_default();
         let refused = |e| ("The Service was refused", e);
@@ -270,7 +298,7 @@ pub async fn submit(
     };
     if basis(&stored) != sent_basis {
         return axum::response::Json(json!({
-            "message": format!("DaemonSet {name} was changed by someone else since this form was opened; reload the page to edit the current version (your changes are not saved)."),
+            "message": changed_meanwhile(&name).to_string(),
             "errors": [],
         }))
         .into_response();
@@ -293,14 +321,7 @@ pub async fn submit(
         &built,
         &body,
         Some(&current),
-        |dry_run| {
-            replace(
-                &client,
-                &built,
-                &stored["metadata"]["resourceVersion"],
-                dry_run,
-            )
-        },
+        |dry_run| replace(&client, &built, &sent_basis, dry_run),
         location,
     )
     .await
