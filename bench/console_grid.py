@@ -27,20 +27,7 @@ import kubernetes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "python"))
-from conftest import Server, remove_tree, stop_process, wait_for  # noqa: E402
-
-
-def retrying(call, *args, **kwargs):
-    """`call`, again after the server's Retry-After while it answers 429 (busy with the fleet's
-    start), as client-go does."""
-    for _ in range(120):
-        try:
-            return call(*args, **kwargs)
-        except kubernetes.client.exceptions.ApiException as e:
-            if e.status != 429:
-                raise
-            time.sleep(int(e.headers.get("Retry-After", "1")))
-    raise RuntimeError(f"{call.__name__} kept getting 429")
+from conftest import Server, remove_tree, retrying, stop_process, wait_for  # noqa: E402
 
 
 def main():

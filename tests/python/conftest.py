@@ -267,6 +267,19 @@ def wait_for(what, check, timeout=90, interval=0.25):
     raise AssertionError(f"timed out waiting for {what}; last saw {last!r}")
 
 
+def retrying(call, *args, **kwargs):
+    """`call`, again after the server's Retry-After while it answers 429 (busy starting
+    thousands of hollow nodes, say), as client-go does."""
+    for _ in range(120):
+        try:
+            return call(*args, **kwargs)
+        except kubernetes.client.exceptions.ApiException as e:
+            if e.status != 429:
+                raise
+            time.sleep(int(e.headers.get("Retry-After", "1")))
+    raise AssertionError(f"{call.__name__} kept getting 429")
+
+
 def stays(what, check, seconds=1.0, interval=0.05):
     """Polls `check` for `seconds` and fails the moment it is false: for rules that say
     something does not happen (nothing restarts, a standby does not act)."""

@@ -10,7 +10,7 @@ import time
 import kubernetes
 import pytest
 
-from conftest import Server, everynode_binary, remove_tree, stop_process, wait_for
+from conftest import Server, everynode_binary, remove_tree, retrying, stop_process, wait_for
 from test_console import SHOTS, chromium_path
 
 NODES = 2000
@@ -43,19 +43,6 @@ def fleet():
         server.kill()
         log.close()
         remove_tree(data)
-
-
-def retrying(call, *args, **kwargs):
-    """`call`, again after the server's Retry-After while it answers 429 (busy starting 2,000
-    nodes), as client-go does."""
-    for _ in range(60):
-        try:
-            return call(*args, **kwargs)
-        except kubernetes.client.exceptions.ApiException as e:
-            if e.status != 429:
-                raise
-            time.sleep(int(e.headers.get("Retry-After", "1")))
-    raise AssertionError(f"{call.__name__} kept getting 429")
 
 
 def test_the_placement_grid_of_2000_nodes_renders_filters_and_follows(fleet):

@@ -138,6 +138,15 @@ fn int_or_string(v: &str) -> Value {
     v.parse::<i64>().map_or_else(|_| json!(v), |n| json!(n))
 }
 
+/// A probe's timing fields, each an input of its own (`c.0.liveness.periodSeconds`).
+pub const PROBE_TIMINGS: [&str; 5] = [
+    "initialDelaySeconds",
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+];
+
 fn probe(form: &Form, p: &str) -> Result<Value, FormError> {
     let mut probe = Map::new();
     match form.get(&format!("{p}.type")).unwrap_or("none") {
@@ -168,13 +177,7 @@ fn probe(form: &Form, p: &str) -> Result<Value, FormError> {
         }
         _ => return Ok(Value::Null),
     }
-    for timing in [
-        "initialDelaySeconds",
-        "periodSeconds",
-        "timeoutSeconds",
-        "successThreshold",
-        "failureThreshold",
-    ] {
+    for timing in PROBE_TIMINGS {
         if let Some(n) = form.int(&format!("{p}.{timing}"))? {
             probe.insert(timing.into(), json!(n));
         }

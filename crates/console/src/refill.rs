@@ -5,7 +5,7 @@
 //! `resourceFieldRef`...). `differences` names what a round trip through the form would change,
 //! so the console offers the wizard only when nothing would be lost.
 
-use crate::form::DESCRIPTION_ANNOTATION;
+use crate::form::{DESCRIPTION_ANNOTATION, PROBE_TIMINGS};
 use everynode_api::rollout_controls::{AUTO_ROLLBACK, PROGRESS_DEADLINE_SECONDS};
 use serde_json::Value;
 
@@ -58,13 +58,7 @@ fn probe(out: &mut Vec<(String, String)>, prefix: &str, p: &Value) {
         put(out, format!("{prefix}.type"), "tcp");
         put(out, format!("{prefix}.port"), text(&tcp["port"]));
     }
-    for timing in [
-        "initialDelaySeconds",
-        "periodSeconds",
-        "timeoutSeconds",
-        "successThreshold",
-        "failureThreshold",
-    ] {
+    for timing in PROBE_TIMINGS {
         put(out, format!("{prefix}.{timing}"), text(&p[timing]));
     }
 }
