@@ -13,9 +13,7 @@ use crate::session::Session;
 use axum::Form;
 use axum::extract::{Path, Query};
 use axum::http::{Method, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Event as CoreEvent, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -965,11 +963,7 @@ pub async fn logs(
                 label.check { input type="checkbox" name="follow" checked[follow]; "follow" }
                 button type="submit" { "Show" }
             }
-            @match &text {
-                Ok(t) if follow => pre #logs data-follow=(stream) { (t) },
-                Ok(t) => pre #logs { (t) },
-                Err(e) => (error_box(e)),
-            }
+            (crate::merged_log::log_box(&text, follow, &stream))
         },
     )
     .into_response()
@@ -980,18 +974,6 @@ pub async fn logs_stream(
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let chunks = match client.byte_stream(&log_path(&ns, &name, &q, true)).await {
-        Ok(s) => s,
-        Err(e) => {
-            let events = futures::stream::iter([Ok::<_, std::convert::Infallible>(
-                Event::default().data(e.to_string()),
-            )]);
-            return Sse::new(events).into_response();
-        }
-    };
-    let lines = crate::merged_log::line_events(chunks, |_| true);
-    let end = futures::stream::iter([Ok(Event::default().event("end").data("end of log"))]);
-    Sse::new(lines.chain(end))
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    let chunks = client.byte_stream(&log_path(&ns, &name, &q, true)).await;
+    crate::merged_log::followed(chunks, |_| true)
 }

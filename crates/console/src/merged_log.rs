@@ -14,7 +14,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::DaemonSet;
-use maud::html;
+use maud::{Markup, html};
 use serde::Deserialize;
 use std::convert::Infallible;
 
@@ -134,11 +134,7 @@ pub async fn page_of(
                 button type="submit" { "Show" }
             }
             p.muted { "Each line starts with [node/pod/container]. The last " (TAIL_LINES) " lines of each container, then new lines as they come when following; pods that start while following join the stream." }
-            @match &text {
-                Ok(t) if follow => pre #logs data-follow=(stream) { (t) },
-                Ok(t) => pre #logs { (t) },
-                Err(e) => (error_box(e)),
-            }
+            (log_box(&text, follow, &stream))
         },
     )
     .into_response()
@@ -149,20 +145,48 @@ pub async fn stream(
     Path((ns, name)): Path<(String, String)>,
     Query(q): Query<MergedLogQuery>,
 ) -> Response {
-    let chunks = match client.byte_stream(&q.api_path(&ns, &name, true)).await {
+    let chunks = client
+        .byte_stream(&q.api_path(&ns, &name, true))
+        .await
+        .map_err(explain);
+    followed(chunks, move |line| q.keeps(line))
+}
+
+/// A followed log as the browser reads it: one server-sent event per line that `keep` accepts,
+/// then an `end` event; or one event with the error when the log could not be opened. The pod
+/// log and the merged log both stream this way.
+pub fn followed<S>(
+    chunks: Result<S, ConsoleError>,
+    keep: impl Fn(&str) -> bool + Send + 'static,
+) -> Response
+where
+    S: Stream<Item = bytes::Bytes> + Send + 'static,
+{
+    let chunks = match chunks {
         Ok(s) => s,
         Err(e) => {
-            let events = futures::stream::iter([Ok::<_, Infallible>(
-                Event::default().data(explain(e).to_string()),
-            )]);
+            let events =
+                futures::stream::iter([Ok::<_, Infallible>(Event::default().data(e.to_string()))]);
             return Sse::new(events).into_response();
         }
     };
-    let lines = line_events(chunks, move |line| q.keeps(line));
+    let lines = line_events(chunks, keep);
     let end = futures::stream::iter([Ok(Event::default().event("end").data("end of log"))]);
     Sse::new(lines.chain(end))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// The log on a page: followed through `stream` (the browser appends each event), or the text
+/// read once, or the reason it could not be read.
+pub fn log_box(text: &Result<String, ConsoleError>, follow: bool, stream: &str) -> Markup {
+    html! {
+        @match text {
+            Ok(t) if follow => pre #logs data-follow=(stream) { (t) },
+            Ok(t) => pre #logs { (t) },
+            Err(e) => (error_box(e)),
+        }
+    }
 }
 
 /// A byte stream of text as one server-sent event per line that `keep` accepts.
