@@ -48,6 +48,12 @@ if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 
   apt-get install -y -qq $cri_packages >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $cri_packages; }
 fi
 
+# The metrics tests scrape the server with a real Prometheus (Debian's).
+if ! command -v prometheus >/dev/null 2>&1; then
+  log "prometheus (Debian's, for the metrics tests)"
+  apt-get install -y -qq prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq prometheus; }
+fi
+
 log "python test environment"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

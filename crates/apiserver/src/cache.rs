@@ -536,6 +536,25 @@ impl WatchCache {
         })
     }
 
+    /// How many objects are stored under `prefix` (for metrics).
+    pub fn count(&self, prefix: &str) -> usize {
+        self.read()
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .count()
+    }
+
+    /// Every object under `prefix`, in key order (for metrics).
+    pub fn all(&self, prefix: &str) -> Vec<Arc<CachedObject>> {
+        self.read()
+            .objects
+            .range(prefix.to_owned()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, obj)| Arc::clone(obj))
+            .collect()
+    }
+
     /// How many watchers are registered (for metrics and tests).
     pub fn watcher_count(&self) -> usize {
         self.read().watchers.len()

@@ -65,6 +65,7 @@ pub fn router(
         .route("/apis/{group}/", group)
         .route("/apis/{group}/{version}", group_resources.clone())
         .route("/apis/{group}/{version}/", group_resources)
+        .route("/metrics", get(crate::metrics::serve))
         .route("/openapi/v2", get(crate::openapi::v2))
         .route("/openapi/v3", get(crate::openapi::index))
         .route("/openapi/v3/{*path}", get(crate::openapi::document))
@@ -111,6 +112,8 @@ pub fn router(
             audit,
             crate::audit::record,
         ))
+        // Outside everything, so every answer is counted with its code.
+        .layer(axum::middleware::from_fn(crate::metrics::requests::record))
         .with_state(api)
 }
 

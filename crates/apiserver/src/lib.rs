@@ -22,6 +22,7 @@ pub mod handlers;
 pub mod health;
 pub mod http;
 pub mod inflight;
+pub mod metrics;
 pub mod namespaces;
 pub mod object;
 pub mod openapi;

@@ -41,6 +41,8 @@ pub async fn start(
     sizes: CacheSizes,
     authn: AuthnConfig,
 ) -> Result<(Arc<Registry>, axum::Router), ApiError> {
+    crate::metrics::init();
+    let store: Arc<dyn Store> = Arc::new(crate::metrics::storage::Measured(store));
     let cache = WatchCache::new(sizes.history, sizes.watcher_buffer);
     tokio::spawn(Arc::clone(&cache).run(Arc::clone(&store)));
     let authz = Arc::new(crate::authz::Authorizer::new(Arc::clone(&cache)));

@@ -7,6 +7,7 @@ pub mod gc;
 pub mod interpod;
 pub mod last_change;
 pub mod leader;
+pub mod metrics;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod scheduler;

@@ -5,6 +5,7 @@
 
 use crate::events::Recorder;
 use crate::interpod::NamespaceLabels;
+use crate::metrics::{self, AttemptLabels, PendingLabels, SCHEDULER};
 use crate::stores::Informers;
 use everynode_api::quantity::Quantity;
 use everynode_api::scheduling;
@@ -492,6 +493,7 @@ struct Retry {
 
 /// Runs the scheduler until the process ends.
 pub async fn run(informers: Informers, clock: SharedClock) {
+    metrics::init();
     let client = informers.client();
     let events = Recorder::new(client.clone(), "default-scheduler", clock);
     let changed = Arc::new(tokio::sync::Notify::new());
@@ -528,6 +530,7 @@ pub async fn run(informers: Informers, clock: SharedClock) {
         });
         if !waiting {
             retries.clear();
+            publish_pending(&[], &retries);
             let _ = tokio::time::timeout(Duration::from_secs(10), changed.notified()).await;
             continue;
         }
@@ -563,6 +566,7 @@ pub async fn run(informers: Informers, clock: SharedClock) {
             }
             let ns = pod.namespace().unwrap_or_default();
             let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+            let attempt = Attempt::start();
             match choose_indexed(pod, &all_nodes, &by_name, &placement, &namespace_labels) {
                 Ok(node) => {
                     let binding = Binding {
@@ -585,6 +589,7 @@ pub async fn run(informers: Informers, clock: SharedClock) {
                     );
                     match client.request_text(req).await {
                         Ok(_) => {
+                            attempt.end("scheduled");
                             retries.remove(&key);
                             let node_name = node.metadata.name.clone().unwrap_or_default();
                             all_pods[index] = Arc::new(bound_to(pod, &node_name));
@@ -592,11 +597,13 @@ pub async fn run(informers: Informers, clock: SharedClock) {
                             assumed.insert(key, (node_name, Instant::now()));
                         }
                         Err(e) => {
+                            attempt.end("error");
                             tracing::debug!(pod = %pod.name_any(), error = %e, "binding failed; will retry")
                         }
                     }
                 }
                 Err(unschedulable) => {
+                    attempt.end("unschedulable");
                     let message = unschedulable.to_string();
                     let previous = retries.get(&key);
                     let delay = previous.map_or(Duration::from_secs(1), |r| {
@@ -642,8 +649,60 @@ pub async fn run(informers: Informers, clock: SharedClock) {
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         retries.retain(|uid, _| present.contains(uid.as_str()));
+        publish_pending(&all_pods, &retries);
         let _ = tokio::time::timeout(next_wake, changed.notified()).await;
     }
+}
+
+/// One scheduling attempt, timed from the choice of a node to the binding's answer.
+struct Attempt(Instant);
+
+impl Attempt {
+    fn start() -> Self {
+        Attempt(Instant::now())
+    }
+
+    fn end(self, result: &'static str) {
+        let labels = AttemptLabels {
+            result,
+            profile: metrics::PROFILE,
+        };
+        SCHEDULER.attempts.get_or_create(&labels).inc();
+        SCHEDULER
+            .attempt_duration
+            .get_or_create(&labels)
+            .observe(self.0.elapsed().as_secs_f64());
+    }
+}
+
+/// Pods waiting to be bound: in backoff after a failed attempt, or to be tried.
+fn publish_pending(pods: &[Arc<Pod>], retries: &HashMap<String, Retry>) {
+    let now = Instant::now();
+    let (mut active, mut backoff) = (0i64, 0i64);
+    for pod in pods {
+        if scheduling::bound_node(pod).is_some() || pod.metadata.deletion_timestamp.is_some() {
+            continue;
+        }
+        let waiting_out = pod
+            .metadata
+            .uid
+            .as_ref()
+            .and_then(|u| retries.get(u))
+            .is_some_and(|r| r.at > now);
+        if waiting_out {
+            backoff += 1;
+        } else {
+            active += 1;
+        }
+    }
+    SCHEDULER
+        .pending
+        .get_or_create(&PendingLabels { queue: "active" })
+        .set(active);
+    SCHEDULER
+        .pending
+        .get_or_create(&PendingLabels { queue: "backoff" })
+        .set(backoff);
 }
 
 /// How long a pod this scheduler bound counts as placed without the watch

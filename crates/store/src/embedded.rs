@@ -465,4 +465,8 @@ impl Store for EmbeddedStore {
         self.log.compact(revision);
         Ok(())
     }
+
+    fn size_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&self.db.path).ok().map(|m| m.len())
+    }
 }

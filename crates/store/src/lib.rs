@@ -127,4 +127,8 @@ pub trait Store: Send + Sync + 'static {
     fn current_revision(&self) -> Revision;
     /// Forgets watch history up to and including `revision`.
     async fn compact(&self, revision: Revision) -> Result<()>;
+    /// The bytes the store takes on disk, where it knows (for metrics).
+    fn size_bytes(&self) -> Option<u64> {
+        None
+    }
 }

@@ -7,6 +7,7 @@ use super::pass::{self, HistoryOp, Pass, PassError, PassInput, Plan, PlannedEven
 use super::rollback;
 use super::triggers;
 use crate::events::Recorder;
+use crate::metrics::{DAEMONSET as METRICS, DAEMONSET_QUEUE, DaemonSetLabels};
 use crate::stores::{Change, Informers};
 use everynode_api::daemonset as rules;
 use everynode_clock::SharedClock;
@@ -15,11 +16,11 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, ObjectReference, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -68,6 +69,60 @@ pub struct Context {
     shutdown_aware: bool,
     clock: SharedClock,
     events: Recorder,
+    /// The controller's own cache of DaemonSets, to forget the metrics of deleted ones.
+    daemonsets: Store<DaemonSet>,
+    /// DaemonSets a change has triggered whose pass has not started (the queue's depth).
+    queued: Mutex<HashSet<ObjectRef<DaemonSet>>>,
+    /// DaemonSets with per-DaemonSet metric series.
+    measured: Mutex<HashSet<DaemonSetLabels>>,
+}
+
+/// Publishes a pass's rollout record and write counts, and drops the series of DaemonSets
+/// that no longer exist.
+fn record_metrics(
+    ctx: &Context,
+    labels: &DaemonSetLabels,
+    progress: Option<&super::progress::Progress>,
+    written: (usize, usize),
+) {
+    if let Some(p) = progress {
+        METRICS
+            .rollout_started
+            .get_or_create(labels)
+            .set(p.started.as_second());
+        METRICS
+            .rollout_last_progress
+            .get_or_create(labels)
+            .set(p.since.as_second());
+        METRICS
+            .nodes_in_scope
+            .get_or_create(labels)
+            .set(i64::from(p.in_scope));
+    }
+    METRICS
+        .pods_created
+        .get_or_create(labels)
+        .inc_by(written.0 as u64);
+    METRICS
+        .pods_deleted
+        .get_or_create(labels)
+        .inc_by(written.1 as u64);
+    let mut measured = lock(&ctx.measured);
+    measured.insert(labels.clone());
+    measured.retain(|l| {
+        let exists = ctx
+            .daemonsets
+            .get(&ObjectRef::new(&l.daemonset).within(&l.namespace))
+            .is_some();
+        if !exists {
+            METRICS.rollout_started.remove(l);
+            METRICS.rollout_last_progress.remove(l);
+            METRICS.nodes_in_scope.remove(l);
+            METRICS.pods_created.remove(l);
+            METRICS.pods_deleted.remove(l);
+        }
+        exists
+    });
 }
 
 /// A DaemonSet's passes are spaced so that they take at most 1/(1 + PASS_SPACING) of the
@@ -458,7 +513,32 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }
+    {
+        let mut queued = lock(&ctx.queued);
+        queued.remove(&ObjectRef::from_obj(ds.as_ref()));
+        METRICS
+            .depth
+            .get_or_create(&DAEMONSET_QUEUE)
+            .set(queued.len() as i64);
+    }
     let started = tokio::time::Instant::now();
+    let action = pass_and_write(&ds, &ctx, &ns, &uid, started).await;
+    METRICS
+        .work
+        .get_or_create(&DAEMONSET_QUEUE)
+        .observe(started.elapsed().as_secs_f64());
+    action
+}
+
+/// One pass and its writes.
+async fn pass_and_write(
+    ds: &DaemonSet,
+    ctx: &Context,
+    ns: &str,
+    uid: &str,
+    started: tokio::time::Instant,
+) -> Result<Action, Error> {
+    let (ds, ns, uid) = (ds, ns.to_owned(), uid.to_owned());
     let t = ctx.clock.now();
     let nodes: Vec<Arc<Node>> = ctx.nodes.state();
     let pods: Vec<Arc<Pod>> = ctx
@@ -477,7 +557,7 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
     let backoff = lock(&ctx.backoff).clone();
     let progress = lock(&ctx.progress).get(&uid).cloned();
     let input = PassInput {
-        ds: &ds,
+        ds,
         nodes: &nodes,
         pods: &pods,
         revisions: &revisions,
@@ -496,18 +576,18 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         (tokio::time::Instant::now(), started.elapsed()),
     );
     for e in pass.events() {
-        record_event(&ctx.events, &ds, e).await;
+        record_event(&ctx.events, ds, e).await;
     }
     let plan = match pass {
         Pass::Planned(plan) => plan,
         Pass::Skipped { .. } => return Ok(Action::await_change()),
         Pass::Failed { error, .. } => return Err(Error::Pass(error)),
     };
-    run_history(&ctx.client, &ds, &plan).await?;
-    run_claims(&ctx.client, &ds, &plan, &pods, &revisions).await?;
+    run_history(&ctx.client, ds, &plan).await?;
+    run_claims(&ctx.client, ds, &plan, &pods, &revisions).await?;
     if let Some(rollback) = &plan.rollback {
-        restore_template(&ctx.client, &ds, rollback).await?;
-        record_event(&ctx.events, &ds, &rollback.event).await;
+        restore_template(&ctx.client, ds, rollback).await?;
+        record_event(&ctx.events, ds, &rollback.event).await;
     }
     {
         let mut backoff = lock(&ctx.backoff);
@@ -521,7 +601,17 @@ async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Context>) -> Result<Action, Erro
         plan.deletes.len().min(ctx.burst),
     );
     lock(&ctx.expectations).expect(&uid, creates, deletes, t);
-    let (written, pod_error) = run_pods(&ctx, &ds, &plan).await;
+    let (written, pod_error) = run_pods(ctx, ds, &plan).await;
+    let labels = DaemonSetLabels {
+        namespace: ns.clone(),
+        daemonset: ds.name_any(),
+    };
+    record_metrics(
+        ctx,
+        &labels,
+        plan.progress.as_ref(),
+        (written.created.len(), written.deleted.len()),
+    );
     lock(&ctx.expectations).lower(
         &uid,
         creates - written.created.len(),
@@ -677,7 +767,15 @@ pub async fn run(informers: Informers, clock: SharedClock, burst: usize, shutdow
         pods.ready_store().await,
         revisions.ready_store().await,
     );
+    crate::metrics::init();
+    let controller = Controller::new(
+        Api::<DaemonSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let ctx = Arc::new(Context {
+        daemonsets: controller.store(),
+        queued: Mutex::default(),
+        measured: Mutex::default(),
         client: client.clone(),
         nodes,
         pods,
@@ -691,10 +789,6 @@ pub async fn run(informers: Informers, clock: SharedClock, burst: usize, shutdow
         events: Recorder::new(client.clone(), "daemonset-controller", clock.clone()),
         clock,
     });
-    let controller = Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
-    );
     let all = controller.store();
     let (for_nodes, for_pods, for_revisions) = (all.clone(), all.clone(), all);
     let node_triggers = node_changes.map(move |c: Change<Node>| {
@@ -717,6 +811,16 @@ pub async fn run(informers: Informers, clock: SharedClock, burst: usize, shutdow
         revision_triggers,
     )
     .flat_map(futures::stream::iter);
+    let counter = Arc::clone(&ctx);
+    let triggered = triggered.inspect(move |daemonset| {
+        let mut queued = lock(&counter.queued);
+        queued.insert(daemonset.clone());
+        METRICS.adds.get_or_create(&DAEMONSET_QUEUE).inc();
+        METRICS
+            .depth
+            .get_or_create(&DAEMONSET_QUEUE)
+            .set(queued.len() as i64);
+    });
     controller
         .reconcile_on(triggered)
         .run(reconcile, error_policy, ctx)

@@ -22,6 +22,10 @@ pub struct Progress {
     pub since: Timestamp,
     pub updated: i32,
     pub available: i32,
+    /// When this controller first saw the rollout of `hash` (for metrics).
+    pub started: Timestamp,
+    /// Nodes in scope of the rollout at the last pass (for metrics).
+    pub in_scope: i32,
 }
 
 /// What the pass counted, for the condition.
@@ -96,6 +100,8 @@ pub fn progressing(
                 since: now,
                 updated: rollout.updated,
                 available: rollout.available,
+                started: now,
+                in_scope: rollout.in_scope,
             })
         }
         _ => None,
@@ -110,6 +116,8 @@ pub fn progressing(
         since: now,
         updated: rollout.updated,
         available: rollout.available,
+        started: same_rollout.map_or(now, |p| p.started),
+        in_scope: rollout.in_scope,
     };
     let short_hash = rollout.hash;
     let (status, reason, message, progress, requeue) = if rollout.paused {
@@ -227,6 +235,10 @@ pub fn progressing(
         reason,
         message: message.clone(),
     });
+    let progress = Progress {
+        in_scope: rollout.in_scope,
+        ..progress
+    };
     Outcome {
         condition: DaemonSetCondition {
             type_: CONDITION.into(),

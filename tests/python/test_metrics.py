@@ -1,0 +1,168 @@
+"""`/metrics` scraped by a real Prometheus (Debian's `prometheus`, started here with a bearer
+token of a ServiceAccount bound to `system:monitoring`), and queried through Prometheus's own
+HTTP API: kube-state-metrics' DaemonSet, pod and node families, upstream's request counters, and
+the controllers' metrics."""
+
+import json
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from conftest import Agent, Server, remove_tree, required_tool, stop_process, wait_for
+
+DAEMON = {
+    "apiVersion": "apps/v1", "kind": "DaemonSet",
+    "metadata": {"name": "exporter", "labels": {"app.kubernetes.io/name": "exporter"}},
+    "spec": {"selector": {"matchLabels": {"app": "exporter"}},
+             "template": {"metadata": {"labels": {"app": "exporter"}},
+                          "spec": {"terminationGracePeriodSeconds": 1,
+                                   "containers": [{"name": "main", "image": "busybox:1.36",
+                                                   "command": ["sh", "-c", "while true; do sleep 1; done"]}]}}}}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def three_nodes(tmp_path_factory):
+    data = tmp_path_factory.mktemp("metrics")
+    s = Server(data, ["--store", "memory"]).start()
+    agents = [Agent(s, f"node-{i}").start() for i in (1, 2, 3)]
+    try:
+        s.kubectl("apply", "-f", "-", input=json.dumps(DAEMON))
+        wait_for("three exporters Running", lambda: s.kubectl("get", "pods", "-l", "app=exporter", "--no-headers").stdout.count("Running") == 3)
+        yield s
+    finally:
+        for a in agents:
+            a.stop()
+        s.kill()
+        remove_tree(data)
+
+
+def service_account_token(s, namespace, name, cluster_role=None):
+    s.kubectl("create", "namespace", namespace, check=False)
+    s.kubectl("create", "serviceaccount", name, "-n", namespace)
+    if cluster_role:
+        s.kubectl("create", "clusterrolebinding", f"{namespace}-{name}", f"--clusterrole={cluster_role}", f"--serviceaccount={namespace}:{name}")
+    return s.kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+
+
+def scrape(s, token):
+    import ssl
+    context = ssl.create_default_context(cafile=s.ca)
+    request = urllib.request.Request(s.url + "/metrics", headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=30) as response:
+            return response.status, response.headers.get("Content-Type"), response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read().decode()
+
+
+def test_only_monitoring_identities_may_scrape(three_nodes):
+    s = three_nodes
+    nobody = service_account_token(s, "apps", "nobody")
+    code, _, body = scrape(s, nobody)
+    assert code == 403, body
+    assert json.loads(body)["message"] == 'forbidden: User "system:serviceaccount:apps:nobody" cannot get path "/metrics"'
+    watcher = service_account_token(s, "watchers", "scraper", cluster_role="system:monitoring")
+    code, content_type, body = scrape(s, watcher)
+    assert code == 200, body
+    assert content_type.startswith("text/plain; version=0.0.4"), content_type
+    # The families are there, with kube-state-metrics' label names.
+    assert 'kube_daemonset_status_number_ready{namespace="default",daemonset="exporter"} 3' in body, body[:2000]
+    assert 'label_app_kubernetes_io_name="exporter"' in body
+    assert "# TYPE apiserver_request_total counter" in body
+    assert "# TYPE kube_pod_container_status_restarts_total counter" in body
+    assert 'workqueue_depth{name="daemonset"}' in body
+    assert "scheduler_schedule_attempts_total" in body
+
+
+class Prometheus:
+    """A real Prometheus scraping the server every second."""
+
+    def __init__(self, s, token, workdir):
+        self.port = free_port()
+        (workdir / "token").write_text(token)
+        host = urllib.parse.urlparse(s.url).netloc
+        (workdir / "prometheus.yml").write_text(f"""
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+scrape_configs:
+- job_name: everynode
+  scheme: https
+  tls_config:
+    ca_file: {s.ca}
+  authorization:
+    credentials_file: {workdir / 'token'}
+  static_configs:
+  - targets: ['{host}']
+""")
+        self.proc = subprocess.Popen(
+            [required_tool("prometheus", "PROMETHEUS", "Debian's prometheus, for the metrics tests"),
+             f"--config.file={workdir / 'prometheus.yml'}",
+             f"--storage.tsdb.path={workdir / 'tsdb'}",
+             f"--web.listen-address=127.0.0.1:{self.port}"],
+            stdout=subprocess.DEVNULL, stderr=open(workdir / "prometheus.log", "ab"))
+
+    def query(self, promql):
+        url = f"http://127.0.0.1:{self.port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+        try:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                body = json.load(response)
+        except (urllib.error.URLError, ConnectionError):
+            return None
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    def value(self, promql):
+        result = self.query(promql)
+        if not result:
+            return None
+        return float(result[0]["value"][1])
+
+    def stop(self):
+        stop_process(self.proc)
+
+
+def test_prometheus_scrapes_daemonset_state_and_request_counts(three_nodes, tmp_path):
+    s = three_nodes
+    token = service_account_token(s, "monitoring", "prometheus", cluster_role="system:monitoring")
+    prometheus = Prometheus(s, token, tmp_path)
+    try:
+        wait_for("the target up", lambda: prometheus.value('up{job="everynode"}') == 1, timeout=60)
+        assert prometheus.value('kube_daemonset_status_number_ready{daemonset="exporter"}') == 3
+        assert prometheus.value('kube_daemonset_status_desired_number_scheduled{daemonset="exporter"}') == 3
+        assert prometheus.value('sum(kube_pod_status_phase{phase="Running", namespace="default"})') == 3
+        assert prometheus.value('count(kube_node_status_condition{condition="Ready", status="true"} == 1)') == 3
+        # Pods joined to their DaemonSet as dashboards join them.
+        assert prometheus.value('count(kube_pod_owner{owner_kind="DaemonSet", owner_name="exporter"})') == 3
+        assert prometheus.value('everynode_daemonset_status_condition{daemonset="exporter", condition="Progressing", status="true"}') == 1
+        assert prometheus.value('sum(everynode_daemonset_controller_pods_created_total{daemonset="exporter"})') == 3
+        assert prometheus.value('everynode_daemonset_rollout_nodes_in_scope{daemonset="exporter"}') == 3
+        assert prometheus.value('sum(scheduler_schedule_attempts_total)') is not None
+
+        lists = 'sum(apiserver_request_total{verb="LIST", resource="configmaps", code="200"}) or vector(0)'
+        before = prometheus.value(lists)
+        for _ in range(20):
+            s.kubectl("get", "configmaps", "-A")
+        wait_for("the 20 lists counted", lambda: prometheus.value(lists) >= before + 20, timeout=30)
+        assert prometheus.value('sum(apiserver_request_duration_seconds_count{verb="LIST", resource="configmaps"})') >= 20
+        assert prometheus.value('sum(everynode_storage_commit_duration_seconds_count{operation="create"})') > 0
+
+        # A scaled-down DaemonSet shows in Prometheus at the next scrape.
+        s.kubectl("label", "node", "node-3", "exporter=no")
+        s.kubectl("patch", "ds", "exporter", "--type=merge", "-p", json.dumps(
+            {"spec": {"template": {"spec": {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "exporter", "operator": "NotIn", "values": ["no"]}]}]}}}}}}}))
+        wait_for("desired 2 in Prometheus", lambda: prometheus.value('kube_daemonset_status_desired_number_scheduled{daemonset="exporter"}') == 2, timeout=60)
+        wait_for("the rollout counted in scope", lambda: prometheus.value('everynode_daemonset_rollout_nodes_in_scope{daemonset="exporter"}') == 2, timeout=60)
+    finally:
+        prometheus.stop()
