@@ -450,3 +450,20 @@ def test_cri_container_logs_are_rotated_past_their_size_limit(cri):
     assert rotated[0] == "0.log.1", rotated
     assert (logs_dir / "0.log").stat().st_size < 10 * 1024 * 1024
     cri.kubectl("delete", "pod", "chatty")
+
+
+def test_kubectl_top_reads_cri_containers_through_the_runtimes_stats(cri):
+    cri.apply(pod("spinner", "node-1", [{"name": "spin", "image": BUSYBOX, "command": ["sh", "-c", "while true; do :; done"]}]))
+
+    def busy():
+        r = cri.kubectl("top", "pod", "spinner", "--containers", "--no-headers", check=False)
+        if r.returncode != 0:
+            return None
+        name, container, cpu, memory = r.stdout.split()[:4]
+        cores = int(cpu[:-1]) if cpu.endswith("m") else int(cpu) * 1000
+        return container == "spin" and cores >= 300 and (cores, memory)
+    try:
+        # The server reads the agents every 15 s and needs two readings for a rate.
+        wait_for("the spinner's CPU from containerd's stats", busy, timeout=120)
+    finally:
+        cri.kubectl("delete", "pod", "spinner", "--wait=false")

@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from conftest import Agent, Server, remove_tree, required_tool, stop_process, wait_for
+from conftest import Agent, Server, kubectl_120_binary, remove_tree, required_tool, stop_process, wait_for
 
 DAEMON = {
     "apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -33,7 +33,7 @@ def free_port():
 @pytest.fixture(scope="module")
 def three_nodes(tmp_path_factory):
     data = tmp_path_factory.mktemp("metrics")
-    s = Server(data, ["--store", "memory"]).start()
+    s = Server(data, ["--store", "memory", "--metric-resolution", "1s"]).start()
     agents = [Agent(s, f"node-{i}").start() for i in (1, 2, 3)]
     try:
         s.kubectl("apply", "-f", "-", input=json.dumps(DAEMON))
@@ -166,3 +166,86 @@ def test_prometheus_scrapes_daemonset_state_and_request_counts(three_nodes, tmp_
         wait_for("the rollout counted in scope", lambda: prometheus.value('everynode_daemonset_rollout_nodes_in_scope{daemonset="exporter"}') == 2, timeout=60)
     finally:
         prometheus.stop()
+
+
+SPINNER = {
+    "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "spinner"},
+    "spec": {"selector": {"matchLabels": {"app": "spinner"}},
+             "template": {"metadata": {"labels": {"app": "spinner"}},
+                          "spec": {"terminationGracePeriodSeconds": 1,
+                                   "nodeSelector": {"kubernetes.io/hostname": "node-1"},
+                                   "containers": [{"name": "spin", "image": "busybox:1.36",
+                                                   "command": ["sh", "-c", "while true; do :; done"]}]}}}}
+
+
+def millicores(text):
+    return int(text[:-1]) if text.endswith("m") else int(text) * 1000
+
+
+def top(s, *args, kubectl=None):
+    if kubectl:
+        s.kubectl_path = kubectl
+    try:
+        result = s.kubectl("top", *args, "--no-headers", check=False)
+    finally:
+        s.kubectl_path = None
+    return result
+
+
+def test_kubectl_top_shows_a_busy_pods_cpu_and_every_nodes_use(three_nodes):
+    s = three_nodes
+    s.kubectl("apply", "-f", "-", input=json.dumps(SPINNER))
+    try:
+        def busy(kubectl=None):
+            result = top(s, "pods", "-l", "app=spinner", kubectl=kubectl)
+            if result.returncode != 0 or not result.stdout.strip():
+                return None
+            name, cpu, memory = result.stdout.split()[:3]
+            return name if millicores(cpu) >= 300 else None
+
+        pod = wait_for("the spinner's CPU in kubectl top", busy, timeout=90)
+        # Per container, and with kubectl 1.20.
+        containers = top(s, "pod", pod, "--containers").stdout.split()
+        assert containers[:2] == [pod, "spin"], containers
+        assert millicores(containers[2]) >= 300, containers
+        assert wait_for("kubectl 1.20 top", lambda: busy(kubectl_120_binary()), timeout=30) == pod
+        # The sleeping exporters use next to nothing.
+        running = s.kubectl("get", "pods", "-l", "app=exporter", "--no-headers").stdout.count("Running")
+        quiet = wait_for("every exporter in kubectl top", lambda: (lambda lines: len(lines) == running and lines)(
+            [line for line in top(s, "pods", "-l", "app=exporter").stdout.split("\n") if line.strip()]))
+        for line in quiet:
+            assert millicores(line.split()[1]) < 300, line
+
+        nodes = wait_for("three nodes in kubectl top", lambda: (lambda r: r.returncode == 0 and len(r.stdout.strip().splitlines()) == 3 and r.stdout)(top(s, "nodes")))
+        for line in nodes.strip().splitlines():
+            name, cpu, cpu_percent, memory, memory_percent = line.split()
+            assert millicores(cpu) > 0 and memory.endswith("Mi") and int(memory[:-2]) > 0, line
+
+        missing = top(s, "pod", "nosuch")
+        assert missing.returncode != 0
+        assert 'podmetrics.metrics.k8s.io "default/nosuch" not found' in missing.stderr, missing.stderr
+    finally:
+        s.kubectl("delete", "ds", "spinner", "--wait=false")
+
+
+def test_metrics_api_follows_rbac(three_nodes):
+    s = three_nodes
+    viewer = service_account_token(s, "team", "viewer")
+    s.kubectl("create", "rolebinding", "viewer-view", "--clusterrole=view", "--serviceaccount=team:viewer", "-n", "default")
+    import ssl
+    context = ssl.create_default_context(cafile=s.ca)
+
+    def get(path):
+        request = urllib.request.Request(s.url + path, headers={"Authorization": f"Bearer {viewer}"})
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=30) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    # view aggregates metrics-server's reader role: pods in its namespace, not nodes.
+    code, body = get("/apis/metrics.k8s.io/v1beta1/namespaces/default/pods")
+    assert code == 200 and body["kind"] == "PodMetricsList", body
+    code, body = get("/apis/metrics.k8s.io/v1beta1/nodes")
+    assert code == 403, body
+    assert body["message"] == 'nodes.metrics.k8s.io is forbidden: User "system:serviceaccount:team:viewer" cannot list resource "nodes" in API group "metrics.k8s.io" at the cluster scope'

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod dns;
+pub mod endpoint;
 pub mod endpoint_tls;
 pub mod env;
 pub mod events;
@@ -10,8 +11,10 @@ pub mod logs;
 pub mod node;
 pub mod pod;
 pub mod probe;
+pub mod resource_metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod static_pods;
 pub mod tokens;
+pub mod usage;
 pub mod volumes;

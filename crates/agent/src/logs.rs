@@ -1,6 +1,5 @@
-//! The agent's HTTPS endpoint, kubelet's `/containerLogs/{namespace}/{pod}/{container}`: the
-//! API server proxies `pods/{name}/log` here. Callers must present a client certificate signed by
-//! the cluster CA (`endpoint_tls`).
+//! kubelet's `/containerLogs/{namespace}/{pod}/{container}` on the agent's endpoint (`endpoint`):
+//! the API server proxies `pods/{name}/log` here.
 //! Options as kubelet: follow, previous, tailLines, sinceSeconds, sinceTime, timestamps,
 //! limitBytes.
 
@@ -10,15 +9,10 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use everynode_clock::SharedClock;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 
 #[derive(Clone)]
 pub struct LogServer {
@@ -249,34 +243,14 @@ async fn follow(
     }
 }
 
-/// Serves the endpoint on `listener` over TLS until the process ends.
-pub async fn serve(
-    listener: TcpListener,
-    server: LogServer,
-    tls: Arc<rustls::ServerConfig>,
-) -> Result<(), String> {
-    let acceptor = TlsAcceptor::from(tls);
-    let router = axum::Router::new()
+/// The log routes, for the agent's endpoint (`endpoint::serve`).
+pub fn routes(server: LogServer) -> axum::Router {
+    axum::Router::new()
         .route(
             "/containerLogs/{namespace}/{pod}/{container}",
             axum::routing::get(container_logs),
         )
-        .with_state(server);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let acceptor = acceptor.clone();
-        let service = TowerToHyperService::new(router.clone());
-        tokio::spawn(async move {
-            if let Ok(stream) = acceptor.accept(tcp).await {
-                let _ = Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            }
-        });
-    }
+        .with_state(server)
 }
 
 #[cfg(test)]

@@ -27,7 +27,12 @@ pub fn core_versions() -> Value {
 }
 
 fn group_doc(group: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
+    let version = if group == crate::resource_metrics::GROUP {
+        crate::resource_metrics::VERSION
+    } else {
+        "v1"
+    };
+    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
     json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
 }
 
@@ -39,6 +44,7 @@ fn served_groups() -> Vec<&'static str> {
             groups.push(group);
         }
     }
+    groups.push(crate::resource_metrics::GROUP);
     groups
 }
 
@@ -100,6 +106,11 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             if *g == group {
                 list.push(json!({"name": plural, "singularName": kind.to_lowercase(), "namespaced": namespaced, "kind": kind, "verbs": ["create"]}));
             }
+        }
+    }
+    if group == crate::resource_metrics::GROUP && version == crate::resource_metrics::VERSION {
+        for (plural, kind, namespaced) in crate::resource_metrics::RESOURCES {
+            list.push(json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]}));
         }
     }
     if list.is_empty() {

@@ -46,6 +46,17 @@ impl ApiError {
         .with_details(json!({"name": name, "group": res.group, "kind": res.plural}))
     }
 
+    /// 404 for an object of a resource that is not stored (`nodemetrics.metrics.k8s.io "x"
+    /// not found`).
+    pub fn not_found_in(group: &str, resource: &str, name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{resource}.{group} \"{name}\" not found"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": resource}))
+    }
+
     /// 404 for a path that names no resource.
     pub fn no_route() -> Self {
         Self::new(

@@ -93,6 +93,7 @@ pub fn router(
             "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
             post(crate::service_accounts::token_request),
         )
+        .merge(crate::resource_metrics::routes())
         .fallback(resource_request)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // Upstream's order: authentication, then the in-flight limit (which counts only

@@ -28,6 +28,7 @@ pub mod object;
 pub mod openapi;
 pub mod registry;
 pub mod request;
+pub mod resource_metrics;
 pub mod response;
 pub mod root_ca;
 pub mod server;

@@ -48,6 +48,9 @@ pub struct Options {
     /// The CA that signs approved client certificate requests, and the longest a certificate
     /// it issues lasts (upstream's `--cluster-signing-duration`); none, no CSR controllers.
     pub csr_signer: Option<(Arc<crate::credentials::CsrSigner>, Duration)>,
+    /// How often every agent's `/metrics/resource` is read for `metrics.k8s.io` (metrics-server's
+    /// `--metric-resolution`).
+    pub metric_resolution: Duration,
 }
 
 impl Default for Options {
@@ -63,6 +66,7 @@ impl Default for Options {
             max_watches_per_user: crate::inflight::DEFAULT_MAX_WATCHES_PER_USER,
             daemon_priority_class: Some(crate::admission::DAEMON_PRIORITY_CLASS.to_owned()),
             csr_signer: None,
+            metric_resolution: Duration::from_secs(15),
         }
     }
 }
@@ -82,6 +86,8 @@ pub struct Registry {
     pub watch_counts: Arc<crate::watch::WatchCounts>,
     /// The seats users' heavy reads take turns for.
     pub fair_seats: Arc<crate::fairness::FairSeats>,
+    /// CPU and memory gathered from the agents, for `metrics.k8s.io`.
+    pub usage: Arc<crate::resource_metrics::usage::UsageStore>,
 }
 
 pub use crate::request::options::DeleteOptions;

@@ -62,6 +62,7 @@ pub async fn start(
         token_issuer,
         watch_counts: Arc::default(),
         fair_seats: crate::fairness::FairSeats::for_this_machine(),
+        usage: Arc::default(),
     });
     api.fresh_cache().await?;
     namespaces::bootstrap(&api).await?;
@@ -84,6 +85,15 @@ pub async fn start(
     tokio::spawn(namespaces::run(Arc::clone(&api)));
     if let Some(ca) = api.options.root_ca_pem.clone() {
         tokio::spawn(crate::root_ca::run(Arc::clone(&api), ca));
+    }
+    if let Some(identity) = api.options.agent_client.clone() {
+        tokio::spawn(crate::resource_metrics::scrape::run(
+            Arc::clone(&api.cache),
+            Arc::clone(&api.clock),
+            identity,
+            Arc::clone(&api.usage),
+            api.options.metric_resolution,
+        ));
     }
     if let Some((signer, max_duration)) = api.options.csr_signer.clone() {
         tokio::spawn(crate::csr::run(Arc::clone(&api), signer, max_duration));

@@ -4,7 +4,7 @@
 use crate::Error;
 use everynode_agent::agent::{self, AgentConfig};
 use everynode_agent::endpoint_tls::ServingIdentity;
-use everynode_agent::logs::{self, LogServer};
+use everynode_agent::logs::LogServer;
 use everynode_agent::node::{NodeConfig, host_info};
 use everynode_agent::runtime::Runtime;
 use everynode_agent::runtime::cri::CriRuntime;
@@ -424,8 +424,15 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             let tls = identity
                 .server_config(&ca)
                 .map_err(|e| Error::Startup(e.to_string()))?;
+            let router = everynode_agent::endpoint::router(
+                log_server,
+                everynode_agent::resource_metrics::ResourceServer {
+                    state_dirs: Arc::new(configs.iter().map(|c| c.state_dir.clone()).collect()),
+                    runtime: Arc::clone(&runtime),
+                },
+            );
             tokio::spawn(async move {
-                if let Err(e) = logs::serve(listener, log_server, tls).await {
+                if let Err(e) = everynode_agent::endpoint::serve(listener, router, tls).await {
                     tracing::error!(error = %e, "the agent endpoint stopped");
                 }
             });

@@ -153,6 +153,10 @@ pub struct ServerArgs {
     /// (a node's credential from `agent --join`), as a Go duration: `8760h`, `90m`, `3600s`.
     #[arg(long, default_value = "8760h", value_parser = parse_go_duration)]
     pub cluster_signing_duration: Duration,
+    /// How often every node agent's CPU and memory use is read for `kubectl top`
+    /// (`metrics.k8s.io`), as a Go duration (metrics-server's `--metric-resolution`).
+    #[arg(long, default_value = "15s", value_parser = parse_go_duration)]
+    pub metric_resolution: Duration,
     #[command(flatten)]
     pub controllers: ControllerFlags,
     #[command(flatten)]
@@ -180,6 +184,7 @@ impl ServerArgs {
             max_watches_per_user: everynode_apiserver::inflight::DEFAULT_MAX_WATCHES_PER_USER,
             daemon_priority_class: everynode_apiserver::admission::DAEMON_PRIORITY_CLASS.to_owned(),
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
+            metric_resolution: Duration::from_secs(15),
             controllers: ControllerFlags::default(),
             leader: LeaderFlags::default(),
         }
@@ -568,6 +573,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_watches_per_user,
         daemon_priority_class,
         cluster_signing_duration,
+        metric_resolution,
         controllers,
         leader,
     } = args;
@@ -615,6 +621,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_requests_inflight,
         max_mutating_requests_inflight,
         max_watches_per_user,
+        metric_resolution: metric_resolution.max(Duration::from_secs(1)),
         daemon_priority_class: Some(daemon_priority_class).filter(|c| !c.is_empty()),
         root_ca_pem: (!controllers.no_root_ca_publisher).then(|| creds.ca_pem.clone()),
         csr_signer: Some((

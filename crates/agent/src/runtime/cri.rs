@@ -796,6 +796,33 @@ impl Runtime for CriRuntime {
         Ok(Box::new(self.container(id)))
     }
 
+    async fn usage(&self, key: &str) -> Option<crate::usage::Usage> {
+        let running = self
+            .containers_with(HashMap::from([(KEY_LABEL.to_owned(), key.to_owned())]))
+            .await
+            .into_iter()
+            .find(|c| c.state == cri::ContainerState::ContainerRunning as i32)?;
+        let stats = self
+            .runtime()
+            .container_stats(cri::ContainerStatsRequest {
+                container_id: running.id,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .stats?;
+        Some(crate::usage::Usage {
+            cpu_seconds: stats
+                .cpu
+                .and_then(|c| c.usage_core_nano_seconds)
+                .map_or(0.0, |v| v.value as f64 / 1e9),
+            memory_working_set_bytes: stats
+                .memory
+                .and_then(|m| m.working_set_bytes)
+                .map_or(0, |v| v.value),
+        })
+    }
+
     async fn adopt(&self, key: &str) -> Option<Box<dyn Container>> {
         let running = self
             .containers_with(HashMap::from([(KEY_LABEL.to_owned(), key.to_owned())]))

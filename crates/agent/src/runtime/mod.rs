@@ -338,4 +338,11 @@ pub trait Runtime: Send + Sync {
         let _ = (image, auth);
         Ok(0)
     }
+
+    /// The CPU and memory the running container with this key uses; `None` when it is not
+    /// running or the runtime cannot measure it.
+    async fn usage(&self, key: &str) -> Option<crate::usage::Usage> {
+        let _ = key;
+        None
+    }
 }

@@ -273,6 +273,13 @@ impl Runtime for ProcessRuntime {
         }))
     }
 
+    async fn usage(&self, key: &str) -> Option<crate::usage::Usage> {
+        crate::usage::of_group(
+            std::path::Path::new(crate::usage::CGROUP_ROOT),
+            &crate::usage::group_name(key),
+        )
+    }
+
     async fn adopt(&self, key: &str) -> Option<Box<dyn Container>> {
         let dir = self.dir(key);
         let pid = read_number(&dir.join("pid"))?;

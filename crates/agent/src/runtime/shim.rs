@@ -4,7 +4,7 @@
 //!
 //! It reads `DIR/launch.json` and the environment on its stdin (never stored), then:
 //! 1. with mounts, enters a private mount namespace and bind-mounts each volume at its path;
-//! 2. joins cgroup v1 memory and cpu groups with the limits, where the host allows it;
+//! 2. joins cgroups that measure it (`usage`) and carry its limits, where the host allows it;
 //! 3. starts the command in its own process group (so a signal reaches its children too),
 //!    as `runAsUser`/`runAsGroup`, and writes its pid to `DIR/pid`;
 //! 4. copies stdout and stderr into the log file in CRI format (`<RFC 3339 time> stdout F text`),
@@ -12,6 +12,7 @@
 //! 5. writes the exit code to `DIR/exit` and ends.
 
 use super::{Launch, Mount};
+use crate::usage::{CGROUP_ROOT, GROUP_PARENT, group_dir, group_name, unified};
 use everynode_clock::Clock;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -25,8 +26,6 @@ pub struct ExitRecord {
     pub code: i32,
     pub signal: Option<i32>,
 }
-
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 /// Runs the shim for the container described in `dir`; returns when the container has exited.
 pub fn run(dir: &Path) -> ExitCode {
@@ -179,30 +178,48 @@ fn private_mounts(mounts: &[Mount]) -> Result<(), String> {
     Ok(())
 }
 
-/// cgroup v1 limits. Hosts that forbid them (no write access, EPERM) run the container
-/// without: the reason goes to the shim log and the container still starts.
+/// Joins the container's cgroups: always those that measure it (memory and cpuacct on v1; one
+/// group on v2), so `/metrics/resource` can read its use, and with its limits where it has them.
+/// Hosts that forbid groups (no write access, EPERM) run the container without: the reason
+/// goes to the shim log and the container still starts.
 fn join_cgroups(launch: &Launch) {
-    let name = launch.key.replace('/', "_");
+    let root = Path::new(CGROUP_ROOT);
+    let name = group_name(&launch.key);
     let pid = std::process::id().to_string();
-    let mut limits: Vec<(&str, Vec<(&str, String)>)> = Vec::new();
-    if let Some(bytes) = launch.memory_limit_bytes {
-        limits.push(("memory", vec![("memory.limit_in_bytes", bytes.to_string())]));
+    let mut groups: Vec<(PathBuf, Vec<(&str, String)>)> = Vec::new();
+    if unified(root) {
+        // Controllers must be enabled for the children of each level before they can be used.
+        for level in [root.to_path_buf(), root.join(GROUP_PARENT)] {
+            let _ = std::fs::create_dir_all(&level);
+            let _ = std::fs::write(level.join("cgroup.subtree_control"), "+cpu +memory");
+        }
+        let mut files = Vec::new();
+        if let Some(bytes) = launch.memory_limit_bytes {
+            files.push(("memory.max", bytes.to_string()));
+        }
+        if let Some(millis) = launch.cpu_limit_millis {
+            files.push(("cpu.max", format!("{} 100000", (millis * 100).max(1000))));
+        }
+        groups.push((group_dir(root, "", &name), files));
+    } else {
+        let mut memory = Vec::new();
+        if let Some(bytes) = launch.memory_limit_bytes {
+            memory.push(("memory.limit_in_bytes", bytes.to_string()));
+        }
+        groups.push((group_dir(root, "memory", &name), memory));
+        groups.push((group_dir(root, "cpuacct", &name), Vec::new()));
+        if let Some(millis) = launch.cpu_limit_millis {
+            // 100 ms period, as kubelet uses.
+            groups.push((
+                group_dir(root, "cpu", &name),
+                vec![
+                    ("cpu.cfs_period_us", "100000".to_owned()),
+                    ("cpu.cfs_quota_us", (millis * 100).max(1000).to_string()),
+                ],
+            ));
+        }
     }
-    if let Some(millis) = launch.cpu_limit_millis {
-        // 100 ms period, as kubelet uses.
-        limits.push((
-            "cpu",
-            vec![
-                ("cpu.cfs_period_us", "100000".to_owned()),
-                ("cpu.cfs_quota_us", (millis * 100).max(1000).to_string()),
-            ],
-        ));
-    }
-    for (controller, files) in limits {
-        let group = PathBuf::from(CGROUP_ROOT)
-            .join(controller)
-            .join("everynode")
-            .join(&name);
+    for (group, files) in groups {
         let result = std::fs::create_dir_all(&group).and_then(|()| {
             for (file, value) in &files {
                 std::fs::write(group.join(file), value)?;
@@ -210,24 +227,17 @@ fn join_cgroups(launch: &Launch) {
             std::fs::write(group.join("cgroup.procs"), &pid)
         });
         if let Err(e) = result {
-            eprintln!(
-                "cgroup {controller} limit not applied ({}): {e}",
-                group.display()
-            );
+            eprintln!("cgroup not joined ({}): {e}", group.display());
         }
     }
 }
 
 /// Removes the cgroups of a container key (after it has exited for good); errors ignored.
 pub fn remove_cgroups(key: &str) {
-    let name = key.replace('/', "_");
-    for controller in ["memory", "cpu"] {
-        let _ = std::fs::remove_dir(
-            PathBuf::from(CGROUP_ROOT)
-                .join(controller)
-                .join("everynode")
-                .join(&name),
-        );
+    let root = Path::new(CGROUP_ROOT);
+    let name = group_name(key);
+    for controller in ["memory", "cpu", "cpuacct"] {
+        let _ = std::fs::remove_dir(group_dir(root, controller, &name));
     }
 }
 

@@ -62,7 +62,7 @@ pub(super) fn pick_container(pod: &Value, asked: Option<&str>) -> ApiResult<Stri
 }
 
 /// The agent's address for `node`: its InternalIP (else any address) and kubelet endpoint port.
-fn agent_address(node: &Value) -> Option<String> {
+pub(crate) fn agent_address(node: &Value) -> Option<String> {
     let addresses = node["status"]["addresses"].as_array()?;
     let ip = addresses
         .iter()
