@@ -294,9 +294,12 @@ def test_get_nodes_taint_cordon_uncordon(server):
 
 def test_api_resources(server):
     out = server.kubectl("api-resources").stdout
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
-    assert rows["daemonsets"] == ["daemonsets", "ds", "apps/v1", "true", "DaemonSet"]
-    assert rows["nodes"] == ["nodes", "no", "v1", "false", "Node"]
+    # `nodes` and `pods` are also resources of metrics.k8s.io, as with metrics-server.
+    rows = [line.split() for line in out.splitlines()[1:]]
+    assert ["daemonsets", "ds", "apps/v1", "true", "DaemonSet"] in rows
+    assert ["nodes", "no", "v1", "false", "Node"] in rows
+    assert ["nodes", "metrics.k8s.io/v1beta1", "false", "NodeMetrics"] in rows
+    assert ["pods", "metrics.k8s.io/v1beta1", "true", "PodMetrics"] in rows
 
 
 def test_explain_update_strategy(server):

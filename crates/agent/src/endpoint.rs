@@ -1,5 +1,5 @@
-//! The agent's HTTPS endpoint, kubelet's port: `/containerLogs` (`logs`) and `/metrics/resource`
-//! (`resource_metrics`). Callers must present a client certificate signed by the cluster CA
+//! The agent's HTTPS endpoint, kubelet's port: `/containerLogs` (`logs`), `/metrics/resource`
+//! (`resource_metrics`), and `/exec` and `/attach` (`exec`). Callers must present a client certificate signed by the cluster CA
 //! (`endpoint_tls`): only the API server reads from it.
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -10,18 +10,37 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+/// The containers an endpoint serves: the nodes' state directories (one, or a hollow fleet's)
+/// and the runtime that runs them.
+#[derive(Clone)]
+pub struct Workloads {
+    pub state_dirs: Arc<Vec<std::path::PathBuf>>,
+    pub runtime: Arc<dyn crate::runtime::Runtime>,
+}
+
+impl Workloads {
+    /// The runtime's key of a container of a pod on these nodes (the newest pod of that name).
+    pub fn key(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
+        let (_, uid, _) = crate::logs::pod_log_dir(&self.state_dirs, namespace, pod)?;
+        Some(format!("{uid}/{container}"))
+    }
+}
+
 /// Every route of the endpoint.
-pub fn router(
-    logs: crate::logs::LogServer,
-    resources: crate::resource_metrics::ResourceServer,
-) -> axum::Router {
+pub fn router(logs: crate::logs::LogServer, workloads: Workloads) -> axum::Router {
+    use axum::routing::get;
     crate::logs::routes(logs).merge(
         axum::Router::new()
+            .route("/metrics/resource", get(crate::resource_metrics::serve))
             .route(
-                "/metrics/resource",
-                axum::routing::get(crate::resource_metrics::serve),
+                "/exec/{namespace}/{pod}/{container}",
+                get(crate::exec::exec).post(crate::exec::exec),
             )
-            .with_state(resources),
+            .route(
+                "/attach/{namespace}/{pod}/{container}",
+                get(crate::exec::attach).post(crate::exec::attach),
+            )
+            .with_state(workloads),
     )
 }
 
@@ -42,7 +61,7 @@ pub async fn serve(
         tokio::spawn(async move {
             if let Ok(stream) = acceptor.accept(tcp).await {
                 let _ = Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
                     .await;
             }
         });

@@ -7,6 +7,7 @@ pub mod endpoint;
 pub mod endpoint_tls;
 pub mod env;
 pub mod events;
+pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod pod;

@@ -84,7 +84,11 @@ fn log_files(dir: &Path) -> Vec<(u64, PathBuf)> {
 }
 
 /// The pod's log directory (newest uid when a pod of the same name was replaced).
-fn pod_log_dir(state_dirs: &[PathBuf], ns: &str, pod: &str) -> Option<(PathBuf, String, PathBuf)> {
+pub(crate) fn pod_log_dir(
+    state_dirs: &[PathBuf],
+    ns: &str,
+    pod: &str,
+) -> Option<(PathBuf, String, PathBuf)> {
     let prefix = format!("{ns}_{pod}_");
     state_dirs
         .iter()
@@ -192,6 +196,28 @@ async fn container_logs(
         Body::from_stream(stream),
     )
         .into_response()
+}
+
+/// The output a container writes from now on, until it exits or restarts (`kubectl attach`):
+/// its log followed from the current end. `None` when the container has no log here.
+pub(crate) fn attach(
+    state_dirs: &[PathBuf],
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Option<tokio::sync::mpsc::Receiver<Bytes>> {
+    let (dir, uid, state) = pod_log_dir(state_dirs, ns, pod)?;
+    let log_dir = dir.join(container);
+    let (current, path) = log_files(&log_dir).last().cloned()?;
+    let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
+    let exit_file = state
+        .join("containers")
+        .join(&uid)
+        .join(container)
+        .join("exit");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    tokio::spawn(follow(path, offset, exit_file, log_dir, current, false, tx));
+    Some(rx)
 }
 
 /// Streams lines appended to `path` from `offset` until the container exits or restarts (a

@@ -7,7 +7,6 @@
 //! (`logs/<namespace>_<pod>_<uid>/<container>`), measured by the runtime; one that is not running
 //! has no figure and is left out.
 
-use crate::runtime::Runtime;
 use crate::usage::{self, Usage};
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -21,12 +20,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-#[derive(Clone)]
-pub struct ResourceServer {
-    /// State directories of the nodes served (one, or a hollow fleet's).
-    pub state_dirs: Arc<Vec<PathBuf>>,
-    pub runtime: Arc<dyn Runtime>,
-}
+pub use crate::endpoint::Workloads;
 
 /// One container: (namespace, pod, container) and the key the runtime knows it by.
 #[derive(Debug, PartialEq)]
@@ -198,7 +192,7 @@ impl Collector for Figures {
 }
 
 /// The handler.
-pub async fn serve(State(server): State<ResourceServer>) -> Response {
+pub async fn serve(State(server): State<Workloads>) -> Response {
     let dirs = Arc::clone(&server.state_dirs);
     let known = tokio::task::spawn_blocking(move || known_containers(&dirs))
         .await

@@ -51,9 +51,13 @@ impl AgentClient {
         })
     }
 
-    /// An HTTPS client that presents this identity and accepts only the server certificate
-    /// whose SHA-256 (hex) is `pinned_sha256`.
-    pub fn pinned_to(&self, pinned_sha256: &str) -> Result<reqwest::Client, AgentClientError> {
+    /// TLS that presents this identity and accepts only the server certificate whose SHA-256
+    /// (hex) is `pinned_sha256`, offering the protocols `alpn`.
+    fn pinned_config(
+        &self,
+        pinned_sha256: &str,
+        alpn: &[&[u8]],
+    ) -> Result<rustls::ClientConfig, AgentClientError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(PinnedCertificate {
             sha256: pinned_sha256.to_ascii_lowercase(),
@@ -64,11 +68,83 @@ impl AgentClient {
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_client_auth_cert(self.certs.clone(), self.key.clone_key())?;
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(config)
+    }
+
+    /// An HTTPS client that presents this identity and accepts only the server certificate
+    /// whose SHA-256 (hex) is `pinned_sha256`.
+    pub fn pinned_to(&self, pinned_sha256: &str) -> Result<reqwest::Client, AgentClientError> {
+        let config = self.pinned_config(pinned_sha256, &[b"h2", b"http/1.1"])?;
         Ok(reqwest::Client::builder()
             .use_preconfigured_tls(config)
             .build()?)
     }
+
+    /// A WebSocket to `url` (`wss://address/...`) on the agent whose certificate is
+    /// `pinned_sha256`, asking for `protocol`. An agent that answers without upgrading gives its
+    /// status and text.
+    pub async fn websocket(
+        &self,
+        pinned_sha256: &str,
+        address: &str,
+        path_and_query: &str,
+        protocol: &str,
+    ) -> Result<AgentSocket, WebSocketRefusal> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let config = self
+            .pinned_config(pinned_sha256, &[b"http/1.1"])
+            .map_err(|e| WebSocketRefusal::Unreachable(e.to_string()))?;
+        let host = address
+            .rsplit_once(':')
+            .map_or(address, |(h, _)| h)
+            .trim_matches(['[', ']']);
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|e| WebSocketRefusal::Unreachable(e.to_string()))?;
+        let tcp = tokio::net::TcpStream::connect(address)
+            .await
+            .map_err(|e| WebSocketRefusal::Unreachable(e.to_string()))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| WebSocketRefusal::Unreachable(e.to_string()))?;
+        let mut request = format!("wss://{address}{path_and_query}")
+            .into_client_request()
+            .map_err(|e| WebSocketRefusal::Unreachable(e.to_string()))?;
+        let value = protocol
+            .parse()
+            .map_err(|_| WebSocketRefusal::Unreachable("bad protocol".into()))?;
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", value);
+        match tokio_tungstenite::client_async(request, tls).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = response.status().as_u16();
+                let text = response
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                    .unwrap_or_default();
+                Err(WebSocketRefusal::Refused { status, text })
+            }
+            Err(e) => Err(WebSocketRefusal::Unreachable(e.to_string())),
+        }
+    }
+}
+
+/// A WebSocket to an agent.
+pub type AgentSocket =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// Why no WebSocket to an agent opened. Not retryable as such: the client may try again.
+#[derive(Debug, thiserror::Error)]
+pub enum WebSocketRefusal {
+    #[error("{0}")]
+    Unreachable(String),
+    /// The agent answered `status` with `text` instead of upgrading.
+    #[error("{text}")]
+    Refused { status: u16, text: String },
 }
 
 /// Accepts exactly one certificate, by fingerprint: the one the agent published. Signatures

@@ -90,6 +90,11 @@ fn resource_entries(r: &Resource) -> Vec<Value> {
         };
         out.push(json!({"name": format!("{}/{sub}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs}));
     }
+    if r.group.is_empty() && r.plural == "pods" {
+        for (sub, kind) in crate::handlers::exec::SUBRESOURCES {
+            out.push(json!({"name": format!("pods/{sub}"), "singularName": "", "namespaced": true, "kind": kind, "verbs": ["create", "get"]}));
+        }
+    }
     out
 }
 

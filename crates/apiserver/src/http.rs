@@ -93,6 +93,14 @@ pub fn router(
             "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
             post(crate::service_accounts::token_request),
         )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/exec",
+            get(handlers::exec::exec).post(handlers::exec::exec),
+        )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/attach",
+            get(handlers::exec::attach).post(handlers::exec::attach),
+        )
         .merge(crate::resource_metrics::routes())
         .fallback(resource_request)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -426,7 +426,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
                 .map_err(|e| Error::Startup(e.to_string()))?;
             let router = everynode_agent::endpoint::router(
                 log_server,
-                everynode_agent::resource_metrics::ResourceServer {
+                everynode_agent::endpoint::Workloads {
                     state_dirs: Arc::new(configs.iter().map(|c| c.state_dir.clone()).collect()),
                     runtime: Arc::clone(&runtime),
                 },

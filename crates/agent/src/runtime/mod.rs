@@ -4,9 +4,11 @@
 //! every lifecycle rule above them. Nothing above this trait knows how a runtime runs things.
 
 pub mod cri;
+pub mod exec;
 pub mod hollow;
 pub mod image;
 pub mod process;
+pub mod process_exec;
 pub mod shim;
 
 use async_trait::async_trait;
@@ -337,6 +339,19 @@ pub trait Runtime: Send + Sync {
     async fn pull_image(&self, image: &str, auth: &[RegistryAuth]) -> Result<u64, RuntimeError> {
         let _ = (image, auth);
         Ok(0)
+    }
+
+    /// Starts a command in the running container with this key (`kubectl exec`).
+    async fn exec_session(
+        &self,
+        key: &str,
+        spec: exec::ExecSpec,
+    ) -> Result<exec::ExecSession, exec::ExecError> {
+        let _ = (key, spec);
+        Err(exec::ExecError::Unsupported(format!(
+            "exec into containers is not available on this node's runtime ({})",
+            self.version()
+        )))
     }
 
     /// The CPU and memory the running container with this key uses; `None` when it is not

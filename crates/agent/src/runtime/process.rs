@@ -273,6 +273,19 @@ impl Runtime for ProcessRuntime {
         }))
     }
 
+    async fn exec_session(
+        &self,
+        key: &str,
+        spec: super::exec::ExecSpec,
+    ) -> Result<super::exec::ExecSession, super::exec::ExecError> {
+        let dir = self.dir(key);
+        let container = key.rsplit('/').next().unwrap_or(key).to_owned();
+        let pid = read_number(&dir.join("pid"))
+            .filter(|pid| alive(*pid) && !dir.join("exit").exists())
+            .ok_or(super::exec::ExecError::NotRunning(container))?;
+        super::process_exec::start(key, pid, spec)
+    }
+
     async fn usage(&self, key: &str) -> Option<crate::usage::Usage> {
         crate::usage::of_group(
             std::path::Path::new(crate::usage::CGROUP_ROOT),

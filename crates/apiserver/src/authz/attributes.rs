@@ -125,6 +125,14 @@ pub fn of_request(method: &str, path: &str, query: Option<&str>) -> Attributes {
             verb = "update".into();
             String::new()
         }
+        // Opening a stream into a pod is a `create` whichever method carries it, as upstream
+        // authorizes the WebSocket `GET` (AuthorizePodWebsocketUpgradeCreatePermission).
+        Some(sub @ (&"exec" | &"attach" | &"portforward"))
+            if api_group.is_empty() && resource == "pods" =>
+        {
+            verb = "create".into();
+            (*sub).to_owned()
+        }
         Some(sub) => (*sub).to_owned(),
         None => String::new(),
     };

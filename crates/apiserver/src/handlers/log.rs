@@ -25,7 +25,7 @@ fn names(list: &Value) -> Vec<String> {
 
 /// Which container's log to read: the one asked for, the pod's only container, or the one the
 /// `kubectl.kubernetes.io/default-container` annotation names.
-pub(super) fn pick_container(pod: &Value, asked: Option<&str>) -> ApiResult<String> {
+pub(crate) fn pick_container(pod: &Value, asked: Option<&str>) -> ApiResult<String> {
     let name = pod["metadata"]["name"].as_str().unwrap_or_default();
     let containers = names(&pod["spec"]["containers"]);
     let init = names(&pod["spec"]["initContainers"]);

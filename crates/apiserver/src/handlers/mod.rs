@@ -5,6 +5,7 @@
 mod binding;
 mod create;
 mod delete;
+pub mod exec;
 mod finalize;
 mod get;
 pub mod list;

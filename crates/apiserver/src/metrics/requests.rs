@@ -144,7 +144,14 @@ pub fn labels_of(method: &Method, path: &str, query: Option<&str>, apply: bool) 
         version: known(&attributes.api_version),
         resource: known(&attributes.resource),
         subresource: served
-            .filter(|r| r.subresources.contains(&attributes.subresource.as_str()))
+            .filter(|r| {
+                r.subresources.contains(&attributes.subresource.as_str())
+                    || (r.group.is_empty()
+                        && r.plural == "pods"
+                        && crate::handlers::exec::SUBRESOURCES
+                            .iter()
+                            .any(|(s, _)| *s == attributes.subresource))
+            })
             .map(|_| attributes.subresource.clone())
             .unwrap_or_default(),
         scope: scope.to_owned(),
@@ -249,7 +256,10 @@ mod tests {
             "/api/v1/namespaces/a/pods/p/exec",
             Some("command=ls"),
         );
-        assert_eq!(l.verb, "CONNECT");
+        assert_eq!(
+            (l.verb.as_str(), l.subresource.as_str()),
+            ("CONNECT", "exec")
+        );
         let l = labels(Method::GET, "/metrics", None);
         assert_eq!((l.verb.as_str(), l.resource.as_str()), ("GET", ""));
     }

@@ -1,0 +1,164 @@
+"""`kubectl exec`, `attach` and `cp` into process-runtime pods through the API server's
+WebSocket relay (v5.channel.k8s.io, as kubectl 1.33 speaks it): the container's environment and
+working directory, stdin, exit codes, a TTY with its size, both directions of `cp`, and
+upstream's errors, including kubectl 1.20's SPDY, which is refused with a clear message."""
+
+import json
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import Agent, Server, kubectl_120_binary, kubectl_binary, remove_tree, wait_for
+
+SLEEPER = {
+    "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "sleeper"},
+    "spec": {"selector": {"matchLabels": {"app": "sleeper"}},
+             "template": {"metadata": {"labels": {"app": "sleeper"}},
+                          "spec": {"terminationGracePeriodSeconds": 1,
+                                   "containers": [
+                                       {"name": "main", "image": "busybox:1.36", "workingDir": "/tmp",
+                                        "env": [{"name": "GREETING", "value": "hello from the container"}],
+                                        "command": ["sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.5; done"]},
+                                       {"name": "side", "image": "busybox:1.36",
+                                        "command": ["sh", "-c", "while true; do sleep 1; done"]}]}}}}
+
+
+@pytest.fixture(scope="module")
+def one_node(tmp_path_factory):
+    data = tmp_path_factory.mktemp("exec")
+    s = Server(data, ["--store", "memory"]).start()
+    agent = Agent(s, "node-1").start()
+    try:
+        s.kubectl("apply", "-f", "-", input=json.dumps(SLEEPER))
+        wait_for("the sleeper Running", lambda: s.kubectl("get", "pods", "-l", "app=sleeper", "--no-headers").stdout.count("Running") == 1)
+        s.pod = s.kubectl("get", "pods", "-l", "app=sleeper", "-o", "jsonpath={.items[0].metadata.name}").stdout
+        yield s
+    finally:
+        agent.stop()
+        s.kill()
+        remove_tree(data)
+
+
+def test_exec_runs_in_the_containers_environment_with_its_exit_code(one_node):
+    s = one_node
+    r = s.kubectl("exec", s.pod, "-c", "main", "--", "sh", "-c", 'echo "$GREETING"; pwd; echo to-stderr >&2')
+    assert r.stdout == "hello from the container\n/tmp\n"
+    assert "to-stderr" in r.stderr
+    r = s.kubectl("exec", s.pod, "-c", "main", "--", "sh", "-c", "exit 3", check=False)
+    assert r.returncode == 3, r.stderr
+    assert "command terminated with exit code 3" in r.stderr
+    # The second container by name; its environment lacks the first's variable.
+    r = s.kubectl("exec", s.pod, "-c", "side", "--", "sh", "-c", 'echo "[$GREETING]"')
+    assert r.stdout == "[]\n"
+
+
+def test_stdin_reaches_the_command_and_its_end_ends_it(one_node):
+    s = one_node
+    r = s.kubectl("exec", "-i", s.pod, "-c", "main", "--", "sh", "-c", "wc -l", input="one\ntwo\nthree\n")
+    assert r.stdout.strip() == "3"
+
+
+def test_cp_copies_both_ways(one_node, tmp_path):
+    s = one_node
+    source = tmp_path / "in.txt"
+    source.write_text("copied content\n" * 100)
+    target = tmp_path / "in-the-pod.txt"
+    s.kubectl("cp", str(source), f"{s.pod}:{target}", "-c", "main")
+    assert target.read_text() == source.read_text()
+    back = tmp_path / "back.txt"
+    s.kubectl("cp", f"{s.pod}:{target}", str(back), "-c", "main")
+    assert back.read_text() == source.read_text()
+
+
+def read_until(fd, wanted, timeout=30):
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and wanted not in out:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_an_interactive_terminal_has_the_clients_size_and_exit_code(one_node):
+    s = one_node
+    pid, fd = pty.fork()
+    if pid == 0:
+        env = dict(os.environ, KUBECONFIG=s.kubeconfig, HOME=str(s.data_dir / "home"))
+        os.execve(kubectl_binary(), [kubectl_binary(), "exec", "-it", s.pod, "-c", "main", "--", "sh"], env)
+    try:
+        import fcntl
+        import struct
+        import termios
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        os.write(fd, b"echo $((6*7)); stty size; tty\n")
+        out = read_until(fd, b"/dev/pts/")
+        assert b"42" in out, out
+        assert b"33 101" in out, out
+        os.write(fd, b"exit 2\n")
+        read_until(fd, b"never", timeout=10)
+        _, status = os.waitpid(pid, 0)
+        assert os.WEXITSTATUS(status) == 2
+    finally:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        os.close(fd)
+
+
+def test_attach_streams_the_containers_output(one_node):
+    s = one_node
+    env = dict(os.environ, KUBECONFIG=s.kubeconfig, HOME=str(s.data_dir / "home"))
+    proc = subprocess.Popen([kubectl_binary(), "attach", s.pod, "-c", "main"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        out = read_until(proc.stdout.fileno(), b"tick", timeout=30)
+        # New lines only: attach starts at the end of the output.
+        out += read_until(proc.stdout.fileno(), b"\n", timeout=10)
+        assert b"tick" in out, out
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_errors_are_upstreams(one_node):
+    s = one_node
+    r = s.kubectl("exec", "nosuch", "--", "ls", check=False)
+    assert r.returncode == 1 and 'pods "nosuch" not found' in r.stderr, r.stderr
+    r = s.kubectl("exec", s.pod, "-c", "nosuch", "--", "ls", check=False)
+    assert r.returncode == 1 and f"container nosuch is not valid for pod {s.pod}" in r.stderr, r.stderr
+    r = s.kubectl("exec", s.pod, "-c", "main", "--", "no-such-command", check=False)
+    assert r.returncode == 127, r.stderr
+    # A completed pod.
+    done = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "done"},
+            "spec": {"nodeName": "node-1", "restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox", "command": ["true"]}]}}
+    s.kubectl("apply", "-f", "-", input=json.dumps(done))
+    wait_for("the pod Succeeded", lambda: s.kubectl("get", "pod", "done", "-o", "jsonpath={.status.phase}").stdout == "Succeeded")
+    r = s.kubectl("exec", "done", "--", "ls", check=False)
+    assert "cannot exec into a container in a completed pod; current phase is Succeeded" in r.stderr, r.stderr
+    # Without the right, a viewer is refused as upstream words it.
+    s.kubectl("create", "serviceaccount", "viewer")
+    s.kubectl("create", "rolebinding", "viewer", "--clusterrole=view", "--serviceaccount=default:viewer")
+    token = s.kubectl("create", "token", "viewer").stdout.strip()
+    r = s.kubectl("exec", f"--token={token}", s.pod, "-c", "main", "--", "ls", check=False)
+    assert f'pods "{s.pod}" is forbidden: User "system:serviceaccount:default:viewer" cannot create resource "pods/exec" in API group "" in the namespace "default"' in r.stderr, r.stderr
+    # kubectl 1.20 speaks SPDY only.
+    s.kubectl_path = kubectl_120_binary()
+    try:
+        r = s.kubectl("exec", s.pod, "-c", "main", "--", "ls", check=False)
+    finally:
+        s.kubectl_path = None
+    assert r.returncode == 1
+    assert "exec is served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io)" in r.stderr, r.stderr
