@@ -467,3 +467,22 @@ def test_kubectl_top_reads_cri_containers_through_the_runtimes_stats(cri):
         wait_for("the spinner's CPU from containerd's stats", busy, timeout=120)
     finally:
         cri.kubectl("delete", "pod", "spinner", "--wait=false")
+
+
+def test_kubectl_exec_runs_through_the_runtimes_streaming_server(cri):
+    cri.apply(pod("shell", "node-2", [{"name": "c", "image": BUSYBOX, "command": ["sh", "-c", "echo only-in-the-container > /tmp/marker; sleep 3600"],
+                                        "env": [{"name": "GREETING", "value": "inside"}]}]))
+    try:
+        wait_for("the shell pod Ready", lambda: ready(cri.get("pod", "shell") or {}))
+        r = cri.kubectl("exec", "shell", "--", "sh", "-c", 'echo "$GREETING $(hostname)"; echo oops >&2; exit 3', check=False)
+        assert r.returncode == 3, r.stderr
+        assert r.stdout == "inside shell\n", r.stdout
+        assert "oops" in r.stderr and "command terminated with exit code 3" in r.stderr, r.stderr
+        # Input reaches the command (head ends it: v4 cannot pass on the end of stdin).
+        r = cri.kubectl("exec", "-i", "shell", "--", "head", "-n", "1", input="first line\nsecond\n")
+        assert r.stdout == "first line\n"
+        # The command runs in the container: it sees the container's own files.
+        r = cri.kubectl("exec", "shell", "--", "cat", "/tmp/marker")
+        assert r.stdout == "only-in-the-container\n", r.stdout
+    finally:
+        cri.kubectl("delete", "pod", "shell", "--wait=false")

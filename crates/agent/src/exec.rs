@@ -286,7 +286,12 @@ pub async fn exec(
                 }
             }
             let command = spec.argv.clone();
-            match workloads.runtime.exec_session(&key, spec).await {
+            let started = match workloads.runtime.exec_url(&key, &spec).await {
+                Some(Ok(url)) => crate::runtime::remote_exec::connect(&url, &spec).await,
+                Some(Err(e)) => Err(e),
+                None => workloads.runtime.exec_session(&key, spec).await,
+            };
+            match started {
                 Ok(session) => pump(socket, session, v5, command, early).await,
                 Err(e) => {
                     let status = serde_json::to_vec(&failure(&e.to_string())).unwrap_or_default();

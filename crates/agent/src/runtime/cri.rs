@@ -796,6 +796,38 @@ impl Runtime for CriRuntime {
         Ok(Box::new(self.container(id)))
     }
 
+    async fn exec_url(
+        &self,
+        key: &str,
+        spec: &super::exec::ExecSpec,
+    ) -> Option<Result<String, super::exec::ExecError>> {
+        let container = key.rsplit('/').next().unwrap_or(key).to_owned();
+        let Some(running) = self
+            .containers_with(HashMap::from([(KEY_LABEL.to_owned(), key.to_owned())]))
+            .await
+            .into_iter()
+            .find(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+        else {
+            return Some(Err(super::exec::ExecError::NotRunning(container)));
+        };
+        let answer = self
+            .runtime()
+            .exec(cri::ExecRequest {
+                container_id: running.id,
+                cmd: spec.argv.clone(),
+                tty: spec.tty,
+                stdin: spec.stdin,
+                stdout: true,
+                stderr: !spec.tty,
+            })
+            .await;
+        Some(
+            answer
+                .map(|r| r.into_inner().url)
+                .map_err(|e| super::exec::ExecError::Start(e.message().to_owned())),
+        )
+    }
+
     async fn usage(&self, key: &str) -> Option<crate::usage::Usage> {
         let running = self
             .containers_with(HashMap::from([(KEY_LABEL.to_owned(), key.to_owned())]))

@@ -9,6 +9,7 @@ pub mod hollow;
 pub mod image;
 pub mod process;
 pub mod process_exec;
+pub mod remote_exec;
 pub mod shim;
 
 use async_trait::async_trait;
@@ -352,6 +353,18 @@ pub trait Runtime: Send + Sync {
             "exec into containers is not available on this node's runtime ({})",
             self.version()
         )))
+    }
+
+    /// Where the runtime's own streaming server runs `spec` in the container with this key (a
+    /// URL speaking Kubernetes' stream protocol, as CRI's `Exec` answers); `None` when the
+    /// runtime has no streaming server and `exec_session` runs commands itself.
+    async fn exec_url(
+        &self,
+        key: &str,
+        spec: &exec::ExecSpec,
+    ) -> Option<Result<String, exec::ExecError>> {
+        let _ = (key, spec);
+        None
     }
 
     /// The CPU and memory the running container with this key uses; `None` when it is not
