@@ -249,3 +249,11 @@ def test_metrics_api_follows_rbac(three_nodes):
     code, body = get("/apis/metrics.k8s.io/v1beta1/nodes")
     assert code == 403, body
     assert body["message"] == 'nodes.metrics.k8s.io is forbidden: User "system:serviceaccount:team:viewer" cannot list resource "nodes" in API group "metrics.k8s.io" at the cluster scope'
+
+
+def test_kubectl_events_for_a_daemonset_lists_the_controllers_events(three_nodes):
+    s = three_nodes
+    out = s.kubectl("events", "--for", "daemonset/exporter").stdout
+    assert "SuccessfulCreate" in out and "DaemonSet/exporter" in out, out
+    # One line per event series: the three creates are three messages, not repeats.
+    assert out.count("SuccessfulCreate") >= 3, out

@@ -506,3 +506,63 @@ async fn crash_loop_back_off_delays() {
     );
     agent.abort();
 }
+
+/// Upstream's recorder aggregates: a repeat of an event within ten minutes bumps the first
+/// one's count and last timestamp; after ten quiet minutes a new event starts a new series.
+#[tokio::test(start_paused = true)]
+async fn a_repeated_controller_event_is_one_object_with_a_count() {
+    use everynode_controllers::events::Recorder;
+    use k8s_openapi::api::core::v1::{Event, ObjectReference};
+    let clock = PausedClock::shared(start_wall());
+    let client = cluster(clock.clone()).await;
+    let recorder = Recorder::new(client.clone(), "daemonset-controller", clock.clone());
+    let involved = ObjectReference {
+        api_version: Some("apps/v1".into()),
+        kind: Some("DaemonSet".into()),
+        name: Some("agent".into()),
+        namespace: Some("default".into()),
+        uid: Some("ds-uid".into()),
+        ..Default::default()
+    };
+    for _ in 0..3 {
+        recorder
+            .record(involved.clone(), true, "FailedCreate", "quota exceeded")
+            .await;
+        pass(Duration::from_secs(30)).await;
+    }
+    recorder
+        .record(
+            involved.clone(),
+            false,
+            "SuccessfulCreate",
+            "Created pod: agent-x",
+        )
+        .await;
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let list = events.list(&Default::default()).await.expect("events");
+    let failed: Vec<&Event> = list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+        .collect();
+    assert_eq!(failed.len(), 1, "one object for the series");
+    assert_eq!(failed[0].count, Some(3));
+    let first = failed[0].first_timestamp.as_ref().map(|t| t.0);
+    let last = failed[0].last_timestamp.as_ref().map(|t| t.0);
+    assert_eq!(first, Some(start_wall()));
+    assert_eq!(last, Some(start_wall() + SignedDuration::from_secs(60)));
+    assert_eq!(list.items.len(), 2, "another reason is another event");
+    // Ten quiet minutes end the series.
+    pass(Duration::from_secs(601)).await;
+    recorder
+        .record(involved, true, "FailedCreate", "quota exceeded")
+        .await;
+    let list = events.list(&Default::default()).await.expect("events");
+    assert_eq!(
+        list.items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+            .count(),
+        2
+    );
+}
