@@ -10,6 +10,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 pub use prometheus_client;
@@ -52,9 +53,14 @@ pub fn short_histogram() -> Histogram {
     Histogram::new(SHORT_BUCKETS.iter().copied())
 }
 
+/// The size of the last scrape, to allocate the next one's text at once (a text of tens of MB
+/// grown by doubling would be copied and held twice).
+static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
+
 /// The registry's metrics, then those of `collectors`, in the Prometheus text format.
 pub fn encode(collectors: Vec<Box<dyn Collector>>) -> Result<String, std::fmt::Error> {
-    let mut text = String::new();
+    let last = LAST_SIZE.load(Ordering::Relaxed);
+    let mut text = String::with_capacity(last + last / 8);
     {
         let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
         prometheus_text::encode(&mut text, &registry)?;
@@ -66,6 +72,7 @@ pub fn encode(collectors: Vec<Box<dyn Collector>>) -> Result<String, std::fmt::E
         }
         prometheus_text::encode(&mut text, &scrape)?;
     }
+    LAST_SIZE.store(text.len(), Ordering::Relaxed);
     Ok(text)
 }
 

@@ -4,7 +4,8 @@
 //! kube-state-metrics computes them from its informers, and never stored.
 //!
 //! Objects are read into slim views holding only the fields the metrics need, so a scrape of
-//! 10,000 pods decodes a fraction of each.
+//! 10,000 pods decodes a fraction of each, and each sample's labels are borrowed from them and
+//! written at once: no sample is held between its creation and its line of text.
 
 use crate::cache::{CachedObject, WatchCache};
 use everynode_api::registry::{self, Kind};
@@ -13,69 +14,74 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use serde::Deserialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt::Result as Written;
 use std::sync::Arc;
 
-type Labels = Vec<(&'static str, String)>;
+/// One sample's labels.
+type Labels<'a> = Vec<(Cow<'static, str>, Cow<'a, str>)>;
 
-/// One family: a gauge or a counter, and its samples.
-#[derive(Debug)]
-struct Family {
-    name: &'static str,
-    help: &'static str,
+fn label<'a>(name: &'static str, value: &'a str) -> (Cow<'static, str>, Cow<'a, str>) {
+    (Cow::Borrowed(name), Cow::Borrowed(value))
+}
+
+/// Writes one sample of the family being written.
+type Emit<'e> = dyn FnMut(&Labels<'_>, i64) -> Written + 'e;
+
+/// Writes one family: its descriptor, then the samples `samples` emits.
+fn family(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
     counter: bool,
-    samples: Vec<(Labels, i64)>,
-}
-
-impl Family {
-    fn gauge(name: &'static str, help: &'static str) -> Self {
-        Family {
-            name,
-            help,
-            counter: false,
-            samples: Vec::new(),
-        }
-    }
-
-    fn counter(name: &'static str, help: &'static str) -> Self {
-        Family {
-            counter: true,
-            ..Family::gauge(name, help)
-        }
-    }
-
-    fn push(&mut self, labels: Labels, value: i64) {
-        self.samples.push((labels, value));
+    samples: impl FnOnce(&mut Emit<'_>) -> Written,
+) -> Written {
+    if counter {
+        // A counter's name is given without `_total`, which the encoder adds.
+        let name = name.trim_end_matches("_total");
+        let kind = ConstCounter::new(0u64).metric_type();
+        let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+        samples(&mut |labels: &Labels<'_>, value: i64| {
+            ConstCounter::new(u64::try_from(value).unwrap_or(0))
+                .encode(metric.encode_family(labels)?)
+        })
+    } else {
+        let kind = ConstGauge::new(0i64).metric_type();
+        let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+        samples(&mut |labels: &Labels<'_>, value: i64| {
+            ConstGauge::new(value).encode(metric.encode_family(labels)?)
+        })
     }
 }
 
-/// Every family of one scrape.
+/// The objects of one scrape.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    families: Vec<Family>,
+    daemonsets: Vec<DaemonSet>,
+    pods: Vec<Pod>,
+    nodes: Vec<Node>,
+    /// Stored objects by resource (`daemonsets.apps`).
+    stored: Vec<(String, i64)>,
 }
 
 impl Collector for ClusterState {
-    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
-        for family in &self.families {
-            if family.counter {
-                // A counter's name is given without `_total`, which the encoder adds.
-                let name = family.name.trim_end_matches("_total");
-                let kind = ConstCounter::new(0u64).metric_type();
-                let mut metric = encoder.encode_descriptor(name, family.help, None, kind)?;
-                for (labels, value) in &family.samples {
-                    let value = u64::try_from(*value).unwrap_or(0);
-                    ConstCounter::new(value).encode(metric.encode_family(labels)?)?;
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Written {
+        self.encode_daemonsets(&mut encoder)?;
+        self.encode_pods(&mut encoder)?;
+        self.encode_nodes(&mut encoder)?;
+        family(
+            &mut encoder,
+            "apiserver_storage_objects",
+            "Number of stored objects at the time of last check split by kind.",
+            false,
+            |emit| {
+                for (resource, count) in &self.stored {
+                    emit(&vec![label("resource", resource)], *count)?;
                 }
-            } else {
-                let kind = ConstGauge::new(0i64).metric_type();
-                let mut metric = encoder.encode_descriptor(family.name, family.help, None, kind)?;
-                for (labels, value) in &family.samples {
-                    ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
-                }
-            }
-        }
-        Ok(())
+                Ok(())
+            },
+        )
     }
 }
 
@@ -227,274 +233,357 @@ fn seconds_of(timestamp: Option<&str>) -> Option<i64> {
 }
 
 /// kube-state-metrics' three condition series: one per status, 1 for the one that holds.
-fn condition_series(family: &mut Family, base: &Labels, condition: &Condition, with_reason: bool) {
+fn condition_series(
+    emit: &mut Emit<'_>,
+    base: &Labels<'_>,
+    condition: &Condition,
+    with_reason: bool,
+) -> Written {
     for status in ["true", "false", "unknown"] {
         let mut labels = base.clone();
-        labels.push(("condition", condition.kind.clone()));
-        labels.push(("status", status.to_owned()));
+        labels.push(label("condition", &condition.kind));
+        labels.push(label("status", status));
         if with_reason {
-            labels.push(("reason", condition.reason.clone()));
+            labels.push(label("reason", &condition.reason));
         }
-        let holds = condition.status.eq_ignore_ascii_case(status);
-        family.push(labels, i64::from(holds));
+        emit(
+            &labels,
+            i64::from(condition.status.eq_ignore_ascii_case(status)),
+        )?;
     }
+    Ok(())
 }
 
 /// Reads one count of a DaemonSet's status.
 type StatusField = fn(&DaemonSetStatus) -> i64;
 
-fn daemonset_families(daemonsets: &[DaemonSet]) -> Vec<Family> {
-    let mut counts: Vec<(Family, StatusField)> = vec![
-        (
-            Family::gauge(
-                "kube_daemonset_status_desired_number_scheduled",
-                "The number of nodes that should be running the daemon pod.",
-            ),
-            |s| s.desired_number_scheduled,
-        ),
-        (
-            Family::gauge(
-                "kube_daemonset_status_current_number_scheduled",
-                "The number of nodes running at least one daemon pod and are supposed to.",
-            ),
-            |s| s.current_number_scheduled,
-        ),
-        (
-            Family::gauge(
-                "kube_daemonset_status_number_ready",
-                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
-            ),
-            |s| s.number_ready,
-        ),
-        (
-            Family::gauge(
-                "kube_daemonset_status_number_available",
-                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available",
-            ),
-            |s| s.number_available,
-        ),
-        (
-            Family::gauge(
-                "kube_daemonset_status_number_unavailable",
-                "The number of nodes that should be running the daemon pod and have none of the daemon pod running and available",
-            ),
-            |s| s.number_unavailable,
-        ),
-        (
-            Family::gauge(
-                "kube_daemonset_status_number_misscheduled",
-                "The number of nodes running a daemon pod but are not supposed to.",
-            ),
-            |s| s.number_misscheduled,
-        ),
-        (
-            Family::gauge(
-                "kube_daemonset_status_updated_number_scheduled",
-                "The total number of nodes that are running updated daemon pod",
-            ),
-            |s| s.updated_number_scheduled,
-        ),
-        (
-            Family::gauge(
-                "kube_daemonset_status_observed_generation",
-                "The most recent generation observed by the daemon set controller.",
-            ),
-            |s| s.observed_generation,
-        ),
-    ];
-    let mut generation = Family::gauge(
-        "kube_daemonset_metadata_generation",
-        "Sequence number representing a specific generation of the desired state.",
-    );
-    let mut created = Family::gauge("kube_daemonset_created", "Unix creation timestamp");
-    let mut labels_family = Family::gauge(
-        "kube_daemonset_labels",
-        "Kubernetes labels converted to Prometheus labels.",
-    );
-    let mut conditions = Family::gauge(
-        "everynode_daemonset_status_condition",
-        "The DaemonSet's conditions (Progressing, RolledBack, Available): one series per status, 1 for the status that holds, with the condition's reason.",
-    );
-    for ds in daemonsets {
-        let base: Labels = vec![
-            ("namespace", ds.metadata.namespace.clone()),
-            ("daemonset", ds.metadata.name.clone()),
-        ];
-        for (family, value) in counts.iter_mut() {
-            family.push(base.clone(), value(&ds.status));
-        }
-        generation.push(base.clone(), ds.metadata.generation);
-        if let Some(at) = seconds_of(ds.metadata.creation_timestamp.as_deref()) {
-            created.push(base.clone(), at);
-        }
-        // Leaked so the label names can be `&'static str`, as the encoder wants: each distinct
-        // label key is leaked once per process, not once per scrape.
-        let mut with_labels = base.clone();
-        for (key, value) in &ds.metadata.labels {
-            with_labels.push((static_name(&label_name(key)), value.clone()));
-        }
-        labels_family.push(with_labels, 1);
-        for condition in &ds.status.conditions {
-            condition_series(&mut conditions, &base, condition, true);
-        }
-    }
-    let mut families: Vec<Family> = counts.into_iter().map(|(f, _)| f).collect();
-    families.extend([generation, created, labels_family, conditions]);
-    families
-}
-
-/// One `&'static str` per distinct label name, kept for the life of the process.
-fn static_name(name: &str) -> &'static str {
-    use std::collections::HashSet;
-    use std::sync::{Mutex, OnceLock, PoisonError};
-    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
-    let mut names = NAMES
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner);
-    if let Some(known) = names.get(name) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
-    names.insert(leaked);
-    leaked
-}
+/// The DaemonSet status families: name, help, field.
+const DAEMONSET_COUNTS: &[(&str, &str, StatusField)] = &[
+    (
+        "kube_daemonset_status_desired_number_scheduled",
+        "The number of nodes that should be running the daemon pod.",
+        |s| s.desired_number_scheduled,
+    ),
+    (
+        "kube_daemonset_status_current_number_scheduled",
+        "The number of nodes running at least one daemon pod and are supposed to.",
+        |s| s.current_number_scheduled,
+    ),
+    (
+        "kube_daemonset_status_number_ready",
+        "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
+        |s| s.number_ready,
+    ),
+    (
+        "kube_daemonset_status_number_available",
+        "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available",
+        |s| s.number_available,
+    ),
+    (
+        "kube_daemonset_status_number_unavailable",
+        "The number of nodes that should be running the daemon pod and have none of the daemon pod running and available",
+        |s| s.number_unavailable,
+    ),
+    (
+        "kube_daemonset_status_number_misscheduled",
+        "The number of nodes running a daemon pod but are not supposed to.",
+        |s| s.number_misscheduled,
+    ),
+    (
+        "kube_daemonset_status_updated_number_scheduled",
+        "The total number of nodes that are running updated daemon pod",
+        |s| s.updated_number_scheduled,
+    ),
+    (
+        "kube_daemonset_status_observed_generation",
+        "The most recent generation observed by the daemon set controller.",
+        |s| s.observed_generation,
+    ),
+];
 
 const PHASES: [&str; 5] = ["Pending", "Succeeded", "Failed", "Unknown", "Running"];
 
-fn pod_families(pods: &[Pod]) -> Vec<Family> {
-    let mut phase = Family::gauge("kube_pod_status_phase", "The pods current phase.");
-    let mut info = Family::gauge("kube_pod_info", "Information about pod.");
-    let mut owner = Family::gauge("kube_pod_owner", "Information about the Pod's owner.");
-    let mut restarts = Family::counter(
-        "kube_pod_container_status_restarts_total",
-        "The number of container restarts per container.",
-    );
-    let mut waiting = Family::gauge(
-        "kube_pod_container_status_waiting_reason",
-        "Describes the reason the container is currently in waiting state.",
-    );
-    for pod in pods {
-        let base: Labels = vec![
-            ("namespace", pod.metadata.namespace.clone()),
-            ("pod", pod.metadata.name.clone()),
-            ("uid", pod.metadata.uid.clone()),
-        ];
-        for p in PHASES {
-            let mut labels = base.clone();
-            labels.push(("phase", p.to_owned()));
-            phase.push(labels, i64::from(pod.status.phase == p));
-        }
-        let controller = pod
-            .metadata
-            .owner_references
-            .iter()
-            .find(|o| o.controller == Some(true));
-        let mut labels = base.clone();
-        labels.extend([
-            ("host_ip", pod.status.host_ip.clone()),
-            ("pod_ip", pod.status.pod_ip.clone()),
-            ("node", pod.spec.node_name.clone()),
-            (
-                "created_by_kind",
-                controller
-                    .map(|o| o.kind.clone())
-                    .unwrap_or_else(|| "<none>".into()),
-            ),
-            (
-                "created_by_name",
-                controller
-                    .map(|o| o.name.clone())
-                    .unwrap_or_else(|| "<none>".into()),
-            ),
-            ("priority_class", pod.spec.priority_class_name.clone()),
-            ("host_network", pod.spec.host_network.to_string()),
-        ]);
-        info.push(labels, 1);
-        if pod.metadata.owner_references.is_empty() {
-            let mut labels = base.clone();
-            labels.extend([
-                ("owner_kind", "<none>".to_owned()),
-                ("owner_name", "<none>".to_owned()),
-                ("owner_is_controller", "<none>".to_owned()),
-            ]);
-            owner.push(labels, 1);
-        }
-        for o in &pod.metadata.owner_references {
-            let mut labels = base.clone();
-            labels.extend([
-                ("owner_kind", o.kind.clone()),
-                ("owner_name", o.name.clone()),
-                (
-                    "owner_is_controller",
-                    o.controller.unwrap_or(false).to_string(),
-                ),
-            ]);
-            owner.push(labels, 1);
-        }
-        for container in &pod.status.container_statuses {
-            let mut labels = base.clone();
-            labels.push(("container", container.name.clone()));
-            restarts.push(labels.clone(), container.restart_count);
-            if let Some(w) = &container.state.waiting {
-                labels.push(("reason", w.reason.clone()));
-                waiting.push(labels, 1);
-            }
-        }
-    }
-    vec![phase, info, owner, restarts, waiting]
+fn daemonset_labels(ds: &DaemonSet) -> Labels<'_> {
+    vec![
+        label("namespace", &ds.metadata.namespace),
+        label("daemonset", &ds.metadata.name),
+    ]
 }
 
-fn node_families(nodes: &[Node]) -> Vec<Family> {
-    let mut conditions = Family::gauge(
-        "kube_node_status_condition",
-        "The condition of a cluster node.",
-    );
-    let mut unschedulable = Family::gauge(
-        "kube_node_spec_unschedulable",
-        "Whether a node can schedule new pods.",
-    );
-    for node in nodes {
-        let base: Labels = vec![("node", node.metadata.name.clone())];
-        for condition in &node.status.conditions {
-            condition_series(&mut conditions, &base, condition, false);
-        }
-        unschedulable.push(base, i64::from(node.spec.unschedulable));
-    }
-    vec![conditions, unschedulable]
+fn pod_labels(pod: &Pod) -> Labels<'_> {
+    vec![
+        label("namespace", &pod.metadata.namespace),
+        label("pod", &pod.metadata.name),
+        label("uid", &pod.metadata.uid),
+    ]
 }
 
-/// The families of one scrape, read from `cache`.
+impl ClusterState {
+    fn encode_daemonsets(&self, encoder: &mut DescriptorEncoder<'_>) -> Written {
+        let base = daemonset_labels;
+        for (name, help, field) in DAEMONSET_COUNTS {
+            family(encoder, name, help, false, |emit| {
+                for ds in &self.daemonsets {
+                    emit(&base(ds), field(&ds.status))?;
+                }
+                Ok(())
+            })?;
+        }
+        family(
+            encoder,
+            "kube_daemonset_metadata_generation",
+            "Sequence number representing a specific generation of the desired state.",
+            false,
+            |emit| {
+                for ds in &self.daemonsets {
+                    emit(&base(ds), ds.metadata.generation)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "kube_daemonset_created",
+            "Unix creation timestamp",
+            false,
+            |emit| {
+                for ds in &self.daemonsets {
+                    if let Some(at) = seconds_of(ds.metadata.creation_timestamp.as_deref()) {
+                        emit(&base(ds), at)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "kube_daemonset_labels",
+            "Kubernetes labels converted to Prometheus labels.",
+            false,
+            |emit| {
+                for ds in &self.daemonsets {
+                    let mut labels = base(ds);
+                    for (key, value) in &ds.metadata.labels {
+                        labels.push((Cow::Owned(label_name(key)), Cow::Borrowed(value)));
+                    }
+                    emit(&labels, 1)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "everynode_daemonset_status_condition",
+            "The DaemonSet's conditions (Progressing, RolledBack, Available): one series per status, 1 for the status that holds, with the condition's reason.",
+            false,
+            |emit| {
+                for ds in &self.daemonsets {
+                    for condition in &ds.status.conditions {
+                        condition_series(emit, &base(ds), condition, true)?;
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn encode_pods(&self, encoder: &mut DescriptorEncoder<'_>) -> Written {
+        let base = pod_labels;
+        family(
+            encoder,
+            "kube_pod_status_phase",
+            "The pods current phase.",
+            false,
+            |emit| {
+                for pod in &self.pods {
+                    for phase in PHASES {
+                        let mut labels = base(pod);
+                        labels.push(label("phase", phase));
+                        emit(&labels, i64::from(pod.status.phase == phase))?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "kube_pod_info",
+            "Information about pod.",
+            false,
+            |emit| {
+                for pod in &self.pods {
+                    let controller = pod
+                        .metadata
+                        .owner_references
+                        .iter()
+                        .find(|o| o.controller == Some(true));
+                    let mut labels = base(pod);
+                    labels.extend([
+                        label("host_ip", &pod.status.host_ip),
+                        label("pod_ip", &pod.status.pod_ip),
+                        label("node", &pod.spec.node_name),
+                        label(
+                            "created_by_kind",
+                            controller.map_or("<none>", |o| o.kind.as_str()),
+                        ),
+                        label(
+                            "created_by_name",
+                            controller.map_or("<none>", |o| o.name.as_str()),
+                        ),
+                        label("priority_class", &pod.spec.priority_class_name),
+                        label(
+                            "host_network",
+                            if pod.spec.host_network {
+                                "true"
+                            } else {
+                                "false"
+                            },
+                        ),
+                    ]);
+                    emit(&labels, 1)?;
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "kube_pod_owner",
+            "Information about the Pod's owner.",
+            false,
+            |emit| {
+                for pod in &self.pods {
+                    if pod.metadata.owner_references.is_empty() {
+                        let mut labels = base(pod);
+                        labels.extend([
+                            label("owner_kind", "<none>"),
+                            label("owner_name", "<none>"),
+                            label("owner_is_controller", "<none>"),
+                        ]);
+                        emit(&labels, 1)?;
+                    }
+                    for owner in &pod.metadata.owner_references {
+                        let mut labels = base(pod);
+                        let controller = if owner.controller == Some(true) {
+                            "true"
+                        } else {
+                            "false"
+                        };
+                        labels.extend([
+                            label("owner_kind", &owner.kind),
+                            label("owner_name", &owner.name),
+                            label("owner_is_controller", controller),
+                        ]);
+                        emit(&labels, 1)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "kube_pod_container_status_restarts_total",
+            "The number of container restarts per container.",
+            true,
+            |emit| {
+                for pod in &self.pods {
+                    for container in &pod.status.container_statuses {
+                        let mut labels = base(pod);
+                        labels.push(label("container", &container.name));
+                        emit(&labels, container.restart_count)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "kube_pod_container_status_waiting_reason",
+            "Describes the reason the container is currently in waiting state.",
+            false,
+            |emit| {
+                for pod in &self.pods {
+                    for container in &pod.status.container_statuses {
+                        if let Some(waiting) = &container.state.waiting {
+                            let mut labels = base(pod);
+                            labels.push(label("container", &container.name));
+                            labels.push(label("reason", &waiting.reason));
+                            emit(&labels, 1)?;
+                        }
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn encode_nodes(&self, encoder: &mut DescriptorEncoder<'_>) -> Written {
+        family(
+            encoder,
+            "kube_node_status_condition",
+            "The condition of a cluster node.",
+            false,
+            |emit| {
+                for node in &self.nodes {
+                    let base = vec![label("node", &node.metadata.name)];
+                    for condition in &node.status.conditions {
+                        condition_series(emit, &base, condition, false)?;
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        family(
+            encoder,
+            "kube_node_spec_unschedulable",
+            "Whether a node can schedule new pods.",
+            false,
+            |emit| {
+                for node in &self.nodes {
+                    emit(
+                        &vec![label("node", &node.metadata.name)],
+                        i64::from(node.spec.unschedulable),
+                    )?;
+                }
+                Ok(())
+            },
+        )
+    }
+}
+
+/// The objects of one scrape, read from `cache`.
 pub fn collect(cache: &WatchCache) -> ClusterState {
     let prefix = |kind: Kind| registry::by_kind(kind).key_prefix();
-    let daemonsets: Vec<DaemonSet> = decode(&cache.all(&prefix(Kind::DaemonSet)));
-    let pods: Vec<Pod> = decode(&cache.all(&prefix(Kind::Pod)));
-    let nodes: Vec<Node> = decode(&cache.all(&prefix(Kind::Node)));
-    let mut families = daemonset_families(&daemonsets);
-    families.extend(pod_families(&pods));
-    families.extend(node_families(&nodes));
-    let mut objects = Family::gauge(
-        "apiserver_storage_objects",
-        "Number of stored objects at the time of last check split by kind.",
-    );
-    for resource in registry::RESOURCES {
-        let name = if resource.group.is_empty() {
-            resource.plural.to_owned()
-        } else {
-            format!("{}.{}", resource.plural, resource.group)
-        };
-        objects.push(
-            vec![("resource", name)],
-            cache.count(&resource.key_prefix()) as i64,
-        );
+    ClusterState {
+        daemonsets: decode(&cache.all(&prefix(Kind::DaemonSet))),
+        pods: decode(&cache.all(&prefix(Kind::Pod))),
+        nodes: decode(&cache.all(&prefix(Kind::Node))),
+        stored: registry::RESOURCES
+            .iter()
+            .map(|resource| {
+                let name = if resource.group.is_empty() {
+                    resource.plural.to_owned()
+                } else {
+                    format!("{}.{}", resource.plural, resource.group)
+                };
+                (name, cache.count(&resource.key_prefix()) as i64)
+            })
+            .collect(),
     }
-    families.push(objects);
-    ClusterState { families }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus_client::encoding::prometheus_text;
+    use prometheus_client::registry::Registry;
+
+    fn text(state: ClusterState) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(state));
+        let mut out = String::new();
+        prometheus_text::encode(&mut out, &registry).expect("encode");
+        out
+    }
 
     #[test]
     fn object_labels_are_named_as_kube_state_metrics_names_them() {
@@ -503,6 +592,20 @@ mod tests {
             "label_app_kubernetes_io_name"
         );
         assert_eq!(label_name("tier"), "label_tier");
+        let ds: DaemonSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "d", "namespace": "n", "labels": {"app.kubernetes.io/name": "x"}},
+            "status": {"numberReady": 2}
+        }))
+        .expect("ds");
+        let out = text(ClusterState {
+            daemonsets: vec![ds],
+            ..ClusterState::default()
+        });
+        assert!(out.contains("kube_daemonset_labels{namespace=\"n\",daemonset=\"d\",label_app_kubernetes_io_name=\"x\"} 1"), "{out}");
+        assert!(
+            out.contains("kube_daemonset_status_number_ready{namespace=\"n\",daemonset=\"d\"} 2"),
+            "{out}"
+        );
     }
 
     #[test]
@@ -515,29 +618,25 @@ mod tests {
                 {"name": "c", "restartCount": 3, "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
         }))
         .expect("pod");
-        let families = pod_families(&[pod]);
-        let phase = &families[0];
-        let ones: Vec<&str> = phase
-            .samples
-            .iter()
-            .filter(|(_, v)| *v == 1)
-            .map(|(l, _)| l[3].1.as_str())
+        let out = text(ClusterState {
+            pods: vec![pod],
+            ..ClusterState::default()
+        });
+        let phases: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with("kube_pod_status_phase{"))
             .collect();
-        assert_eq!(ones, ["Pending"]);
-        assert_eq!(phase.samples.len(), 5);
-        let restarts = &families[3];
-        assert_eq!(restarts.samples[0].1, 3);
-        let waiting = &families[4];
-        assert_eq!(
-            waiting.samples[0].0.last().map(|(k, v)| (*k, v.as_str())),
-            Some(("reason", "CrashLoopBackOff"))
-        );
-        let info = &families[1];
+        assert_eq!(phases.len(), 5);
+        assert_eq!(phases.iter().filter(|l| l.ends_with(" 1")).count(), 1);
         assert!(
-            info.samples[0]
-                .0
-                .contains(&("created_by_kind", "DaemonSet".to_owned()))
+            out.contains(
+                "kube_pod_status_phase{namespace=\"n\",pod=\"p\",uid=\"u\",phase=\"Pending\"} 1"
+            ),
+            "{out}"
         );
+        assert!(out.contains("kube_pod_container_status_restarts_total{namespace=\"n\",pod=\"p\",uid=\"u\",container=\"c\"} 3"), "{out}");
+        assert!(out.contains("reason=\"CrashLoopBackOff\"} 1"), "{out}");
+        assert!(out.contains("created_by_kind=\"DaemonSet\""), "{out}");
     }
 
     #[test]
@@ -547,19 +646,15 @@ mod tests {
             "status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}
         }))
         .expect("node");
-        let families = node_families(&[node]);
-        let held: Vec<(String, i64)> = families[0]
-            .samples
-            .iter()
-            .map(|(l, v)| (l[2].1.clone(), *v))
-            .collect();
-        assert_eq!(
-            held,
-            [
-                ("true".into(), 0),
-                ("false".into(), 0),
-                ("unknown".into(), 1)
-            ]
-        );
+        let out = text(ClusterState {
+            nodes: vec![node],
+            ..ClusterState::default()
+        });
+        for (status, value) in [("true", 0), ("false", 0), ("unknown", 1)] {
+            let line = format!(
+                "kube_node_status_condition{{node=\"a\",condition=\"Ready\",status=\"{status}\"}} {value}"
+            );
+            assert!(out.contains(&line), "{out}");
+        }
     }
 }
