@@ -10,7 +10,6 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Metric, Registry};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
 
 pub use prometheus_client;
@@ -53,26 +52,30 @@ pub fn short_histogram() -> Histogram {
     Histogram::new(SHORT_BUCKETS.iter().copied())
 }
 
-/// The size of the last scrape, to allocate the next one's text at once (a text of tens of MB
-/// grown by doubling would be copied and held twice).
-static LAST_SIZE: AtomicUsize = AtomicUsize::new(0);
-
-/// The registry's metrics, then those of `collectors`, in the Prometheus text format.
-pub fn encode(collectors: Vec<Box<dyn Collector>>) -> Result<String, std::fmt::Error> {
-    let last = LAST_SIZE.load(Ordering::Relaxed);
-    let mut text = String::with_capacity(last + last / 8);
+/// Writes the registry's metrics, then those of `collectors`, in the Prometheus text format,
+/// to `out` as they are encoded (a scrape of tens of MB need not be held whole).
+pub fn encode_to<W: std::fmt::Write>(
+    out: &mut W,
+    collectors: Vec<Box<dyn Collector>>,
+) -> Result<(), std::fmt::Error> {
     {
         let registry = REGISTRY.lock().unwrap_or_else(PoisonError::into_inner);
-        prometheus_text::encode(&mut text, &registry)?;
+        prometheus_text::encode(out, &registry)?;
     }
     if !collectors.is_empty() {
         let mut scrape = Registry::default();
         for collector in collectors {
             scrape.register_collector(collector);
         }
-        prometheus_text::encode(&mut text, &scrape)?;
+        prometheus_text::encode(out, &scrape)?;
     }
-    LAST_SIZE.store(text.len(), Ordering::Relaxed);
+    Ok(())
+}
+
+/// The registry's metrics, then those of `collectors`, in the Prometheus text format.
+pub fn encode(collectors: Vec<Box<dyn Collector>>) -> Result<String, std::fmt::Error> {
+    let mut text = String::new();
+    encode_to(&mut text, collectors)?;
     Ok(text)
 }
 
