@@ -93,15 +93,16 @@ def read_until(fd, wanted, timeout=30):
 
 def test_an_interactive_terminal_has_the_clients_size_and_exit_code(one_node):
     s = one_node
+    import fcntl
+    import struct
+    import termios
     pid, fd = pty.fork()
     if pid == 0:
+        # The terminal has its size before kubectl starts and reads it.
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         env = dict(os.environ, KUBECONFIG=s.kubeconfig, HOME=str(s.data_dir / "home"))
         os.execve(kubectl_binary(), [kubectl_binary(), "exec", "-it", s.pod, "-c", "main", "--", "sh"], env)
     try:
-        import fcntl
-        import struct
-        import termios
-        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         os.write(fd, b"echo $((6*7)); stty size; tty\n")
         out = read_until(fd, b"/dev/pts/")
         assert b"42" in out, out
