@@ -259,7 +259,10 @@ def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
     marker = f"copy-marker-{os.getpid()}"
 
     def copies():
-        return [pid for pid, args in _commands() if any(marker in a for a in args) and args[:1] == ["sh"]]
+        shells = [pid for pid, args in _commands() if any(marker in a for a in args) and args[:1] == ["sh"]]
+        # The loop forks for each `sleep`; for an instant the child is a copy of the shell
+        # before it becomes `sleep`. A container is a shell whose parent is not one of them.
+        return [pid for pid in shells if _parent(pid) not in shells]
 
     try:
         core = kubernetes.client.CoreV1Api(client)
@@ -306,6 +309,15 @@ def test_an_agent_that_lost_its_state_does_not_run_a_second_copy(tmp_data_dir):
         client.close()
         agent.stop()
         server.kill()
+
+
+def _parent(pid):
+    """The parent of `pid` (field 4 of /proc/PID/stat, after the command in parentheses)."""
+    try:
+        stat = pathlib.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _commands():
