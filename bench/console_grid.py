@@ -27,7 +27,7 @@ import kubernetes
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "python"))
-from conftest import Server, remove_tree, retrying, stop_process, wait_for  # noqa: E402
+from conftest import Server, remove_tree, retrying, start_hollow_fleet, stop_process, wait_for  # noqa: E402
 
 
 def main():
@@ -41,12 +41,7 @@ def main():
     n = args.nodes
     data = pathlib.Path(tempfile.mkdtemp(prefix="everynode-console-grid-"))
     server = Server(data, extra_args=["--node-monitor-grace-period", "600"]).start()
-    agents = subprocess.Popen(
-        [args.binary, "agent", "--kubeconfig", server.kubeconfig, "--runtime", "hollow",
-         "--hollow-nodes", str(n), "--name", "hollow", "--listen", "127.0.0.1:0",
-         "--hollow-start-delay-ms", "300", "--node-lease-duration-seconds", "400",
-         "--node-status-update-frequency", "60"],
-        stdout=subprocess.DEVNULL, stderr=open(data / "agents.log", "ab"))
+    agents = start_hollow_fleet(server, args.binary, n, open(data / "agents.log", "ab"))
     try:
         client = server.client()
         core = kubernetes.client.CoreV1Api(client)

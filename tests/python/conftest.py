@@ -1,5 +1,7 @@
 """Fixtures that run a real `everynode server` process and point real clients at it."""
 
+import contextlib
+import json
 import os
 import pathlib
 import shutil
@@ -312,3 +314,35 @@ def nodes(tmp_data_dir):
         for a in s.agents.values():
             a.stop()
         s.kill()
+
+
+@contextlib.contextmanager
+def daemonset_on_agents(data, manifest, server_args=(), nodes=3):
+    """A server (memory store) with `nodes` process-runtime agents, node-1 onwards, running the
+    DaemonSet `manifest` until each node's pod is Running; everything is stopped and removed
+    after."""
+    s = Server(data, ["--store", "memory", *server_args]).start()
+    agents = [Agent(s, f"node-{i}").start() for i in range(1, nodes + 1)]
+    selector = ",".join(f"{k}={v}" for k, v in manifest["spec"]["selector"]["matchLabels"].items())
+    try:
+        s.kubectl("apply", "-f", "-", input=json.dumps(manifest))
+        wait_for(f"{nodes} {manifest['metadata']['name']} pods Running",
+                 lambda: s.kubectl("get", "pods", "-l", selector, "--no-headers").stdout.count("Running") == nodes)
+        yield s
+    finally:
+        for a in agents:
+            a.stop()
+        s.kill()
+        remove_tree(data)
+
+
+def start_hollow_fleet(server, binary, nodes, log):
+    """One hollow agent process serving `nodes` nodes that renew their Leases every 100 s (the
+    server is to be started with `--node-monitor-grace-period 600`), so the heartbeat does not
+    compete with what a scale test measures. Stop it with `stop_process`."""
+    return subprocess.Popen(
+        [binary, "agent", "--kubeconfig", server.kubeconfig, "--runtime", "hollow",
+         "--hollow-nodes", str(nodes), "--name", "hollow", "--listen", "127.0.0.1:0",
+         "--hollow-start-delay-ms", "300", "--node-lease-duration-seconds", "400",
+         "--node-status-update-frequency", "60"],
+        stdout=subprocess.DEVNULL, stderr=log)

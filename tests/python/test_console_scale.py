@@ -3,14 +3,13 @@ node, the reason filter narrows it to the 1,900 left out, and it follows a chang
 10,000 nodes render is measured in bench/, not asserted here.)"""
 
 import pathlib
-import subprocess
 import tempfile
 import time
 
 import kubernetes
 import pytest
 
-from conftest import Server, everynode_binary, remove_tree, retrying, stop_process, wait_for
+from conftest import Server, everynode_binary, remove_tree, retrying, start_hollow_fleet, stop_process, wait_for
 from test_console import SHOTS, chromium_path
 
 NODES = 2000
@@ -26,12 +25,7 @@ def fleet():
     data = pathlib.Path(tempfile.mkdtemp(prefix="everynode-console-scale-"))
     server = Server(data, extra_args=["--node-monitor-grace-period", "600"]).start()
     log = open(data / "agents.log", "ab")
-    agents = subprocess.Popen(
-        [everynode_binary(), "agent", "--kubeconfig", server.kubeconfig, "--runtime", "hollow",
-         "--hollow-nodes", str(NODES), "--name", "hollow", "--listen", "127.0.0.1:0",
-         "--hollow-start-delay-ms", "300", "--node-lease-duration-seconds", "400",
-         "--node-status-update-frequency", "60"],
-        stdout=subprocess.DEVNULL, stderr=log)
+    agents = start_hollow_fleet(server, everynode_binary(), NODES, log)
     try:
         client = server.client()
         core = kubernetes.client.CoreV1Api(client)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import Agent, Server, everynode_binary, kubectl_binary, remove_tree, stop_process, wait_for
+from conftest import daemonset_on_agents, everynode_binary, kubectl_binary, stop_process, wait_for
 
 TICKER = {
     "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "ticker"},
@@ -24,18 +24,8 @@ RAW = "/apis/apps/v1/namespaces/default/daemonsets/ticker/log"
 
 @pytest.fixture(scope="module")
 def three_nodes(tmp_path_factory):
-    data = tmp_path_factory.mktemp("merged-log")
-    s = Server(data, ["--store", "memory"]).start()
-    agents = [Agent(s, f"node-{i}").start() for i in (1, 2, 3)]
-    try:
-        s.kubectl("apply", "-f", "-", input=json.dumps(TICKER))
-        wait_for("three tickers Running", lambda: s.kubectl("get", "pods", "-l", "app=ticker", "--no-headers").stdout.count("Running") == 3)
+    with daemonset_on_agents(tmp_path_factory.mktemp("merged-log"), TICKER) as s:
         yield s
-    finally:
-        for a in agents:
-            a.stop()
-        s.kill()
-        remove_tree(data)
 
 
 def read_until(proc, done, timeout=60):

@@ -6,13 +6,12 @@ the controllers' metrics."""
 import json
 import socket
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 
 import pytest
 
-from conftest import Agent, Server, kubectl_120_binary, remove_tree, required_tool, stop_process, wait_for
+from conftest import daemonset_on_agents, kubectl_120_binary, required_tool, stop_process, wait_for
 
 DAEMON = {
     "apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -32,18 +31,8 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def three_nodes(tmp_path_factory):
-    data = tmp_path_factory.mktemp("metrics")
-    s = Server(data, ["--store", "memory", "--metric-resolution", "1s"]).start()
-    agents = [Agent(s, f"node-{i}").start() for i in (1, 2, 3)]
-    try:
-        s.kubectl("apply", "-f", "-", input=json.dumps(DAEMON))
-        wait_for("three exporters Running", lambda: s.kubectl("get", "pods", "-l", "app=exporter", "--no-headers").stdout.count("Running") == 3)
+    with daemonset_on_agents(tmp_path_factory.mktemp("metrics"), DAEMON, ["--metric-resolution", "1s"]) as s:
         yield s
-    finally:
-        for a in agents:
-            a.stop()
-        s.kill()
-        remove_tree(data)
 
 
 def service_account_token(s, namespace, name, cluster_role=None):

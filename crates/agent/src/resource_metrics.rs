@@ -78,18 +78,28 @@ struct Figures {
 
 type Labels = Vec<(&'static str, String)>;
 
+/// One family of samples, made into metrics by `metric` (a counter's or a gauge's constructor).
+fn family<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    samples: &[(Labels, f64)],
+    metric: fn(f64) -> M,
+) -> Result<(), std::fmt::Error> {
+    let mut family = encoder.encode_descriptor(name, help, None, metric(0.0).metric_type())?;
+    for (labels, value) in samples {
+        metric(*value).encode(family.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 fn counter(
     encoder: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     samples: &[(Labels, f64)],
 ) -> Result<(), std::fmt::Error> {
-    let kind = ConstCounter::new(0.0f64).metric_type();
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in samples {
-        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(encoder, name, help, samples, ConstCounter::new)
 }
 
 fn gauge(
@@ -98,12 +108,7 @@ fn gauge(
     help: &str,
     samples: &[(Labels, f64)],
 ) -> Result<(), std::fmt::Error> {
-    let kind = ConstGauge::new(0.0f64).metric_type();
-    let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-    for (labels, value) in samples {
-        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(encoder, name, help, samples, ConstGauge::new)
 }
 
 impl Collector for Figures {
