@@ -260,11 +260,13 @@ pub async fn register(
         node: cfg.name.clone(),
         source,
     };
-    let node = build_node(cfg);
+    // Created with its status, as kubelet registers: a Node is never seen without conditions.
+    let mut node = build_node(cfg);
+    node.status = Some(node_status(cfg, None, clock.now()));
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let mut patch = serde_json::json!({"metadata": {"labels": node.metadata.labels,
+            let mut patch = serde_json::json!({"metadata": {"labels": &node.metadata.labels,
                 "annotations": {CERTIFICATE_ANNOTATION: cfg.certificate_sha256}}});
             // spec.podCIDR may be set once (the API refuses a change), as the node registers.
             if let Some(cidr) = &cfg.pod_cidr
