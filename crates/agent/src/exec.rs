@@ -275,14 +275,22 @@ pub async fn exec(
         .protocols(PROTOCOLS)
         .on_upgrade(move |mut socket| async move {
             let v5 = socket.protocol().is_some_and(|p| p == V5);
-            // With a terminal, the client's first message is its size: the command starts with it.
+            // With a terminal, the command starts with the client's size. Input typed before
+            // the size arrives is held and given to the command after it starts.
             let mut early = Vec::new();
-            if spec.tty
-                && let Ok(Some(Ok(message))) = tokio::time::timeout(FIRST_SIZE, socket.recv()).await
-            {
-                match terminal_size(&message) {
-                    Some(size) => spec.size = Some(size),
-                    None => early.push(message),
+            if spec.tty {
+                let deadline = tokio::time::Instant::now() + FIRST_SIZE;
+                while let Ok(Some(Ok(message))) =
+                    tokio::time::timeout_at(deadline, socket.recv()).await
+                {
+                    match terminal_size(&message) {
+                        Some(size) => {
+                            spec.size = Some(size);
+                            break;
+                        }
+                        None if early.len() < 64 => early.push(message),
+                        None => break,
+                    }
                 }
             }
             let command = spec.argv.clone();
