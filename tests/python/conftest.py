@@ -9,6 +9,8 @@ import signal
 import subprocess
 import tempfile
 import time
+import select
+import urllib.request
 
 import kubernetes
 import pytest
@@ -346,3 +348,37 @@ def start_hollow_fleet(server, binary, nodes, log):
          "--hollow-start-delay-ms", "300", "--node-lease-duration-seconds", "400",
          "--node-status-update-frequency", "60"],
         stdout=subprocess.DEVNULL, stderr=log)
+
+
+def read_until(fd, wanted, timeout=30):
+    """What `fd` yields until `wanted` appears, it ends, or `timeout` seconds pass."""
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and wanted not in out:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def start_port_forward(kubeconfig, home, binary, target, remote):
+    """`kubectl port-forward target :remote`, once it forwards: the process and its local port."""
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig), HOME=str(home))
+    proc = subprocess.Popen([binary, "port-forward", target, f":{remote}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    line = read_until(proc.stdout.fileno(), b"\n", timeout=30).decode()
+    if not line.startswith("Forwarding from 127.0.0.1:"):
+        proc.kill()
+        raise AssertionError(f"kubectl port-forward did not start: {line!r} {proc.stderr.read()!r}")
+    return proc, int(line.split("127.0.0.1:")[1].split()[0])
+
+
+def fetch_local(local_port, path):
+    with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/{path}", timeout=30) as response:
+        return response.read()

@@ -16,7 +16,8 @@ import urllib.request
 import pytest
 import yaml
 
-from conftest import EXAMPLES, REPO, everynode_binary, kubectl_binary, remove_tree, stays, wait_for
+from conftest import (EXAMPLES, REPO, everynode_binary, fetch_local, kubectl_binary, remove_tree, start_port_forward,
+                      stays, wait_for)
 
 sys.path.insert(0, str(REPO / "tests" / "images"))
 import busybox_image  # noqa: E402
@@ -486,3 +487,21 @@ def test_kubectl_exec_runs_through_the_runtimes_streaming_server(cri):
         assert r.stdout == "only-in-the-container\n", r.stdout
     finally:
         cri.kubectl("delete", "pod", "shell", "--wait=false")
+
+
+def test_kubectl_port_forward_reaches_a_server_on_the_pods_own_localhost(cri):
+    """The agent dials inside the pod's network namespace, so a server bound to the pod's
+    127.0.0.1 (unreachable from the node) is reached, as kubelet's runtimes reach it."""
+    script = "mkdir -p /www && echo served-from-the-pod > /www/index.html && httpd -f -p 127.0.0.1:8081 -h /www"
+    cri.apply(pod("forwarded", "node-2", [{"name": "c", "image": BUSYBOX, "command": ["sh", "-c", script]}]))
+    proc = None
+    try:
+        wait_for("the forwarded pod Ready", lambda: ready(cri.get("pod", "forwarded") or {}))
+        proc, local = start_port_forward(cri.data / "kubeconfig", cri.data, kubectl_binary(), "pod/forwarded", 8081)
+        assert fetch_local(local, "index.html") == b"served-from-the-pod\n"
+        assert fetch_local(local, "index.html") == b"served-from-the-pod\n", "a second connection"
+    finally:
+        if proc:
+            proc.kill()
+            proc.wait()
+        cri.kubectl("delete", "pod", "forwarded", "--wait=false")

@@ -1,19 +1,20 @@
 """`kubectl exec`, `attach` and `cp` into process-runtime pods through the API server's
 WebSocket relay (v5.channel.k8s.io, as kubectl 1.33 speaks it): the container's environment and
 working directory, stdin, exit codes, a TTY with its size, both directions of `cp`, and
-upstream's errors, including kubectl 1.20's SPDY, which is refused with a clear message."""
+upstream's errors; the same through kubectl 1.20's SPDY/3.1; and `kubectl port-forward` to a
+server listening on the pod's localhost, with 1.33 (SPDY tunnelled in a WebSocket) and 1.20
+(SPDY on the upgraded connection)."""
 
 import json
 import os
 import pty
-import select
 import signal
 import subprocess
-import time
 
 import pytest
 
-from conftest import Agent, Server, kubectl_120_binary, kubectl_binary, remove_tree, wait_for
+from conftest import (Agent, Server, fetch_local, kubectl_120_binary, kubectl_binary, read_until, remove_tree,
+                      start_port_forward, wait_for)
 
 SLEEPER = {
     "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "sleeper"},
@@ -75,24 +76,10 @@ def test_cp_copies_both_ways(one_node, tmp_path):
     assert back.read_text() == source.read_text()
 
 
-def read_until(fd, wanted, timeout=30):
-    out = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and wanted not in out:
-        ready, _, _ = select.select([fd], [], [], 0.5)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            out += chunk
-    return out
-
-
-def test_an_interactive_terminal_has_the_clients_size_and_exit_code(one_node):
+@pytest.mark.parametrize("client", ["1.33", "1.20"])
+def test_an_interactive_terminal_has_the_clients_size_and_exit_code(one_node, client):
     s = one_node
+    binary = kubectl_binary() if client == "1.33" else kubectl_120_binary()
     import fcntl
     import struct
     import termios
@@ -101,7 +88,7 @@ def test_an_interactive_terminal_has_the_clients_size_and_exit_code(one_node):
         # The terminal has its size before kubectl starts and reads it.
         fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
         env = dict(os.environ, KUBECONFIG=s.kubeconfig, HOME=str(s.data_dir / "home"))
-        os.execve(kubectl_binary(), [kubectl_binary(), "exec", "-it", s.pod, "-c", "main", "--", "sh"], env)
+        os.execve(binary, [binary, "exec", "-it", s.pod, "-c", "main", "--", "sh"], env)
     try:
         os.write(fd, b"echo $((6*7)); stty size; tty\n")
         out = read_until(fd, b"/dev/pts/")
@@ -155,11 +142,96 @@ def test_errors_are_upstreams(one_node):
     token = s.kubectl("create", "token", "viewer").stdout.strip()
     r = s.kubectl("exec", f"--token={token}", s.pod, "-c", "main", "--", "ls", check=False)
     assert f'pods "{s.pod}" is forbidden: User "system:serviceaccount:default:viewer" cannot create resource "pods/exec" in API group "" in the namespace "default"' in r.stderr, r.stderr
-    # kubectl 1.20 speaks SPDY only.
+
+
+@pytest.fixture
+def kubectl_120(one_node):
+    s = one_node
     s.kubectl_path = kubectl_120_binary()
     try:
-        r = s.kubectl("exec", s.pod, "-c", "main", "--", "ls", check=False)
+        yield s
     finally:
         s.kubectl_path = None
-    assert r.returncode == 1
-    assert "exec is served over WebSocket (v5.channel.k8s.io or v4.channel.k8s.io)" in r.stderr, r.stderr
+
+
+def test_kubectl_120_execs_over_spdy(kubectl_120):
+    s = kubectl_120
+    r = s.kubectl("exec", s.pod, "-c", "main", "--", "sh", "-c", 'echo "$GREETING"; echo to-stderr >&2')
+    assert r.stdout == "hello from the container\n"
+    assert "to-stderr" in r.stderr
+    r = s.kubectl("exec", s.pod, "-c", "main", "--", "sh", "-c", "exit 3", check=False)
+    assert r.returncode == 3, r.stderr
+    r = s.kubectl("exec", "-i", s.pod, "-c", "main", "--", "sh", "-c", "wc -l", input="one\ntwo\nthree\n")
+    assert r.stdout.strip() == "3", "stdin reaches the command and its end ends it"
+
+
+def test_kubectl_120_copies_both_ways(kubectl_120, tmp_path):
+    s = kubectl_120
+    source = tmp_path / "in.txt"
+    source.write_text("spdy content\n" * 1000)
+    target = tmp_path / "in-the-pod.txt"
+    s.kubectl("cp", str(source), f"{s.pod}:{target}", "-c", "main")
+    assert target.read_text() == source.read_text()
+    back = tmp_path / "back.txt"
+    s.kubectl("cp", f"{s.pod}:{target}", str(back), "-c", "main")
+    assert back.read_text() == source.read_text()
+
+
+def unused_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def web_pod(one_node, tmp_path_factory):
+    """A pod serving files over HTTP on 127.0.0.1 only: reached through the pod's localhost."""
+    s = one_node
+    root = tmp_path_factory.mktemp("web")
+    (root / "hello.txt").write_text("hello through the tunnel\n")
+    (root / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
+    port = unused_port()
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web"},
+           "spec": {"nodeName": "node-1", "terminationGracePeriodSeconds": 1, "containers": [
+               {"name": "http", "image": "python:3",
+                "command": ["python3", "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(root)]}]}}
+    s.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    wait_for("the web pod Running", lambda: s.kubectl("get", "pod", "web", "-o", "jsonpath={.status.phase}").stdout == "Running")
+    yield port, root
+    s.kubectl("delete", "pod", "web", "--wait=false")
+
+
+@pytest.mark.parametrize("client", ["1.33", "1.20"])
+def test_port_forward_reaches_a_server_on_the_pods_localhost(one_node, web_pod, client):
+    s = one_node
+    port, root = web_pod
+    wait_for("the pod's server listening", lambda: subprocess.run(
+        ["python3", "-c", f"import socket; socket.create_connection(('127.0.0.1', {port}), 1)"]).returncode == 0)
+    binary = kubectl_binary() if client == "1.33" else kubectl_120_binary()
+    proc, local = start_port_forward(s.kubeconfig, s.data_dir / "home", binary, "pod/web", port)
+    try:
+        # Several connections over one kubectl connection, each its own pair of streams.
+        assert fetch_local(local, "hello.txt") == b"hello through the tunnel\n"
+        assert fetch_local(local, "hello.txt") == b"hello through the tunnel\n"
+        assert fetch_local(local, "big.bin") == (root / "big.bin").read_bytes()
+        assert proc.poll() is None, "kubectl keeps forwarding"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_port_forward_to_a_closed_port_reports_the_error(one_node, web_pod):
+    s = one_node
+    closed = unused_port()
+    proc, local = start_port_forward(s.kubeconfig, s.data_dir / "home", kubectl_binary(), "pod/web", closed)
+    try:
+        with pytest.raises(Exception):
+            fetch_local(local, "")
+        proc.wait(timeout=30)
+        err = proc.stderr.read().decode()
+        assert f"error forwarding port {closed} to pod default/web" in err, err
+        assert "connection refused" in err.lower(), err
+    finally:
+        proc.kill()
+        proc.wait()

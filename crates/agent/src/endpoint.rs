@@ -1,5 +1,5 @@
 //! The agent's HTTPS endpoint, kubelet's port: `/containerLogs` (`logs`), `/metrics/resource`
-//! (`resource_metrics`), and `/exec` and `/attach` (`exec`). Callers must present a client certificate signed by the cluster CA
+//! (`resource_metrics`), `/exec` and `/attach` (`exec`), and `/portForward` (`port_forward`). Callers must present a client certificate signed by the cluster CA
 //! (`endpoint_tls`): only the API server reads from it.
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -39,6 +39,10 @@ pub fn router(logs: crate::logs::LogServer, workloads: Workloads) -> axum::Route
             .route(
                 "/attach/{namespace}/{pod}/{container}",
                 get(crate::exec::attach).post(crate::exec::attach),
+            )
+            .route(
+                "/portForward/{namespace}/{pod}",
+                get(crate::port_forward::port_forward),
             )
             .with_state(workloads),
     )

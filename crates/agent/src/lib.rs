@@ -11,6 +11,7 @@ pub mod exec;
 pub mod logs;
 pub mod node;
 pub mod pod;
+pub mod port_forward;
 pub mod probe;
 pub mod resource_metrics;
 pub mod runtime;

@@ -101,6 +101,10 @@ pub fn router(
             "/api/v1/namespaces/{namespace}/pods/{name}/attach",
             get(handlers::exec::attach).post(handlers::exec::attach),
         )
+        .route(
+            "/api/v1/namespaces/{namespace}/pods/{name}/portforward",
+            get(handlers::port_forward::port_forward).post(handlers::port_forward::port_forward),
+        )
         .merge(crate::resource_metrics::routes())
         .fallback(resource_request)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Our container key (`<pod uid>/<container name>`) on each CRI container.
@@ -826,6 +827,38 @@ impl Runtime for CriRuntime {
                 .map(|r| r.into_inner().url)
                 .map_err(|e| super::exec::ExecError::Start(e.message().to_owned())),
         )
+    }
+
+    async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<TcpStream, String> {
+        let sandbox = self
+            .sandboxes_of(pod_uid)
+            .await
+            .into_iter()
+            .find(|s| s.state == cri::PodSandboxState::SandboxReady as i32)
+            .ok_or_else(|| "the pod has no running sandbox".to_owned())?;
+        let status = self
+            .runtime()
+            .pod_sandbox_status(cri::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+                verbose: true,
+            })
+            .await
+            .map_err(rpc)?
+            .into_inner();
+        // containerd's verbose status names the sandbox's process; its namespace is the pod's.
+        let pid = status
+            .info
+            .get("info")
+            .and_then(|info| serde_json::from_str::<serde_json::Value>(info).ok())
+            .and_then(|info| info["pid"].as_u64())
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| {
+                format!(
+                    "the runtime did not say which process holds sandbox {}",
+                    sandbox.id
+                )
+            })?;
+        super::port_forward::connect_in_namespace(format!("/proc/{pid}/ns/net").into(), port).await
     }
 
     async fn usage(&self, key: &str) -> Option<crate::usage::Usage> {

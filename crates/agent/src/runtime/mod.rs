@@ -7,6 +7,7 @@ pub mod cri;
 pub mod exec;
 pub mod hollow;
 pub mod image;
+pub mod port_forward;
 pub mod process;
 pub mod process_exec;
 pub mod remote_exec;
@@ -15,6 +16,7 @@ pub mod shim;
 use async_trait::async_trait;
 use std::path::PathBuf;
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// A bind mount into the container's view of the filesystem.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -365,6 +367,20 @@ pub trait Runtime: Send + Sync {
     ) -> Option<Result<String, exec::ExecError>> {
         let _ = (key, spec);
         None
+    }
+
+    /// A TCP connection to `port` in the network of the pod with this uid (`kubectl
+    /// port-forward`), dialled on localhost as kubelet's runtimes do. Pods of this default share
+    /// the node's network, so the node's localhost is theirs.
+    async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<TcpStream, String> {
+        let _ = pod_uid;
+        if !self.runs_workloads() {
+            return Err(format!(
+                "port forwarding is not available on this node's runtime ({})",
+                self.version()
+            ));
+        }
+        port_forward::connect_localhost(port).await
     }
 
     /// The CPU and memory the running container with this key uses; `None` when it is not

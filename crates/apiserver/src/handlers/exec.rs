@@ -3,22 +3,20 @@
 //! authenticated agent channel), message for message, in the stream protocol both ends speak
 //! (`v5.channel.k8s.io`, which kubectl 1.30 and later ask for, or `v4.channel.k8s.io`).
 //!
-//! SPDY/3.1, which kubectl before 1.30 speaks for these (and which newer kubectl falls back to
-//! when a WebSocket is refused), is not served: a request without a WebSocket upgrade that is
-//! otherwise valid is answered 400 saying so. Errors in the request itself (no such pod or
-//! container, no command) are answered the same way for both, so kubectl shows them whichever
-//! protocol it tried last.
+//! SPDY/3.1, which kubectl before 1.30 speaks for these, is served too (`v4.channel.k8s.io`):
+//! its streams are mapped onto the same WebSocket to the agent (`exec_spdy`). Errors in the
+//! request itself (no such pod or container, no command) are answered the same way for both.
 
-use super::log::{agent_address, pick_container};
-use crate::agent_client::WebSocketRefusal;
+use super::log::pick_container;
+use super::node_agent::NodeAgent;
+use super::upgrade::Upgrade;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::Registry;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use crate::spdy;
+use axum::extract::ws::{Message, WebSocket};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use everynode_api::node_endpoint::CERTIFICATE_ANNOTATION;
 use everynode_api::registry;
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -27,11 +25,14 @@ use tokio_tungstenite::tungstenite::Message as AgentMessage;
 
 /// The pod subresources served here (by routes of their own, being upgrades), for discovery
 /// and the request metrics.
-pub const SUBRESOURCES: &[(&str, &str)] =
-    &[("exec", "PodExecOptions"), ("attach", "PodAttachOptions")];
+pub const SUBRESOURCES: &[(&str, &str)] = &[
+    ("exec", "PodExecOptions"),
+    ("attach", "PodAttachOptions"),
+    ("portforward", "PodPortForwardOptions"),
+];
 
-const V5: &str = "v5.channel.k8s.io";
-const V4: &str = "v4.channel.k8s.io";
+pub const V5: &str = "v5.channel.k8s.io";
+pub const V4: &str = "v4.channel.k8s.io";
 
 /// Which of `exec` and `attach`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -180,15 +181,15 @@ async fn relay(client: WebSocket, agent: crate::agent_client::AgentSocket) {
     }
 }
 
-/// The handler of both subresources, for `GET` (WebSocket) and `POST` (SPDY, refused).
+/// The handler of both subresources: a WebSocket (`GET`) relayed message for message, or SPDY
+/// (`POST`, kubectl before 1.30) whose streams `exec_spdy` maps onto the agent's WebSocket.
 pub async fn serve(
     stream: Stream,
     api: Arc<Registry>,
     namespace: String,
     name: String,
     query: Option<String>,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
     let pods = registry::find("", "v1", "pods");
     let pod = match pods {
@@ -202,60 +203,61 @@ pub async fn serve(
         Ok(ok) => ok,
         Err(e) => return e.into_response(),
     };
-    let (Ok(upgrade), Some(protocol)) = (upgrade, negotiate(&headers)) else {
-        return ApiError::bad_request(format!(
-            "{} is served over WebSocket ({V5} or {V4}); this request asked for another protocol (SPDY/3.1, which kubectl before 1.30 speaks), which everynode does not serve: use kubectl 1.30 or newer",
-            stream.path()
-        ))
-        .into_response();
-    };
-    let node = match registry::find("", "v1", "nodes") {
-        Some(nodes) => api.get(nodes, None, &node_name, false).await,
-        None => Err(ApiError::no_route()),
-    };
-    let node = match node {
-        Ok(node) => node,
-        Err(e) => return e.into_response(),
-    };
-    let (Some(address), Some(pin)) = (
-        agent_address(&node),
-        node["metadata"]["annotations"][CERTIFICATE_ANNOTATION].as_str(),
-    ) else {
-        return ApiError::bad_request(format!(
-            "node \"{node_name}\" has no agent endpoint to {} through",
-            stream.path()
-        ))
-        .into_response();
-    };
-    let Some(identity) = api.options.agent_client.as_ref() else {
-        return ApiError::internal("this server has no client certificate for node agents")
+    let (headers, upgrade) = super::upgrade::classify(request).await;
+    // The client's protocol, and the one spoken with the agent: SPDY clients get v5 from the
+    // agent, whose close of stdin their stdin stream's FIN becomes.
+    let (client_protocol, agent_protocol) = match &upgrade {
+        Upgrade::WebSocket(_) => match negotiate(&headers) {
+            Some(protocol) => (protocol, protocol),
+            None => {
+                return ApiError::bad_request(format!(
+                    "{} over WebSocket speaks {V5} or {V4}; the request offered neither",
+                    stream.path()
+                ))
+                .into_response();
+            }
+        },
+        Upgrade::Spdy(_) => match spdy::transport::negotiate(&headers, &[V4]) {
+            Ok(protocol) => (protocol, V5),
+            Err(message) => return ApiError::forbidden_message(message).into_response(),
+        },
+        Upgrade::None => {
+            return ApiError::bad_request(format!(
+                "{} needs a connection upgrade: WebSocket ({V5} or {V4}) or SPDY/3.1 ({V4})",
+                stream.path()
+            ))
             .into_response();
+        }
+    };
+    let agent = match NodeAgent::of_node(api, &node_name, stream.path()).await {
+        Ok(agent) => agent,
+        Err(e) => return e.into_response(),
     };
     let path = format!(
         "/{}/{namespace}/{name}/{container}?{}",
         stream.path(),
         query.as_deref().unwrap_or("")
     );
-    let agent = match identity.websocket(pin, &address, &path, protocol).await {
+    let socket = match agent.websocket(&path, agent_protocol).await {
         Ok(socket) => socket,
-        Err(WebSocketRefusal::Refused { status, text }) => {
-            let mut e = ApiError::bad_request(text);
-            if status == 404 {
-                e.code = StatusCode::NOT_FOUND;
-                e.reason = "NotFound";
-            }
-            return e.into_response();
-        }
-        Err(WebSocketRefusal::Unreachable(why)) => {
-            return ApiError::internal(format!(
-                "cannot reach the agent of node \"{node_name}\": {why}"
-            ))
-            .into_response();
-        }
+        Err(refusal) => return agent.refusal(refusal).into_response(),
     };
-    upgrade
-        .protocols([protocol])
-        .on_upgrade(move |client| relay(client, agent))
+    match upgrade {
+        Upgrade::WebSocket(ws) => ws
+            .protocols([client_protocol])
+            .on_upgrade(move |client| relay(client, socket)),
+        Upgrade::Spdy(on_upgrade) => {
+            let expected = super::exec_spdy::Expected::from_query(&pairs);
+            tokio::spawn(async move {
+                if let Ok(upgraded) = on_upgrade.await {
+                    let streams = spdy::transport::over_upgraded(upgraded);
+                    super::exec_spdy::relay(streams, socket, expected).await;
+                }
+            });
+            spdy::transport::switching_protocols(client_protocol)
+        }
+        Upgrade::None => ApiError::no_route().into_response(),
+    }
 }
 
 /// `GET|POST /api/v1/namespaces/{namespace}/pods/{name}/exec`.
@@ -263,10 +265,9 @@ pub async fn exec(
     State(api): State<Arc<Registry>>,
     Path((namespace, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    serve(Stream::Exec, api, namespace, name, query, headers, upgrade).await
+    serve(Stream::Exec, api, namespace, name, query, request).await
 }
 
 /// `GET|POST /api/v1/namespaces/{namespace}/pods/{name}/attach`.
@@ -274,19 +275,9 @@ pub async fn attach(
     State(api): State<Arc<Registry>>,
     Path((namespace, name)): Path<(String, String)>,
     RawQuery(query): RawQuery,
-    headers: HeaderMap,
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    request: Request,
 ) -> Response {
-    serve(
-        Stream::Attach,
-        api,
-        namespace,
-        name,
-        query,
-        headers,
-        upgrade,
-    )
-    .await
+    serve(Stream::Attach, api, namespace, name, query, request).await
 }
 
 #[cfg(test)]
