@@ -47,6 +47,10 @@ def required_tool(name, env_var, why):
     return path
 
 
+def chromium_path():
+    return required_tool("chromium", "CHROMIUM", "scripts/test.sh installs it")
+
+
 def kubectl_binary():
     return required_tool("kubectl", "KUBECTL", "the base image's /usr/bin/kubectl")
 

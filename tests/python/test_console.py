@@ -15,13 +15,9 @@ import kubernetes
 import pytest
 import yaml
 
-from conftest import EXAMPLES, REPO, everynode_binary, remove_tree, required_tool, stop_process, wait_for
+from conftest import EXAMPLES, REPO, chromium_path, everynode_binary, remove_tree, stop_process, wait_for
 
 SHOTS = pathlib.Path(os.environ.get("EVERYNODE_SCREENSHOTS", REPO / "target" / "console-screenshots"))
-
-
-def chromium_path():
-    return required_tool("chromium", "CHROMIUM", "scripts/test.sh installs it")
 
 
 @pytest.fixture(scope="module")

@@ -300,6 +300,9 @@ def test_api_resources(server):
     assert ["nodes", "no", "v1", "false", "Node"] in rows
     assert ["nodes", "metrics.k8s.io/v1beta1", "false", "NodeMetrics"] in rows
     assert ["pods", "metrics.k8s.io/v1beta1", "true", "PodMetrics"] in rows
+    # And of everynode's usage history (the console's charts).
+    assert ["nodes", "usage.everynode.io/v1", "false", "NodeUsage"] in rows
+    assert ["pods", "usage.everynode.io/v1", "true", "PodUsage"] in rows
 
 
 def test_explain_update_strategy(server):

@@ -4,6 +4,8 @@ HTTP API: kube-state-metrics' DaemonSet, pod and node families, upstream's reque
 the controllers' metrics."""
 
 import json
+import os
+import pathlib
 import socket
 import subprocess
 import urllib.parse
@@ -11,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from conftest import daemonset_on_agents, kubectl_120_binary, required_tool, stop_process, wait_for
+from conftest import REPO, chromium_path, daemonset_on_agents, kubectl_120_binary, required_tool, stop_process, wait_for
 
 DAEMON = {
     "apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -238,6 +240,11 @@ def test_metrics_api_follows_rbac(three_nodes):
     code, body = get("/apis/metrics.k8s.io/v1beta1/nodes")
     assert code == 403, body
     assert body["message"] == 'nodes.metrics.k8s.io is forbidden: User "system:serviceaccount:team:viewer" cannot list resource "nodes" in API group "metrics.k8s.io" at the cluster scope'
+    # The usage history is read as metrics are.
+    code, body = get("/apis/usage.everynode.io/v1/namespaces/default/pods")
+    assert code == 200 and body["kind"] == "PodUsageList", body
+    code, body = get("/apis/usage.everynode.io/v1/nodes")
+    assert code == 403 and 'cannot list resource "nodes" in API group "usage.everynode.io"' in body["message"], body
 
 
 def test_kubectl_events_for_a_daemonset_lists_the_controllers_events(three_nodes):
@@ -246,3 +253,58 @@ def test_kubectl_events_for_a_daemonset_lists_the_controllers_events(three_nodes
     assert "SuccessfulCreate" in out and "DaemonSet/exporter" in out, out
     # One line per event series: the three creates are three messages, not repeats.
     assert out.count("SuccessfulCreate") >= 3, out
+
+
+def test_the_console_charts_a_busy_pods_cpu_and_every_nodes_use(three_nodes):
+    """The usage history (`usage.everynode.io`) holds the busy pod's CPU, and the console's
+    DaemonSet page draws it in Chromium; the nodes page charts every node."""
+    s = three_nodes
+    s.kubectl("apply", "-f", "-", input=json.dumps(SPINNER))
+    try:
+        def busy_history():
+            r = s.kubectl("get", "--raw", "/apis/usage.everynode.io/v1/namespaces/default/pods?labelSelector=app%3Dspinner", check=False)
+            items = json.loads(r.stdout)["items"] if r.returncode == 0 else []
+            return items if items and items[0]["points"][-1]["cpuNanocores"] >= 300_000_000 else None
+
+        items = wait_for("the spinner's CPU in its usage history", busy_history, timeout=90)
+        pod = items[0]["metadata"]["name"]
+        assert items[0]["kind"] == "PodUsage" and items[0]["nodeName"] == "node-1", items[0]
+        assert items[0]["points"][-1]["memoryBytes"] > 0
+        node = json.loads(s.kubectl("get", "--raw", "/apis/usage.everynode.io/v1/nodes/node-1").stdout)
+        assert node["kind"] == "NodeUsage" and node["points"], node
+        missing = s.kubectl("get", "--raw", "/apis/usage.everynode.io/v1/namespaces/default/pods/nosuch", check=False)
+        assert 'podusage.usage.everynode.io "default/nosuch" not found' in missing.stderr, missing.stderr
+
+        from playwright.sync_api import sync_playwright
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            try:
+                page = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900}).new_page()
+                page.goto(s.url + "/ui/login")
+                page.fill("input[name=token]", s.token)
+                page.click("button[type=submit]")
+                page.wait_for_url("**/ui/daemonsets")
+                page.goto(s.url + "/ui/daemonsets/default/spinner")
+                page.wait_for_selector("[data-usage-chart][data-state=ready]", timeout=60_000)
+                assert page.locator("[data-usage-chart] .usage-plots canvas").count() == 2, "a CPU and a memory chart"
+                row = page.locator(f"[data-usage-chart] tr[data-name='{pod}']")
+                assert int(row.get_attribute("data-cpu-millicores")) >= 300, row.inner_text()
+                assert int(row.get_attribute("data-memory-bytes")) > 0
+                shots = pathlib.Path(os.environ.get("EVERYNODE_SCREENSHOTS", REPO / "target" / "console-screenshots"))
+                shots.mkdir(parents=True, exist_ok=True)
+                page.screenshot(path=str(shots / "usage-daemonset.png"), full_page=True)
+
+                page.goto(s.url + "/ui/nodes")
+                page.wait_for_selector("[data-usage-chart][data-state=ready]", timeout=60_000)
+                box = page.locator("[data-usage-chart]")
+                assert box.get_attribute("data-series") == "3", box.inner_text()
+                page.screenshot(path=str(shots / "usage-nodes.png"), full_page=True)
+                for name in ("node-1", "node-2", "node-3"):
+                    assert page.locator(f"[data-usage-chart] tr[data-name='{name}']").count() == 1
+                page.goto(s.url + "/ui/nodes/node-1")
+                page.wait_for_selector("[data-usage-chart][data-state=ready]", timeout=60_000)
+                assert page.locator("[data-usage-chart]").get_attribute("data-series") == "1"
+            finally:
+                browser.close()
+    finally:
+        s.kubectl("delete", "ds", "spinner", "--wait=false")

@@ -45,6 +45,7 @@ fn served_groups() -> Vec<&'static str> {
         }
     }
     groups.push(crate::resource_metrics::GROUP);
+    groups.push(crate::resource_metrics::history::GROUP);
     groups
 }
 
@@ -115,6 +116,13 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
     }
     if group == crate::resource_metrics::GROUP && version == crate::resource_metrics::VERSION {
         for (plural, kind, namespaced) in crate::resource_metrics::RESOURCES {
+            list.push(json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]}));
+        }
+    }
+    if group == crate::resource_metrics::history::GROUP
+        && version == crate::resource_metrics::history::VERSION
+    {
+        for (plural, kind, namespaced) in crate::resource_metrics::history::RESOURCES {
             list.push(json!({"name": plural, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list"]}));
         }
     }

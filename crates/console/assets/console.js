@@ -355,8 +355,17 @@ function loadEditor() {
   document.head.appendChild(script);
 }
 
+// Pages with usage charts load the bundled charts (uPlot), which draw them.
+function loadCharts() {
+  if (!document.querySelector("[data-usage-chart]")) return;
+  const script = document.createElement("script");
+  script.src = "/ui/assets/charts.js";
+  document.head.appendChild(script);
+}
+
 function wire() {
   loadEditor();
+  loadCharts();
   startLiveRegions();
   document.querySelectorAll("table").forEach(enhanceTable);
   startFollowedLogs();

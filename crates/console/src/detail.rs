@@ -483,6 +483,7 @@ async fn render(
                 div #live data-live={"/ui/daemonsets/" (ns) "/" (name) "/live"} { (panel) }
                 @if tab == "overview" {
                     @if may.edit { (crate::rollout::controls(ns, name, &ds, problem)) }
+                    (crate::usage::charts(&format!("/ui/daemonsets/{ns}/{name}/usage"), "the pods"))
                     (overview(&ds))
                 }
             }

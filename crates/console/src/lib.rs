@@ -25,6 +25,7 @@ mod refill;
 mod rollout;
 mod session;
 pub mod status;
+mod usage;
 mod wizard;
 mod wizard_edit;
 
@@ -44,6 +45,8 @@ pub struct ConsoleState {
 
 const CSS: &str = include_str!("../assets/console.css");
 const JS: &str = include_str!("../assets/console.js");
+/// The charts: uPlot, bundled at build time like the editor (`scripts/build-console-editor.sh`).
+const CHARTS: &str = include_str!("../assets/charts.js");
 
 /// The console's routes, to be nested under `/ui`, sending API requests to `backend`.
 pub fn router(backend: Backend, clock: SharedClock) -> Router {
@@ -81,7 +84,21 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
                     .into_response()
             }),
         )
+        .route(
+            "/assets/charts.js",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+                        (header::CACHE_CONTROL, "private, max-age=3600"),
+                    ],
+                    CHARTS,
+                )
+                    .into_response()
+            }),
+        )
         .route("/daemonsets", get(daemonsets::list))
+        .route("/daemonsets/{ns}/{name}/usage", get(usage::daemonset))
         .route("/daemonsets/live", get(daemonsets::live))
         .route("/daemonsets/{ns}/{name}", get(detail::show))
         .route("/daemonsets/{ns}/{name}/live", get(detail::live))
@@ -113,7 +130,9 @@ pub fn router(backend: Backend, clock: SharedClock) -> Router {
         .route("/create/preview", post(wizard::preview))
         .route("/import", get(wizard::import_page).post(wizard::import))
         .route("/nodes", get(nodes::list))
+        .route("/nodes/usage", get(usage::nodes))
         .route("/nodes/{name}", get(nodes::show))
+        .route("/nodes/{name}/usage", get(usage::node))
         .route("/nodes/{name}/{action}", post(nodes::act))
         .route(
             "/namespaces",

@@ -35,6 +35,7 @@ pub async fn list(Session(client): Session, Query(q): Query<NoticeQuery>) -> Res
         html! {
             h1 { "Nodes" }
             (notice(Some(&q.notice)))
+            (crate::usage::charts("/ui/nodes/usage", "the nodes"))
             table #nodes {
                 thead { tr { th { "Name" } th { "Status" } th { "Labels" } th { "Taints" } th { "Conditions" } th { "Pods" } th { "Age" } th { "Actions" } } }
                 tbody {
@@ -168,6 +169,7 @@ pub async fn show(Session(client): Session, Path(name): Path<String>) -> Respons
                     }
                 }
             }
+            (crate::usage::charts(&format!("/ui/nodes/{name}/usage"), "the node"))
             h2 { "Conditions" }
             div.scroll { table #node-conditions {
                 thead { tr { th { "Type" } th { "Status" } th { "Reason" } th { "Message" } th { "Last heartbeat" } } }

@@ -4,6 +4,7 @@
 //! selector; a node or pod without two readings yet is left out of a list and 404 on a get, as
 //! metrics-server answers.
 
+pub mod history;
 pub mod scrape;
 pub mod usage;
 
@@ -213,11 +214,11 @@ pub async fn get_pod(
     }
 }
 
-/// The routes.
+/// The routes, with `usage.everynode.io`'s.
 pub fn routes() -> axum::Router<Arc<Registry>> {
     use axum::routing::get;
     let base = "/apis/metrics.k8s.io/v1beta1";
-    axum::Router::new()
+    history::routes()
         .route(&format!("{base}/nodes"), get(list_nodes))
         .route(&format!("{base}/nodes/{{name}}"), get(get_node))
         .route(&format!("{base}/pods"), get(list_pods))

@@ -200,6 +200,7 @@ pub async fn run(
             .await;
         // Two rounds missed: the pod or node is gone (or unreachable), and shows no figures.
         store.forget_older_than(origin.elapsed().saturating_sub(interval * 3));
+        store.record_history();
         tokio::time::sleep(interval).await;
     }
 }

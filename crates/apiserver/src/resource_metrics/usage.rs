@@ -1,8 +1,9 @@
 //! What the server keeps of the agents' `/metrics/resource`: for each node and each pod's
 //! containers, the last two readings of cumulative CPU time and the last working set, so CPU
-//! is a rate over the window between two scrapes, as metrics-server computes it.
+//! is a rate over the window between two scrapes, as metrics-server computes it. Each round's
+//! rates are also kept for `HISTORY` (the console's charts, `usage.everynode.io`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{PoisonError, RwLock};
 
 /// One reading: cumulative CPU seconds and the working set, at `at` (wall time, seconds) as
@@ -59,12 +60,42 @@ impl Pair {
 /// Readings of one pod: its containers by name.
 pub type PodReadings = BTreeMap<String, Pair>;
 
+/// How far back the history goes.
+pub const HISTORY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+/// Points kept per node or pod at most, whatever the resolution (60 at the default 15 s).
+const MAX_POINTS: usize = 180;
+
+/// One point of a node's or pod's history: CPU as a rate, memory as a level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HistoryPoint {
+    pub at: jiff::Timestamp,
+    pub nanocores: u64,
+    pub memory_bytes: u64,
+}
+
+type History = VecDeque<HistoryPoint>;
+
 /// Everything measured, replaced node by node as scrapes come in.
 #[derive(Debug, Default)]
 pub struct UsageStore {
     nodes: RwLock<HashMap<String, Pair>>,
     /// (namespace, pod) → containers.
     pods: RwLock<HashMap<(String, String), PodReadings>>,
+    node_history: RwLock<HashMap<String, History>>,
+    pod_history: RwLock<HashMap<(String, String), History>>,
+}
+
+/// Appends `point` unless it is the one already last (no new reading since), and drops what
+/// is older than `HISTORY` before it.
+fn append(history: &mut History, point: HistoryPoint) {
+    if history.back().is_some_and(|last| last.at >= point.at) {
+        return;
+    }
+    history.push_back(point);
+    let oldest = point.at - jiff::SignedDuration::try_from(HISTORY).unwrap_or_default();
+    while history.front().is_some_and(|p| p.at < oldest) || history.len() > MAX_POINTS {
+        history.pop_front();
+    }
 }
 
 impl UsageStore {
@@ -102,6 +133,71 @@ impl UsageStore {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, p| p.latest.is_some_and(|r| r.seen >= seen_before));
+    }
+
+    /// Adds the latest rates to the histories after a round of scrapes, and forgets the
+    /// history of whatever `forget_older_than` forgot.
+    pub fn record_history(&self) {
+        {
+            let nodes = self.nodes.read().unwrap_or_else(PoisonError::into_inner);
+            let mut history = self
+                .node_history
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            history.retain(|name, _| nodes.contains_key(name));
+            for (name, pair) in nodes.iter() {
+                if let Some(p) = pair.point() {
+                    let point = HistoryPoint {
+                        at: p.timestamp,
+                        nanocores: p.nanocores,
+                        memory_bytes: p.memory_bytes,
+                    };
+                    append(history.entry(name.clone()).or_default(), point);
+                }
+            }
+        }
+        let pods = self.pods.read().unwrap_or_else(PoisonError::into_inner);
+        let mut history = self
+            .pod_history
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        history.retain(|key, _| pods.contains_key(key));
+        for (key, containers) in pods.iter() {
+            let points: Option<Vec<Point>> = containers.values().map(Pair::point).collect();
+            let Some(points) = points.filter(|p| !p.is_empty()) else {
+                continue;
+            };
+            let point = HistoryPoint {
+                at: points
+                    .iter()
+                    .map(|p| p.timestamp)
+                    .max()
+                    .unwrap_or(points[0].timestamp),
+                nanocores: points.iter().map(|p| p.nanocores).sum(),
+                memory_bytes: points.iter().map(|p| p.memory_bytes).sum(),
+            };
+            append(history.entry(key.clone()).or_default(), point);
+        }
+    }
+
+    /// A node's history, oldest first.
+    pub fn node_history(&self, name: &str) -> Vec<HistoryPoint> {
+        self.node_history
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// A pod's history (its containers summed), oldest first.
+    pub fn pod_history(&self, namespace: &str, pod: &str) -> Vec<HistoryPoint> {
+        self.pod_history
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(namespace.to_owned(), pod.to_owned()))
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// A node's point.
@@ -169,5 +265,41 @@ mod tests {
         let pods = store.pods.read().expect("lock");
         assert!(pods.contains_key(&("n".into(), "new".into())));
         assert!(!pods.contains_key(&("n".into(), "old".into())));
+    }
+
+    #[test]
+    fn history_keeps_one_point_a_round_for_fifteen_minutes() {
+        let store = UsageStore::default();
+        for round in 0..=70u64 {
+            let seen = round * 15;
+            store.container("n", "p", "a", reading(round as f64 * 1.5, 100, seen));
+            store.container("n", "p", "b", reading(round as f64 * 0.5, 50, seen));
+            store.node("node-1", reading(round as f64 * 3.0, 1000, seen));
+            store.record_history();
+            // A round with no new reading adds nothing.
+            store.record_history();
+        }
+        let pod = store.pod_history("n", "p");
+        assert_eq!(pod.len(), 61, "15 minutes at 15 s, both ends included");
+        assert_eq!(pod[0].at, reading(0.0, 0, 10 * 15).at);
+        assert!(
+            pod.iter()
+                .all(|p| p.nanocores == 133_333_333 && p.memory_bytes == 150)
+        );
+        let node = store.node_history("node-1");
+        assert_eq!(node.len(), 61);
+        assert_eq!(node[60].nanocores, 200_000_000);
+    }
+
+    #[test]
+    fn a_forgotten_pod_loses_its_history() {
+        let store = UsageStore::default();
+        store.container("n", "p", "c", reading(1.0, 1, 0));
+        store.container("n", "p", "c", reading(2.0, 1, 10));
+        store.record_history();
+        assert_eq!(store.pod_history("n", "p").len(), 1);
+        store.forget_older_than(Duration::from_secs(100));
+        store.record_history();
+        assert!(store.pod_history("n", "p").is_empty());
     }
 }
