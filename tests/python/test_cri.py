@@ -479,9 +479,18 @@ def test_kubectl_exec_runs_through_the_runtimes_streaming_server(cri):
         assert r.returncode == 3, r.stderr
         assert r.stdout == "inside shell\n", r.stdout
         assert "oops" in r.stderr and "command terminated with exit code 3" in r.stderr, r.stderr
-        # Input reaches the command (head ends it: v4 cannot pass on the end of stdin).
-        r = cri.kubectl("exec", "-i", "shell", "--", "head", "-n", "1", input="first line\nsecond\n")
-        assert r.stdout == "first line\n"
+        # Input reaches the command, and its end ends it (SPDY's FIN on the stdin stream).
+        r = cri.kubectl("exec", "-i", "shell", "--", "wc", "-l", input="first line\nsecond\n")
+        assert r.stdout.strip() == "2", r.stdout
+        # So `kubectl cp` into the container finishes, and back out.
+        source = cri.data / "to-copy.txt"
+        source.write_text("copied into a container\n" * 200)
+        cri.kubectl("cp", str(source), "shell:/tmp/copied.txt")
+        r = cri.kubectl("exec", "shell", "--", "wc", "-l", "/tmp/copied.txt")
+        assert r.stdout.split()[0] == "200", r.stdout
+        back = cri.data / "copied-back.txt"
+        cri.kubectl("cp", "shell:/tmp/copied.txt", str(back))
+        assert back.read_text() == source.read_text()
         # The command runs in the container: it sees the container's own files.
         r = cri.kubectl("exec", "shell", "--", "cat", "/tmp/marker")
         assert r.stdout == "only-in-the-container\n", r.stdout

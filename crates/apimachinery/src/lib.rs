@@ -11,4 +11,5 @@ pub mod nesting;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod protobuf;
+pub mod spdy;
 pub mod strategic_merge;

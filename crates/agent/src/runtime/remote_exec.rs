@@ -1,17 +1,18 @@
 //! An exec session run by the container runtime's own streaming server (CRI's `Exec` answers
-//! with its URL), seen as an `ExecSession`: the agent connects with WebSocket and
-//! `v4.channel.k8s.io`, which containerd's streaming server speaks, and maps the streams back,
-//! so the agent's endpoint serves every runtime the same way.
-//!
-//! v4 has no way to end stdin, so a client's end of input (v5) is not passed on: a command
-//! that waits for the end of its input (`kubectl cp` into a pod's `tar`) does not end.
+//! with its URL), seen as an `ExecSession`. The agent connects as kubectl before 1.30 did: an
+//! HTTP/1.1 upgrade to SPDY/3.1 with `v4.channel.k8s.io`, one stream per channel (`error`,
+//! `stdin`, `stdout`, `stderr`, `resize`), which containerd's streaming server speaks. Unlike
+//! its WebSocket form, SPDY ends stdin (the stream's FIN), so a command that waits for the end
+//! of its input (`kubectl cp` into a pod's `tar`) ends.
 
 use super::exec::{ExecError, ExecSession, ExecSpec};
-use futures::{SinkExt, StreamExt};
+use bytes::{Bytes, BytesMut};
+use everynode_apimachinery::spdy::{self, Decoder, Encoder, Frame};
+use futures::StreamExt;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_util::codec::{BytesCodec, FramedRead};
 
 const PROTOCOL: &str = "v4.channel.k8s.io";
 
@@ -44,100 +45,216 @@ impl Drop for Tasks {
     }
 }
 
-/// Opens the streaming server's session at `url`.
-pub async fn connect(url: &str, spec: &ExecSpec) -> Result<ExecSession, ExecError> {
-    let ws_url = url
-        .replacen("http://", "ws://", 1)
-        .replacen("https://", "wss://", 1);
-    let unreachable = |e: String| ExecError::Start(format!("the runtime's streaming server: {e}"));
-    let mut request = ws_url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| unreachable(e.to_string()))?;
-    let authority = request
-        .uri()
+/// The streams of a session, by SPDY stream id (the client's ids are odd, from 1).
+#[derive(Clone, Copy)]
+struct Ids {
+    error: u32,
+    stdin: Option<u32>,
+    stdout: u32,
+    stderr: Option<u32>,
+    resize: Option<u32>,
+}
+
+impl Ids {
+    /// The streams the runtime expects for `spec`, as the CRI request asked for them.
+    fn of(spec: &ExecSpec) -> (Ids, Vec<(u32, &'static str)>) {
+        let mut next = 1;
+        let mut take = |kind: &'static str, opened: &mut Vec<(u32, &'static str)>| {
+            let id = next;
+            next += 2;
+            opened.push((id, kind));
+            id
+        };
+        let mut opened = Vec::new();
+        let error = take("error", &mut opened);
+        let stdin = spec.stdin.then(|| take("stdin", &mut opened));
+        let stdout = take("stdout", &mut opened);
+        let stderr = (!spec.tty).then(|| take("stderr", &mut opened));
+        let resize = spec.tty.then(|| take("resize", &mut opened));
+        (
+            Ids {
+                error,
+                stdin,
+                stdout,
+                stderr,
+                resize,
+            },
+            opened,
+        )
+    }
+}
+
+/// Frames to send: data (with FIN or not) on a stream, or a ping's echo.
+enum Outgoing {
+    Data(u32, Bytes, bool),
+    Pong(u32),
+}
+
+/// Upgrades a connection to the streaming server at `url` to SPDY/3.1.
+async fn upgrade(url: &str) -> Result<hyper::upgrade::Upgraded, String> {
+    let uri: hyper::Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{url}: only http:// streaming servers are supported"
+        ));
+    }
+    let authority = uri
         .authority()
         .map(|a| a.as_str().to_owned())
-        .ok_or_else(|| unreachable("no address".into()))?;
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        tokio_tungstenite::tungstenite::http::HeaderValue::from_static(PROTOCOL),
-    );
+        .ok_or_else(|| format!("{url}: no address"))?;
     let tcp = tokio::net::TcpStream::connect(&authority)
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let (socket, _) = tokio_tungstenite::client_async(request, tcp)
+        .map_err(|e| e.to_string())?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
         .await
-        .map_err(|e| unreachable(e.to_string()))?;
-    let (mut sink, mut incoming) = socket.split();
-    let (frames_tx, mut frames_rx) = mpsc::channel::<Vec<u8>>(16);
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(connection.with_upgrades());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, &authority)
+        .header(hyper::header::CONNECTION, "Upgrade")
+        .header(hyper::header::UPGRADE, "SPDY/3.1")
+        .header("X-Stream-Protocol-Version", PROTOCOL)
+        .body(String::new())
+        .map_err(|e| e.to_string())?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(format!("the upgrade was refused: {}", response.status()));
+    }
+    hyper::upgrade::on(response)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Opens the streaming server's session at `url`.
+pub async fn connect(url: &str, spec: &ExecSpec) -> Result<ExecSession, ExecError> {
+    let unreachable = |e: String| ExecError::Start(format!("the runtime's streaming server: {e}"));
+    let upgraded = upgrade(url).await.map_err(unreachable)?;
+    let (read_half, mut write_half) = tokio::io::split(TokioIo::new(upgraded));
+    let (ids, opened) = Ids::of(spec);
+    let mut encoder = Encoder::default();
+    for (id, kind) in &opened {
+        let frame = encoder.syn_stream(*id, &[("streamType", kind)], false);
+        write_half
+            .write_all(&frame)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+    }
+    let (out_tx, mut out_rx) = mpsc::channel::<Outgoing>(16);
+    let writer = tokio::spawn(async move {
+        while let Some(item) = out_rx.recv().await {
+            let frame = match item {
+                Outgoing::Data(id, data, fin) => spdy::data(id, &data, fin),
+                Outgoing::Pong(id) => spdy::ping(id),
+            };
+            if write_half.write_all(&frame).await.is_err() {
+                return;
+            }
+        }
+        let _ = write_half.shutdown().await;
+    });
     let (stdout_near, stdout_far) = tokio::io::duplex(64 * 1024);
     let (stderr_near, stderr_far) = tokio::io::duplex(64 * 1024);
     let (stdin_near, mut stdin_far) = tokio::io::duplex(64 * 1024);
     let (exit_tx, exit_rx) = oneshot::channel::<(i32, Option<String>)>();
-    let writer = tokio::spawn(async move {
-        while let Some(frame) = frames_rx.recv().await {
-            if sink.send(Message::Binary(frame.into())).await.is_err() {
-                return;
-            }
-        }
-    });
-    let input_frames = frames_tx.clone();
+    let input_tx = out_tx.clone();
     let input = tokio::spawn(async move {
+        let Some(id) = ids.stdin else { return };
         let mut buf = vec![0u8; 32 * 1024];
-        while let Ok(n) = stdin_far.read(&mut buf).await {
-            if n == 0 {
-                return;
-            }
-            let mut frame = vec![0u8];
-            frame.extend_from_slice(&buf[..n]);
-            if input_frames.send(frame).await.is_err() {
-                return;
-            }
-        }
-    });
-    let reader = tokio::spawn(async move {
-        let (mut stdout, mut stderr) = (stdout_near, stderr_near);
-        let mut exit = (
-            1,
-            Some("the runtime's stream ended without a status".to_owned()),
-        );
-        while let Some(Ok(message)) = incoming.next().await {
-            let data = match message {
-                Message::Binary(data) => data,
-                Message::Close(_) => break,
-                _ => continue,
-            };
-            match data.split_first() {
-                Some((1, rest)) => {
-                    let _ = stdout.write_all(rest).await;
-                }
-                Some((2, rest)) => {
-                    let _ = stderr.write_all(rest).await;
-                }
-                Some((3, rest)) => {
-                    if let Ok(status) = serde_json::from_slice(rest) {
-                        exit = exit_of(&status);
+        loop {
+            match stdin_far.read(&mut buf).await {
+                Ok(n @ 1..) => {
+                    let data = Bytes::copy_from_slice(&buf[..n]);
+                    if input_tx
+                        .send(Outgoing::Data(id, data, false))
+                        .await
+                        .is_err()
+                    {
+                        return;
                     }
                 }
-                _ => {}
+                // The end of the client's input: the stream's FIN ends the command's stdin.
+                _ => {
+                    let _ = input_tx.send(Outgoing::Data(id, Bytes::new(), true)).await;
+                    return;
+                }
             }
         }
+    });
+    let pong_tx = out_tx.clone();
+    let reader = tokio::spawn(async move {
+        let (mut stdout, mut stderr) = (stdout_near, stderr_near);
+        let mut frames = FramedRead::new(read_half, BytesCodec::new());
+        let mut decoder = Decoder::default();
+        let mut buf = BytesMut::new();
+        let mut status = Vec::new();
+        // The streams the server writes, until each has its FIN.
+        let mut open: Vec<u32> = [Some(ids.error), Some(ids.stdout), ids.stderr]
+            .into_iter()
+            .flatten()
+            .collect();
+        'connection: while let Some(Ok(chunk)) = frames.next().await {
+            buf.extend_from_slice(&chunk);
+            loop {
+                let frame = match decoder.decode(&mut buf) {
+                    Ok(Some(frame)) => frame,
+                    Ok(None) => break,
+                    Err(_) => break 'connection,
+                };
+                match frame {
+                    Frame::Data {
+                        stream_id,
+                        data,
+                        fin,
+                    } => {
+                        if stream_id == ids.stdout {
+                            let _ = stdout.write_all(&data).await;
+                        } else if Some(stream_id) == ids.stderr {
+                            let _ = stderr.write_all(&data).await;
+                        } else if stream_id == ids.error && status.len() < 64 * 1024 {
+                            status.extend_from_slice(&data);
+                        }
+                        if fin {
+                            open.retain(|id| *id != stream_id);
+                        }
+                    }
+                    Frame::RstStream { stream_id, .. } => open.retain(|id| *id != stream_id),
+                    Frame::Ping { id } => {
+                        let _ = pong_tx.send(Outgoing::Pong(id)).await;
+                    }
+                    Frame::GoAway => break 'connection,
+                    Frame::SynStream { .. } | Frame::Ignored => {}
+                }
+                if open.is_empty() {
+                    break 'connection;
+                }
+            }
+        }
+        // v4 writes a Status on the error stream; nothing there means success.
+        let exit = if status.is_empty() {
+            (0, None)
+        } else {
+            match serde_json::from_slice(&status) {
+                Ok(status) => exit_of(&status),
+                Err(_) => (1, Some(String::from_utf8_lossy(&status).into_owned())),
+            }
+        };
         if let Some(message) = &exit.1 {
             let _ = stderr.write_all(format!("{message}\n").as_bytes()).await;
         }
         drop((stdout, stderr));
         let _ = exit_tx.send(exit);
     });
-    let resize_frames = frames_tx;
+    let resize_tx = out_tx;
+    let resize_id = ids.resize;
     let resize = move |columns: u16, rows: u16| {
-        let mut frame = vec![4u8];
-        frame.extend_from_slice(
-            serde_json::json!({"Width": columns, "Height": rows})
-                .to_string()
-                .as_bytes(),
-        );
-        let _ = resize_frames.try_send(frame);
+        if let Some(id) = resize_id {
+            let size = serde_json::json!({"Width": columns, "Height": rows}).to_string();
+            let _ = resize_tx.try_send(Outgoing::Data(id, Bytes::from(size), false));
+        }
     };
     if let Some((columns, rows)) = spec.size {
         resize(columns, rows);

@@ -1,8 +1,9 @@
 //! SPDY/3.1, the stream protocol kubectl speaks for port-forward (and, before 1.30, for exec,
-//! attach and cp): frames (`frame`), one connection's streams (`session`), and the two ways a
+//! attach and cp): frames (`everynode_apimachinery::spdy`), one connection's streams (`session`), and the two ways a
 //! connection arrives (`transport`).
 
-pub mod frame;
+/// The frames themselves are apimachinery's (the agent speaks them too, as a client).
+pub use everynode_apimachinery::spdy as frame;
 pub mod session;
 pub mod transport;
 

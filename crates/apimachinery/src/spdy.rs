@@ -10,7 +10,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 
 /// The preset dictionary of SPDY/3 header compression (the draft's section 2.6.10.1).
-const DICTIONARY: &[u8] = include_bytes!("dictionary.bin");
+const DICTIONARY: &[u8] = include_bytes!("spdy_dictionary.bin");
 
 const VERSION: u16 = 3;
 const SYN_STREAM: u16 = 1;
@@ -265,7 +265,31 @@ fn control(kind: u16, flags: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// An uncompressed header block: the count, then each name and value with its length.
+fn header_block(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    block.put_u32(headers.len() as u32);
+    for (name, value) in headers {
+        block.put_u32(name.len() as u32);
+        block.put_slice(name.to_ascii_lowercase().as_bytes());
+        block.put_u32(value.len() as u32);
+        block.put_slice(value.as_bytes());
+    }
+    block
+}
+
 impl Encoder {
+    /// SYN_STREAM opening a stream with `headers` (a client's frame).
+    pub fn syn_stream(&mut self, stream_id: u32, headers: &[(&str, &str)], fin: bool) -> Bytes {
+        let block = self.compress(&header_block(headers));
+        let mut payload = Vec::with_capacity(10 + block.len());
+        payload.extend_from_slice(&stream_id.to_be_bytes());
+        // No associated stream, priority 0, slot 0.
+        payload.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+        payload.extend_from_slice(&block);
+        control(SYN_STREAM, if fin { FLAG_FIN } else { 0 }, &payload)
+    }
+
     /// SYN_REPLY accepting a stream, with no headers (what kubectl's peers send).
     pub fn syn_reply(&mut self, stream_id: u32, fin: bool) -> Bytes {
         let block = self.compress(&0u32.to_be_bytes());
@@ -403,6 +427,32 @@ mod tests {
             })
         );
         assert_eq!(decoder.decode(&mut buf).expect("in the test"), None);
+    }
+
+    #[test]
+    fn an_encoders_streams_decode() {
+        let mut encoder = Encoder::default();
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&encoder.syn_stream(1, &[("streamType", "error")], false));
+        buf.extend_from_slice(&encoder.syn_stream(3, &[("streamType", "stdout")], true));
+        let mut decoder = Decoder::default();
+        let Some(Frame::SynStream { headers, fin, .. }) =
+            decoder.decode(&mut buf).expect("in the test")
+        else {
+            panic!("a stream")
+        };
+        assert_eq!(
+            (header(&headers, "streamtype"), fin),
+            (Some("error"), false)
+        );
+        let Some(Frame::SynStream {
+            stream_id: 3,
+            fin: true,
+            ..
+        }) = decoder.decode(&mut buf).expect("in the test")
+        else {
+            panic!("the second stream")
+        };
     }
 
     #[test]
