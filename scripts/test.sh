@@ -54,6 +54,12 @@ if ! command -v prometheus >/dev/null 2>&1; then
   apt-get install -y -qq prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq prometheus; }
 fi
 
+# The etcd store backend is tested against a real etcd (Debian's etcd-server and etcdctl).
+if ! command -v etcd >/dev/null 2>&1 || ! command -v etcdctl >/dev/null 2>&1; then
+  log "etcd (Debian's, for the etcd store backend)"
+  apt-get install -y -qq etcd-server etcd-client >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq etcd-server etcd-client; }
+fi
+
 log "python test environment"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv

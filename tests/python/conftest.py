@@ -386,3 +386,46 @@ def start_port_forward(kubeconfig, home, binary, target, remote):
 def fetch_local(local_port, path):
     with urllib.request.urlopen(f"http://127.0.0.1:{local_port}/{path}", timeout=30) as response:
         return response.read()
+
+
+def free_tcp_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Etcd:
+    """One etcd member (Debian's `etcd-server`) on loopback ports of its own, with its data in
+    `data_dir`. `etcdctl(...)` runs the v3 client against it."""
+
+    def __init__(self, data_dir, name="etcd"):
+        self.data_dir = pathlib.Path(data_dir)
+        self.name = name
+        self.client_url = f"http://127.0.0.1:{free_tcp_port()}"
+        self.peer_url = f"http://127.0.0.1:{free_tcp_port()}"
+        self.proc = None
+
+    def start(self):
+        binary = required_tool("etcd", "ETCD", "scripts/test.sh installs etcd-server")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "etcd.log", "ab")
+        self.proc = subprocess.Popen(
+            [binary, "--name", self.name, "--data-dir", str(self.data_dir / "data"),
+             "--listen-client-urls", self.client_url, "--advertise-client-urls", self.client_url,
+             "--listen-peer-urls", self.peer_url, "--initial-advertise-peer-urls", self.peer_url,
+             "--initial-cluster", f"{self.name}={self.peer_url}"],
+            stdout=subprocess.DEVNULL, stderr=log)
+        wait_for("etcd healthy", lambda: self.etcdctl("endpoint", "health", check=False).returncode == 0, timeout=30)
+        return self
+
+    def etcdctl(self, *args, check=True):
+        binary = required_tool("etcdctl", "ETCDCTL", "scripts/test.sh installs etcd-client")
+        result = subprocess.run([binary, "--endpoints", self.client_url, *args], capture_output=True, text=True,
+                                env=dict(os.environ, ETCDCTL_API="3"), timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"etcdctl {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def stop(self):
+        stop_process(self.proc)

@@ -8,7 +8,7 @@ use everynode_apiserver::server::{self, CacheSizes};
 use everynode_clock::SharedClock;
 use everynode_controllers::stores::Informers;
 use everynode_controllers::{leader, nodelifecycle};
-use everynode_store::{EmbeddedStore, MemoryStore, Store};
+use everynode_store::{EmbeddedStore, EtcdStore, EtcdTls, MemoryStore, Store};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -108,6 +108,19 @@ pub struct ServerArgs {
     /// Storage backend.
     #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
     pub store: StoreKind,
+    /// Store the cluster in etcd instead, at these endpoints (comma-separated,
+    /// `http://127.0.0.1:2379` or `https://...`), with upstream's key layout (`/registry/...`).
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+    /// The CA file that signed etcd's serving certificates (https:// endpoints).
+    #[arg(long)]
+    pub etcd_cafile: Option<PathBuf>,
+    /// The client certificate presented to etcd.
+    #[arg(long, requires = "etcd_keyfile")]
+    pub etcd_certfile: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, requires = "etcd_certfile")]
+    pub etcd_keyfile: Option<PathBuf>,
     /// Extra DNS names or IP addresses for the serving certificate (used when it is first generated).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
@@ -170,6 +183,10 @@ impl ServerArgs {
             listen,
             insecure_plain_http: false,
             store: StoreKind::Embedded,
+            etcd_servers: Vec::new(),
+            etcd_cafile: None,
+            etcd_certfile: None,
+            etcd_keyfile: None,
             tls_sans: Vec::new(),
             token_auth_file: None,
             audit_log_path: None,
@@ -560,6 +577,10 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         listen,
         insecure_plain_http,
         store,
+        etcd_servers,
+        etcd_cafile,
+        etcd_certfile,
+        etcd_keyfile,
         tls_sans,
         token_auth_file,
         audit_log_path,
@@ -606,6 +627,29 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         authn.static_tokens.insert(token.clone(), identity.user());
     }
     let store: Arc<dyn Store> = match store {
+        _ if !etcd_servers.is_empty() => {
+            let read = |path: &Option<PathBuf>, flag: &str| -> Result<Option<Vec<u8>>, Error> {
+                path.as_ref()
+                    .map(|p| {
+                        std::fs::read(p)
+                            .map_err(|e| Error::Usage(format!("{flag} {}: {e}", p.display())))
+                    })
+                    .transpose()
+            };
+            let tls = EtcdTls {
+                ca_pem: read(&etcd_cafile, "--etcd-cafile")?,
+                cert_pem: read(&etcd_certfile, "--etcd-certfile")?,
+                key_pem: read(&etcd_keyfile, "--etcd-keyfile")?,
+            };
+            let tls = (tls.ca_pem.is_some() || tls.cert_pem.is_some()).then_some(tls);
+            let store = EtcdStore::connect(&etcd_servers, tls).await.map_err(|e| {
+                Error::Startup(format!(
+                    "cannot reach etcd at {}: {e}",
+                    etcd_servers.join(",")
+                ))
+            })?;
+            Arc::new(store)
+        }
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(
             &data_dir.join("everynode.redb"),
             STORE_HISTORY,

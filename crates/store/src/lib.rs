@@ -1,14 +1,17 @@
 //! Storage for everynode. The API server is the only user: objects are opaque bytes under keys
 //! like `/apps/daemonsets/default/fluentd`, with one cluster-wide, increasing revision (as etcd's).
 //!
-//! Backends: [`MemoryStore`] for tests and [`EmbeddedStore`], the durable default (redb in the data
-//! directory; an acknowledged write has been fsynced; concurrent writers share one fsync).
+//! Backends: [`MemoryStore`] for tests, [`EmbeddedStore`], the durable default (redb in the data
+//! directory; an acknowledged write has been fsynced; concurrent writers share one fsync), and
+//! [`EtcdStore`], a real etcd cluster that several API servers can share.
 
 mod embedded;
+pub mod etcd;
 mod log;
 mod memory;
 
 pub use embedded::EmbeddedStore;
+pub use etcd::{EtcdStore, EtcdTls};
 pub use log::EventLog;
 pub use memory::MemoryStore;
 

@@ -1,7 +1,7 @@
 //! The backend-agnostic store suite: every backend runs every case.
 
 use bytes::Bytes;
-use everynode_store::{EmbeddedStore, Error, EventKind, MemoryStore, Store};
+use everynode_store::{EmbeddedStore, Error, EtcdStore, EventKind, MemoryStore, Store};
 use futures::StreamExt;
 use std::sync::Arc;
 
@@ -10,11 +10,13 @@ fn b(s: &str) -> Bytes {
 }
 
 async fn crud_and_cas(store: Arc<dyn Store>) {
+    // Revisions are counted from the store's own start (etcd's first write is revision 2).
+    let base = store.current_revision();
     let a = store
         .create("/core/pods/ns/a", b("1"))
         .await
         .expect("create");
-    assert_eq!((a.create_revision, a.mod_revision), (1, 1));
+    assert_eq!((a.create_revision, a.mod_revision), (base + 1, base + 1));
     assert!(matches!(
         store.create("/core/pods/ns/a", b("x")).await,
         Err(Error::AlreadyExists(_))
@@ -29,12 +31,12 @@ async fn crud_and_cas(store: Arc<dyn Store>) {
         .update("/core/pods/ns/a", b("2"), a.mod_revision)
         .await
         .expect("cas ok");
-    assert_eq!((a2.create_revision, a2.mod_revision), (1, 2));
+    assert_eq!((a2.create_revision, a2.mod_revision), (base + 1, base + 2));
     match store
         .update("/core/pods/ns/a", b("3"), a.mod_revision)
         .await
     {
-        Err(Error::Conflict { current, .. }) => assert_eq!(current.mod_revision, 2),
+        Err(Error::Conflict { current, .. }) => assert_eq!(current.mod_revision, base + 2),
         other => panic!("stale revision must conflict, got {other:?}"),
     }
     assert!(matches!(
@@ -42,23 +44,24 @@ async fn crud_and_cas(store: Arc<dyn Store>) {
         Err(Error::NotFound(_))
     ));
     assert!(matches!(
-        store.delete("/core/pods/ns/a", Some(1)).await,
+        store.delete("/core/pods/ns/a", Some(base + 1)).await,
         Err(Error::Conflict { .. })
     ));
     let gone = store
-        .delete("/core/pods/ns/a", Some(2))
+        .delete("/core/pods/ns/a", Some(base + 2))
         .await
         .expect("delete");
-    assert_eq!((gone.value, gone.mod_revision), (b("2"), 3));
+    assert_eq!((gone.value, gone.mod_revision), (b("2"), base + 3));
     assert!(store.get("/core/pods/ns/a").await.expect("get").is_none());
     assert!(matches!(
         store.delete("/core/pods/ns/a", None).await,
         Err(Error::NotFound(_))
     ));
-    assert_eq!(store.current_revision(), 3);
+    assert_eq!(store.current_revision(), base + 3);
 }
 
 async fn list_pages_and_prefixes(store: Arc<dyn Store>) {
+    let base = store.current_revision();
     for ns in ["default", "default2"] {
         for i in 0..5 {
             store
@@ -77,7 +80,7 @@ async fn list_pages_and_prefixes(store: Arc<dyn Store>) {
         .expect("list");
     assert_eq!(all.items.len(), 5, "the trailing slash keeps default2 out");
     assert!(!all.more);
-    assert_eq!(all.revision, 11);
+    assert_eq!(all.revision, base + 11);
     let mut seen = Vec::new();
     let mut after: Option<String> = None;
     loop {
@@ -99,6 +102,7 @@ async fn list_pages_and_prefixes(store: Arc<dyn Store>) {
 }
 
 async fn watch_from_revision(store: Arc<dyn Store>) {
+    let base = store.current_revision();
     let first = store
         .create("/core/pods/ns/w1", b("1"))
         .await
@@ -120,40 +124,54 @@ async fn watch_from_revision(store: Arc<dyn Store>) {
         .expect("delete");
     let e1 = live.next().await.expect("event").expect("ok");
     let e2 = live.next().await.expect("event").expect("ok");
-    assert_eq!((e1.kind, e1.revision()), (EventKind::Updated, 2));
+    assert_eq!((e1.kind, e1.revision()), (EventKind::Updated, base + 2));
     assert_eq!(e1.prev.as_ref().map(|p| p.value.clone()), Some(b("1")));
-    assert_eq!((e2.kind, e2.revision()), (EventKind::Deleted, 4));
+    assert_eq!((e2.kind, e2.revision()), (EventKind::Deleted, base + 4));
+    assert_eq!(e2.kv.value, b("2"), "a deletion carries the last value");
     // Resuming from an earlier revision replays exactly what followed it.
-    let mut replay = store.watch("/core/", 0).expect("watch from 0");
+    let mut replay = store.watch("/core/", base).expect("watch from the start");
     let mut revs = Vec::new();
     for _ in 0..4 {
         revs.push(replay.next().await.expect("event").expect("ok").revision());
     }
-    assert_eq!(revs, vec![1, 2, 3, 4]);
+    assert_eq!(revs, vec![base + 1, base + 2, base + 3, base + 4]);
 }
 
 async fn compacted_watch_fails(store: Arc<dyn Store>) {
+    let base = store.current_revision();
     for i in 0..5 {
         store
             .create(&format!("/core/pods/ns/c{i}"), b("x"))
             .await
             .expect("create");
     }
-    store.compact(3).await.expect("compact");
-    assert!(matches!(
-        store.watch("/core/pods/", 2),
-        Err(Error::Compacted {
-            requested: 2,
-            oldest: 3
-        })
-    ));
+    store.compact(base + 3).await.expect("compact");
+    // A backend may refuse at once, or end the stream with the error (etcd tells it there).
+    let refused = match store.watch("/core/pods/", base + 2) {
+        Err(e) => e,
+        Ok(mut stream) => stream
+            .next()
+            .await
+            .expect("an answer")
+            .expect_err("compacted"),
+    };
+    match refused {
+        Error::Compacted { requested, oldest } => {
+            assert_eq!((requested, oldest), (base + 2, base + 3))
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
     let mut ok = store
-        .watch("/core/pods/", 3)
+        .watch("/core/pods/", base + 3)
         .expect("at the compacted revision is fine");
-    assert_eq!(ok.next().await.expect("event").expect("ok").revision(), 4);
+    assert_eq!(
+        ok.next().await.expect("event").expect("ok").revision(),
+        base + 4
+    );
 }
 
 async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
+    let base = store.current_revision();
     let mut tasks = Vec::new();
     for w in 0..8 {
         let store = Arc::clone(&store);
@@ -178,7 +196,7 @@ async fn concurrent_writers_all_land(store: Arc<dyn Store>) {
     revs.sort_unstable();
     revs.dedup();
     assert_eq!(revs.len(), 400, "every write has its own revision");
-    assert_eq!(store.current_revision(), 400);
+    assert_eq!(store.current_revision(), base + 400);
 }
 
 macro_rules! suite {
@@ -187,45 +205,121 @@ macro_rules! suite {
             use super::*;
             #[tokio::test]
             async fn crud_and_cas() {
-                let (s, _dir) = $make;
+                let Some((s, _guard)) = $make.await else {
+                    return;
+                };
                 super::crud_and_cas(s).await
             }
             #[tokio::test]
             async fn list_pages_and_prefixes() {
-                let (s, _dir) = $make;
+                let Some((s, _guard)) = $make.await else {
+                    return;
+                };
                 super::list_pages_and_prefixes(s).await
             }
             #[tokio::test]
             async fn watch_from_revision() {
-                let (s, _dir) = $make;
+                let Some((s, _guard)) = $make.await else {
+                    return;
+                };
                 super::watch_from_revision(s).await
             }
             #[tokio::test]
             async fn compacted_watch_fails() {
-                let (s, _dir) = $make;
+                let Some((s, _guard)) = $make.await else {
+                    return;
+                };
                 super::compacted_watch_fails(s).await
             }
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn concurrent_writers_all_land() {
-                let (s, _dir) = $make;
+                let Some((s, _guard)) = $make.await else {
+                    return;
+                };
                 super::concurrent_writers_all_land(s).await
             }
         }
     };
 }
 
-fn memory() -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
-    (Arc::new(MemoryStore::new(10_000)), None)
+/// What keeps a backend alive for a test: a temporary directory, an etcd process.
+type Guard = Option<Box<dyn std::any::Any + Send>>;
+
+async fn memory() -> Option<(Arc<dyn Store>, Guard)> {
+    Some((Arc::new(MemoryStore::new(10_000)), None))
 }
 
-fn embedded() -> (Arc<dyn Store>, Option<tempfile::TempDir>) {
+async fn embedded() -> Option<(Arc<dyn Store>, Guard)> {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = EmbeddedStore::open(&dir.path().join("everynode.redb"), 10_000).expect("open");
-    (Arc::new(store), Some(dir))
+    Some((Arc::new(store), Some(Box::new(dir))))
+}
+
+/// A real etcd (Debian's `etcd-server`), one member on loopback ports of its own, stopped and
+/// removed when dropped.
+struct EtcdProcess {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+async fn etcd() -> Option<(Arc<dyn Store>, Guard)> {
+    let binary = std::env::var("ETCD").unwrap_or_else(|_| "etcd".into());
+    if std::process::Command::new(&binary)
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "etcd is required in CI (scripts/test.sh installs etcd-server)"
+        );
+        eprintln!("skipped: no etcd binary (install etcd-server)");
+        return None;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (client, peer) = (free_port(), free_port());
+    let client_url = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
+    let child = std::process::Command::new(&binary)
+        .args(["--name", "test", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("test={peer_url}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start etcd");
+    let process = EtcdProcess { child, _dir: dir };
+    for _ in 0..100 {
+        if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&client_url), None).await {
+            return Some((Arc::new(store), Some(Box::new(process))));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("etcd did not answer at {client_url}");
 }
 
 suite!(memory_backend, memory());
 suite!(embedded_backend, embedded());
+suite!(etcd_backend, etcd());
 
 #[tokio::test]
 async fn embedded_reopen_keeps_data_and_revision() {
