@@ -1,8 +1,10 @@
 """The API server on a real etcd (`--etcd-servers`): objects under upstream's keys, where an
-operator's `etcdctl get --prefix /registry/...` finds them; DaemonSets run and roll out; and a
-server killed with kill -9 and started again finds everything in etcd, its pods untouched."""
+operator's `etcdctl get --prefix /registry/...` finds them; DaemonSets run and roll out; a
+server killed with kill -9 and started again finds everything in etcd, its pods untouched; and
+with two servers on one etcd, an agent given both fails over when one is killed."""
 
 import json
+import shutil
 
 import pytest
 
@@ -80,3 +82,46 @@ def test_objects_live_in_etcd_under_upstreams_keys_and_survive_a_server_kill(on_
     wait_for("the rollout to busybox:1.37", lambda: running(server, "busybox:1.37"), timeout=120)
     r = server.kubectl("rollout", "status", "ds/collector", "--timeout=60s")
     assert "successfully rolled out" in r.stdout
+
+
+def test_an_agent_fails_over_to_the_other_server_on_the_same_etcd(tmp_path_factory):
+    data = tmp_path_factory.mktemp("ha")
+    etcd = Etcd(data / "etcd").start()
+    first = Server(data / "a", ["--etcd-servers", etcd.client_url])
+    first.data_dir.mkdir(parents=True)
+    first.start()
+    # The second server shares the first's credentials (CA, service-account key, admin token).
+    shutil.copytree(first.data_dir, data / "b", ignore=shutil.ignore_patterns("*.log", "agents"))
+    second = Server(data / "b", ["--etcd-servers", etcd.client_url]).start()
+    agent = Agent(first, "node-1", ["--server", f"{first.url},{second.url}"]).start()
+    try:
+        first.kubectl("apply", "-f", "-", input=json.dumps(DAEMON))
+        wait_for("the collector pod Running", lambda: len(pods(first)) == 1 and pods(first)[0]["status"].get("phase") == "Running")
+        # Both servers serve the same cluster.
+        assert [p["metadata"]["uid"] for p in pods(second)] == [pods(first)[0]["metadata"]["uid"]]
+        before = pods(first)[0]
+
+        first.kill()
+        # The second server's controllers take the lease; the agent's watches move to it.
+        other = json.loads(json.dumps(DAEMON).replace("collector", "shipper"))
+        second.kubectl("apply", "-f", "-", input=json.dumps(other))
+
+        def shipper_running():
+            items = json.loads(second.kubectl("get", "pods", "-l", "app=shipper", "-o", "json").stdout)["items"]
+            return len(items) == 1 and items[0]["status"].get("phase") == "Running"
+
+        wait_for("a new DaemonSet's pod Running through the second server", shipper_running, timeout=120)
+        after = pods(second)[0]
+        assert after["metadata"]["uid"] == before["metadata"]["uid"], "the same pod"
+        assert after["status"]["containerStatuses"][0]["restartCount"] == 0, "not restarted"
+        log = (first.data_dir / "agent-node-1.log").read_text()
+        assert "failed over to another API server" in log, log[-2000:]
+        node = json.loads(second.kubectl("get", "node", "node-1", "-o", "json").stdout)
+        ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+        assert ready["status"] == "True", ready
+    finally:
+        stop_process(agent.proc)
+        first.kill()
+        second.kill()
+        etcd.stop()
+        remove_tree(data)

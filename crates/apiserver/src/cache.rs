@@ -276,6 +276,11 @@ impl WatchCache {
         let revision = event.revision();
         let Some(obj) = self.cached(&event.kv, revision) else {
             tracing::warn!(key = %event.kv.key, "store holds an undecodable object; skipped");
+            // The revision still passed: a consistent read waiting for it must not stall.
+            let mut state = self.write();
+            state.revision = state.revision.max(revision);
+            drop(state);
+            self.revision_tx.send_replace(revision);
             return;
         };
         let mut state = self.write();

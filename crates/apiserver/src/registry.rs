@@ -298,9 +298,14 @@ impl Registry {
         Ok((kv, object))
     }
 
-    /// Waits until the cache reflects every write acknowledged so far.
+    /// Waits until the cache reflects every write acknowledged so far, by this server or, on a
+    /// shared store (etcd), by any other.
     pub async fn fresh_cache(&self) -> ApiResult<Revision> {
-        let rev = self.store.current_revision();
+        let rev = self
+            .store
+            .latest_revision()
+            .await
+            .map_err(ApiError::storage)?;
         self.cache
             .wait_for(rev, self.options.cache_wait)
             .await

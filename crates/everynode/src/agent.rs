@@ -30,9 +30,12 @@ pub enum RuntimeKind {
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct AgentArgs {
-    /// API server URL (with --token). Alternatively --kubeconfig, or --join.
-    #[arg(long, requires = "token", conflicts_with = "join")]
-    pub server: Option<String>,
+    /// API server URL (with --token). Alternatively --kubeconfig, or --join. Several,
+    /// comma-separated (servers sharing one etcd): the agent fails over to the next when one
+    /// cannot be reached. With --kubeconfig, these replace its server (its credentials and CA
+    /// are kept).
+    #[arg(long, conflicts_with = "join", value_delimiter = ',')]
+    pub server: Vec<String>,
     /// Bearer token for the API server; with --join, the bootstrap token.
     #[arg(long, env = "EVERYNODE_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -50,7 +53,7 @@ pub struct AgentArgs {
     #[arg(long)]
     pub certificate_authority: Option<PathBuf>,
     /// kubeconfig to reach the API server (the one `everynode server` writes).
-    #[arg(long, conflicts_with = "server")]
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// Die (SIGKILL) when the process that started this agent dies, as `everynode up` asks of
     /// its agents: no agent outlives it, and the containers, which do, are adopted by the next.
@@ -211,10 +214,16 @@ async fn client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>), Err
             }
             _ => None,
         };
-        let client = crate::server::client_from_kubeconfig(path).await?;
+        let client = match args.server.as_slice() {
+            [] => crate::server::client_from_kubeconfig(path).await?,
+            servers => {
+                let base = crate::server::config_from_kubeconfig(path).await?;
+                crate::failover::client(&base, servers)?
+            }
+        };
         return Ok((client, ca));
     }
-    let (Some(server), Some(token)) = (&args.server, &args.token) else {
+    let (Some(server), Some(token)) = (args.server.first(), &args.token) else {
         return Err(Error::Usage(
             "an agent needs --kubeconfig, or --server and --token".into(),
         ));
@@ -237,7 +246,11 @@ async fn client(args: &AgentArgs) -> Result<(kube::Client, Option<Vec<u8>>), Err
         config.root_cert = Some(certs);
         ca = Some(pem);
     }
-    let client = kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))?;
+    let client = if args.server.len() > 1 {
+        crate::failover::client(&config, &args.server)?
+    } else {
+        kube::Client::try_from(config).map_err(|e| Error::Startup(e.to_string()))?
+    };
     Ok((client, ca))
 }
 

@@ -366,6 +366,16 @@ impl Store for EtcdStore {
         self.revision.load(Ordering::SeqCst)
     }
 
+    async fn latest_revision(&self) -> Result<Revision> {
+        // A count-only read of one key: etcd answers with its current revision.
+        let answer = self
+            .reader()
+            .get(keys::ROOT, Some(GetOptions::new().with_count_only()))
+            .await
+            .map_err(io)?;
+        Ok(self.saw(answer.header()).max(self.current_revision()))
+    }
+
     async fn compact(&self, revision: Revision) -> Result<()> {
         // etcd keeps the compacted revision itself; the trait forgets it too.
         match self.client().compact(revision as i64 + 1, None).await {

@@ -126,8 +126,13 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, key: &str, expected: Option<Revision>) -> Result<KeyValue>;
     /// Changes under `prefix` after revision `after`, in revision order, then live.
     fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream>;
-    /// The newest revision.
+    /// The newest revision this process knows of.
     fn current_revision(&self) -> Revision;
+    /// The newest revision of the store, read from it now. With several API servers on one
+    /// store the others' writes count: a consistent read waits for the cache to reach this.
+    async fn latest_revision(&self) -> Result<Revision> {
+        Ok(self.current_revision())
+    }
     /// Forgets watch history up to and including `revision`.
     async fn compact(&self, revision: Revision) -> Result<()>;
     /// The bytes the store takes on disk, where it knows (for metrics).

@@ -107,6 +107,10 @@ impl Store for Measured {
         self.0.current_revision()
     }
 
+    async fn latest_revision(&self) -> everynode_store::Result<Revision> {
+        self.0.latest_revision().await
+    }
+
     async fn compact(&self, revision: Revision) -> Result<()> {
         self.0.compact(revision).await
     }
