@@ -82,10 +82,8 @@ fn new_token() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What `generate_pki` makes, as PEM.
+/// What `issue_server_certificates` makes, as PEM.
 struct Pki {
-    ca: String,
-    ca_key: String,
     server_cert: String,
     server_key: String,
     agent_client_cert: String,
@@ -108,12 +106,18 @@ fn ca_params() -> Result<CertificateParams, CredentialsError> {
     Ok(ca_params)
 }
 
-fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
+/// A new CA: (certificate, key) as PEM.
+fn generate_ca() -> Result<(String, String), CredentialsError> {
     let ca_key = KeyPair::generate()?;
-    let ca_key_pem = ca_key.serialize_pem();
-    let ca_params = ca_params()?;
-    let ca_cert = ca_params.self_signed(&ca_key)?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    let ca_cert = ca_params()?.self_signed(&ca_key)?;
+    Ok((ca_cert.pem(), ca_key.serialize_pem()))
+}
+
+/// The server's serving certificate for `hosts` and its client certificate towards agents,
+/// signed by the CA whose key is `ca_key_pem`.
+fn issue_server_certificates(ca_key_pem: &str, hosts: &[String]) -> Result<Pki, CredentialsError> {
+    let ca_key = KeyPair::from_pem(ca_key_pem)?;
+    let issuer = Issuer::new(ca_params()?, ca_key);
 
     let server_key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
@@ -138,8 +142,6 @@ fn generate_pki(hosts: &[String]) -> Result<Pki, CredentialsError> {
     client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let client_cert = client_params.signed_by(&client_key, &issuer)?;
     Ok(Pki {
-        ca: ca_cert.pem(),
-        ca_key: ca_key_pem,
         server_cert: cert.pem(),
         server_key: server_key.serialize_pem(),
         agent_client_cert: client_cert.pem(),
@@ -161,20 +163,19 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Credentials, CredentialsEr
         pki.join("apiserver-agent-client.crt"),
         pki.join("apiserver-agent-client.key"),
     );
-    // All or nothing: a data directory from before the agent client certificate gets a new CA
-    // (its kubeconfig is rewritten at every start; agents read it when they start).
-    let paths = [
-        &ca_path,
-        &ca_key_path,
-        &cert_path,
-        &key_path,
-        &client_cert_path,
-        &client_key_path,
-    ];
-    if !paths.iter().all(|p| p.exists()) {
-        let pki = generate_pki(hosts)?;
-        write_file(&ca_key_path, pki.ca_key.as_bytes(), 0o600)?;
-        write_file(&ca_path, pki.ca.as_bytes(), 0o644)?;
+    // The CA is made once (or comes from the cluster's shared credentials); the server's own
+    // certificates are issued from it whenever one is missing.
+    if !ca_path.exists() || !ca_key_path.exists() {
+        let (ca, ca_key) = generate_ca()?;
+        write_file(&ca_key_path, ca_key.as_bytes(), 0o600)?;
+        write_file(&ca_path, ca.as_bytes(), 0o644)?;
+        for stale in [&cert_path, &key_path, &client_cert_path, &client_key_path] {
+            let _ = std::fs::remove_file(stale);
+        }
+    }
+    let leaves = [&cert_path, &key_path, &client_cert_path, &client_key_path];
+    if !leaves.iter().all(|p| p.exists()) {
+        let pki = issue_server_certificates(&read(&ca_key_path)?, hosts)?;
         write_file(&key_path, pki.server_key.as_bytes(), 0o600)?;
         write_file(&cert_path, pki.server_cert.as_bytes(), 0o644)?;
         write_file(&client_key_path, pki.agent_client_key.as_bytes(), 0o600)?;

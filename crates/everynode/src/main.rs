@@ -9,6 +9,7 @@ mod failover;
 mod join;
 mod plugin;
 mod server;
+mod shared_credentials;
 mod token;
 mod up;
 mod user;

@@ -121,6 +121,11 @@ pub struct ServerArgs {
     /// The client certificate's key.
     #[arg(long, requires = "etcd_certfile")]
     pub etcd_keyfile: Option<PathBuf>,
+    /// With --etcd-servers: the cluster secret that opens the credentials the first server
+    /// stored in etcd (its `<data-dir>/cluster-secret`), so this server joins that cluster with
+    /// a fresh data directory. The first server writes one when none is given.
+    #[arg(long, requires = "etcd_servers")]
+    pub cluster_secret_file: Option<PathBuf>,
     /// Extra DNS names or IP addresses for the serving certificate (used when it is first generated).
     #[arg(long = "tls-san")]
     pub tls_sans: Vec<String>,
@@ -187,6 +192,7 @@ impl ServerArgs {
             etcd_cafile: None,
             etcd_certfile: None,
             etcd_keyfile: None,
+            cluster_secret_file: None,
             tls_sans: Vec::new(),
             token_auth_file: None,
             audit_log_path: None,
@@ -581,6 +587,7 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         etcd_cafile,
         etcd_certfile,
         etcd_keyfile,
+        cluster_secret_file,
         tls_sans,
         token_auth_file,
         audit_log_path,
@@ -613,21 +620,11 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         hosts.push(listen.ip().to_string());
     }
     hosts.extend(tls_sans);
-    let creds = credentials::ensure(&data_dir, &hosts)?;
-    let mut authn = server::AuthnConfig::admin(&creds.token);
-    authn.service_account_issuer = Some(Arc::new(
-        everynode_apiserver::service_account_token::TokenIssuer::load_or_create(&data_dir)?,
-    ));
-    if let Some(path) = &token_auth_file {
-        authn.static_tokens = everynode_apiserver::authn::read_token_file(path)
-            .map_err(|e| Error::Usage(format!("--token-auth-file: {e}")))?;
-    }
-    let controller_tokens = controller_tokens();
-    for (identity, token) in &controller_tokens {
-        authn.static_tokens.insert(token.clone(), identity.user());
-    }
-    let store: Arc<dyn Store> = match store {
-        _ if !etcd_servers.is_empty() => {
+    // On etcd the cluster's credentials are shared by every server: settled before they are read.
+    let mut etcd = if etcd_servers.is_empty() {
+        None
+    } else {
+        let store = {
             let read = |path: &Option<PathBuf>, flag: &str| -> Result<Option<Vec<u8>>, Error> {
                 path.as_ref()
                     .map(|p| {
@@ -642,14 +639,32 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
                 key_pem: read(&etcd_keyfile, "--etcd-keyfile")?,
             };
             let tls = (tls.ca_pem.is_some() || tls.cert_pem.is_some()).then_some(tls);
-            let store = EtcdStore::connect(&etcd_servers, tls).await.map_err(|e| {
+            EtcdStore::connect(&etcd_servers, tls).await.map_err(|e| {
                 Error::Startup(format!(
                     "cannot reach etcd at {}: {e}",
                     etcd_servers.join(",")
                 ))
-            })?;
-            Arc::new(store)
-        }
+            })?
+        };
+        crate::shared_credentials::share(&store, &data_dir, cluster_secret_file.as_deref(), &hosts)
+            .await?;
+        Some(store)
+    };
+    let creds = credentials::ensure(&data_dir, &hosts)?;
+    let mut authn = server::AuthnConfig::admin(&creds.token);
+    authn.service_account_issuer = Some(Arc::new(
+        everynode_apiserver::service_account_token::TokenIssuer::load_or_create(&data_dir)?,
+    ));
+    if let Some(path) = &token_auth_file {
+        authn.static_tokens = everynode_apiserver::authn::read_token_file(path)
+            .map_err(|e| Error::Usage(format!("--token-auth-file: {e}")))?;
+    }
+    let controller_tokens = controller_tokens();
+    for (identity, token) in &controller_tokens {
+        authn.static_tokens.insert(token.clone(), identity.user());
+    }
+    let store: Arc<dyn Store> = match store {
+        _ if etcd.is_some() => Arc::new(etcd.take().ok_or_else(|| Error::Startup("etcd".into()))?),
         StoreKind::Embedded => Arc::new(EmbeddedStore::open(
             &data_dir.join("everynode.redb"),
             STORE_HISTORY,

@@ -135,6 +135,22 @@ impl EtcdStore {
         revision
     }
 
+    /// A value kept outside the cluster's objects (`key` is etcd's own, not under
+    /// `/registry/`): the servers' shared credentials.
+    pub async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let answer = self.reader().get(key, None).await.map_err(io)?;
+        Ok(answer.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    /// Stores `value` at `key` (etcd's own) unless something is there already; whether it did.
+    pub async fn create_raw(&self, key: &str, value: Vec<u8>) -> Result<bool> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let answer = self.client().txn(txn).await.map_err(io)?;
+        Ok(answer.succeeded())
+    }
+
     /// Everything under `prefix`, in pages at one revision.
     async fn list_all(&self, prefix: &str) -> Result<ListPage> {
         let start = keys::to_etcd(prefix).into_bytes();
