@@ -4,10 +4,16 @@ server killed with kill -9 and started again finds everything in etcd, its pods 
 with two servers on one etcd, an agent given both fails over when one is killed."""
 
 import json
+import os
+import re
+import signal
+import subprocess
+import time
 
 import pytest
 
-from conftest import Agent, Etcd, Server, remove_tree, stop_process, wait_for
+from conftest import (Agent, Etcd, Server, everynode_binary, free_tcp_port, kubectl_binary, remove_tree, required_tool,
+                      stop_process, wait_for)
 
 DAEMON = {
     "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "collector"},
@@ -137,3 +143,71 @@ def test_an_agent_fails_over_to_the_other_server_on_the_same_etcd(tmp_path_facto
         second.kill()
         etcd.stop()
         remove_tree(data)
+
+
+def test_up_ha_runs_etcd_two_servers_and_nodes_that_survive_a_member_and_a_server(tmp_path):
+    """`everynode up --ha`: a 3-member etcd, two API servers with a kubeconfig context each,
+    and agents given both. Losing an etcd member and then the second server leaves the
+    cluster working; stopping `up` stops every child."""
+    required_tool("etcd", "ETCD", "scripts/test.sh installs etcd-server")
+    data = tmp_path / "ha"
+    port = free_tcp_port()
+    while port + 23 > 65535:
+        port = free_tcp_port()
+    log_path = tmp_path / "up.log"
+    log = open(log_path, "wb")
+    up = subprocess.Popen([everynode_binary(), "up", "--ha", "--nodes", "2", "--data-dir", str(data),
+                           "--listen", f"127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    env = dict(os.environ, KUBECONFIG=str(data / "kubeconfig"), HOME=str(tmp_path))
+
+    def kubectl(*args, check=True, input=None):
+        r = subprocess.run([kubectl_binary(), *args], capture_output=True, text=True, env=env, input=input, timeout=60)
+        assert not check or r.returncode == 0, r.stderr
+        return r
+
+    def ready_nodes(context):
+        r = kubectl("--context", context, "get", "nodes", "--no-headers", check=False)
+        return r.returncode == 0 and r.stdout.count(" Ready ") == 2
+
+    try:
+        wait_for("everynode up --ha", lambda: "everynode is up" in log_path.read_text() or up.poll() is not None, timeout=120)
+        assert up.poll() is None, log_path.read_text()
+        text = log_path.read_text()
+        assert f"API servers https://127.0.0.1:{port} and https://127.0.0.1:{port + 1}" in text, text
+        contexts = kubectl("config", "get-contexts", "-o", "name").stdout.split()
+        assert contexts == ["everynode-1", "everynode-2"]
+        wait_for("both nodes Ready through both servers", lambda: ready_nodes("everynode-1") and ready_nodes("everynode-2"))
+
+        etcd_pids = [int(p) for p in re.findall(r"etcd member etcd-\d pid (\d+)", text)]
+        second_pid = int(re.search(r"everynode server 2 pid (\d+)", text).group(1))
+        assert len(etcd_pids) == 3
+        os.kill(etcd_pids[0], signal.SIGKILL)
+        kubectl("apply", "-f", "-", input=json.dumps(DAEMON))
+
+        def running(context):
+            r = kubectl("--context", context, "get", "pods", "-l", "app=collector", "-o", "json", check=False)
+            items = json.loads(r.stdout)["items"] if r.returncode == 0 else []
+            return len(items) == 2 and all(p["status"].get("phase") == "Running" for p in items)
+
+        wait_for("the DaemonSet Running with one etcd member down", lambda: running("everynode-2"))
+        os.kill(second_pid, signal.SIGKILL)
+        kubectl("create", "configmap", "after", "--from-literal=a=b")
+        assert running("everynode-1")
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=120)
+        log.close()
+    # Every child is gone with it: the etcd members, the second server, the agents.
+    time.sleep(1)
+    left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.split()
+    assert left == [], left
+    remove_tree(data)
+
+
+def test_up_ha_without_etcd_names_the_package(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    r = subprocess.run([everynode_binary(), "up", "--ha", "--data-dir", str(tmp_path / "d")], capture_output=True,
+                       text=True, env=dict(os.environ, PATH=str(bin_dir)), timeout=60)
+    assert r.returncode != 0
+    assert "install Debian's etcd-server" in r.stderr, r.stderr

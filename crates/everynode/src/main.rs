@@ -5,6 +5,7 @@ mod agent;
 mod bench;
 mod console;
 mod containerd;
+mod etcd_cluster;
 mod failover;
 mod join;
 mod plugin;

@@ -31,6 +31,12 @@ pub struct UpArgs {
     /// machines reach no registry: load it first with `everynode image import`.
     #[arg(long, default_value = "registry.k8s.io/pause:3.6")]
     pub pod_infra_image: String,
+    /// High availability, for trying it on one machine: a 3-member etcd cluster (Debian's
+    /// etcd-server; clients on the --listen port P+10..12, peers on P+20..22), two API servers
+    /// on it (P and P+1, sharing the cluster's credentials through etcd), and agents that fail
+    /// over between them. The kubeconfig has a context per server.
+    #[arg(long)]
+    pub ha: bool,
     #[command(flatten)]
     pub controllers: ControllerFlags,
 }
@@ -247,13 +253,50 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     } else {
         Vec::new()
     };
-    let mut started = server::start(ServerArgs {
-        controllers: args.controllers,
-        ..ServerArgs::defaults(args.data_dir.clone(), args.listen)
-    })
-    .await?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::Startup(format!("cannot find this executable: {e}")))?;
+    let (etcd_members, mut etcd_children) = if args.ha {
+        crate::etcd_cluster::check_installed()?;
+        crate::private_dir(&args.data_dir)?;
+        let members = crate::etcd_cluster::plan(&args.data_dir, args.listen.port())?;
+        let children = crate::etcd_cluster::start(&members)?;
+        if let Err(e) = crate::etcd_cluster::wait_ready(&members).await {
+            crate::etcd_cluster::stop(children).await;
+            return Err(e);
+        }
+        (members, children)
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let etcd_servers = crate::etcd_cluster::client_urls(&etcd_members);
+    let mut started = match server::start(ServerArgs {
+        controllers: args.controllers,
+        etcd_servers: etcd_servers.clone(),
+        ..ServerArgs::defaults(args.data_dir.clone(), args.listen)
+    })
+    .await
+    {
+        Ok(started) => started,
+        Err(e) => {
+            crate::etcd_cluster::stop(std::mem::take(&mut etcd_children)).await;
+            return Err(e);
+        }
+    };
+    let mut second = None;
+    let mut server_urls = vec![started.url.clone()];
+    if args.ha {
+        match start_second_server(&exe, &args, &etcd_servers).await {
+            Ok((child, url)) => {
+                server_urls.push(url);
+                second = Some(child);
+            }
+            Err(e) => {
+                crate::etcd_cluster::stop(std::mem::take(&mut etcd_children)).await;
+                return Err(e);
+            }
+        }
+        write_ha_kubeconfig(&args.data_dir, &started.kubeconfig, &server_urls)?;
+    }
     let specs: Vec<AgentSpec> = match args.runtime {
         RuntimeKind::Process => (1..=args.nodes)
             .map(|i| AgentSpec {
@@ -315,6 +358,11 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
         } else {
             node_kubeconfig(&args.data_dir, &started.url, &spec.name, &files)?
         };
+        let mut spec = spec;
+        if server_urls.len() > 1 {
+            spec.extra.push("--server".into());
+            spec.extra.push(server_urls.join(","));
+        }
         agents.spawn(supervise(
             exe.clone(),
             kubeconfig,
@@ -322,6 +370,13 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
             spec,
             stop_rx.clone(),
         ));
+    }
+    if args.ha {
+        eprintln!(
+            "\nHigh availability: API servers {} on etcd {}; `kubectl config use-context everynode-2` talks to the second.",
+            server_urls.join(" and "),
+            etcd_servers.join(",")
+        );
     }
     eprintln!(
         "\neverynode is up: API server {} with {} {} node(s).\n\
@@ -355,9 +410,136 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     if had_runtimes {
         containerd::restore_host(&host_before).await;
     }
+    if let Some(mut child) = second {
+        stop_child(&mut child).await;
+    }
     if let Some(controllers) = controllers {
         controllers.stop().await;
     }
+    crate::etcd_cluster::stop(etcd_children).await;
     tracing::info!("stopped");
     result
+}
+
+/// The second API server of `--ha`, as a child (dying with `up`) on the port after the
+/// first's, with a data directory of its own and the cluster's credentials from etcd.
+async fn start_second_server(
+    exe: &Path,
+    args: &UpArgs,
+    etcd_servers: &[String],
+) -> Result<(tokio::process::Child, String), Error> {
+    use tokio::io::AsyncBufReadExt;
+    let mut listen = args.listen;
+    listen.set_port(args.listen.port().wrapping_add(1));
+    let data_dir = args.data_dir.join("server-2");
+    crate::private_dir(&data_dir)?;
+    let log_path = data_dir.join("server.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|source| Error::Read {
+            path: log_path.clone(),
+            source,
+        })?;
+    let mut child = tokio::process::Command::new("setpriv")
+        .args(["--pdeathsig", "KILL", "--"])
+        .arg(exe)
+        .arg("server")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--etcd-servers")
+        .arg(etcd_servers.join(","))
+        .arg("--cluster-secret-file")
+        .arg(crate::shared_credentials::default_secret_file(
+            &args.data_dir,
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| Error::Startup(format!("starting the second API server: {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| Error::Startup("the second API server's output".into()))?;
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                return rest.split_whitespace().next().map(str::to_owned);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(url)) => {
+            // Its output is not read further: drain it so it never blocks on a full pipe.
+            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            println!(
+                "everynode server 2 pid {} at {url}",
+                child.id().unwrap_or(0)
+            );
+            Ok((child, url))
+        }
+        _ => {
+            stop_child(&mut child).await;
+            Err(Error::Startup(format!(
+                "the second API server did not start; see {}",
+                log_path.display()
+            )))
+        }
+    }
+}
+
+/// The admin kubeconfig of `--ha`: one cluster and context per server, `everynode-1` current.
+fn write_ha_kubeconfig(data_dir: &Path, path: &Path, urls: &[String]) -> Result<(), Error> {
+    use base64::Engine;
+    let token_path = data_dir.join("admin.token");
+    let token = std::fs::read_to_string(&token_path)
+        .map_err(|source| Error::Read {
+            path: token_path,
+            source,
+        })?
+        .trim()
+        .to_owned();
+    let ca = std::fs::read_to_string(data_dir.join("pki").join("ca.crt")).unwrap_or_default();
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca);
+    let mut text = String::from("apiVersion: v1\nkind: Config\nclusters:\n");
+    for (i, url) in urls.iter().enumerate() {
+        text.push_str(&format!(
+            "- name: everynode-{n}\n  cluster:\n    server: {url}\n    certificate-authority-data: {ca}\n",
+            n = i + 1
+        ));
+    }
+    text.push_str(&format!(
+        "users:\n- name: everynode-admin\n  user:\n    token: {token}\ncontexts:\n"
+    ));
+    for i in 1..=urls.len() {
+        text.push_str(&format!(
+            "- name: everynode-{i}\n  context:\n    cluster: everynode-{i}\n    user: everynode-admin\n    namespace: default\n"
+        ));
+    }
+    text.push_str("current-context: everynode-1\n");
+    everynode_apiserver::credentials::write_file(path, text.as_bytes(), 0o600)
+        .map_err(|e| Error::Startup(e.to_string()))
+}
+
+/// SIGTERM, then SIGKILL after 30 s.
+async fn stop_child(child: &mut tokio::process::Child) {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.kill().await;
+    }
 }

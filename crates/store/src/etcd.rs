@@ -17,8 +17,9 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
     TxnOpResponse, WatchOptions,
 };
+use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// How often etcd is compacted, and how much history is kept: upstream's default interval.
@@ -39,7 +40,9 @@ pub struct EtcdTls {
 }
 
 pub struct EtcdStore {
-    client: Client,
+    /// A client per member that answered at start; `current` is the one in use.
+    clients: Vec<(String, Client)>,
+    current: AtomicUsize,
     /// The highest revision seen in any answer or event.
     revision: Arc<AtomicU64>,
     size: Arc<AtomicU64>,
@@ -56,6 +59,19 @@ impl Drop for EtcdStore {
 
 fn io(e: etcd_client::Error) -> Error {
     Error::Io(format!("etcd: {e}"))
+}
+
+/// Whether the member could not serve the request: for a read, any unavailability; for a
+/// write, only a connection that was never made (so the write was never sent).
+fn unreachable(e: &etcd_client::Error, idempotent: bool) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => idempotent,
+        etcd_client::Error::GRpcStatus(status) => {
+            status.code() == tonic::Code::Unavailable
+                && (idempotent || status.message().contains("connect"))
+        }
+        _ => false,
+    }
 }
 
 fn key_value(kv: &etcd_client::KeyValue) -> Option<KeyValue> {
@@ -80,7 +96,8 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 impl EtcdStore {
-    /// Connects to the cluster at `endpoints` (`http://127.0.0.1:2379` or `https://...`).
+    /// Connects to the cluster at `endpoints` (`http://127.0.0.1:2379` or `https://...`): a
+    /// client per member, so a member that goes away is skipped rather than retried.
     pub async fn connect(endpoints: &[String], tls: Option<EtcdTls>) -> Result<Self> {
         let mut options = ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(5))
@@ -95,38 +112,102 @@ impl EtcdStore {
             }
             options = options.with_tls(config);
         }
-        let mut client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(io)?;
-        let answer = client
-            .get(keys::ROOT, Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(io)?;
-        let revision = Arc::new(AtomicU64::new(
-            answer.header().map_or(0, |h| h.revision()) as Revision
-        ));
-        let size = Arc::new(AtomicU64::new(0));
-        let tasks = vec![
-            tokio::spawn(compact_periodically(client.clone(), Arc::clone(&revision))),
-            tokio::spawn(measure_size(client.clone(), Arc::clone(&size))),
+        let mut clients = Vec::new();
+        let mut last_error = None;
+        for endpoint in endpoints {
+            match Client::connect([endpoint], Some(options.clone())).await {
+                Ok(client) => clients.push((endpoint.clone(), client)),
+                Err(e) => {
+                    tracing::warn!(%endpoint, error = %e, "etcd member unreachable; using the others");
+                    last_error = Some(e);
+                }
+            }
+        }
+        if clients.is_empty() {
+            return Err(last_error.map_or_else(|| Error::Io("no etcd endpoint given".into()), io));
+        }
+        let mut store = EtcdStore {
+            clients,
+            current: AtomicUsize::new(0),
+            revision: Arc::new(AtomicU64::new(0)),
+            size: Arc::new(AtomicU64::new(0)),
+            tasks: Vec::new(),
+        };
+        store.latest_revision().await?;
+        let client = store.client();
+        store.tasks = vec![
+            tokio::spawn(compact_periodically(
+                client.clone(),
+                Arc::clone(&store.revision),
+            )),
+            tokio::spawn(measure_size(client, Arc::clone(&store.size))),
         ];
-        Ok(EtcdStore {
-            client,
-            revision,
-            size,
-            tasks,
-        })
+        Ok(store)
     }
 
+    /// Runs `op` with the member in use, moving to the next one when a member cannot be
+    /// reached. Reads (`idempotent`) move on whenever the member is unavailable; writes only
+    /// when the connection was not made, so a write is never sent twice.
+    async fn run<T, F, Fut>(&self, idempotent: bool, op: F) -> Result<T>
+    where
+        F: Fn(Client) -> Fut,
+        Fut: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let count = self.clients.len();
+        let first = self.current.load(Ordering::Relaxed) % count;
+        let mut last = None;
+        for attempt in 0..count {
+            let index = (first + attempt) % count;
+            let (endpoint, client) = &self.clients[index];
+            match op(client.clone()).await {
+                Ok(answer) => {
+                    if index != first {
+                        self.current.store(index, Ordering::Relaxed);
+                        tracing::warn!(%endpoint, "moved to another etcd member");
+                    }
+                    return Ok(answer);
+                }
+                Err(e) if unreachable(&e, idempotent) => {
+                    tracing::debug!(%endpoint, error = %e, "etcd member unreachable");
+                    last = Some(e);
+                }
+                Err(e) => return Err(io(e)),
+            }
+        }
+        Err(last.map_or_else(|| Error::Io("no etcd member".into()), io))
+    }
+
+    /// The member in use.
     fn client(&self) -> Client {
-        self.client.clone()
+        let index = self.current.load(Ordering::Relaxed) % self.clients.len();
+        self.clients[index].1.clone()
     }
 
-    /// A reader allowed answers larger than gRPC's default 4 MiB.
-    fn reader(&self) -> etcd_client::KvClient {
-        self.client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE)
+    /// A range read allowed answers larger than gRPC's default 4 MiB.
+    async fn range(
+        &self,
+        key: Vec<u8>,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse> {
+        self.run(true, |client| {
+            let (key, options) = (key.clone(), options.clone());
+            async move {
+                client
+                    .kv_client()
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .get(key, options)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse> {
+        self.run(false, |mut client| {
+            let txn = txn.clone();
+            async move { client.txn(txn).await }
+        })
+        .await
     }
 
     fn saw(&self, header: Option<&etcd_client::ResponseHeader>) -> Revision {
@@ -138,7 +219,7 @@ impl EtcdStore {
     /// A value kept outside the cluster's objects (`key` is etcd's own, not under
     /// `/registry/`): the servers' shared credentials.
     pub async fn get_raw(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let answer = self.reader().get(key, None).await.map_err(io)?;
+        let answer = self.range(key.as_bytes().to_vec(), None).await?;
         Ok(answer.kvs().first().map(|kv| kv.value().to_vec()))
     }
 
@@ -147,7 +228,7 @@ impl EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key, value, None)]);
-        let answer = self.client().txn(txn).await.map_err(io)?;
+        let answer = self.txn(txn).await?;
         Ok(answer.succeeded())
     }
 
@@ -155,7 +236,6 @@ impl EtcdStore {
     async fn list_all(&self, prefix: &str) -> Result<ListPage> {
         let start = keys::to_etcd(prefix).into_bytes();
         let end = prefix_end(&start);
-        let mut client = self.reader();
         let mut items = Vec::new();
         let mut from = start;
         let mut revision = 0;
@@ -166,7 +246,7 @@ impl EtcdStore {
             if revision > 0 {
                 options = options.with_revision(revision);
             }
-            let answer = client.get(from.clone(), Some(options)).await.map_err(io)?;
+            let answer = self.range(from.clone(), Some(options)).await?;
             if revision == 0 {
                 revision = answer.header().map_or(0, |h| h.revision());
             }
@@ -227,11 +307,7 @@ fn current_of(answer: &etcd_client::TxnResponse) -> Option<KeyValue> {
 #[async_trait::async_trait]
 impl Store for EtcdStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let answer = self
-            .reader()
-            .get(keys::to_etcd(key), None)
-            .await
-            .map_err(io)?;
+        let answer = self.range(keys::to_etcd(key).into_bytes(), None).await?;
         self.saw(answer.header());
         Ok(answer.kvs().first().and_then(key_value))
     }
@@ -259,7 +335,7 @@ impl Store for EtcdStore {
         if limit > 0 {
             options = options.with_limit(limit as i64);
         }
-        let answer = self.reader().get(from, Some(options)).await.map_err(io)?;
+        let answer = self.range(from, Some(options)).await?;
         let revision = self.saw(answer.header());
         Ok(ListPage {
             items: answer.kvs().iter().filter_map(key_value).collect(),
@@ -278,7 +354,7 @@ impl Store for EtcdStore {
             )])
             .and_then([TxnOp::put(etcd_key.clone(), value.to_vec(), None)])
             .or_else([TxnOp::get(etcd_key, None)]);
-        let answer = self.client().txn(txn).await.map_err(io)?;
+        let answer = self.txn(txn).await?;
         let revision = self.saw(answer.header());
         if !answer.succeeded() {
             return Err(Error::AlreadyExists(key.to_owned()));
@@ -305,7 +381,7 @@ impl Store for EtcdStore {
                 Some(PutOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(etcd_key, None)]);
-        let answer = self.client().txn(txn).await.map_err(io)?;
+        let answer = self.txn(txn).await?;
         let revision = self.saw(answer.header());
         if !answer.succeeded() {
             return match current_of(&answer) {
@@ -348,7 +424,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(etcd_key, None)]);
-        let answer = self.client().txn(txn).await.map_err(io)?;
+        let answer = self.txn(txn).await?;
         let revision = self.saw(answer.header());
         if !answer.succeeded() {
             return match (current_of(&answer), expected) {
@@ -385,19 +461,25 @@ impl Store for EtcdStore {
     async fn latest_revision(&self) -> Result<Revision> {
         // A count-only read of one key: etcd answers with its current revision.
         let answer = self
-            .reader()
-            .get(keys::ROOT, Some(GetOptions::new().with_count_only()))
-            .await
-            .map_err(io)?;
+            .range(
+                keys::ROOT.as_bytes().to_vec(),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await?;
         Ok(self.saw(answer.header()).max(self.current_revision()))
     }
 
     async fn compact(&self, revision: Revision) -> Result<()> {
         // etcd keeps the compacted revision itself; the trait forgets it too.
-        match self.client().compact(revision as i64 + 1, None).await {
+        let compacted = self
+            .run(false, |mut client| async move {
+                client.compact(revision as i64 + 1, None).await
+            })
+            .await;
+        match compacted {
             Ok(_) => Ok(()),
             Err(e) if e.to_string().contains("compacted") => Ok(()),
-            Err(e) => Err(io(e)),
+            Err(e) => Err(e),
         }
     }
 
