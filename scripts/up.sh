@@ -2,8 +2,8 @@
 # Builds everynode and runs everything on this machine with the embedded store.
 # Data, credentials and the kubeconfig go to ./everynode-data (override with EVERYNODE_DATA).
 # The build needs protoc (the CRI client is generated from upstream's proto); `--runtime cri`
-# needs containerd, runc and the CNI plugins. Both come from Debian's packages, installed here
-# when missing.
+# needs containerd, runc and the CNI plugins, `--ha` etcd. They come from Debian's packages,
+# installed here when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +21,11 @@ case " $* " in
     if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || [ ! -x /usr/lib/cni/bridge ]; then
       install containerd runc containernetworking-plugins iptables
     fi
+    ;;
+esac
+case " $* " in
+  *" --ha "*)
+    command -v etcd >/dev/null 2>&1 || install etcd-server
     ;;
 esac
 # The data directory: --data-dir if given, else EVERYNODE_DATA, else ./everynode-data.
