@@ -66,6 +66,7 @@ pub fn router(
         .route("/apis/{group}/{version}", group_resources.clone())
         .route("/apis/{group}/{version}/", group_resources)
         .route("/metrics", get(crate::metrics::serve))
+        .route("/everynode/snapshot", get(crate::snapshot::serve))
         .route("/openapi/v2", get(crate::openapi::v2))
         .route("/openapi/v3", get(crate::openapi::index))
         .route("/openapi/v3/{*path}", get(crate::openapi::document))

@@ -2,6 +2,7 @@
 //! eligible node. Roles are subcommands.
 
 mod agent;
+mod backup;
 mod bench;
 mod console;
 mod containerd;
@@ -52,6 +53,14 @@ enum Command {
     /// DaemonSet's pods Ready and two rolling updates, with API latency, memory, CPU and the
     /// store's floor. Prints a Markdown table for bench/RESULTS.md.
     Bench(Box<bench::BenchArgs>),
+    /// Back up a running cluster: every object at one revision, with the data directory's
+    /// credentials, into one file (mode 0600).
+    Backup(Box<backup::BackupArgs>),
+    /// Rebuild a cluster from a backup into a new data directory (the embedded store).
+    Restore(Box<backup::RestoreArgs>),
+    /// Move a stopped cluster from the embedded store to an empty etcd, keeping uids and the
+    /// order of resourceVersions.
+    Migrate(Box<backup::MigrateArgs>),
     /// Serve the web console alone, for the cluster a kubeconfig names (everynode's or any
     /// other); users sign in with their own bearer token.
     Console(Box<console::ConsoleArgs>),
@@ -252,6 +261,9 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Agent(args) => agent::run(*args).await,
         Command::Console(args) => console::run(*args).await,
         Command::Bench(args) => bench::run(*args).await,
+        Command::Backup(args) => backup::backup(*args).await,
+        Command::Restore(args) => backup::restore(*args).await,
+        Command::Migrate(args) => backup::migrate(*args).await,
         Command::Controllers(args) => {
             let client = server::client_from_kubeconfig(&args.kubeconfig).await?;
             let identity = args.identity.clone().unwrap_or_else(|| {
