@@ -429,3 +429,52 @@ class Etcd:
 
     def stop(self):
         stop_process(self.proc)
+
+
+class EtcdCluster:
+    """Several etcd members on loopback ports, one cluster; members can be killed and started
+    again from their data."""
+
+    def __init__(self, data_dir, members=3):
+        self.data_dir = pathlib.Path(data_dir)
+        self.members = [{"name": f"m{i}", "client": f"http://127.0.0.1:{free_tcp_port()}",
+                         "peer": f"http://127.0.0.1:{free_tcp_port()}", "proc": None} for i in range(1, members + 1)]
+
+    @property
+    def client_urls(self):
+        return ",".join(m["client"] for m in self.members)
+
+    def start_member(self, i):
+        binary = required_tool("etcd", "ETCD", "scripts/test.sh installs etcd-server")
+        m = self.members[i]
+        d = self.data_dir / m["name"]
+        d.mkdir(parents=True, exist_ok=True)
+        cluster = ",".join(f"{x['name']}={x['peer']}" for x in self.members)
+        m["proc"] = subprocess.Popen(
+            [binary, "--name", m["name"], "--data-dir", str(d / "data"),
+             "--listen-client-urls", m["client"], "--advertise-client-urls", m["client"],
+             "--listen-peer-urls", m["peer"], "--initial-advertise-peer-urls", m["peer"],
+             "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", "test"],
+            stdout=subprocess.DEVNULL, stderr=open(d / "etcd.log", "ab"))
+
+    def start(self):
+        for i in range(len(self.members)):
+            self.start_member(i)
+        wait_for("the etcd cluster healthy", self.healthy, timeout=60)
+        return self
+
+    def healthy(self):
+        etcdctl = required_tool("etcdctl", "ETCDCTL", "scripts/test.sh installs etcd-client")
+        r = subprocess.run([etcdctl, "--endpoints", self.client_urls, "endpoint", "health"], capture_output=True,
+                           text=True, env=dict(os.environ, ETCDCTL_API="3"), timeout=30)
+        return r.returncode == 0
+
+    def kill_member(self, i):
+        proc = self.members[i]["proc"]
+        proc.kill()
+        proc.wait()
+
+    def stop(self):
+        for m in self.members:
+            if m["proc"]:
+                stop_process(m["proc"])

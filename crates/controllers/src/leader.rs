@@ -155,12 +155,64 @@ async fn try_acquire_or_renew(
     }
 }
 
+/// How long this process may still act as the leader: until the renew deadline after its last
+/// renewal. The controllers' clients check it before every write (`fenced`), so a process that
+/// was stopped (SIGSTOP, a long pause) longer than the lease writes nothing on waking, even in
+/// the moment before its election loop notices the lease is gone.
+#[derive(Clone, Default)]
+pub struct Fence {
+    until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Fence {
+    pub fn valid(&self) -> bool {
+        self.until
+            .lock()
+            .map(|u| u.is_some_and(|until| Instant::now() < until))
+            .unwrap_or(false)
+    }
+
+    fn extend_to(&self, until: Instant) {
+        if let Ok(mut u) = self.until.lock() {
+            *u = Some(until);
+        }
+    }
+
+    fn revoke(&self) {
+        if let Ok(mut u) = self.until.lock() {
+            *u = None;
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `client`, refusing writes (anything but GET and HEAD) while `fence` is not valid.
+pub fn fenced(client: Client, fence: Fence) -> Client {
+    let namespace = client.default_namespace().to_owned();
+    let service = tower::service_fn(move |request: http::Request<kube::client::Body>| {
+        let (client, fence) = (client.clone(), fence.clone());
+        async move {
+            let read = matches!(*request.method(), http::Method::GET | http::Method::HEAD);
+            if !read && !fence.valid() {
+                return Err::<http::Response<kube::client::Body>, BoxError>(
+                    "this process does not hold the leader lease (or may have lost it): write refused"
+                        .into(),
+                );
+            }
+            client.send(request).await.map_err(BoxError::from)
+        }
+    });
+    Client::new(service, namespace)
+}
+
 /// Runs `start`'s controllers whenever this process leads; stops them when it loses the lease.
-/// Runs until the process ends.
+/// Runs until the process ends. `fence` is kept valid while the lease is held.
 pub async fn run_elected(
     client: Client,
     s: Settings,
     clock: SharedClock,
+    fence: Fence,
     start: impl Fn() -> Vec<JoinHandle<()>>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, NAMESPACE);
@@ -169,17 +221,22 @@ pub async fn run_elected(
         while !try_acquire_or_renew(&api, &s, &mut observer, clock.as_ref()).await {
             tokio::time::sleep(s.retry_period).await;
         }
+        let mut renewed = Instant::now();
+        fence.extend_to(renewed + s.renew_deadline);
         tracing::info!(identity = %s.identity, "became the leader; starting controllers");
         let running = start();
-        let mut renewed = Instant::now();
         loop {
             tokio::time::sleep(s.retry_period).await;
+            // The time is taken before the write: the lease runs from when it was asked for.
+            let asked = Instant::now();
             if try_acquire_or_renew(&api, &s, &mut observer, clock.as_ref()).await {
-                renewed = Instant::now();
+                renewed = asked;
+                fence.extend_to(renewed + s.renew_deadline);
             } else if renewed.elapsed() > s.renew_deadline {
                 break;
             }
         }
+        fence.revoke();
         tracing::warn!(identity = %s.identity, "lost the leader lease; stopping controllers");
         for task in running {
             task.abort();
@@ -191,6 +248,42 @@ pub async fn run_elected(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test(start_paused = true)]
+    async fn writes_are_refused_once_the_lease_may_be_lost() {
+        let fence = Fence::default();
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("url"));
+        let client = fenced(Client::try_from(config).expect("client"), fence.clone());
+        let post = || {
+            http::Request::post("/api/v1/namespaces/default/configmaps")
+                .body(Vec::new())
+                .expect("request")
+        };
+        let refused = |e: kube::Error| e.to_string().contains("leader lease");
+        assert!(refused(
+            client.request_text(post()).await.expect_err("never led")
+        ));
+        fence.extend_to(Instant::now() + Duration::from_secs(10));
+        let sent = client
+            .request_text(post())
+            .await
+            .expect_err("nothing listens");
+        assert!(!refused(sent), "a leader's write goes out");
+        let get = http::Request::get("/api/v1/namespaces")
+            .body(Vec::new())
+            .expect("request");
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert!(refused(
+            client.request_text(post()).await.expect_err("lapsed")
+        ));
+        let read = client.request_text(get).await.expect_err("nothing listens");
+        assert!(!refused(read), "reads are never fenced");
+        fence.extend_to(Instant::now() + Duration::from_secs(10));
+        fence.revoke();
+        assert!(refused(
+            client.request_text(post()).await.expect_err("revoked")
+        ));
+    }
 
     fn lease(holder: &str) -> Lease {
         serde_json::from_value(json!({"metadata": {"name": LEASE_NAME},

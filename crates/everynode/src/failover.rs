@@ -8,15 +8,62 @@
 //! write is retried only when the connection was refused, so the server never saw it: a write
 //! that may have reached a server that then failed is left to the caller, as client-go leaves
 //! it.
+//!
+//! A server that hangs (stopped, or cut off without a reset) answers nothing rather than
+//! refusing: a request other than a watch that has no answer in `REQUEST_TIMEOUT` counts as a
+//! transport error, and a watch that sends nothing, not even a bookmark (every 30 s from
+//! everynode), for `WATCH_IDLE` ends with an error, so its caller resumes it elsewhere.
 
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{Method, Request, Response};
 use kube::client::Body;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The longest a request other than a watch waits for its answer's head.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+/// The longest a watch may send nothing.
+const WATCH_IDLE: std::time::Duration = std::time::Duration::from_secs(75);
+
+/// A response body; a watch's fails when no frame comes for `idle`.
+pub struct IdleTimeout {
+    inner: Body,
+    idle: std::time::Duration,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl http_body::Body for IdleTimeout {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                if let Some(timer) = this.timer.as_mut() {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + this.idle);
+                }
+                Poll::Ready(frame.map(|f| f.map_err(BoxError::from)))
+            }
+            Poll::Pending => match this.timer.as_mut().map(|t| t.as_mut().poll(cx)) {
+                Some(Poll::Ready(())) => Poll::Ready(Some(Err(
+                    "the API server sent nothing on a watch for 75 s".into(),
+                ))),
+                _ => Poll::Pending,
+            },
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct Failover {
@@ -78,10 +125,45 @@ fn rebuild(head: &http::request::Parts, body: Body) -> Request<Body> {
     request
 }
 
+/// No answer within `REQUEST_TIMEOUT`.
+#[derive(Debug, thiserror::Error)]
+#[error("the API server did not answer in 20 s")]
+struct Hung;
+
+/// Whether the request is a watch (answered as a stream for minutes).
+fn is_watch(head: &http::request::Parts) -> bool {
+    head.uri
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"))
+}
+
+/// Sends `request` on `client`: a watch's body fails when idle too long; other requests time
+/// out waiting for their answer.
+async fn send(
+    client: &kube::Client,
+    request: Request<Body>,
+    watch: bool,
+) -> Result<Response<IdleTimeout>, kube::Error> {
+    // A watch's head comes at once too; only its body lasts.
+    let response = match tokio::time::timeout(REQUEST_TIMEOUT, client.send(request)).await {
+        Ok(answer) => answer?,
+        Err(_) => {
+            return Err(kube::Error::Service(Box::new(Hung)));
+        }
+    };
+    let (head, inner) = response.into_parts();
+    let body = IdleTimeout {
+        inner,
+        idle: WATCH_IDLE,
+        timer: watch.then(|| Box::pin(tokio::time::sleep(WATCH_IDLE))),
+    };
+    Ok(Response::from_parts(head, body))
+}
+
 impl tower::Service<Request<Body>> for Failover {
-    type Response = Response<Body>;
+    type Response = Response<IdleTimeout>;
     type Error = BoxError;
-    type Future = BoxFuture<'static, Result<Response<Body>, BoxError>>;
+    type Future = BoxFuture<'static, Result<Response<IdleTimeout>, BoxError>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
         Poll::Ready(Ok(()))
@@ -92,6 +174,7 @@ impl tower::Service<Request<Body>> for Failover {
         Box::pin(async move {
             let (head, body) = request.into_parts();
             let read = head.method == Method::GET || head.method == Method::HEAD;
+            let watch = is_watch(&head);
             let count = this.servers.len();
             let first = this.current.load(Ordering::Relaxed) % count.max(1);
             let mut last_error: Option<kube::Error> = None;
@@ -100,12 +183,11 @@ impl tower::Service<Request<Body>> for Failover {
                 let (url, client) = &this.servers[index];
                 // A body that cannot be replayed gets one attempt.
                 let Some(copy) = body.try_clone() else {
-                    return client
-                        .send(rebuild(&head, body))
+                    return send(client, rebuild(&head, body), watch)
                         .await
                         .map_err(BoxError::from);
                 };
-                match client.send(rebuild(&head, copy)).await {
+                match send(client, rebuild(&head, copy), watch).await {
                     Ok(response) => {
                         if index != first {
                             this.current.store(index, Ordering::Relaxed);
@@ -117,7 +199,14 @@ impl tower::Service<Request<Body>> for Failover {
                         tracing::debug!(server = %url, error = %e, "API server unreachable");
                         last_error = Some(e);
                     }
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        // A server that hangs on a write is not retried (it may have seen
+                        // it), but the next request goes elsewhere.
+                        if matches!(&e, kube::Error::Service(inner) if inner.is::<Hung>()) {
+                            this.current.store((index + 1) % count, Ordering::Relaxed);
+                        }
+                        return Err(e.into());
+                    }
                 }
             }
             Err(last_error

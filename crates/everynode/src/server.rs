@@ -353,6 +353,18 @@ impl ControllerClients {
         Ok(ControllerClients { clients, fallback })
     }
 
+    /// The same clients, refusing writes while `fence` says this process may not lead.
+    fn fenced(&self, fence: &leader::Fence) -> Self {
+        ControllerClients {
+            clients: self
+                .clients
+                .iter()
+                .map(|(id, c)| (*id, leader::fenced(c.clone(), fence.clone())))
+                .collect(),
+            fallback: leader::fenced(self.fallback.clone(), fence.clone()),
+        }
+    }
+
     pub fn get(&self, identity: ControllerIdentity) -> kube::Client {
         self.clients
             .get(&identity)
@@ -467,8 +479,12 @@ pub async fn elected_controllers(
     let elector_client = clients.get(ControllerIdentity::Manager);
     // Controllers run on the system's clock; tests of their timing inject a paused one.
     let clock = everynode_clock::system();
-    leader::run_elected(elector_client, settings, clock.clone(), move || {
-        spawn_controllers(&clients, &clock, flags)
+    // The controllers write only while the lease is surely held; the elector's own renewals
+    // are not fenced.
+    let fence = leader::Fence::default();
+    let fenced = clients.fenced(&fence);
+    leader::run_elected(elector_client, settings, clock.clone(), fence, move || {
+        spawn_controllers(&fenced, &clock, flags)
     })
     .await;
 }
