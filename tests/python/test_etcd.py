@@ -115,8 +115,26 @@ def test_an_agent_fails_over_to_the_other_server_on_the_same_etcd(tmp_path_facto
     try:
         first.kubectl("apply", "-f", "-", input=json.dumps(DAEMON))
         wait_for("the collector pod Running", lambda: len(pods(first)) == 1 and pods(first)[0]["status"].get("phase") == "Running")
-        # Both servers serve the same cluster.
+        # Both servers serve the same cluster: what is written through one is read, and
+        # watched, through the other (the official Python client on the second server).
         assert [p["metadata"]["uid"] for p in pods(second)] == [pods(first)[0]["metadata"]["uid"]]
+        import kubernetes
+        client = second.client()
+        try:
+            core = kubernetes.client.CoreV1Api(client)
+            start = core.list_namespaced_config_map("default").metadata.resource_version
+            first.kubectl("create", "configmap", "through-a", "--from-literal=k=v")
+            seen = []
+            watch = kubernetes.watch.Watch()
+            for event in watch.stream(core.list_namespaced_config_map, "default", resource_version=start,
+                                      timeout_seconds=30):
+                seen.append(event["object"].metadata.name)
+                if event["type"] == "ADDED" and event["object"].metadata.name == "through-a":
+                    watch.stop()
+            assert "through-a" in seen, seen
+            assert core.read_namespaced_config_map("through-a", "default").data == {"k": "v"}
+        finally:
+            client.close()
         before = pods(first)[0]
 
         first.kill()
