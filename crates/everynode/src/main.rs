@@ -113,6 +113,10 @@ struct ControllersArgs {
     /// kubeconfig of the API server.
     #[arg(long)]
     kubeconfig: PathBuf,
+    /// API servers to use instead of the kubeconfig's (comma-separated; servers sharing one
+    /// etcd): the controllers fail over to the next when one cannot be reached.
+    #[arg(long, value_delimiter = ',')]
+    server: Vec<String>,
     /// Candidate identity in the leader lease (default: host name and process id).
     #[arg(long)]
     identity: Option<String>,
@@ -265,7 +269,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
         Command::Restore(args) => backup::restore(*args).await,
         Command::Migrate(args) => backup::migrate(*args).await,
         Command::Controllers(args) => {
-            let client = server::client_from_kubeconfig(&args.kubeconfig).await?;
+            let client = if args.server.is_empty() {
+                server::client_from_kubeconfig(&args.kubeconfig).await?
+            } else {
+                let base = server::config_from_kubeconfig(&args.kubeconfig).await?;
+                failover::client(&base, &args.server)?
+            };
             let identity = args.identity.clone().unwrap_or_else(|| {
                 let host = nix::unistd::gethostname()
                     .ok()
