@@ -274,6 +274,16 @@ impl WatchCache {
 
     fn apply(&self, event: &Event) {
         let revision = event.revision();
+        if event.kind == EventKind::Progress {
+            let mut state = self.write();
+            if revision <= state.revision {
+                return;
+            }
+            state.revision = revision;
+            drop(state);
+            self.revision_tx.send_replace(revision);
+            return;
+        }
         let Some(obj) = self.cached(&event.kv, revision) else {
             tracing::warn!(key = %event.kv.key, "store holds an undecodable object; skipped");
             // The revision still passed: a consistent read waiting for it must not stall.
@@ -296,7 +306,7 @@ impl WatchCache {
         let kind = match event.kind {
             EventKind::Created => EventType::Added,
             EventKind::Updated => EventType::Modified,
-            EventKind::Deleted => EventType::Deleted,
+            EventKind::Deleted | EventKind::Progress => EventType::Deleted,
         };
         if kind == EventType::Deleted {
             state.objects.remove(&obj.key);

@@ -47,6 +47,8 @@ pub struct EtcdStore {
     revision: Arc<AtomicU64>,
     size: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Bumped to ask every watch this store serves to request a progress report.
+    progress: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Drop for EtcdStore {
@@ -132,6 +134,7 @@ impl EtcdStore {
             revision: Arc::new(AtomicU64::new(0)),
             size: Arc::new(AtomicU64::new(0)),
             tasks: Vec::new(),
+            progress: Arc::new(tokio::sync::watch::channel(0).0),
         };
         store.latest_revision().await?;
         let client = store.client();
@@ -451,7 +454,10 @@ impl Store for EtcdStore {
         let client = self.client();
         let start = keys::to_etcd(prefix).into_bytes();
         let seen = Arc::clone(&self.revision);
-        Ok(Box::pin(watch::follow(client, start, after, seen)))
+        let progress = self.progress.subscribe();
+        Ok(Box::pin(watch::follow(
+            client, start, after, seen, progress,
+        )))
     }
 
     fn current_revision(&self) -> Revision {
@@ -459,6 +465,10 @@ impl Store for EtcdStore {
     }
 
     async fn latest_revision(&self) -> Result<Revision> {
+        // Every watch is asked to report its progress: a write outside the watched keys raises
+        // etcd's revision with no event, and the progress report is what brings a follower
+        // (the watch cache) up to it.
+        self.progress.send_modify(|n| *n = n.wrapping_add(1));
         // A count-only read of one key: etcd answers with its current revision.
         let answer = self
             .range(
@@ -498,7 +508,9 @@ mod watch {
         start: Vec<u8>,
         after: Revision,
         seen: Arc<AtomicU64>,
-        stream: Option<etcd_client::WatchStream>,
+        progress: tokio::sync::watch::Receiver<u64>,
+        requests: Option<etcd_client::WatchRequestSender>,
+        stream: Option<etcd_client::WatchResponseStream>,
         pending: std::collections::VecDeque<Arc<Event>>,
         done: bool,
     }
@@ -536,12 +548,15 @@ mod watch {
         start: Vec<u8>,
         after: Revision,
         seen: Arc<AtomicU64>,
+        progress: tokio::sync::watch::Receiver<u64>,
     ) -> impl Stream<Item = Result<Arc<Event>>> + Send + 'static {
         let state = State {
             client,
             start,
             after,
             seen,
+            progress,
+            requests: None,
             stream: None,
             pending: Default::default(),
             done: false,
@@ -561,7 +576,11 @@ mod watch {
                         .with_prev_key()
                         .with_progress_notify();
                     match state.client.watch(state.start.clone(), Some(options)).await {
-                        Ok(stream) => state.stream = Some(stream),
+                        Ok(stream) => {
+                            let (requests, responses) = stream.split();
+                            state.requests = Some(requests);
+                            state.stream = Some(responses);
+                        }
                         Err(e) => {
                             state.done = true;
                             return Some((Err(io(e)), state));
@@ -569,7 +588,20 @@ mod watch {
                     }
                 }
                 let stream = state.stream.as_mut()?;
-                let message = match stream.message().await {
+                let next = tokio::select! {
+                    next = stream.message() => next,
+                    changed = state.progress.changed() => {
+                        if changed.is_err() {
+                            // The store is gone: so is its watch.
+                            return None;
+                        }
+                        if let Some(requests) = state.requests.as_mut() {
+                            let _ = requests.request_progress().await;
+                        }
+                        continue;
+                    }
+                };
+                let message = match next {
                     Ok(Some(message)) => message,
                     Ok(None) => return None,
                     Err(e) => {
@@ -601,6 +633,24 @@ mod watch {
                     state
                         .seen
                         .fetch_max(header.revision() as Revision, Ordering::SeqCst);
+                }
+                // A progress report: no events, and everything up to its revision sent.
+                if message.events().is_empty()
+                    && !message.created()
+                    && let Some(header) = message.header()
+                    && header.revision() as Revision > state.after
+                {
+                    state.after = header.revision() as Revision;
+                    state.pending.push_back(Arc::new(Event {
+                        kind: EventKind::Progress,
+                        kv: KeyValue {
+                            key: String::new(),
+                            value: Bytes::new(),
+                            create_revision: 0,
+                            mod_revision: state.after,
+                        },
+                        prev: None,
+                    }));
                 }
                 for event in message.events() {
                     if let Some(event) = event_of(event) {

@@ -37,6 +37,9 @@ pub enum EventKind {
     Created,
     Updated,
     Deleted,
+    /// No change: the store has sent every change up to `kv.mod_revision` (etcd's progress
+    /// notification; `kv` has no key or value). Followers advance their revision.
+    Progress,
 }
 
 /// A change to one key. For `Deleted`, `kv` is the last value with `mod_revision` set to the

@@ -259,6 +259,7 @@ async fn embedded() -> Option<(Arc<dyn Store>, Guard)> {
 /// removed when dropped.
 struct EtcdProcess {
     child: std::process::Child,
+    url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -307,7 +308,11 @@ async fn etcd() -> Option<(Arc<dyn Store>, Guard)> {
         .stderr(log)
         .spawn()
         .expect("start etcd");
-    let process = EtcdProcess { child, _dir: dir };
+    let process = EtcdProcess {
+        child,
+        url: client_url.clone(),
+        _dir: dir,
+    };
     for _ in 0..100 {
         if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&client_url), None).await {
             return Some((Arc::new(store), Some(Box::new(process))));
@@ -350,5 +355,43 @@ async fn embedded_reopen_keeps_data_and_revision() {
     assert!(
         matches!(store.watch("/core/", 1), Err(Error::Compacted { .. })),
         "history does not survive a restart"
+    );
+}
+
+#[tokio::test]
+async fn etcd_progress_reaches_a_follower_past_writes_it_does_not_watch() {
+    let Some((_, guard)) = etcd().await else {
+        return;
+    };
+    // The store of `etcd()` is behind `dyn Store`; a second, concrete one on the same member.
+    let url = guard
+        .as_ref()
+        .and_then(|g| g.downcast_ref::<EtcdProcess>())
+        .map(|p| p.url.clone())
+        .expect("the etcd process");
+    let store = EtcdStore::connect(std::slice::from_ref(&url), None)
+        .await
+        .expect("connect");
+    let start = store.current_revision();
+    let mut follower = store.watch("/", start).expect("watch");
+    // A write outside the cluster's keys: no event for the follower.
+    assert!(
+        store
+            .create_raw("/elsewhere/x", b"1".to_vec())
+            .await
+            .expect("raw write")
+    );
+    let latest = store.latest_revision().await.expect("latest");
+    assert!(latest > start);
+    let event = tokio::time::timeout(std::time::Duration::from_secs(10), follower.next())
+        .await
+        .expect("a progress report in time")
+        .expect("an item")
+        .expect("ok");
+    assert_eq!(event.kind, EventKind::Progress);
+    assert!(
+        event.revision() >= latest,
+        "{} < {latest}",
+        event.revision()
     );
 }
