@@ -137,13 +137,13 @@ impl EtcdStore {
             progress: Arc::new(tokio::sync::watch::channel(0).0),
         };
         store.latest_revision().await?;
-        let client = store.client();
+        let clients: Vec<Client> = store.clients.iter().map(|(_, c)| c.clone()).collect();
         store.tasks = vec![
             tokio::spawn(compact_periodically(
-                client.clone(),
+                clients.clone(),
                 Arc::clone(&store.revision),
             )),
-            tokio::spawn(measure_size(client, Arc::clone(&store.size))),
+            tokio::spawn(measure_size(clients, Arc::clone(&store.size))),
         ];
         Ok(store)
     }
@@ -272,28 +272,38 @@ impl EtcdStore {
     }
 }
 
-/// Compacts etcd to the revision seen one interval earlier, every interval.
-async fn compact_periodically(mut client: Client, revision: Arc<AtomicU64>) {
+/// Compacts etcd to the revision seen one interval earlier, every interval, through the first
+/// member that answers.
+async fn compact_periodically(clients: Vec<Client>, revision: Arc<AtomicU64>) {
     let mut previous: Option<Revision> = None;
     loop {
         tokio::time::sleep(COMPACTION_INTERVAL).await;
         if let Some(target) = previous.filter(|r| *r > 0) {
-            match client.compact(target as i64, None).await {
-                Ok(_) => tracing::debug!(revision = target, "etcd compacted"),
-                // Another server compacted as far or further: nothing to do.
-                Err(e) if e.to_string().contains("compacted") => {}
-                Err(e) => tracing::warn!(error = %e, "etcd compaction failed"),
+            for mut client in clients.iter().cloned() {
+                match client.compact(target as i64, None).await {
+                    Ok(_) => tracing::debug!(revision = target, "etcd compacted"),
+                    // Another server compacted as far or further: nothing to do.
+                    Err(e) if e.to_string().contains("compacted") => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "etcd compaction failed on a member");
+                        continue;
+                    }
+                }
+                break;
             }
         }
         previous = Some(revision.load(Ordering::SeqCst));
     }
 }
 
-/// Reads the database's size for the metrics every 30 s.
-async fn measure_size(mut client: Client, size: Arc<AtomicU64>) {
+/// Reads the database's size for the metrics every 30 s, from the first member that answers.
+async fn measure_size(clients: Vec<Client>, size: Arc<AtomicU64>) {
     loop {
-        if let Ok(status) = client.status().await {
-            size.store(status.db_size().max(0) as u64, Ordering::Relaxed);
+        for mut client in clients.iter().cloned() {
+            if let Ok(status) = client.status().await {
+                size.store(status.db_size().max(0) as u64, Ordering::Relaxed);
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_secs(30)).await;
     }
