@@ -169,8 +169,18 @@ def test_up_ha_runs_etcd_two_servers_and_nodes_that_survive_a_member_and_a_serve
     cluster working; stopping `up` stops every child."""
     required_tool("etcd", "ETCD", "scripts/test.sh installs etcd-server")
     data = tmp_path / "ha"
+    def ports_free(base):
+        import socket
+        for p in [base, base + 1, *range(base + 10, base + 13), *range(base + 20, base + 23)]:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", p))
+                except OSError:
+                    return False
+        return True
+
     port = free_tcp_port()
-    while port + 23 > 65535:
+    while port + 23 > 65535 or not ports_free(port):
         port = free_tcp_port()
     log_path = tmp_path / "up.log"
     log = open(log_path, "wb")
@@ -189,7 +199,8 @@ def test_up_ha_runs_etcd_two_servers_and_nodes_that_survive_a_member_and_a_serve
 
     try:
         wait_for("everynode up --ha", lambda: "everynode is up" in log_path.read_text() or up.poll() is not None, timeout=120)
-        assert up.poll() is None, log_path.read_text()
+        second_log = data / "server-2" / "server.log"
+        assert up.poll() is None, log_path.read_text() + (second_log.read_text() if second_log.exists() else "")
         text = log_path.read_text()
         assert f"API servers https://127.0.0.1:{port} and https://127.0.0.1:{port + 1}" in text, text
         contexts = kubectl("config", "get-contexts", "-o", "name").stdout.split()

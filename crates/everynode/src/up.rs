@@ -487,9 +487,12 @@ async fn start_second_server(
         }
         _ => {
             stop_child(&mut child).await;
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
             Err(Error::Startup(format!(
-                "the second API server did not start; see {}",
-                log_path.display()
+                "the second API server did not start ({}): {}",
+                log_path.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join(" / ")
             )))
         }
     }

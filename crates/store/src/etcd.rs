@@ -27,6 +27,14 @@ const COMPACTION_INTERVAL: Duration = Duration::from_secs(5 * 60);
 /// Keys read per request when listing everything (the watch cache's first list): pages at one
 /// revision keep each response small whatever the cluster's size.
 const LIST_PAGE: i64 = 500;
+/// Pauses before each round over the members after the first (about 3 s in all).
+const RETRY_PAUSES: [Duration; 5] = [
+    Duration::ZERO,
+    Duration::from_millis(100),
+    Duration::from_millis(300),
+    Duration::from_millis(900),
+    Duration::from_millis(1800),
+];
 /// gRPC messages may be larger than tonic's 4 MiB default: a page of large objects.
 const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
@@ -159,22 +167,29 @@ impl EtcdStore {
         let count = self.clients.len();
         let first = self.current.load(Ordering::Relaxed) % count;
         let mut last = None;
-        for attempt in 0..count {
-            let index = (first + attempt) % count;
-            let (endpoint, client) = &self.clients[index];
-            match op(client.clone()).await {
-                Ok(answer) => {
-                    if index != first {
-                        self.current.store(index, Ordering::Relaxed);
-                        tracing::warn!(%endpoint, "moved to another etcd member");
+        // Every member, then again after a pause: a cluster electing a leader (a member lost,
+        // a busy machine) answers "unavailable" everywhere for a moment.
+        for (round, pause) in RETRY_PAUSES.iter().enumerate() {
+            if round > 0 {
+                tokio::time::sleep(*pause).await;
+            }
+            for attempt in 0..count {
+                let index = (first + attempt) % count;
+                let (endpoint, client) = &self.clients[index];
+                match op(client.clone()).await {
+                    Ok(answer) => {
+                        if index != first {
+                            self.current.store(index, Ordering::Relaxed);
+                            tracing::warn!(%endpoint, "moved to another etcd member");
+                        }
+                        return Ok(answer);
                     }
-                    return Ok(answer);
+                    Err(e) if unreachable(&e, idempotent) => {
+                        tracing::debug!(%endpoint, error = %e, "etcd member unavailable");
+                        last = Some(e);
+                    }
+                    Err(e) => return Err(io(e)),
                 }
-                Err(e) if unreachable(&e, idempotent) => {
-                    tracing::debug!(%endpoint, error = %e, "etcd member unreachable");
-                    last = Some(e);
-                }
-                Err(e) => return Err(io(e)),
             }
         }
         Err(last.map_or_else(|| Error::Io("no etcd member".into()), io))
