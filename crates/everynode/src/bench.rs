@@ -685,13 +685,20 @@ fn report(
     let (cores, mem_kb) = machine();
     let secs = |d: Duration| d.as_secs_f64();
     let mb = |kb: u64| kb as f64 / 1024.0;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The server's store; the floor is always the embedded store's.
+    let store = if args.iter().any(|a| a.contains("--etcd-servers")) {
+        "etcd store (floor: the embedded store)"
+    } else {
+        "embedded store"
+    };
     let mut out = format!(
-        "### {}, commit {}, {cores} cores (nproc {cores}), {:.0} GiB RAM, embedded store\n\n\
+        "### {}, commit {}, {cores} cores (nproc {cores}), {:.0} GiB RAM, {store}\n\n\
          Command: `everynode {}`\n\n| measure | result |\n|---|---|\n",
         today(),
         commit(),
         mb(mem_kb) / 1024.0,
-        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+        args.join(" ")
     );
     out += &format!("| {n} hollow nodes Ready | {:.2} s |\n", secs(nodes_took));
     for s in stages {
