@@ -307,18 +307,7 @@ pub async fn stop(runtime: &NodeRuntime, child: &mut tokio::process::Child) {
     {
         cri.remove_others(&[]).await;
     }
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
+    crate::terminate(child, Duration::from_secs(10)).await;
     let _ = std::fs::remove_file(runtime.pid_path());
     let _ = tokio::process::Command::new("ip")
         .args(["link", "delete", &runtime.bridge])

@@ -130,18 +130,7 @@ pub async fn wait_ready(members: &[Member]) -> Result<(), Error> {
 /// SIGTERM to each member, then SIGKILL after 10 s.
 pub async fn stop(children: Vec<tokio::process::Child>) {
     for mut child in children {
-        if let Some(pid) = child.id() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
-        if tokio::time::timeout(Duration::from_secs(10), child.wait())
-            .await
-            .is_err()
-        {
-            let _ = child.kill().await;
-        }
+        crate::terminate(&mut child, Duration::from_secs(10)).await;
     }
 }
 

@@ -215,6 +215,22 @@ fn raise_open_file_limit() {
 
 /// Creates `dir` if needed and makes it private to this user (0700), whatever an earlier version
 /// left: it holds the store, keys, agent state or pods' volumes.
+/// Asks a child to stop (SIGTERM), then kills it if it still runs after `grace`. Whether it
+/// had to be killed.
+pub async fn terminate(child: &mut tokio::process::Child, grace: std::time::Duration) -> bool {
+    if let Some(pid) = child.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        let _ = child.kill().await;
+        return true;
+    }
+    false
+}
+
 pub fn private_dir(dir: &std::path::Path) -> Result<(), Error> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir)

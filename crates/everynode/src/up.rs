@@ -231,18 +231,8 @@ async fn supervise(
 
 /// SIGTERM (the agent stops its pods), then SIGKILL if it is still running after 40 s.
 async fn stop_agent(name: &str, child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if tokio::time::timeout(Duration::from_secs(40), child.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(agent = name, "agent did not stop in 40 s; killing it");
-        let _ = child.kill().await;
+    if crate::terminate(child, Duration::from_secs(40)).await {
+        tracing::warn!(agent = name, "agent did not stop in 40 s; killed it");
     }
 }
 
@@ -533,16 +523,5 @@ fn write_ha_kubeconfig(data_dir: &Path, path: &Path, urls: &[String]) -> Result<
 
 /// SIGTERM, then SIGKILL after 30 s.
 async fn stop_child(child: &mut tokio::process::Child) {
-    if let Some(pid) = child.id() {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid as i32),
-            nix::sys::signal::Signal::SIGTERM,
-        );
-    }
-    if tokio::time::timeout(Duration::from_secs(30), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.kill().await;
-    }
+    crate::terminate(child, Duration::from_secs(30)).await;
 }

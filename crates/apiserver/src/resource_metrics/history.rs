@@ -6,12 +6,12 @@
 //! `memoryBytes`.
 
 use super::usage::HistoryPoint;
-use super::{ListQuery, answer, meta_of, stored};
+use super::{ListQuery, meta_of, rendered_list, rendered_one};
 use crate::error::ApiError;
 use crate::registry::Registry;
 use crate::response::ok;
 use axum::extract::{Path, Query, State};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use everynode_api::registry::Kind;
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -76,19 +76,16 @@ pub async fn list_nodes(
     State(api): State<Arc<Registry>>,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    answer(stored(&api, Kind::Node, None, &query).map(|nodes| {
-        let items = nodes.iter().filter_map(|n| node_usage(&api, n)).collect();
+    rendered_list(&api, Kind::Node, None, &query, node_usage, |items| {
         list("NodeUsageList", items)
-    }))
+    })
 }
 
 /// `GET .../nodes/{name}`.
 pub async fn get_node(State(api): State<Arc<Registry>>, Path(name): Path<String>) -> Response {
-    let node = api.cache.object(Kind::Node, None, &name);
-    match node.as_ref().and_then(|n| node_usage(&api, n)) {
-        Some(u) => ok(&u),
-        None => ApiError::not_found_in(GROUP, "nodeusage", &name).into_response(),
-    }
+    rendered_one(&api, Kind::Node, None, &name, node_usage, || {
+        ApiError::not_found_in(GROUP, "nodeusage", &name)
+    })
 }
 
 /// `GET .../pods` and `GET .../namespaces/{namespace}/pods`.
@@ -98,11 +95,13 @@ pub async fn list_pods(
     Query(query): Query<ListQuery>,
 ) -> Response {
     let namespace = namespace.map(|Path(ns)| ns);
-    answer(
-        stored(&api, Kind::Pod, namespace.as_deref(), &query).map(|pods| {
-            let items = pods.iter().filter_map(|p| pod_usage(&api, p)).collect();
-            list("PodUsageList", items)
-        }),
+    rendered_list(
+        &api,
+        Kind::Pod,
+        namespace.as_deref(),
+        &query,
+        pod_usage,
+        |items| list("PodUsageList", items),
     )
 }
 
@@ -111,12 +110,9 @@ pub async fn get_pod(
     State(api): State<Arc<Registry>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
-    let pod = api.cache.object(Kind::Pod, Some(&namespace), &name);
-    match pod.as_ref().and_then(|p| pod_usage(&api, p)) {
-        Some(u) => ok(&u),
-        None => ApiError::not_found_in(GROUP, "podusage", &format!("{namespace}/{name}"))
-            .into_response(),
-    }
+    rendered_one(&api, Kind::Pod, Some(&namespace), &name, pod_usage, || {
+        ApiError::not_found_in(GROUP, "podusage", &format!("{namespace}/{name}"))
+    })
 }
 
 /// The routes.

@@ -165,24 +165,58 @@ fn answer(result: ApiResult<Response>) -> Response {
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
+/// What a handler makes of one stored node or pod; `None` when there is nothing to show.
+type Render = fn(&Registry, &Value) -> Option<Value>;
+
+/// A list of what `render` makes of the stored objects of `kind` the query selects.
+fn rendered_list(
+    api: &Registry,
+    kind: Kind,
+    namespace: Option<&str>,
+    query: &ListQuery,
+    render: Render,
+    wrap: impl FnOnce(Vec<Value>) -> Response,
+) -> Response {
+    answer(
+        stored(api, kind, namespace, query)
+            .map(|objects| wrap(objects.iter().filter_map(|o| render(api, o)).collect())),
+    )
+}
+
+/// What `render` makes of one stored object, or `missing`'s 404.
+fn rendered_one(
+    api: &Registry,
+    kind: Kind,
+    namespace: Option<&str>,
+    name: &str,
+    render: Render,
+    missing: impl FnOnce() -> ApiError,
+) -> Response {
+    match api
+        .cache
+        .object(kind, namespace, name)
+        .and_then(|o| render(api, &o))
+    {
+        Some(rendered) => ok(&rendered),
+        None => missing().into_response(),
+    }
+}
+
 /// `GET .../nodes`.
 pub async fn list_nodes(
     State(api): State<Arc<Registry>>,
     Query(query): Query<ListQuery>,
 ) -> Response {
-    answer(stored(&api, Kind::Node, None, &query).map(|nodes| {
-        let items = nodes.iter().filter_map(|n| node_metrics(&api, n)).collect();
+    rendered_list(&api, Kind::Node, None, &query, node_metrics, |items| {
         list("NodeMetricsList", items)
-    }))
+    })
 }
 
 /// `GET .../nodes/{name}`.
 pub async fn get_node(State(api): State<Arc<Registry>>, Path(name): Path<String>) -> Response {
-    let node = api.cache.object(Kind::Node, None, &name);
-    match node.as_ref().and_then(|n| node_metrics(&api, n)) {
-        Some(m) => ok(&m),
-        None => ApiError::not_found_in(GROUP, "nodemetrics", &name).into_response(),
-    }
+    rendered_one(&api, Kind::Node, None, &name, node_metrics, || {
+        ApiError::not_found_in(GROUP, "nodemetrics", &name)
+    })
 }
 
 /// `GET .../pods` and `GET .../namespaces/{namespace}/pods`.
@@ -192,11 +226,13 @@ pub async fn list_pods(
     Query(query): Query<ListQuery>,
 ) -> Response {
     let namespace = namespace.map(|Path(ns)| ns);
-    answer(
-        stored(&api, Kind::Pod, namespace.as_deref(), &query).map(|pods| {
-            let items = pods.iter().filter_map(|p| pod_metrics(&api, p)).collect();
-            list("PodMetricsList", items)
-        }),
+    rendered_list(
+        &api,
+        Kind::Pod,
+        namespace.as_deref(),
+        &query,
+        pod_metrics,
+        |items| list("PodMetricsList", items),
     )
 }
 
@@ -205,13 +241,15 @@ pub async fn get_pod(
     State(api): State<Arc<Registry>>,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Response {
-    let pod = api.cache.object(Kind::Pod, Some(&namespace), &name);
-    match pod.as_ref().and_then(|p| pod_metrics(&api, p)) {
-        Some(m) => ok(&m),
-        // metrics-server names the pod with its namespace.
-        None => ApiError::not_found_in(GROUP, "podmetrics", &format!("{namespace}/{name}"))
-            .into_response(),
-    }
+    // metrics-server names the pod with its namespace.
+    rendered_one(
+        &api,
+        Kind::Pod,
+        Some(&namespace),
+        &name,
+        pod_metrics,
+        || ApiError::not_found_in(GROUP, "podmetrics", &format!("{namespace}/{name}")),
+    )
 }
 
 /// The routes, with `usage.everynode.io`'s.
