@@ -64,16 +64,22 @@ def test_stdin_reaches_the_command_and_its_end_ends_it(one_node):
     assert r.stdout.strip() == "3"
 
 
-def test_cp_copies_both_ways(one_node, tmp_path):
+@pytest.mark.parametrize("client", ["1.33", "1.20"])
+def test_cp_copies_both_ways(one_node, tmp_path, client):
+    """1.33 over WebSocket v5, 1.20 over SPDY: both end the pod's `tar` input."""
     s = one_node
     source = tmp_path / "in.txt"
-    source.write_text("copied content\n" * 100)
+    source.write_text("copied content\n" * 1000)
     target = tmp_path / "in-the-pod.txt"
-    s.kubectl("cp", str(source), f"{s.pod}:{target}", "-c", "main")
-    assert target.read_text() == source.read_text()
-    back = tmp_path / "back.txt"
-    s.kubectl("cp", f"{s.pod}:{target}", str(back), "-c", "main")
-    assert back.read_text() == source.read_text()
+    s.kubectl_path = kubectl_binary() if client == "1.33" else kubectl_120_binary()
+    try:
+        s.kubectl("cp", str(source), f"{s.pod}:{target}", "-c", "main")
+        assert target.read_text() == source.read_text()
+        back = tmp_path / "back.txt"
+        s.kubectl("cp", f"{s.pod}:{target}", str(back), "-c", "main")
+        assert back.read_text() == source.read_text()
+    finally:
+        s.kubectl_path = None
 
 
 @pytest.mark.parametrize("client", ["1.33", "1.20"])
@@ -163,18 +169,6 @@ def test_kubectl_120_execs_over_spdy(kubectl_120):
     assert r.returncode == 3, r.stderr
     r = s.kubectl("exec", "-i", s.pod, "-c", "main", "--", "sh", "-c", "wc -l", input="one\ntwo\nthree\n")
     assert r.stdout.strip() == "3", "stdin reaches the command and its end ends it"
-
-
-def test_kubectl_120_copies_both_ways(kubectl_120, tmp_path):
-    s = kubectl_120
-    source = tmp_path / "in.txt"
-    source.write_text("spdy content\n" * 1000)
-    target = tmp_path / "in-the-pod.txt"
-    s.kubectl("cp", str(source), f"{s.pod}:{target}", "-c", "main")
-    assert target.read_text() == source.read_text()
-    back = tmp_path / "back.txt"
-    s.kubectl("cp", f"{s.pod}:{target}", str(back), "-c", "main")
-    assert back.read_text() == source.read_text()
 
 
 def unused_port():
