@@ -395,6 +395,16 @@ def free_tcp_port():
         return sock.getsockname()[1]
 
 
+def etcdctl(endpoints, *args, check=True):
+    """etcd's v3 client against `endpoints` (comma-separated)."""
+    binary = required_tool("etcdctl", "ETCDCTL", "scripts/test.sh installs etcd-client")
+    result = subprocess.run([binary, "--endpoints", endpoints, *args], capture_output=True, text=True,
+                            env=dict(os.environ, ETCDCTL_API="3"), timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"etcdctl {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
 class Etcd:
     """One etcd member (Debian's `etcd-server`) on loopback ports of its own, with its data in
     `data_dir`. `etcdctl(...)` runs the v3 client against it."""
@@ -420,12 +430,7 @@ class Etcd:
         return self
 
     def etcdctl(self, *args, check=True):
-        binary = required_tool("etcdctl", "ETCDCTL", "scripts/test.sh installs etcd-client")
-        result = subprocess.run([binary, "--endpoints", self.client_url, *args], capture_output=True, text=True,
-                                env=dict(os.environ, ETCDCTL_API="3"), timeout=60)
-        if check and result.returncode != 0:
-            raise AssertionError(f"etcdctl {' '.join(args)} failed: {result.stderr}")
-        return result
+        return etcdctl(self.client_url, *args, check=check)
 
     def stop(self):
         stop_process(self.proc)
@@ -464,10 +469,10 @@ class EtcdCluster:
         return self
 
     def healthy(self):
-        etcdctl = required_tool("etcdctl", "ETCDCTL", "scripts/test.sh installs etcd-client")
-        r = subprocess.run([etcdctl, "--endpoints", self.client_urls, "endpoint", "health"], capture_output=True,
-                           text=True, env=dict(os.environ, ETCDCTL_API="3"), timeout=30)
-        return r.returncode == 0
+        return self.etcdctl("endpoint", "health", check=False).returncode == 0
+
+    def etcdctl(self, *args, check=True):
+        return etcdctl(self.client_urls, *args, check=check)
 
     def kill_member(self, i):
         proc = self.members[i]["proc"]

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import (Agent, Etcd, Server, everynode_binary, free_tcp_port, kubectl_binary, remove_tree, required_tool,
+from conftest import (Agent, Etcd, EtcdCluster, Server, everynode_binary, free_tcp_port, kubectl_binary, remove_tree, required_tool,
                       stop_process, wait_for)
 
 DAEMON = {
@@ -91,15 +91,16 @@ def test_objects_live_in_etcd_under_upstreams_keys_and_survive_a_server_kill(on_
 
 def test_an_agent_fails_over_to_the_other_server_on_the_same_etcd(tmp_path_factory):
     data = tmp_path_factory.mktemp("ha")
-    etcd = Etcd(data / "etcd").start()
-    first = Server(data / "a", ["--etcd-servers", etcd.client_url])
+    # Three members, as a production etcd.
+    etcd = EtcdCluster(data / "etcd").start()
+    first = Server(data / "a", ["--etcd-servers", etcd.client_urls])
     first.data_dir.mkdir(parents=True)
     first.start()
     # The second server joins with a fresh data directory and the first one's cluster secret:
     # the CA, service-account key and admin token come from etcd, sealed with it.
     secret = first.data_dir / "cluster-secret"
     (data / "b").mkdir()
-    second = Server(data / "b", ["--etcd-servers", etcd.client_url, "--cluster-secret-file", str(secret)]).start()
+    second = Server(data / "b", ["--etcd-servers", etcd.client_urls, "--cluster-secret-file", str(secret)]).start()
     assert second.token == first.token
     assert (second.data_dir / "pki" / "ca.crt").read_text() == (first.data_dir / "pki" / "ca.crt").read_text()
     assert "cluster-credentials" in etcd.etcdctl("get", "--prefix", "/everynode/", "--keys-only").stdout
@@ -107,7 +108,7 @@ def test_an_agent_fails_over_to_the_other_server_on_the_same_etcd(tmp_path_facto
     # A wrong secret does not open them, and the server says so.
     (data / "wrong-secret").write_text("not the secret")
     (data / "c").mkdir()
-    wrong = Server(data / "c", ["--etcd-servers", etcd.client_url, "--cluster-secret-file", str(data / "wrong-secret")])
+    wrong = Server(data / "c", ["--etcd-servers", etcd.client_urls, "--cluster-secret-file", str(data / "wrong-secret")])
     with pytest.raises(RuntimeError):
         wrong.start()
     assert "do not open with this cluster secret" in (data / "c" / "server.log").read_text()
