@@ -483,3 +483,14 @@ class EtcdCluster:
         for m in self.members:
             if m["proc"]:
                 stop_process(m["proc"])
+
+
+def server_on_etcd(data_dir, etcd_urls, first=None):
+    """A started server on the etcd at `etcd_urls` with a fresh data directory; given `first`,
+    it joins that server's cluster with its cluster secret, as a second server does."""
+    data_dir = pathlib.Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    args = ["--etcd-servers", etcd_urls]
+    if first is not None:
+        args += ["--cluster-secret-file", str(first.data_dir / "cluster-secret")]
+    return Server(data_dir, args).start()

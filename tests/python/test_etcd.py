@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from conftest import (Agent, Etcd, EtcdCluster, Server, everynode_binary, free_tcp_port, kubectl_binary, remove_tree, required_tool,
-                      stop_process, wait_for)
+from conftest import (Agent, Etcd, EtcdCluster, Server, everynode_binary, free_tcp_port, kubectl_binary, remove_tree,
+                      required_tool, server_on_etcd, stop_process, wait_for)
 
 DAEMON = {
     "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "collector"},
@@ -28,9 +28,7 @@ DAEMON = {
 def on_etcd(tmp_path_factory):
     data = tmp_path_factory.mktemp("etcd")
     etcd = Etcd(data / "etcd").start()
-    server = Server(data / "server", ["--etcd-servers", etcd.client_url])
-    server.data_dir.mkdir(parents=True)
-    server.start()
+    server = server_on_etcd(data / "server", etcd.client_url)
     agents = [Agent(server, f"node-{i}").start() for i in (1, 2)]
     try:
         yield etcd, server
@@ -93,14 +91,10 @@ def test_an_agent_fails_over_to_the_other_server_on_the_same_etcd(tmp_path_facto
     data = tmp_path_factory.mktemp("ha")
     # Three members, as a production etcd.
     etcd = EtcdCluster(data / "etcd").start()
-    first = Server(data / "a", ["--etcd-servers", etcd.client_urls])
-    first.data_dir.mkdir(parents=True)
-    first.start()
+    first = server_on_etcd(data / "a", etcd.client_urls)
     # The second server joins with a fresh data directory and the first one's cluster secret:
     # the CA, service-account key and admin token come from etcd, sealed with it.
-    secret = first.data_dir / "cluster-secret"
-    (data / "b").mkdir()
-    second = Server(data / "b", ["--etcd-servers", etcd.client_urls, "--cluster-secret-file", str(secret)]).start()
+    second = server_on_etcd(data / "b", etcd.client_urls, first=first)
     assert second.token == first.token
     assert (second.data_dir / "pki" / "ca.crt").read_text() == (first.data_dir / "pki" / "ca.crt").read_text()
     assert "cluster-credentials" in etcd.etcdctl("get", "--prefix", "/everynode/", "--keys-only").stdout

@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 
-from conftest import Agent, Etcd, EtcdCluster, Server, remove_tree, stays, stop_process, wait_for
+from conftest import Agent, Etcd, EtcdCluster, remove_tree, server_on_etcd, stays, stop_process, wait_for
 
 DAEMON = {
     "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "roller"},
@@ -42,11 +42,8 @@ def first_answer(servers, *args):
 
 def test_a_rollout_survives_losing_the_lease_holder_and_an_etcd_member(tmp_path):
     etcd = EtcdCluster(tmp_path / "etcd").start()
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = Server(tmp_path / "a", ["--etcd-servers", etcd.client_urls]).start()
-    b = Server(tmp_path / "b", ["--etcd-servers", etcd.client_urls,
-                                "--cluster-secret-file", str(tmp_path / "a" / "cluster-secret")]).start()
+    a = server_on_etcd(tmp_path / "a", etcd.client_urls)
+    b = server_on_etcd(tmp_path / "b", etcd.client_urls, first=a)
     servers = [a, b]
     agents = [Agent(a, f"node-{i}", ["--server", f"{a.url},{b.url}"]).start() for i in (1, 2, 3)]
     stop = threading.Event()
@@ -143,14 +140,11 @@ def test_a_rollout_survives_losing_the_lease_holder_and_an_etcd_member(tmp_path)
 
 def test_a_leader_paused_past_its_lease_does_not_act_on_its_stale_view(tmp_path):
     etcd = Etcd(tmp_path / "etcd").start()
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = Server(tmp_path / "a", ["--etcd-servers", etcd.client_url]).start()
+    a = server_on_etcd(tmp_path / "a", etcd.client_url)
     # The first server leads (the only candidate at first); the agent talks to the second, so
     # what is tested is the paused leader's controllers, not the agent's way around it.
     wait_for("the first server to lead", lambda: "became the leader" in (tmp_path / "a" / "server.log").read_text())
-    b = Server(tmp_path / "b", ["--etcd-servers", etcd.client_url,
-                                "--cluster-secret-file", str(tmp_path / "a" / "cluster-secret")]).start()
+    b = server_on_etcd(tmp_path / "b", etcd.client_url, first=a)
     agent = Agent(a, "node-1", ["--server", f"{b.url},{a.url}"]).start()
     paused = None
     try:
@@ -201,11 +195,8 @@ def test_an_agent_whose_server_hangs_moves_to_the_other(tmp_path):
     silent server (20 s for an answer, 75 s of silence on a watch) and carries on through the
     other; its pod keeps running and a new DaemonSet reaches it."""
     etcd = Etcd(tmp_path / "etcd").start()
-    (tmp_path / "a").mkdir()
-    (tmp_path / "b").mkdir()
-    a = Server(tmp_path / "a", ["--etcd-servers", etcd.client_url]).start()
-    b = Server(tmp_path / "b", ["--etcd-servers", etcd.client_url,
-                                "--cluster-secret-file", str(tmp_path / "a" / "cluster-secret")]).start()
+    a = server_on_etcd(tmp_path / "a", etcd.client_url)
+    b = server_on_etcd(tmp_path / "b", etcd.client_url, first=a)
     agent = Agent(a, "node-1", ["--server", f"{a.url},{b.url}"]).start()
     paused = None
     try:

@@ -22,17 +22,10 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-pub const V5: &str = "v5.channel.k8s.io";
-pub const V4: &str = "v4.channel.k8s.io";
+use everynode_apimachinery::channel::{CLOSE, ERROR as STATUS, RESIZE, STDERR, STDIN, STDOUT};
+pub use everynode_apimachinery::channel::{V4, V5};
 /// The protocols served, in order of preference.
 pub const PROTOCOLS: [&str; 2] = [V5, V4];
-
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const STATUS: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
 
 /// How long output may still drain after the command ended (a background process can hold a
 /// terminal open forever).

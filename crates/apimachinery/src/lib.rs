@@ -5,6 +5,7 @@
 //!
 //! Pure: no I/O and no clock, like `everynode-api`, on which it builds.
 
+pub mod channel;
 pub mod duplicate_fields;
 pub mod managed_fields;
 pub mod nesting;

@@ -244,14 +244,7 @@ pub async fn start(
         cni_conflist(runtime),
     )?;
     let log_path = runtime.dir.join("containerd.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|source| Error::Read {
-            path: log_path.clone(),
-            source,
-        })?;
+    let log = crate::append_log(&log_path)?;
     let err_log = log.try_clone().map_err(|source| Error::Read {
         path: log_path.clone(),
         source,

@@ -70,14 +70,7 @@ pub fn start(members: &[Member]) -> Result<Vec<tokio::process::Child>, Error> {
     for member in members {
         crate::private_dir(&member.data_dir)?;
         let log_path = member.data_dir.join("etcd.log");
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|source| Error::Read {
-                path: log_path.clone(),
-                source,
-            })?;
+        let log = crate::append_log(&log_path)?;
         let child = tokio::process::Command::new("setpriv")
             .args(["--pdeathsig", "KILL", "--", "etcd"])
             .args(["--name", &member.name])

@@ -216,15 +216,13 @@ impl tower::Service<Request<Body>> for Failover {
     }
 }
 
-/// An empty body, for the tests.
-#[cfg(test)]
-fn empty() -> Body {
-    Body::from(bytes::Bytes::new())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn empty() -> Body {
+        Body::from(Bytes::new())
+    }
 
     #[tokio::test]
     async fn a_refused_server_is_skipped_and_the_next_one_kept() {

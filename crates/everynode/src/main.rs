@@ -215,6 +215,18 @@ fn raise_open_file_limit() {
 
 /// Creates `dir` if needed and makes it private to this user (0700), whatever an earlier version
 /// left: it holds the store, keys, agent state or pods' volumes.
+/// Opens a child's log for appending, so an earlier run's lines are kept.
+pub fn append_log(path: &std::path::Path) -> Result<std::fs::File, Error> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+}
+
 /// Asks a child to stop (SIGTERM), then kills it if it still runs after `grace`. Whether it
 /// had to be killed.
 pub async fn terminate(child: &mut tokio::process::Child, grace: std::time::Duration) -> bool {

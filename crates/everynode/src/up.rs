@@ -141,14 +141,7 @@ fn spawn_agent(
 ) -> Result<tokio::process::Child, Error> {
     crate::private_dir(&files.state)?;
     // Appended, with a marker per start, so an earlier run's log is kept.
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&files.log)
-        .map_err(|source| Error::Read {
-            path: files.log.clone(),
-            source,
-        })?;
+    let mut log = crate::append_log(&files.log)?;
     let child = tokio::process::Command::new(exe)
         .arg("agent")
         .arg("--kubeconfig")
@@ -424,14 +417,7 @@ async fn start_second_server(
     let data_dir = args.data_dir.join("server-2");
     crate::private_dir(&data_dir)?;
     let log_path = data_dir.join("server.log");
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|source| Error::Read {
-            path: log_path.clone(),
-            source,
-        })?;
+    let log = crate::append_log(&log_path)?;
     let mut child = tokio::process::Command::new("setpriv")
         .args(["--pdeathsig", "KILL", "--"])
         .arg(exe)

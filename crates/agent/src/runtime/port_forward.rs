@@ -90,8 +90,10 @@ mod tests {
         let dialled = connect_in_namespace(netns, port).await;
         if let Err(e) = &dialled
             && e.contains("cannot enter")
+            && std::env::var("CI").as_deref() != Ok("true")
         {
-            // setns needs CAP_SYS_ADMIN; without it the dial is not what is tested.
+            // setns needs CAP_SYS_ADMIN, which CI (root) has; elsewhere the dial is not tested.
+            eprintln!("skipped: {e}");
             return;
         }
         assert!(dialled.is_ok(), "{dialled:?}");

@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{BytesCodec, FramedRead};
 
-const PROTOCOL: &str = "v4.channel.k8s.io";
+use everynode_apimachinery::channel::V4 as PROTOCOL;
 
 /// The exit code a final `Status` carries: 0 for `Success`, the `ExitCode` cause for
 /// `NonZeroExitCode`, else 1 with the message to report.

@@ -31,8 +31,7 @@ pub const SUBRESOURCES: &[(&str, &str)] = &[
     ("portforward", "PodPortForwardOptions"),
 ];
 
-pub const V5: &str = "v5.channel.k8s.io";
-pub const V4: &str = "v4.channel.k8s.io";
+use everynode_apimachinery::channel::{V4, V5};
 
 /// Which of `exec` and `attach`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -19,12 +19,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-const STDIN: u8 = 0;
-const STDOUT: u8 = 1;
-const STDERR: u8 = 2;
-const ERROR: u8 = 3;
-const RESIZE: u8 = 4;
-const CLOSE: u8 = 255;
+use everynode_apimachinery::channel::{CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT};
 
 /// How long the client has to open every stream it asked for (upstream's stream creation
 /// timeout).
