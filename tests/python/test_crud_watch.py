@@ -161,6 +161,55 @@ def test_controller_revisions_events_leases(api):
     assert renewed.spec.holder_identity == "node-0" and renewed.spec.renew_time is not None
 
 
+def test_one_event_two_views(server, api):
+    """An Event written through events.k8s.io/v1 (as kube-rs's and client-go's recorders write
+    them) is the core/v1 Event `kubectl get events` and `kubectl events` read, and back: one
+    object, one resourceVersion, fields renamed as upstream converts them."""
+    c, ev1 = core(api), kubernetes.client.EventsV1Api(api)
+    w = watch.Watch()
+    start = c.list_namespaced_event("default").metadata.resource_version
+    created = ev1.create_namespaced_event("default", {
+        "apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "agent.1"},
+        "eventTime": "2026-12-01T00:00:00.000000Z", "reportingController": "example.com/agent",
+        "reportingInstance": "agent-node-1", "action": "Started", "reason": "Started", "type": "Normal",
+        "regarding": {"kind": "DaemonSet", "namespace": "default", "name": "exporter", "apiVersion": "apps/v1"},
+        "note": "agent started"})
+    seen = c.read_namespaced_event("agent.1", "default")
+    assert seen.metadata.resource_version == created.metadata.resource_version
+    assert seen.metadata.uid == created.metadata.uid
+    assert (seen.message, seen.reporting_component, seen.involved_object.name) == ("agent started", "example.com/agent", "exporter")
+    listed = c.list_namespaced_event("default", field_selector="involvedObject.name=exporter,reportingComponent=example.com/agent").items
+    assert [e.metadata.name for e in listed] == ["agent.1"]
+    out = server.kubectl("events", "--for", "daemonset/exporter").stdout
+    assert "agent started" in out and "Started" in out, out
+
+    # A repeat through the old API bumps the count the new API shows as deprecatedCount.
+    seen.count, seen.message = 2, "agent started again"
+    c.replace_namespaced_event("agent.1", "default", seen)
+    again = ev1.read_namespaced_event("agent.1", "default")
+    assert (again.note, again.deprecated_count) == ("agent started again", 2)
+    # Patched through the new API (a series, as the recorder does), read through the old one.
+    ev1.patch_namespaced_event("agent.1", "default", {"series": {"count": 3, "lastObservedTime": "2026-12-01T00:05:00.000000Z"}})
+    assert c.read_namespaced_event("agent.1", "default").series.count == 3
+
+    # Each API watches its own view of the same changes.
+    old = [(e["type"], e["object"].message) for e in w.stream(c.list_namespaced_event, "default", resource_version=start, timeout_seconds=2)]
+    new = [(e["type"], e["object"].note) for e in watch.Watch().stream(ev1.list_namespaced_event, "default", resource_version=start, timeout_seconds=2)]
+    assert old == new == [("ADDED", "agent started"), ("MODIFIED", "agent started again"), ("MODIFIED", "agent started again")], (old, new)
+
+    # A core Event is listed, and deleted, through the new API.
+    c.create_namespaced_event("default", {"metadata": {"name": "core.1"}, "involvedObject": {"kind": "Pod", "name": "p", "namespace": "default"},
+                                          "reason": "Pulled", "message": "pulled", "type": "Normal", "source": {"component": "kubelet"}})
+    # It has no eventTime, sent as null as upstream does (which this client's model refuses).
+    got = json.loads(ev1.read_namespaced_event("core.1", "default", _preload_content=False).data)
+    assert (got["note"], got["regarding"]["kind"], got["deprecatedSource"]["component"]) == ("pulled", "Pod", "kubelet")
+    assert "eventTime" in got and got["eventTime"] is None
+    listed = json.loads(ev1.list_namespaced_event("default", _preload_content=False).data)
+    assert sorted(e["metadata"]["name"] for e in listed["items"]) == ["agent.1", "core.1"]
+    ev1.delete_namespaced_event("core.1", "default")
+    assert [e.metadata.name for e in c.list_namespaced_event("default").items] == ["agent.1"]
+
+
 def test_pagination(api):
     c = core(api)
     for i in range(7):

@@ -6,6 +6,7 @@
 pub mod csr;
 pub mod daemonset;
 pub mod defaults;
+pub mod event_versions;
 pub mod field;
 pub mod fnv;
 pub mod names;

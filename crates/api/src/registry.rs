@@ -453,6 +453,33 @@ impl Resource {
     pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
         format!("{}{name}", self.list_prefix(namespace))
     }
+    /// The resource whose storage holds this one's objects: itself, except `events.k8s.io`
+    /// Events, which are stored as core Events as upstream stores them.
+    pub fn stored_as(&self) -> &'static Resource {
+        match self.id {
+            Kind::EventsV1Event => by_kind(Kind::Event),
+            _ => by_kind(self.id),
+        }
+    }
+    /// This resource's view of an object stored by [`Resource::stored_as`].
+    pub fn view_of_stored(&self, stored: Value) -> Value {
+        match self.id {
+            Kind::EventsV1Event => crate::event_versions::to_events_v1(&stored),
+            _ => stored,
+        }
+    }
+    /// The stored form of an object in this resource's view.
+    pub fn stored_form<'a>(&self, view: &'a Value) -> std::borrow::Cow<'a, Value> {
+        match self.id {
+            Kind::EventsV1Event => std::borrow::Cow::Owned(crate::event_versions::to_core(view)),
+            _ => std::borrow::Cow::Borrowed(view),
+        }
+    }
+    /// The storage key of one object (see [`Resource::stored_as`]); [`Resource::key`] is where
+    /// the watch cache keeps this resource's view of it.
+    pub fn storage_key(&self, namespace: Option<&str>, name: &str) -> String {
+        self.stored_as().key(namespace, name)
+    }
     /// Whether the resource has this subresource.
     pub fn has_subresource(&self, sub: &str) -> bool {
         self.subresources.contains(&sub)

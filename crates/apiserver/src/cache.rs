@@ -128,6 +128,9 @@ pub struct WatchCache {
     watcher_buffer: usize,
     /// Storage prefix → resource, to decode and index stored objects.
     resources: HashMap<String, &'static Resource>,
+    /// Storage prefix → the other resources served from that storage, each cached as its own
+    /// view under its own prefix.
+    views: HashMap<String, Vec<&'static Resource>>,
 }
 
 /// One page of a list.
@@ -153,8 +156,16 @@ impl WatchCache {
     pub fn new(capacity: usize, watcher_buffer: usize) -> Arc<Self> {
         let resources = registry::RESOURCES
             .iter()
+            .filter(|r| r.stored_as().id == r.id)
             .map(|r| (r.key_prefix(), r))
             .collect();
+        let mut views: HashMap<String, Vec<&'static Resource>> = HashMap::new();
+        for r in registry::RESOURCES
+            .iter()
+            .filter(|r| r.stored_as().id != r.id)
+        {
+            views.entry(r.stored_as().key_prefix()).or_default().push(r);
+        }
         Arc::new(WatchCache {
             state: RwLock::new(State {
                 revision: 0,
@@ -172,6 +183,7 @@ impl WatchCache {
             capacity: capacity.max(1),
             watcher_buffer: watcher_buffer.max(1),
             resources,
+            views,
         })
     }
 
@@ -183,17 +195,42 @@ impl WatchCache {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decodes a stored value into a cached object at `revision`.
-    fn cached(&self, kv: &KeyValue, revision: Revision) -> Option<Arc<CachedObject>> {
-        let res = self.resources.get(resource_prefix(&kv.key))?;
-        let mut value: Value = serde_json::from_slice(&kv.value).ok()?;
+    /// Decodes a stored value into the cached objects at `revision`: the object itself and, for
+    /// a core Event, its `events.k8s.io` view (one object, two views, as upstream serves them).
+    fn cached(&self, kv: &KeyValue, revision: Revision) -> Vec<Arc<CachedObject>> {
+        let Some(res) = self.resources.get(resource_prefix(&kv.key)) else {
+            return Vec::new();
+        };
+        let Ok(mut value) = serde_json::from_slice::<Value>(&kv.value) else {
+            return Vec::new();
+        };
         value["metadata"]["resourceVersion"] = Value::String(revision.to_string());
+        let mut out = Vec::with_capacity(1);
+        for view in self.views.get(&res.key_prefix()).into_iter().flatten() {
+            let key = format!("{}{}", view.key_prefix(), &kv.key[res.key_prefix().len()..]);
+            if let Some(obj) =
+                Self::indexed(view, key, &view.view_of_stored(value.clone()), revision)
+            {
+                out.push(obj);
+            }
+        }
+        out.extend(Self::indexed(res, kv.key.clone(), &value, revision));
+        out
+    }
+
+    /// One object of `res` with what lists and watches select it by.
+    fn indexed(
+        res: &Resource,
+        key: String,
+        value: &Value,
+        revision: Revision,
+    ) -> Option<Arc<CachedObject>> {
         let labels = value
             .get("metadata")
             .and_then(|m| m.get("labels"))
             .and_then(|l| serde_json::from_value(l.clone()).ok())
             .unwrap_or_default();
-        let fields = res.field_set(&value);
+        let fields = res.field_set(value);
         let node = if res.id == Kind::Pod {
             fields
                 .get("spec.nodeName")
@@ -202,9 +239,9 @@ impl WatchCache {
         } else {
             None
         };
-        let json = Bytes::from(serde_json::to_vec(&value).ok()?);
+        let json = Bytes::from(serde_json::to_vec(value).ok()?);
         Some(Arc::new(CachedObject {
-            key: kv.key.clone(),
+            key,
             json,
             revision,
             labels,
@@ -249,7 +286,7 @@ impl WatchCache {
         state.objects.clear();
         state.pods_by_node.clear();
         for kv in items {
-            if let Some(obj) = self.cached(kv, kv.mod_revision) {
+            for obj in self.cached(kv, kv.mod_revision) {
                 if let Some(node) = &obj.node {
                     state
                         .pods_by_node
@@ -257,7 +294,7 @@ impl WatchCache {
                         .or_default()
                         .insert(obj.key.clone());
                 }
-                state.objects.insert(kv.key.clone(), obj);
+                state.objects.insert(obj.key.clone(), obj);
             }
         }
         // Watchers from before a relist may have missed events: close them so they resume.
@@ -284,17 +321,34 @@ impl WatchCache {
             self.revision_tx.send_replace(revision);
             return;
         }
-        let Some(obj) = self.cached(&event.kv, revision) else {
-            tracing::warn!(key = %event.kv.key, "store holds an undecodable object; skipped");
-            // The revision still passed: a consistent read waiting for it must not stall.
-            let mut state = self.write();
-            state.revision = state.revision.max(revision);
-            drop(state);
-            self.revision_tx.send_replace(revision);
-            return;
+        let objects = self.cached(&event.kv, revision);
+        let kind = match event.kind {
+            EventKind::Created => EventType::Added,
+            EventKind::Updated => EventType::Modified,
+            EventKind::Deleted | EventKind::Progress => EventType::Deleted,
         };
         let mut state = self.write();
-        let prev = state.objects.get(&event.kv.key).cloned();
+        if objects.is_empty() {
+            // The revision still passes: a consistent read waiting for it must not stall.
+            tracing::warn!(key = %event.kv.key, "store holds an undecodable object; skipped");
+        }
+        for obj in objects {
+            self.apply_object(&mut state, kind, obj, revision);
+        }
+        state.revision = state.revision.max(revision);
+        drop(state);
+        self.revision_tx.send_replace(revision);
+    }
+
+    /// Applies one change to one cached object and tells its watchers.
+    fn apply_object(
+        &self,
+        state: &mut State,
+        kind: EventType,
+        obj: Arc<CachedObject>,
+        revision: Revision,
+    ) {
+        let prev = state.objects.get(&obj.key).cloned();
         if let Some(node) = prev.as_ref().and_then(|p| p.node.clone())
             && let Some(keys) = state.pods_by_node.get_mut(&node)
         {
@@ -303,11 +357,6 @@ impl WatchCache {
                 state.pods_by_node.remove(&node);
             }
         }
-        let kind = match event.kind {
-            EventKind::Created => EventType::Added,
-            EventKind::Updated => EventType::Modified,
-            EventKind::Deleted | EventKind::Progress => EventType::Deleted,
-        };
         if kind == EventType::Deleted {
             state.objects.remove(&obj.key);
         } else {
@@ -326,16 +375,13 @@ impl WatchCache {
             obj,
             prev,
         });
-        Self::dispatch(&mut state, &ev);
+        Self::dispatch(state, &ev);
         state.log.push_back(ev);
         while state.log.len() > self.capacity {
             if let Some(old) = state.log.pop_front() {
                 state.oldest = old.revision;
             }
         }
-        state.revision = revision;
-        drop(state);
-        self.revision_tx.send_replace(revision);
     }
 
     /// What a watcher with `filter` should see of `ev`, following upstream: an object entering

@@ -3,7 +3,7 @@
 //! it goes. Upstream runs this in the controller manager; it is here because it has to empty
 //! every resource the server serves, and it uses the same operations as any client request.
 
-use crate::error::ApiResult;
+use crate::error::{ApiError, ApiResult};
 use crate::registry::{DeleteOptions, Registry, Write};
 use everynode_api::registry::{self, Kind};
 use everynode_api::selector::{FieldSelector, Selector};
@@ -114,6 +114,9 @@ impl Changes {
 
 /// Creates the system namespaces and built-in PriorityClasses when absent.
 pub async fn bootstrap(api: &Registry) -> ApiResult<()> {
+    crate::registry::move_separately_stored_events(api.store.as_ref())
+        .await
+        .map_err(ApiError::storage)?;
     let ns = registry::by_kind(Kind::Namespace);
     for name in SYSTEM_NAMESPACES {
         if api.get(ns, None, name, false).await.is_err() {

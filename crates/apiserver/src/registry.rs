@@ -114,8 +114,14 @@ pub fn generate_name(base: &str) -> String {
 }
 
 impl Registry {
+    /// Where `res`'s object is stored (for `events.k8s.io` Events, the core Event's key).
     fn key(&self, res: &Resource, namespace: Option<&str>, name: &str) -> String {
-        res.key(namespace, name)
+        res.storage_key(namespace, name)
+    }
+
+    /// The bytes stored for `obj`, in the form its storage holds.
+    fn encode(res: &Resource, obj: &Value) -> bytes::Bytes {
+        object::to_stored(&res.stored_form(obj))
     }
 
     /// Decodes a body through the resource's type, as upstream's decoder would.
@@ -252,7 +258,7 @@ impl Registry {
         for _ in 0..MAX_RETRIES {
             let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
             let key = self.key(res, namespace, &name);
-            match self.store.create(&key, object::to_stored(&obj)).await {
+            match self.store.create(&key, Self::encode(res, &obj)).await {
                 Ok(kv) => {
                     object::set_rv(&mut obj, kv.mod_revision);
                     return Ok(obj);
@@ -275,14 +281,14 @@ impl Registry {
         name: &str,
         any_version: bool,
     ) -> ApiResult<Value> {
-        let key = self.key(res, namespace, name);
         if any_version {
             let cached = self
                 .cache
-                .get(&key)
+                .get(&res.key(namespace, name))
                 .ok_or_else(|| ApiError::not_found(res, name))?;
             return serde_json::from_slice(&cached.json).map_err(ApiError::storage);
         }
+        let key = self.key(res, namespace, name);
         self.stored(res, &key, name).await.map(|(_, object)| object)
     }
 
@@ -294,7 +300,7 @@ impl Registry {
             .await
             .map_err(|e| ApiError::from_store(res, name, e))?
             .ok_or_else(|| ApiError::not_found(res, name))?;
-        let object = object::from_stored(&kv);
+        let object = res.view_of_stored(object::from_stored(&kv));
         Ok((kv, object))
     }
 
@@ -435,7 +441,7 @@ impl Registry {
             }
             match self
                 .store
-                .update(&key, object::to_stored(&new), kv.mod_revision)
+                .update(&key, Self::encode(res, &new), kv.mod_revision)
                 .await
             {
                 Ok(stored) => {
@@ -659,7 +665,7 @@ impl Registry {
             }
             match self
                 .store
-                .update(&key, object::to_stored(&new), kv.mod_revision)
+                .update(&key, Self::encode(res, &new), kv.mod_revision)
                 .await
             {
                 Ok(stored) => {
@@ -747,5 +753,79 @@ impl Registry {
             labels,
             fields,
         }
+    }
+}
+
+/// Before both Event APIs shared one storage, `events.k8s.io/v1` Events were kept under a prefix
+/// of their own; such leftovers move to their core Event's key, converted, once. Returns how
+/// many moved.
+pub async fn move_separately_stored_events(store: &dyn Store) -> Result<usize, StoreError> {
+    let old_prefix = everynode_api::registry::by_kind(Kind::EventsV1Event).key_prefix();
+    let core_prefix = everynode_api::registry::by_kind(Kind::Event).key_prefix();
+    let page = store.list(&old_prefix, None, 0).await?;
+    let mut moved = 0;
+    for kv in page.items {
+        let Ok(value) = serde_json::from_slice::<Value>(&kv.value) else {
+            continue;
+        };
+        let target = format!("{core_prefix}{}", &kv.key[old_prefix.len()..]);
+        let core = everynode_api::event_versions::to_core(&value);
+        match store.create(&target, object::to_stored(&core)).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+        match store.delete(&kv.key, Some(kv.mod_revision)).await {
+            Ok(_) | Err(StoreError::NotFound(_)) | Err(StoreError::Conflict { .. }) => moved += 1,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(moved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use everynode_store::MemoryStore;
+
+    #[tokio::test]
+    async fn separately_stored_events_move_to_their_core_key() {
+        let store = MemoryStore::new(100);
+        let old = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "default", "uid": "u"},
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "hello", "eventTime": null});
+        store
+            .create("/events.k8s.io/events/default/e", object::to_stored(&old))
+            .await
+            .expect("legacy event");
+        assert_eq!(
+            move_separately_stored_events(&store).await.expect("moved"),
+            1
+        );
+        let moved = store
+            .get("/core/events/default/e")
+            .await
+            .expect("read")
+            .expect("there");
+        let core: Value = serde_json::from_slice(&moved.value).expect("json");
+        assert_eq!(
+            (
+                core["message"].as_str(),
+                core["involvedObject"]["name"].as_str()
+            ),
+            (Some("hello"), Some("p"))
+        );
+        assert_eq!(core["metadata"]["uid"], "u");
+        assert!(
+            store
+                .get("/events.k8s.io/events/default/e")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        assert_eq!(
+            move_separately_stored_events(&store).await.expect("again"),
+            0,
+            "once"
+        );
     }
 }

@@ -692,8 +692,8 @@ mod watch {
 /// their group (`/registry/daemonsets/...`, `/registry/leases/...`); nodes are `minions`,
 /// Services and Endpoints live under `services/specs` and `services/endpoints`. Resources of
 /// other groups keep theirs (`/registry/<group>/<resource>/...`). `events.k8s.io` Events are
-/// kept apart from core ones (`/registry/events.k8s.io/events/...`): upstream stores the two
-/// views as one object, which everynode does not yet.
+/// stored as the core Events they are (`/registry/events/...`), as upstream stores them; their
+/// old prefix maps only so that leftovers from earlier versions can be found and moved.
 pub mod keys {
     pub const ROOT: &str = "/registry/";
 
