@@ -498,6 +498,21 @@ def test_kubectl_exec_runs_through_the_runtimes_streaming_server(cri):
         cri.kubectl("delete", "pod", "shell", "--wait=false")
 
 
+def test_kubectl_attach_reaches_a_containers_stdin_through_the_runtime(cri):
+    """`kubectl attach -i` goes through containerd's streaming server: a `stdin`/`stdinOnce`
+    container reads the client's input and ends when it ends."""
+    script = 'while read line; do echo "got $line"; done; echo stdin closed'
+    cri.apply(pod("reader", "node-2", [{"name": "c", "image": BUSYBOX, "stdin": True, "stdinOnce": True,
+                                         "command": ["sh", "-c", script]}], restartPolicy="Never"))
+    try:
+        wait_for("the reader pod Ready", lambda: ready(cri.get("pod", "reader") or {}))
+        r = cri.kubectl("attach", "-i", "reader", "-c", "c", input="hello\nworld\n")
+        assert "got hello\ngot world\nstdin closed\n" in r.stdout, (r.stdout, r.stderr)
+        wait_for("the reader Succeeded", lambda: (cri.get("pod", "reader") or {}).get("status", {}).get("phase") == "Succeeded")
+    finally:
+        cri.kubectl("delete", "pod", "reader", "--wait=false")
+
+
 def test_kubectl_port_forward_reaches_a_server_on_the_pods_own_localhost(cri):
     """The agent dials inside the pod's network namespace, so a server bound to the pod's
     127.0.0.1 (unreachable from the node) is reached, as kubelet's runtimes reach it."""

@@ -127,6 +127,62 @@ def test_attach_streams_the_containers_output(one_node):
         proc.wait()
 
 
+def reader_pod(name, once):
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"nodeName": "node-1", "restartPolicy": "Never", "terminationGracePeriodSeconds": 1,
+                     "containers": [{"name": "c", "image": "busybox:1.36", "stdin": True, "stdinOnce": once,
+                                     "command": ["sh", "-c", 'while read line; do echo "got $line"; done; echo stdin closed']}]}}
+
+
+@pytest.mark.parametrize("client", ["1.33", "1.20"])
+def test_attach_passes_input_to_a_container_with_stdin_once(one_node, client):
+    """`kubectl attach -i` to a container with `stdin: true, stdinOnce: true`: its input reaches
+    the container, and the end of it closes the container's stdin, so the container ends and so
+    does kubectl."""
+    s = one_node
+    name = f"reader-once-{client.replace('.', '')}"
+    s.kubectl("apply", "-f", "-", input=json.dumps(reader_pod(name, True)))
+    s.kubectl_path = kubectl_binary() if client == "1.33" else kubectl_120_binary()
+    try:
+        s.kubectl("wait", "--for=condition=Ready", f"pod/{name}", "--timeout=60s")
+        r = s.kubectl("attach", "-i", name, "-c", "c", input="hello\nworld\n")
+        assert "got hello\ngot world\nstdin closed\n" in r.stdout, (r.stdout, r.stderr)
+        wait_for("the reader Succeeded", lambda: s.kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}").stdout == "Succeeded")
+    finally:
+        s.kubectl_path = None
+        s.kubectl("delete", "pod", name, "--wait=false")
+
+
+def test_attach_stdin_stays_open_between_clients_without_stdin_once(one_node):
+    s = one_node
+    s.kubectl("apply", "-f", "-", input=json.dumps(reader_pod("reader-open", False)))
+    env = dict(os.environ, KUBECONFIG=s.kubeconfig, HOME=str(s.data_dir / "home"))
+    try:
+        s.kubectl("wait", "--for=condition=Ready", "pod/reader-open", "--timeout=60s")
+        for word in ("one", "two"):
+            proc = subprocess.Popen([kubectl_binary(), "attach", "-i", "reader-open", "-c", "c"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+            try:
+                # Lines written until the container answers: the first may reach the FIFO
+                # before the session is open.
+                out = b""
+                for _ in range(20):
+                    proc.stdin.write(f"{word}\n".encode())
+                    proc.stdin.flush()
+                    out += read_until(proc.stdout.fileno(), f"got {word}".encode(), timeout=1)
+                    if f"got {word}".encode() in out:
+                        break
+                assert f"got {word}".encode() in out, out
+            finally:
+                proc.kill()
+                proc.wait()
+        # Both clients left; the container still reads its open stdin.
+        assert s.kubectl("get", "pod", "reader-open", "-o", "jsonpath={.status.phase}").stdout == "Running"
+        assert "stdin closed" not in s.kubectl("logs", "reader-open").stdout
+    finally:
+        s.kubectl("delete", "pod", "reader-open", "--wait=false")
+
+
 def test_errors_are_upstreams(one_node):
     s = one_node
     r = s.kubectl("exec", "nosuch", "--", "ls", check=False)

@@ -38,7 +38,7 @@ pub fn router(logs: crate::logs::LogServer, workloads: Workloads) -> axum::Route
             )
             .route(
                 "/attach/{namespace}/{pod}/{container}",
-                get(crate::exec::attach).post(crate::exec::attach),
+                get(crate::attach::attach).post(crate::attach::attach),
             )
             .route(
                 "/portForward/{namespace}/{pod}",

@@ -1,5 +1,5 @@
-//! kubelet's `/exec/{namespace}/{pod}/{container}` and `/attach/...` on the agent's endpoint,
-//! over WebSocket with Kubernetes' stream protocol (`v5.channel.k8s.io`, or `v4`): every binary
+//! kubelet's `/exec/{namespace}/{pod}/{container}` on the agent's endpoint (`attach` reuses the
+//! session pump for `/attach/...`), over WebSocket with Kubernetes' stream protocol (`v5.channel.k8s.io`, or `v4`): every binary
 //! message starts with its stream's number — 0 stdin, 1 stdout, 2 stderr, 3 the final status,
 //! 4 terminal resizes — and v5 adds `[255, n]`, the client closing stream `n` (stdin at the end
 //! of its input, which `kubectl cp` needs). The API server relays these messages between the
@@ -64,7 +64,7 @@ impl Options {
     }
 }
 
-fn refuse(code: StatusCode, message: String) -> Response {
+pub(crate) fn refuse(code: StatusCode, message: String) -> Response {
     (code, message).into_response()
 }
 
@@ -82,20 +82,20 @@ pub fn final_status(code: i32, command: &[String]) -> serde_json::Value {
     })
 }
 
-fn failure(message: &str) -> serde_json::Value {
+pub(crate) fn failure(message: &str) -> serde_json::Value {
     json!({"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500})
 }
 
 /// The end of a session: a normal closure (1000), which clients read as the end of every
 /// stream; a close without a code (1005) is an error to them.
-fn normal_close() -> Message {
+pub(crate) fn normal_close() -> Message {
     Message::Close(Some(axum::extract::ws::CloseFrame {
         code: axum::extract::ws::close_code::NORMAL,
         reason: "".into(),
     }))
 }
 
-fn framed(stream: u8, data: &[u8]) -> Message {
+pub(crate) fn framed(stream: u8, data: &[u8]) -> Message {
     let mut frame = Vec::with_capacity(data.len() + 1);
     frame.push(stream);
     frame.extend_from_slice(data);
@@ -126,7 +126,7 @@ struct Size {
 }
 
 /// The (columns, rows) of a resize message.
-fn terminal_size(message: &Message) -> Option<(u16, u16)> {
+pub(crate) fn terminal_size(message: &Message) -> Option<(u16, u16)> {
     let Message::Binary(data) = message else {
         return None;
     };
@@ -174,7 +174,7 @@ async fn take_input(
 
 /// Runs a session over `socket` until the command ends (then its status) or the client leaves
 /// (then the command is killed).
-async fn pump(
+pub(crate) async fn pump(
     socket: WebSocket,
     session: ExecSession,
     v5: bool,
@@ -235,7 +235,7 @@ async fn pump(
 
 /// How long a TTY session waits for the client's terminal size before starting the command, so
 /// the command sees the right size from its first line.
-const FIRST_SIZE: Duration = Duration::from_secs(1);
+pub(crate) const FIRST_SIZE: Duration = Duration::from_secs(1);
 
 /// `GET /exec/{namespace}/{pod}/{container}` (the API server's relay; `POST` is accepted as
 /// kubelet accepts it).
@@ -300,47 +300,6 @@ pub async fn exec(
                     let _ = socket.send(normal_close()).await;
                 }
             }
-        })
-}
-
-/// `GET /attach/{namespace}/{pod}/{container}`: the container's output from now on, until it
-/// exits or the client leaves. The process runtime starts containers without stdin, so input
-/// is not passed on.
-pub async fn attach(
-    State(workloads): State<Workloads>,
-    Path((namespace, pod, container)): Path<(String, String, String)>,
-    upgrade: WebSocketUpgrade,
-) -> Response {
-    let Some(mut output) = crate::logs::attach(&workloads.state_dirs, &namespace, &pod, &container)
-    else {
-        return refuse(
-            StatusCode::NOT_FOUND,
-            format!("container not found ({container:?})"),
-        );
-    };
-    upgrade
-        .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            let (mut sink, mut incoming) = socket.split();
-            loop {
-                tokio::select! {
-                    chunk = output.recv() => match chunk {
-                        Some(bytes) => {
-                            if sink.send(framed(STDOUT, &bytes)).await.is_err() {
-                                return;
-                            }
-                        }
-                        None => break,
-                    },
-                    message = incoming.next() => match message {
-                        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
-                        Some(Ok(_)) => {}
-                    },
-                }
-            }
-            let status = serde_json::to_vec(&final_status(0, &[])).unwrap_or_default();
-            let _ = sink.send(framed(STATUS, &status)).await;
-            let _ = sink.send(normal_close()).await;
         })
 }
 

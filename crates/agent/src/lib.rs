@@ -2,6 +2,7 @@
 //! it through a `Runtime` (host processes, or hollow for scale tests). It is an API client only.
 
 pub mod agent;
+pub mod attach;
 pub mod dns;
 pub mod endpoint;
 pub mod endpoint_tls;

@@ -199,25 +199,23 @@ async fn container_logs(
 }
 
 /// The output a container writes from now on, until it exits or restarts (`kubectl attach`):
-/// its log followed from the current end. `None` when the container has no log here.
+/// its log followed from the current end, and the container's state directory (where its
+/// stdin FIFO is). `None` when the container has no log here.
 pub(crate) fn attach(
     state_dirs: &[PathBuf],
     ns: &str,
     pod: &str,
     container: &str,
-) -> Option<tokio::sync::mpsc::Receiver<Bytes>> {
+) -> Option<(tokio::sync::mpsc::Receiver<Bytes>, PathBuf)> {
     let (dir, uid, state) = pod_log_dir(state_dirs, ns, pod)?;
     let log_dir = dir.join(container);
     let (current, path) = log_files(&log_dir).last().cloned()?;
     let offset = std::fs::metadata(&path).map_or(0, |m| m.len());
-    let exit_file = state
-        .join("containers")
-        .join(&uid)
-        .join(container)
-        .join("exit");
+    let container_dir = state.join("containers").join(&uid).join(container);
+    let exit_file = container_dir.join("exit");
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
     tokio::spawn(follow(path, offset, exit_file, log_dir, current, false, tx));
-    Some(rx)
+    Some((rx, container_dir))
 }
 
 /// Streams lines appended to `path` from `offset` until the container exits or restarts (a

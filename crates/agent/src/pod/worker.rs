@@ -425,6 +425,9 @@ fn launch_for(
         cpu_request_millis: request("cpu")
             .or_else(|| limit("cpu"))
             .map(|q| q.milli_ceil() as i64),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
         log_path: Default::default(),
         log_max_bytes: ctx.node.log_max_bytes,
         log_max_files: ctx.node.log_max_files,

@@ -104,6 +104,17 @@ fn socket_path(endpoint: &str) -> PathBuf {
 }
 
 impl CriRuntime {
+    /// The CRI id of the running container with this key, for exec and attach.
+    async fn running_container_id(&self, key: &str) -> Result<String, super::exec::ExecError> {
+        let container = key.rsplit('/').next().unwrap_or(key).to_owned();
+        self.containers_with(HashMap::from([(KEY_LABEL.to_owned(), key.to_owned())]))
+            .await
+            .into_iter()
+            .find(|c| c.state == cri::ContainerState::ContainerRunning as i32)
+            .map(|c| c.id)
+            .ok_or(super::exec::ExecError::NotRunning(container))
+    }
+
     /// Connects to `endpoint` (waiting up to `wait` for the socket to answer, since a runtime
     /// started beside the agent may still be booting) and asks its version.
     pub async fn connect(
@@ -521,6 +532,9 @@ pub fn container_config(
         mounts,
         labels,
         log_path,
+        stdin: launch.stdin,
+        stdin_once: launch.stdin_once,
+        tty: launch.tty,
         linux: Some(cri::LinuxContainerConfig {
             resources: Some(resources),
             security_context: Some(cri::LinuxContainerSecurityContext {
@@ -802,20 +816,41 @@ impl Runtime for CriRuntime {
         key: &str,
         spec: &super::exec::ExecSpec,
     ) -> Option<Result<String, super::exec::ExecError>> {
-        let container = key.rsplit('/').next().unwrap_or(key).to_owned();
-        let Some(running) = self
-            .containers_with(HashMap::from([(KEY_LABEL.to_owned(), key.to_owned())]))
-            .await
-            .into_iter()
-            .find(|c| c.state == cri::ContainerState::ContainerRunning as i32)
-        else {
-            return Some(Err(super::exec::ExecError::NotRunning(container)));
+        let container_id = match self.running_container_id(key).await {
+            Ok(id) => id,
+            Err(e) => return Some(Err(e)),
         };
         let answer = self
             .runtime()
             .exec(cri::ExecRequest {
-                container_id: running.id,
+                container_id,
                 cmd: spec.argv.clone(),
+                tty: spec.tty,
+                stdin: spec.stdin,
+                stdout: true,
+                stderr: !spec.tty,
+            })
+            .await;
+        Some(
+            answer
+                .map(|r| r.into_inner().url)
+                .map_err(|e| super::exec::ExecError::Start(e.message().to_owned())),
+        )
+    }
+
+    async fn attach_url(
+        &self,
+        key: &str,
+        spec: &super::exec::ExecSpec,
+    ) -> Option<Result<String, super::exec::ExecError>> {
+        let container_id = match self.running_container_id(key).await {
+            Ok(id) => id,
+            Err(e) => return Some(Err(e)),
+        };
+        let answer = self
+            .runtime()
+            .attach(cri::AttachRequest {
+                container_id,
                 tty: spec.tty,
                 stdin: spec.stdin,
                 stdout: true,

@@ -202,6 +202,15 @@ pub struct Launch {
     /// CPU request in millicores, for CPU shares.
     #[serde(default)]
     pub cpu_request_millis: Option<i64>,
+    /// The container keeps a stdin open for `kubectl attach -i` (`stdin`), closed after the
+    /// first attached client leaves when `stdin_once`; `tty` asks for a terminal (the CRI
+    /// runtime only: the process runtime runs every container without one).
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub tty: bool,
     /// Where stdout and stderr go (CRI log format, one file per start).
     pub log_path: PathBuf,
     pub log_max_bytes: u64,
@@ -361,6 +370,18 @@ pub trait Runtime: Send + Sync {
     /// URL speaking Kubernetes' stream protocol, as CRI's `Exec` answers); `None` when the
     /// runtime has no streaming server and `exec_session` runs commands itself.
     async fn exec_url(
+        &self,
+        key: &str,
+        spec: &exec::ExecSpec,
+    ) -> Option<Result<String, exec::ExecError>> {
+        let _ = (key, spec);
+        None
+    }
+
+    /// Where the runtime's own streaming server attaches to the running container with this
+    /// key (CRI's `Attach`); `None` when the runtime has no streaming server and the agent
+    /// attaches to the container's log and stdin itself.
+    async fn attach_url(
         &self,
         key: &str,
         spec: &exec::ExecSpec,

@@ -9,7 +9,9 @@
 //!    as `runAsUser`/`runAsGroup`, and writes its pid to `DIR/pid`;
 //! 4. copies stdout and stderr into the log file in CRI format (`<RFC 3339 time> stdout F text`),
 //!    rotating by size;
-//! 5. writes the exit code to `DIR/exit` and ends.
+//! 5. with `stdin`, passes what clients write to the FIFO `DIR/stdin` (`kubectl attach -i`) on
+//!    to the command's stdin, closing it after the first client leaves when `stdinOnce`;
+//! 6. writes the exit code to `DIR/exit` and ends.
 
 use super::{Launch, Mount};
 use crate::usage::{CGROUP_ROOT, GROUP_PARENT, group_dir, group_name, unified};
@@ -61,12 +63,21 @@ fn run_inner(dir: &Path) -> Result<(), String> {
     let (program, args) = argv
         .split_first()
         .ok_or_else(|| "no command to run".to_owned())?;
+    let stdin_fifo = if launch.stdin {
+        Some(make_stdin_fifo(dir)?)
+    } else {
+        None
+    };
     let mut command = Command::new(program);
     command
         .args(args)
         .env_clear()
         .envs(launch.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
+        .stdin(if launch.stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
@@ -90,6 +101,10 @@ fn run_inner(dir: &Path) -> Result<(), String> {
     })?;
     write_atomic(&dir.join("pid"), child.id().to_string().as_bytes())
         .map_err(|e| format!("writing pid: {e}"))?;
+    if let (Some(fifo), Some(pipe)) = (stdin_fifo, child.stdin.take()) {
+        let once = launch.stdin_once;
+        std::thread::spawn(move || relay_stdin(&fifo, pipe, once));
+    }
     let log = Arc::new(Mutex::new(LogWriter::open(
         launch.log_path.clone(),
         launch.log_max_bytes,
@@ -114,6 +129,53 @@ fn run_inner(dir: &Path) -> Result<(), String> {
     };
     let json = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
     write_atomic(&dir.join("exit"), &json).map_err(|e| format!("writing exit: {e}"))
+}
+
+/// `DIR/stdin`, a FIFO only the agent's user may open, made fresh for this start.
+fn make_stdin_fifo(dir: &Path) -> Result<PathBuf, String> {
+    let path = dir.join("stdin");
+    match std::fs::remove_file(&path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("removing {}: {e}", path.display())),
+    }
+    nix::unistd::mkfifo(&path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .map_err(|e| format!("making {}: {e}", path.display()))?;
+    Ok(path)
+}
+
+/// Copies each attached client's input from the FIFO to the command's stdin. Opening the FIFO
+/// waits for a client; its end (the client left or closed stdin) ends that client's input, and
+/// with `once` the command's stdin too, as a runtime does for `stdinOnce`. Without `once`, the
+/// command's stdin stays open for the next client.
+fn relay_stdin(fifo: &Path, mut pipe: std::process::ChildStdin, once: bool) {
+    loop {
+        let Ok(mut client) = std::fs::File::open(fifo) else {
+            return;
+        };
+        let mut buf = [0u8; 8192];
+        loop {
+            match client.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    if pipe
+                        .write_all(&buf[..n])
+                        .and_then(|()| pipe.flush())
+                        .is_err()
+                    {
+                        // The command closed its stdin: nothing more can reach it.
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        if once {
+            let _ = std::fs::remove_file(fifo);
+            return;
+        }
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
