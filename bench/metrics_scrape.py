@@ -61,6 +61,13 @@ def main():
                  timeout=1200)
         pid = server.proc.pid
         time.sleep(5)
+        # The same sampling over an idle window first: what the server's memory does anyway
+        # (heartbeats, the fleet's status writes) is not the scrapes' cost.
+        idle_start = memory_kib(pid, "VmRSS")
+        idle_samples, deadline = [], time.monotonic() + 5
+        while time.monotonic() < deadline:
+            idle_samples.append(memory_kib(pid, "VmRSS"))
+            time.sleep(0.01)
         rss_before = memory_kib(pid, "VmRSS")
         # Resident memory sampled every 10 ms while scraping: the scrapes' extra memory is the
         # highest sample less the level before.
@@ -90,6 +97,8 @@ def main():
         print(f"nodes={n} scrapes={len(times)} size={statistics.median(sizes) / 1e6:.1f} MB lines={lines}")
         print("scrape seconds: " + " ".join(f"{t:.3f}" for t in times))
         print(f"median {statistics.median(times):.3f} s, max {max(times):.3f} s")
+        print(f"idle 5 s before: RSS {idle_start / 1024:.0f} MiB, highest {max(idle_samples) / 1024:.0f} MiB "
+              f"(+{(max(idle_samples) - idle_start) / 1024:.0f} MiB)")
         print(f"server RSS before {rss_before / 1024:.0f} MiB, highest while scraping "
               f"{max(samples) / 1024:.0f} MiB (+{(max(samples) - rss_before) / 1024:.0f} MiB), "
               f"after {rss_after / 1024:.0f} MiB")

@@ -53,7 +53,13 @@ const CHUNK: usize = 64 * 1024;
 struct Chunks {
     tx: tokio::sync::mpsc::Sender<Bytes>,
     buf: String,
+    /// The server's runtime, for the send's timer.
+    runtime: tokio::runtime::Handle,
 }
+
+/// How long a scrape waits for its client to take the next chunk before giving up, so a
+/// client that stops reading cannot hold the scrape thread (and the scrapes queued behind it).
+const CLIENT_STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Chunks {
     fn flush(&mut self) -> std::fmt::Result {
@@ -61,7 +67,15 @@ impl Chunks {
             &mut self.buf,
             String::with_capacity(CHUNK),
         ));
-        self.tx.blocking_send(chunk).map_err(|_| std::fmt::Error)
+        let tx = &self.tx;
+        // Made inside `block_on`: the timer needs the runtime's context.
+        let sent = self
+            .runtime
+            .block_on(async { tokio::time::timeout(CLIENT_STALL_LIMIT, tx.send(chunk)).await });
+        match sent {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(std::fmt::Error),
+        }
     }
 }
 
@@ -75,6 +89,28 @@ impl std::fmt::Write for Chunks {
     }
 }
 
+/// A scrape's encoding, run on the scrape thread.
+type ScrapeJob = Box<dyn FnOnce() + Send>;
+
+/// One long-lived thread encodes every scrape, one at a time: concurrent scrapers queue rather
+/// than each holding the decoded cluster at once, and the allocator reuses that thread's memory
+/// from one scrape to the next instead of spreading it over the blocking pool's threads.
+static SCRAPE_THREAD: LazyLock<Option<std::sync::mpsc::Sender<ScrapeJob>>> = LazyLock::new(|| {
+    let (tx, rx) = std::sync::mpsc::channel::<ScrapeJob>();
+    std::thread::Builder::new()
+        .name("metrics-scrape".into())
+        .spawn(move || {
+            while let Ok(job) = rx.recv() {
+                // A scrape that panics ends that scrape's response, not the thread.
+                if std::panic::catch_unwind(std::panic::AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a metrics scrape panicked");
+                }
+            }
+        })
+        .ok()
+        .map(|_| tx)
+});
+
 /// The handler.
 pub async fn serve(State(api): State<Arc<Registry>>) -> Response {
     LONG_RUNNING
@@ -87,10 +123,12 @@ pub async fn serve(State(api): State<Arc<Registry>>) -> Response {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
     // Decoding every pod and node and writing the text is CPU work: off the async threads.
     let cache = Arc::clone(&api.cache);
-    tokio::task::spawn_blocking(move || {
+    let runtime = tokio::runtime::Handle::current();
+    let job: ScrapeJob = Box::new(move || {
         let mut chunks = Chunks {
             tx,
             buf: String::with_capacity(CHUNK),
+            runtime,
         };
         let state = cluster_state::collect(&cache);
         let written = everynode_metrics::encode_to(&mut chunks, vec![Box::new(state)]);
@@ -100,6 +138,16 @@ pub async fn serve(State(api): State<Arc<Registry>>) -> Response {
             tracing::debug!("a scrape ended early (the client left, or encoding failed)");
         }
     });
+    match SCRAPE_THREAD.as_ref() {
+        Some(thread) => {
+            if let Err(std::sync::mpsc::SendError(job)) = thread.send(job) {
+                tokio::task::spawn_blocking(job);
+            }
+        }
+        None => {
+            tokio::task::spawn_blocking(job);
+        }
+    }
     let stream = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
             .await
