@@ -45,10 +45,33 @@ pub struct BenchArgs {
     /// measure a server setting apart, e.g. `--server-arg=--no-audit-log`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// The server's store: `embedded` (its own file), or `etcd`: a one-member etcd (Debian's
+    /// etcd-server) started in the working directory, or the one at `--etcd-servers`. The
+    /// floor is measured on the same store.
+    #[arg(long, value_enum, default_value_t = BenchStore::Embedded)]
+    pub store: BenchStore,
+    /// With `--store etcd`: an etcd already running (comma-separated client URLs), used
+    /// instead of starting one. The floor writes under `/everynode-bench-floor/` and removes
+    /// what it wrote.
+    #[arg(long, value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
     /// After the rollouts, follow the merged log of every pod (each hollow container writing a
     /// line a second) for this many seconds, sampling the server's memory; 0 skips it.
     #[arg(long, default_value_t = 0)]
     pub log_follow_seconds: u64,
+}
+
+/// Which store the bench's server runs on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchStore {
+    Embedded,
+    Etcd,
+}
+
+/// Where the floor is measured: the embedded store in a fresh file, or etcd.
+enum FloorStore {
+    Embedded(PathBuf),
+    Etcd(Vec<String>),
 }
 
 /// A child process measured through /proc.
@@ -107,6 +130,31 @@ impl Child {
 fn log_file(dir: &Path, name: &str) -> Result<std::fs::File, Error> {
     let path = dir.join(name);
     std::fs::File::create(&path).map_err(|source| Error::Read { path, source })
+}
+
+/// A one-member etcd for `--store etcd`, in `<dir>/etcd`, on free loopback ports, with room
+/// for a 5,000-node run's history (8 GiB backend quota).
+async fn start_etcd(dir: &Path) -> Result<(Vec<String>, Vec<tokio::process::Child>), Error> {
+    crate::etcd_cluster::check_installed()?;
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .map_err(|e| Error::Startup(format!("finding a free port for etcd: {e}")))
+    };
+    let member = crate::etcd_cluster::Member {
+        name: "bench".into(),
+        client_url: format!("http://127.0.0.1:{}", free_port()?),
+        peer_url: format!("http://127.0.0.1:{}", free_port()?),
+        data_dir: dir.join("etcd"),
+    };
+    let members = [member];
+    let children = crate::etcd_cluster::start(&members, &["--quota-backend-bytes", "8589934592"])?;
+    if let Err(e) = crate::etcd_cluster::wait_ready(&members).await {
+        crate::etcd_cluster::stop(children).await;
+        return Err(e);
+    }
+    Ok((crate::etcd_cluster::client_urls(&members), children))
 }
 
 async fn start_server(exe: &Path, dir: &Path, extra: &[String]) -> Result<Child, Error> {
@@ -434,9 +482,115 @@ struct Stage {
     floor: Duration,
 }
 
-/// The floor for `writes` store writes of which `objects` create new keys: the embedded store
-/// alone, 64 writers at a time (so concurrent writes share an fsync, as the server's do).
+/// Writers the floor runs at once.
+const FLOOR_WRITERS: usize = 64;
+
+/// The floor for `writes` store writes of which `objects` create new keys, on the store the
+/// server used: `objects` keys, each created and then updated its share of the other writes.
 async fn floor(
+    store: &FloorStore,
+    stage: usize,
+    objects: usize,
+    writes: u64,
+    value: &[u8],
+) -> Result<Duration, Error> {
+    match store {
+        FloorStore::Embedded(dir) => {
+            let path = dir.join(format!("floor-{stage}.redb"));
+            let took =
+                embedded_floor(&path, &format!("/floor/{stage}"), objects, writes, value).await;
+            let _ = std::fs::remove_file(&path);
+            took
+        }
+        FloorStore::Etcd(urls) => {
+            etcd_floor(
+                urls,
+                &format!("/everynode-bench-floor/{stage}"),
+                objects,
+                writes,
+                value,
+            )
+            .await
+        }
+    }
+}
+
+/// Each key's share of `writes` after its create: (updates per key, keys with one more).
+fn updates_per_key(objects: usize, writes: u64) -> (u64, usize) {
+    let updates = writes.saturating_sub(objects as u64);
+    (
+        updates / objects as u64,
+        (updates % objects as u64) as usize,
+    )
+}
+
+/// etcd alone: 64 clients, each its own connection, writing as the server writes — a create is
+/// a transaction on the key's absence, an update one on its mod revision. Keys are outside
+/// `/registry/`, so no API server watches them; they are removed afterwards.
+async fn etcd_floor(
+    urls: &[String],
+    prefix: &str,
+    objects: usize,
+    writes: u64,
+    value: &[u8],
+) -> Result<Duration, Error> {
+    use etcd_client::{Client as EtcdClient, Compare, CompareOp, DeleteOptions, Txn, TxnOp};
+    let failed = |e: etcd_client::Error| Error::Startup(format!("the etcd floor: {e}"));
+    let mut clients = Vec::with_capacity(FLOOR_WRITERS);
+    for _ in 0..FLOOR_WRITERS {
+        clients.push(EtcdClient::connect(urls, None).await.map_err(failed)?);
+    }
+    let objects = objects.max(1);
+    let (per_key, extra) = updates_per_key(objects, writes);
+    let value = value.to_vec();
+    let started = Instant::now();
+    futures::stream::iter(0..objects)
+        .map(|i| {
+            let mut client = clients[i % FLOOR_WRITERS].clone();
+            let value = value.clone();
+            let key = format!("{prefix}/{i}");
+            async move {
+                let created = client
+                    .txn(
+                        Txn::new()
+                            .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                            .and_then([TxnOp::put(key.as_str(), value.clone(), None)]),
+                    )
+                    .await?;
+                let mut revision = created.header().map_or(0, |h| h.revision());
+                for _ in 0..per_key + u64::from(i < extra) {
+                    let updated = client
+                        .txn(
+                            Txn::new()
+                                .when([Compare::mod_revision(
+                                    key.as_str(),
+                                    CompareOp::Equal,
+                                    revision,
+                                )])
+                                .and_then([TxnOp::put(key.as_str(), value.clone(), None)]),
+                        )
+                        .await?;
+                    revision = updated.header().map_or(0, |h| h.revision());
+                }
+                Ok::<(), etcd_client::Error>(())
+            }
+        })
+        .buffer_unordered(FLOOR_WRITERS)
+        .try_collect::<Vec<()>>()
+        .await
+        .map_err(failed)?;
+    let took = started.elapsed();
+    if let Some(client) = clients.first_mut() {
+        let _ = client
+            .delete(prefix, Some(DeleteOptions::new().with_prefix()))
+            .await;
+    }
+    Ok(took)
+}
+
+/// The embedded store alone, 64 writers at a time (so concurrent writes share an fsync, as the
+/// server's do).
+async fn embedded_floor(
     path: &Path,
     prefix: &str,
     objects: usize,
@@ -445,9 +599,7 @@ async fn floor(
 ) -> Result<Duration, Error> {
     let store = Arc::new(EmbeddedStore::open(path, 1000)?);
     let objects = objects.max(1);
-    let updates = writes.saturating_sub(objects as u64);
-    let per_key = updates / objects as u64;
-    let extra = (updates % objects as u64) as usize;
+    let (per_key, extra) = updates_per_key(objects, writes);
     let value = bytes::Bytes::copy_from_slice(value);
     let started = Instant::now();
     futures::stream::iter(0..objects)
@@ -464,7 +616,7 @@ async fn floor(
                 Ok::<(), everynode_store::Error>(())
             }
         })
-        .buffer_unordered(64)
+        .buffer_unordered(FLOOR_WRITERS)
         .try_collect::<Vec<()>>()
         .await?;
     Ok(started.elapsed())
@@ -515,16 +667,39 @@ pub async fn run(args: BenchArgs) -> Result<(), Error> {
     })?;
     let exe = std::env::current_exe()
         .map_err(|e| Error::Startup(format!("cannot find this executable: {e}")))?;
-    let server = start_server(&exe, &dir, &args.server_args).await?;
+    let mut server_args = args.server_args.clone();
+    let mut etcd_children = Vec::new();
+    let floor_store = match args.store {
+        BenchStore::Embedded => FloorStore::Embedded(dir.clone()),
+        BenchStore::Etcd => {
+            let urls = if args.etcd_servers.is_empty() {
+                let (urls, children) = start_etcd(&dir).await?;
+                etcd_children = children;
+                urls
+            } else {
+                args.etcd_servers.clone()
+            };
+            server_args.push(format!("--etcd-servers={}", urls.join(",")));
+            FloorStore::Etcd(urls)
+        }
+    };
+    let server = match start_server(&exe, &dir, &server_args).await {
+        Ok(server) => server,
+        Err(e) => {
+            crate::etcd_cluster::stop(etcd_children).await;
+            return Err(e);
+        }
+    };
     // A signal ends the measurement: dropping it kills the fleet (kill_on_drop), and the server
     // is stopped below, so an interrupted bench leaves no process behind.
     let result = tokio::select! {
-        r = measure(&exe, &dir, &args, &server) => r,
+        r = measure(&exe, &dir, &args, &server, &floor_store) => r,
         () = crate::stop_signal() => Err(Error::Startup(
             "bench interrupted by a signal; the server and the fleet were stopped".into(),
         )),
     };
     server.stop().await;
+    crate::etcd_cluster::stop(etcd_children).await;
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -538,13 +713,14 @@ async fn measure(
     dir: &Path,
     args: &BenchArgs,
     server: &Child,
+    floor_store: &FloorStore,
 ) -> Result<String, Error> {
     let n = args.nodes;
     let timeout = Duration::from_secs(args.stage_timeout);
     let client =
         crate::server::client_from_kubeconfig(&dir.join("server").join("kubeconfig")).await?;
     let fleet = start_fleet(exe, dir, args)?;
-    let outcome = stages(&client, dir, n, timeout, server, &fleet).await;
+    let outcome = stages(&client, n, timeout, (server, &fleet), floor_store).await;
     let outcome = match outcome {
         Ok(report) => visibility::measure(
             &client,
@@ -574,11 +750,10 @@ fn add_rows(report: String, rows: &str) -> String {
 
 async fn stages(
     client: &Client,
-    dir: &Path,
     n: usize,
     timeout: Duration,
-    server: &Child,
-    fleet: &Child,
+    (server, fleet): (&Child, &Child),
+    floor_store: &FloorStore,
 ) -> Result<String, Error> {
     let started_cpu = (server.cpu(), fleet.cpu());
     let wall = Instant::now();
@@ -658,39 +833,35 @@ async fn stages(
         .unwrap_or_else(|| vec![b'x'; 2048]);
     eprintln!("floor: the store alone writes what each stage wrote");
     for (i, stage) in stages.iter_mut().enumerate() {
-        let path = dir.join(format!("floor-{i}.redb"));
-        stage.floor = floor(&path, &format!("/floor/{i}"), n, stage.writes, &sample).await?;
-        let _ = std::fs::remove_file(&path);
+        stage.floor = floor(floor_store, i, n, stage.writes, &sample).await?;
     }
     Ok(report(
+        floor_store,
         n,
         nodes_took,
         &stages,
         (server_peak_kb, fleet_peak_kb, idle_fleet_kb, busy_fleet_kb),
-        cpu,
-        elapsed,
+        (cpu.0, cpu.1, elapsed),
         sample.len(),
     ))
 }
 
 fn report(
+    floor_store: &FloorStore,
     n: usize,
     nodes_took: Duration,
     stages: &[Stage],
     (server_peak_kb, fleet_peak_kb, idle_fleet_kb, busy_fleet_kb): (u64, u64, u64, u64),
-    (server_cpu, fleet_cpu): (Duration, Duration),
-    elapsed: Duration,
+    (server_cpu, fleet_cpu, elapsed): (Duration, Duration, Duration),
     pod_bytes: usize,
 ) -> String {
     let (cores, mem_kb) = machine();
     let secs = |d: Duration| d.as_secs_f64();
     let mb = |kb: u64| kb as f64 / 1024.0;
     let args: Vec<String> = std::env::args().skip(1).collect();
-    // The server's store; the floor is always the embedded store's.
-    let store = if args.iter().any(|a| a.contains("--etcd-servers")) {
-        "etcd store (floor: the embedded store)"
-    } else {
-        "embedded store"
+    let store = match floor_store {
+        FloorStore::Etcd(_) => "etcd store (floor: etcd alone, 64 clients)",
+        FloorStore::Embedded(_) => "embedded store",
     };
     let mut out = format!(
         "### {}, commit {}, {cores} cores (nproc {cores}), {:.0} GiB RAM, {store}\n\n\
@@ -737,8 +908,14 @@ fn report(
         secs(fleet_cpu),
         1e6 * secs(fleet_cpu) / secs(elapsed).max(1e-9) / n.max(1) as f64
     );
+    let floor_writers = match floor_store {
+        FloorStore::Etcd(_) => {
+            "etcd alone, 64 clients of its own at a time (each write a transaction on the key's revision, as the server's)"
+        }
+        FloorStore::Embedded(_) => "the embedded store alone, 64 writers at a time",
+    };
     out += &format!(
-        "\nFloor: the embedded store alone, 64 writers at a time, creating {n} pod objects ({pod_bytes} bytes each, a real pod as stored) and updating them until it has made as many writes as the stage did (its store revision delta: pods, bindings, status, events, leases).\n"
+        "\nFloor: {floor_writers}, creating {n} pod objects ({pod_bytes} bytes each, a real pod as stored) and updating them until it has made as many writes as the stage did (its store revision delta: pods, bindings, status, events, leases).\n"
     );
     out
 }

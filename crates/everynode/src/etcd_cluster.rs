@@ -60,8 +60,9 @@ pub fn check_installed() -> Result<(), Error> {
     }
 }
 
-/// Starts every member; they form (or, from their data, re-form) one cluster.
-pub fn start(members: &[Member]) -> Result<Vec<tokio::process::Child>, Error> {
+/// Starts every member, each with `extra` arguments; they form (or, from their data, re-form)
+/// one cluster.
+pub fn start(members: &[Member], extra: &[&str]) -> Result<Vec<tokio::process::Child>, Error> {
     let cluster: Vec<String> = members
         .iter()
         .map(|m| format!("{}={}", m.name, m.peer_url))
@@ -83,6 +84,7 @@ pub fn start(members: &[Member]) -> Result<Vec<tokio::process::Child>, Error> {
             .args(["--initial-cluster", &cluster.join(",")])
             .args(["--initial-cluster-token", "everynode"])
             .args(["--initial-cluster-state", "new"])
+            .args(extra)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(log)

@@ -242,7 +242,7 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
         crate::etcd_cluster::check_installed()?;
         crate::private_dir(&args.data_dir)?;
         let members = crate::etcd_cluster::plan(&args.data_dir, args.listen.port())?;
-        let children = crate::etcd_cluster::start(&members)?;
+        let children = crate::etcd_cluster::start(&members, &[])?;
         if let Err(e) = crate::etcd_cluster::wait_ready(&members).await {
             crate::etcd_cluster::stop(children).await;
             return Err(e);
