@@ -18,6 +18,7 @@ pub mod registry;
 pub mod rollout_controls;
 pub mod scheduling;
 pub mod selector;
+pub mod service_ranges;
 pub mod strategy;
 pub mod table;
 pub mod validation;

@@ -197,12 +197,12 @@ impl WatchCache {
 
     /// Decodes a stored value into the cached objects at `revision`: the object itself and, for
     /// a core Event, its `events.k8s.io` view (one object, two views, as upstream serves them).
-    fn cached(&self, kv: &KeyValue, revision: Revision) -> Vec<Arc<CachedObject>> {
-        let Some(res) = self.resources.get(resource_prefix(&kv.key)) else {
-            return Vec::new();
-        };
+    /// `None` for a key that is no resource's (the server's own records, such as Services'
+    /// address claims), which the cache does not hold.
+    fn cached(&self, kv: &KeyValue, revision: Revision) -> Option<Vec<Arc<CachedObject>>> {
+        let res = self.resources.get(resource_prefix(&kv.key))?;
         let Ok(mut value) = serde_json::from_slice::<Value>(&kv.value) else {
-            return Vec::new();
+            return Some(Vec::new());
         };
         value["metadata"]["resourceVersion"] = Value::String(revision.to_string());
         let mut out = Vec::with_capacity(1);
@@ -215,7 +215,7 @@ impl WatchCache {
             }
         }
         out.extend(Self::indexed(res, kv.key.clone(), &value, revision));
-        out
+        Some(out)
     }
 
     /// One object of `res` with what lists and watches select it by.
@@ -286,7 +286,7 @@ impl WatchCache {
         state.objects.clear();
         state.pods_by_node.clear();
         for kv in items {
-            for obj in self.cached(kv, kv.mod_revision) {
+            for obj in self.cached(kv, kv.mod_revision).into_iter().flatten() {
                 if let Some(node) = &obj.node {
                     state
                         .pods_by_node
@@ -322,6 +322,14 @@ impl WatchCache {
             return;
         }
         let objects = self.cached(&event.kv, revision);
+        let Some(objects) = objects else {
+            // Not a resource: only its revision passes.
+            let mut state = self.write();
+            state.revision = state.revision.max(revision);
+            drop(state);
+            self.revision_tx.send_replace(revision);
+            return;
+        };
         let kind = match event.kind {
             EventKind::Created => EventType::Added,
             EventKind::Updated => EventType::Modified,

@@ -34,6 +34,7 @@ pub mod root_ca;
 pub mod server;
 pub mod service_account_token;
 pub mod service_accounts;
+pub mod service_alloc;
 pub mod snapshot;
 pub mod spdy;
 pub mod watch;

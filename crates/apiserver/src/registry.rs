@@ -51,6 +51,8 @@ pub struct Options {
     /// How often every agent's `/metrics/resource` is read for `metrics.k8s.io` (metrics-server's
     /// `--metric-resolution`).
     pub metric_resolution: Duration,
+    /// Where Services get their cluster IPs and node ports.
+    pub service_ranges: crate::service_alloc::ServiceRanges,
 }
 
 impl Default for Options {
@@ -67,6 +69,7 @@ impl Default for Options {
             daemon_priority_class: Some(crate::admission::DAEMON_PRIORITY_CLASS.to_owned()),
             csr_signer: None,
             metric_resolution: Duration::from_secs(15),
+            service_ranges: Default::default(),
         }
     }
 }
@@ -252,20 +255,53 @@ impl Registry {
         if let Some(manager) = manager {
             self.record_update(res, None, &mut obj, manager, UpdateMode::Main);
         }
+        // Allocated after field tracking: the server, not the client, sets these.
+        let claimed = if res.id == Kind::Service {
+            crate::service_alloc::allocate(
+                self.store.as_ref(),
+                &self.options.service_ranges,
+                self.clock.now(),
+                None,
+                &mut obj,
+                dry_run,
+            )
+            .await?
+        } else {
+            Default::default()
+        };
         if dry_run {
             return Ok(obj);
         }
+        let created = self
+            .create_stored(res, namespace, &mut obj, has_name, generate)
+            .await;
+        if created.is_err() {
+            crate::service_alloc::give_back(self.store.as_ref(), claimed).await;
+        }
+        created.map(|()| obj)
+    }
+
+    /// Writes a new object, with a fresh name when `generateName` made one that is taken.
+    async fn create_stored(
+        &self,
+        res: &'static Resource,
+        namespace: Option<&str>,
+        obj: &mut Value,
+        has_name: bool,
+        generate: Option<String>,
+    ) -> ApiResult<()> {
+        let display_name = meta_str(obj, "name").unwrap_or_default().to_owned();
         for _ in 0..MAX_RETRIES {
-            let name = meta_str(&obj, "name").unwrap_or_default().to_owned();
+            let name = meta_str(obj, "name").unwrap_or_default().to_owned();
             let key = self.key(res, namespace, &name);
-            match self.store.create(&key, Self::encode(res, &obj)).await {
+            match self.store.create(&key, Self::encode(res, obj)).await {
                 Ok(kv) => {
-                    object::set_rv(&mut obj, kv.mod_revision);
-                    return Ok(obj);
+                    object::set_rv(obj, kv.mod_revision);
+                    return Ok(());
                 }
                 Err(StoreError::AlreadyExists(_)) if !has_name && generate.is_some() => {
                     let base = generate.clone().unwrap_or_default();
-                    set_meta(&mut obj, "name", json!(generate_name(&base)));
+                    set_meta(obj, "name", json!(generate_name(&base)));
                 }
                 Err(e) => return Err(ApiError::from_store(res, &name, e)),
             }
@@ -374,6 +410,9 @@ impl Registry {
                     None => remove_meta(&mut new, f),
                 }
             }
+            if res.id == Kind::Service && mode == UpdateMode::Main {
+                crate::service_alloc::carry_over_allocations(&current, &mut new);
+            }
             let errors = match mode {
                 UpdateMode::Main => {
                     defaults::apply(res.id, &mut new);
@@ -426,30 +465,46 @@ impl Registry {
             if object::without_rv(&new) == object::without_rv(&current) {
                 return Ok(current);
             }
+            let claimed = if res.id == Kind::Service && mode == UpdateMode::Main {
+                crate::service_alloc::allocate(
+                    self.store.as_ref(),
+                    &self.options.service_ranges,
+                    self.clock.now(),
+                    Some(&current),
+                    &mut new,
+                    dry_run,
+                )
+                .await?
+            } else {
+                Default::default()
+            };
             if dry_run {
                 return Ok(new);
             }
-            if self.deletion_complete(res, &new) {
-                return match self.store.delete(&key, Some(kv.mod_revision)).await {
-                    Ok(gone) => {
-                        object::set_rv(&mut new, gone.mod_revision);
-                        Ok(new)
-                    }
-                    Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
-                    Err(e) => Err(ApiError::from_store(res, name, e)),
-                };
-            }
-            match self
-                .store
-                .update(&key, Self::encode(res, &new), kv.mod_revision)
-                .await
-            {
+            let deleting = self.deletion_complete(res, &new);
+            let written = if deleting {
+                self.store.delete(&key, Some(kv.mod_revision)).await
+            } else {
+                self.store
+                    .update(&key, Self::encode(res, &new), kv.mod_revision)
+                    .await
+            };
+            match written {
                 Ok(stored) => {
                     object::set_rv(&mut new, stored.mod_revision);
+                    if res.id == Kind::Service {
+                        let kept = (!deleting).then_some(&new);
+                        crate::service_alloc::release(self.store.as_ref(), &current, kept).await;
+                    }
                     return Ok(new);
                 }
-                Err(StoreError::Conflict { .. }) if pinned.is_none() => continue,
-                Err(e) => return Err(ApiError::from_store(res, name, e)),
+                Err(e) => {
+                    crate::service_alloc::give_back(self.store.as_ref(), claimed).await;
+                    match e {
+                        StoreError::Conflict { .. } if pinned.is_none() => continue,
+                        e => return Err(ApiError::from_store(res, name, e)),
+                    }
+                }
             }
         }
         Err(ApiError::modified(res, name))
@@ -639,6 +694,10 @@ impl Registry {
                 }
                 match self.store.delete(&key, Some(kv.mod_revision)).await {
                     Ok(gone) => {
+                        if res.id == Kind::Service {
+                            crate::service_alloc::release(self.store.as_ref(), &current, None)
+                                .await;
+                        }
                         let mut last = current;
                         object::set_rv(&mut last, gone.mod_revision);
                         return Ok(Deleted::Now(last));

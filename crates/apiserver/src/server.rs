@@ -83,6 +83,7 @@ pub async fn start(
         }
     });
     tokio::spawn(namespaces::run(Arc::clone(&api)));
+    tokio::spawn(crate::service_alloc::run_repair(Arc::clone(&api)));
     if let Some(ca) = api.options.root_ca_pem.clone() {
         tokio::spawn(crate::root_ca::run(Arc::clone(&api), ca));
     }

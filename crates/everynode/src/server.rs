@@ -175,6 +175,13 @@ pub struct ServerArgs {
     /// (`metrics.k8s.io`), as a Go duration (metrics-server's `--metric-resolution`).
     #[arg(long, default_value = "15s", value_parser = parse_go_duration)]
     pub metric_resolution: Duration,
+    /// The IPv4 CIDR Services get their cluster IPs from (kubeadm's default). Every server of
+    /// a cluster must be given the same.
+    #[arg(long, default_value = "10.96.0.0/12", value_parser = everynode_api::service_ranges::ClusterIpRange::parse)]
+    pub service_cluster_ip_range: everynode_api::service_ranges::ClusterIpRange,
+    /// The ports NodePort Services get their node ports from, `FIRST-LAST`.
+    #[arg(long, default_value = "30000-32767", value_parser = everynode_api::service_ranges::parse_node_port_range)]
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
     #[command(flatten)]
     pub controllers: ControllerFlags,
     #[command(flatten)]
@@ -208,6 +215,8 @@ impl ServerArgs {
             daemon_priority_class: everynode_apiserver::admission::DAEMON_PRIORITY_CLASS.to_owned(),
             cluster_signing_duration: Duration::from_secs(365 * 24 * 3600),
             metric_resolution: Duration::from_secs(15),
+            service_cluster_ip_range: Default::default(),
+            service_node_port_range: 30000..=32767,
             controllers: ControllerFlags::default(),
             leader: LeaderFlags::default(),
         }
@@ -618,6 +627,8 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         daemon_priority_class,
         cluster_signing_duration,
         metric_resolution,
+        service_cluster_ip_range,
+        service_node_port_range,
         controllers,
         leader,
     } = args;
@@ -697,6 +708,10 @@ pub async fn start(args: ServerArgs) -> Result<Started, Error> {
         max_mutating_requests_inflight,
         max_watches_per_user,
         metric_resolution: metric_resolution.max(Duration::from_secs(1)),
+        service_ranges: everynode_apiserver::service_alloc::ServiceRanges {
+            cluster_ips: service_cluster_ip_range,
+            node_ports: service_node_port_range,
+        },
         daemon_priority_class: Some(daemon_priority_class).filter(|c| !c.is_empty()),
         root_ca_pem: (!controllers.no_root_ca_publisher).then(|| creds.ca_pem.clone()),
         csr_signer: Some((

@@ -4,6 +4,7 @@ pub mod csr;
 pub mod daemonset;
 pub mod pod;
 pub mod rbac;
+pub mod service;
 
 use crate::field::{BadValue, ErrorList, FieldError, Path};
 use crate::names;
@@ -261,6 +262,7 @@ fn validate_kind(res: &Resource, obj: &Value) -> ErrorList {
         Kind::ConfigMap => validate_data_size(obj, &["data", "binaryData"], Path::root("[]")),
         Kind::Secret => validate_data_size(obj, &["data"], Path::root("data")),
         Kind::CertificateSigningRequest => csr::validate(obj),
+        Kind::Service => service::validate(&typed(obj)),
         _ => ErrorList::new(),
     }
 }
@@ -307,6 +309,7 @@ pub fn validate_update(res: &Resource, new: &Value, old: &Value) -> ErrorList {
     errs.extend(validate_kind(res, new));
     match res.id {
         Kind::DaemonSet => errs.extend(daemonset::validate_update(&typed(new), &typed(old))),
+        Kind::Service => errs.extend(service::validate_update(&typed(new), &typed(old))),
         Kind::ControllerRevision if new.get("data") != old.get("data") => {
             errs.push(FieldError::invalid(
                 &Path::root("data"),
