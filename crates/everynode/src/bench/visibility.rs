@@ -82,6 +82,8 @@ pub async fn measure(
         json!("registry.example/hollow-agent:4");
     if let Some(meta) = changed["metadata"].as_object_mut() {
         meta.remove("managedFields");
+        // No precondition: the controller updates the status between the five requests.
+        meta.remove("resourceVersion");
     }
     let body = serde_json::to_vec(&changed).map_err(|e| super::stage_error("visibility", e))?;
     let preview = repeat(client, 5, || {
