@@ -103,6 +103,11 @@ fn socket_path(endpoint: &str) -> PathBuf {
     PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint))
 }
 
+/// The runtime's refusal to start an exec or attach session.
+fn start_error(e: tonic::Status) -> super::exec::ExecError {
+    super::exec::ExecError::Start(e.message().to_owned())
+}
+
 impl CriRuntime {
     /// The CRI id of the running container with this key, for exec and attach.
     async fn running_container_id(&self, key: &str) -> Result<String, super::exec::ExecError> {
@@ -831,11 +836,7 @@ impl Runtime for CriRuntime {
                 stderr: !spec.tty,
             })
             .await;
-        Some(
-            answer
-                .map(|r| r.into_inner().url)
-                .map_err(|e| super::exec::ExecError::Start(e.message().to_owned())),
-        )
+        Some(answer.map(|r| r.into_inner().url).map_err(start_error))
     }
 
     async fn attach_url(
@@ -857,11 +858,7 @@ impl Runtime for CriRuntime {
                 stderr: !spec.tty,
             })
             .await;
-        Some(
-            answer
-                .map(|r| r.into_inner().url)
-                .map_err(|e| super::exec::ExecError::Start(e.message().to_owned())),
-        )
+        Some(answer.map(|r| r.into_inner().url).map_err(start_error))
     }
 
     async fn port_forward(&self, pod_uid: &str, port: u16) -> Result<TcpStream, String> {
