@@ -98,3 +98,24 @@ def test_allocations_survive_a_restart(tmp_data_dir):
         assert "provided port is already allocated" in r.stderr, r.stderr
     finally:
         s.kill()
+
+
+def test_endpoints_and_endpointslices_are_served_and_printed_as_upstream(server):
+    """The objects Prometheus's Kubernetes discovery lists: stored, listed by the Python client
+    and printed by kubectl with upstream's columns (the controllers that fill them come next)."""
+    s = server
+    api = s.client()
+    slices = kubernetes.client.DiscoveryV1Api(api)
+    slices.create_namespaced_endpoint_slice("default", {
+        "metadata": {"name": "web-abc12", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4", "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [f"10.88.0.{i}"], "conditions": {"ready": True}, "nodeName": f"node-{i}"} for i in range(1, 6)]})
+    listed = slices.list_namespaced_endpoint_slice("default", label_selector="kubernetes.io/service-name=web").items
+    assert [(e.metadata.name, len(e.endpoints), e.ports[0].port) for e in listed] == [("web-abc12", 5, 8080)]
+    row = s.kubectl("get", "endpointslices", "web-abc12", "--no-headers").stdout.split(None, 4)
+    assert row[:4] == ["web-abc12", "IPv4", "8080", "10.88.0.1,10.88.0.2,10.88.0.3"], row
+    assert row[4].startswith("+ 2 more..."), row
+    kubernetes.client.CoreV1Api(api).create_namespaced_endpoints("default", {
+        "metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "10.88.0.1"}], "ports": [{"port": 8080}]}]})
+    row = s.kubectl("get", "endpoints", "web", "--no-headers").stdout.split()
+    assert row[:2] == ["web", "10.88.0.1:8080"], row

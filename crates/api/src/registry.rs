@@ -1,6 +1,8 @@
 //! The resources everynode serves, with what discovery, routing, storage and decoding need.
 
-use k8s_openapi::api::{apps, certificates, coordination, core, events, rbac, scheduling};
+use k8s_openapi::api::{
+    apps, certificates, coordination, core, discovery, events, rbac, scheduling,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -28,6 +30,7 @@ pub enum Kind {
     RoleBinding,
     ClusterRoleBinding,
     CertificateSigningRequest,
+    EndpointSlice,
 }
 
 /// A served resource.
@@ -397,6 +400,19 @@ pub static RESOURCES: &[Resource] = &[
         &[],
         &["status", "approval"]
     ),
+    resource!(
+        EndpointSlice,
+        discovery::v1::EndpointSlice,
+        "discovery.k8s.io",
+        "v1",
+        "EndpointSlice",
+        "endpointslices",
+        "endpointslice",
+        &[],
+        true,
+        &[],
+        &[]
+    ),
 ];
 
 impl Resource {
@@ -673,7 +689,8 @@ mod tests {
                 "scheduling.k8s.io",
                 "events.k8s.io",
                 "rbac.authorization.k8s.io",
-                "certificates.k8s.io"
+                "certificates.k8s.io",
+                "discovery.k8s.io"
             ]
         );
     }

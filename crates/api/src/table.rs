@@ -98,6 +98,15 @@ fn arr<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
         .map_or(&[], Vec::as_slice)
 }
 
+/// Up to three entries and how many more, as kubectl's printers list endpoints; `<none>` for none.
+fn first_three(all: &[String]) -> String {
+    match all.len() {
+        0 => "<none>".to_owned(),
+        n if n <= 3 => all.join(","),
+        n => format!("{} + {} more...", all[..3].join(","), n - 3),
+    }
+}
+
 fn or_none(s: &str) -> String {
     if s.is_empty() {
         "<none>".into()
@@ -502,6 +511,14 @@ fn columns(kind: Kind) -> Vec<Column> {
             Column("Name", "string", 1),
         ],
         Kind::Lease => vec![name, Column("Holder", "string", 0), age],
+        Kind::Endpoints => vec![name, Column("Endpoints", "string", 0), age],
+        Kind::EndpointSlice => vec![
+            name,
+            Column("AddressType", "string", 0),
+            Column("Ports", "string", 0),
+            Column("Endpoints", "string", 0),
+            age,
+        ],
         Kind::ConfigMap => vec![name, Column("Data", "integer", 0), age],
         Kind::Secret => vec![
             name,
@@ -562,6 +579,47 @@ fn row_cells(kind: Kind, o: &Value, now: Timestamp) -> Vec<Value> {
             age,
         ],
         Kind::Lease => vec![name, json!(s(o, &["spec", "holderIdentity"])), age],
+        Kind::Endpoints => {
+            let mut all = Vec::new();
+            for subset in arr(o, &["subsets"]) {
+                let ports = arr(subset, &["ports"]);
+                for address in arr(subset, &["addresses"]) {
+                    let ip = s(address, &["ip"]);
+                    if ports.is_empty() {
+                        all.push(ip.to_owned());
+                    }
+                    for port in ports {
+                        all.push(format!("{ip}:{}", i(port, &["port"])));
+                    }
+                }
+            }
+            vec![name, json!(first_three(&all)), age]
+        }
+        Kind::EndpointSlice => {
+            let ports: Vec<String> = arr(o, &["ports"])
+                .iter()
+                .map(|p| p.get("port").and_then(Value::as_i64).map(|n| n.to_string()))
+                .collect::<Option<Vec<String>>>()
+                .unwrap_or_default();
+            let addresses: Vec<String> = arr(o, &["endpoints"])
+                .iter()
+                .flat_map(|e| arr(e, &["addresses"]))
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect();
+            let ports = if ports.is_empty() {
+                "<unset>".to_owned()
+            } else {
+                ports.join(",")
+            };
+            vec![
+                name,
+                json!(s(o, &["addressType"])),
+                json!(ports),
+                json!(first_three(&addresses)),
+                age,
+            ]
+        }
         Kind::ConfigMap => {
             let n = o
                 .get("data")

@@ -705,6 +705,7 @@ pub mod keys {
         "scheduling.k8s.io",
         "rbac.authorization.k8s.io",
         "certificates.k8s.io",
+        "discovery.k8s.io",
     ];
 
     /// The group of each ungrouped resource that is not core.
@@ -721,6 +722,7 @@ pub mod keys {
         ("clusterroles", "rbac.authorization.k8s.io"),
         ("clusterrolebindings", "rbac.authorization.k8s.io"),
         ("certificatesigningrequests", "certificates.k8s.io"),
+        ("endpointslices", "discovery.k8s.io"),
     ];
 
     /// Resources upstream keeps under another name.
@@ -801,6 +803,10 @@ pub mod keys {
                     "/registry/events.k8s.io/events/default/e",
                 ),
                 ("/core/events/default/e", "/registry/events/default/e"),
+                (
+                    "/discovery.k8s.io/endpointslices/default/web-x",
+                    "/registry/endpointslices/default/web-x",
+                ),
             ] {
                 assert_eq!(to_etcd(ours), theirs);
                 assert_eq!(from_etcd(theirs.as_bytes()).as_deref(), Some(ours));
