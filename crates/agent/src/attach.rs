@@ -9,7 +9,7 @@
 
 use crate::endpoint::Workloads;
 use crate::exec::{
-    FIRST_SIZE, Options, PROTOCOLS, V5, failure, framed, normal_close, pump, refuse, terminal_size,
+    Options, PROTOCOLS, V5, failure, first_terminal_size, framed, normal_close, pump, refuse,
 };
 use crate::runtime::exec::{ExecSession, ExecSpec, Writer};
 use axum::extract::ws::WebSocketUpgrade;
@@ -71,17 +71,7 @@ pub async fn attach(
                 (Some(url), _) => {
                     // The runtime's terminal gets the client's size before the first output.
                     if spec.tty {
-                        let deadline = tokio::time::Instant::now() + FIRST_SIZE;
-                        while let Ok(Some(Ok(message))) =
-                            tokio::time::timeout_at(deadline, socket.recv()).await
-                        {
-                            if let Some(size) = terminal_size(&message) {
-                                spec.size = Some(size);
-                                early.push(message);
-                                break;
-                            }
-                            early.push(message);
-                        }
+                        spec.size = first_terminal_size(&mut socket, &mut early).await;
                     }
                     crate::runtime::remote_exec::connect(&url, &spec).await
                 }

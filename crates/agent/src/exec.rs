@@ -126,7 +126,7 @@ struct Size {
 }
 
 /// The (columns, rows) of a resize message.
-pub(crate) fn terminal_size(message: &Message) -> Option<(u16, u16)> {
+fn terminal_size(message: &Message) -> Option<(u16, u16)> {
     let Message::Binary(data) = message else {
         return None;
     };
@@ -235,7 +235,30 @@ pub(crate) async fn pump(
 
 /// How long a TTY session waits for the client's terminal size before starting the command, so
 /// the command sees the right size from its first line.
-pub(crate) const FIRST_SIZE: Duration = Duration::from_secs(1);
+const FIRST_SIZE: Duration = Duration::from_secs(1);
+/// Messages held while waiting for that size.
+const MAX_EARLY: usize = 64;
+
+/// Waits up to `FIRST_SIZE` for the client's terminal size, holding in `early` what the client
+/// sends until then (the size message included, at most `MAX_EARLY`), to be given to the
+/// session once it starts: input typed before the size arrives reaches the command after it,
+/// and a runtime's streaming server, which learns the size only from a resize, gets it first.
+pub(crate) async fn first_terminal_size(
+    socket: &mut WebSocket,
+    early: &mut Vec<Message>,
+) -> Option<(u16, u16)> {
+    let deadline = tokio::time::Instant::now() + FIRST_SIZE;
+    while early.len() < MAX_EARLY
+        && let Ok(Some(Ok(message))) = tokio::time::timeout_at(deadline, socket.recv()).await
+    {
+        let size = terminal_size(&message);
+        early.push(message);
+        if size.is_some() {
+            return size;
+        }
+    }
+    None
+}
 
 /// `GET /exec/{namespace}/{pod}/{container}` (the API server's relay; `POST` is accepted as
 /// kubelet accepts it).
@@ -268,23 +291,9 @@ pub async fn exec(
         .protocols(PROTOCOLS)
         .on_upgrade(move |mut socket| async move {
             let v5 = socket.protocol().is_some_and(|p| p == V5);
-            // With a terminal, the command starts with the client's size. Input typed before
-            // the size arrives is held and given to the command after it starts.
             let mut early = Vec::new();
             if spec.tty {
-                let deadline = tokio::time::Instant::now() + FIRST_SIZE;
-                while let Ok(Some(Ok(message))) =
-                    tokio::time::timeout_at(deadline, socket.recv()).await
-                {
-                    match terminal_size(&message) {
-                        Some(size) => {
-                            spec.size = Some(size);
-                            break;
-                        }
-                        None if early.len() < 64 => early.push(message),
-                        None => break,
-                    }
-                }
+                spec.size = first_terminal_size(&mut socket, &mut early).await;
             }
             let command = spec.argv.clone();
             let started = match workloads.runtime.exec_url(&key, &spec).await {
