@@ -135,7 +135,7 @@ fn log_file(dir: &Path, name: &str) -> Result<std::fs::File, Error> {
 /// A one-member etcd for `--store etcd`, in `<dir>/etcd`, on free loopback ports, with room
 /// for a 5,000-node run's history (8 GiB backend quota).
 async fn start_etcd(dir: &Path) -> Result<(Vec<String>, Vec<tokio::process::Child>), Error> {
-    crate::etcd_cluster::check_installed()?;
+    crate::etcd_cluster::check_installed("everynode bench --store etcd")?;
     let free_port = || {
         std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

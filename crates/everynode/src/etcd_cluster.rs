@@ -45,8 +45,8 @@ pub fn client_urls(members: &[Member]) -> Vec<String> {
     members.iter().map(|m| m.client_url.clone()).collect()
 }
 
-/// A clear error when `etcd` is not installed.
-pub fn check_installed() -> Result<(), Error> {
+/// A clear error when `etcd` is not installed, naming the `command` that needs it.
+pub fn check_installed(command: &str) -> Result<(), Error> {
     let found = std::process::Command::new("etcd")
         .arg("--version")
         .output()
@@ -54,9 +54,9 @@ pub fn check_installed() -> Result<(), Error> {
     if found {
         Ok(())
     } else {
-        Err(Error::Usage(
-            "`everynode up --ha` runs a local etcd cluster, and no `etcd` was found: install Debian's etcd-server (apt-get install etcd-server)".into(),
-        ))
+        Err(Error::Usage(format!(
+            "`{command}` runs a local etcd, and no `etcd` was found: install Debian's etcd-server (apt-get install etcd-server)"
+        )))
     }
 }
 

@@ -239,7 +239,7 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
     let exe = std::env::current_exe()
         .map_err(|e| Error::Startup(format!("cannot find this executable: {e}")))?;
     let (etcd_members, mut etcd_children) = if args.ha {
-        crate::etcd_cluster::check_installed()?;
+        crate::etcd_cluster::check_installed("everynode up --ha")?;
         crate::private_dir(&args.data_dir)?;
         let members = crate::etcd_cluster::plan(&args.data_dir, args.listen.port())?;
         let children = crate::etcd_cluster::start(&members, &[])?;
