@@ -335,42 +335,52 @@ fn set_cluster_ip(svc: &mut Value, ip: Value) {
     }
 }
 
-/// A free address, from a random place in the range onwards.
+/// The offset of the first of `size` candidates, from a random one onwards, that `svc` could
+/// claim (`key_of` names each candidate's key), as upstream's allocators scan from a random
+/// place; `None` when every one is taken.
+async fn first_free(
+    claims: &mut Claims<'_>,
+    svc: &Value,
+    size: u32,
+    key_of: impl Fn(u32) -> String,
+) -> ApiResult<Option<u32>> {
+    let start = rand::rng().random_range(0..size);
+    for i in 0..size {
+        let offset = start.wrapping_add(i) % size;
+        if claims.claim(&key_of(offset), svc).await? {
+            return Ok(Some(offset));
+        }
+    }
+    Ok(None)
+}
+
+/// A free address.
 async fn pick_ip(
     claims: &mut Claims<'_>,
     ranges: &ServiceRanges,
     svc: &Value,
 ) -> ApiResult<String> {
-    let size = ranges.cluster_ips.size();
-    let start = rand::rng().random_range(0..size);
-    for i in 0..size {
-        let ip = ranges
-            .cluster_ips
-            .nth(start.wrapping_add(i) % size)
-            .to_string();
-        if claims.claim(&format!("{IP_PREFIX}{ip}"), svc).await? {
-            return Ok(ip);
-        }
+    let ips = &ranges.cluster_ips;
+    let key_of = |i| format!("{IP_PREFIX}{}", ips.nth(i));
+    match first_free(claims, svc, ips.size(), key_of).await? {
+        Some(i) => Ok(ips.nth(i).to_string()),
+        None => Err(ApiError::internal(
+            "failed to allocate a serviceIP: range is full",
+        )),
     }
-    Err(ApiError::internal(
-        "failed to allocate a serviceIP: range is full",
-    ))
 }
 
-/// A free node port, from a random place in the range onwards.
+/// A free node port.
 async fn pick_port(claims: &mut Claims<'_>, ranges: &ServiceRanges, svc: &Value) -> ApiResult<u16> {
     let (first, last) = (*ranges.node_ports.start(), *ranges.node_ports.end());
-    let size = u32::from(last - first) + 1;
-    let start = rand::rng().random_range(0..size);
-    for i in 0..size {
-        let port = first + u16::try_from((start + i) % size).unwrap_or(0);
-        if claims.claim(&format!("{PORT_PREFIX}{port}"), svc).await? {
-            return Ok(port);
-        }
+    let port = |i: u32| first + u16::try_from(i).unwrap_or(0);
+    let key_of = |i| format!("{PORT_PREFIX}{}", port(i));
+    match first_free(claims, svc, u32::from(last - first) + 1, key_of).await? {
+        Some(i) => Ok(port(i)),
+        None => Err(ApiError::internal(
+            "failed to allocate a nodePort: range is full",
+        )),
     }
-    Err(ApiError::internal(
-        "failed to allocate a nodePort: range is full",
-    ))
 }
 
 /// Gives back what a write claimed when the write did not happen.
