@@ -1,16 +1,17 @@
-//! Garbage collection for DaemonSets and their dependents (pods, ControllerRevisions), following
-//! upstream's rules (spec §3.3):
+//! Garbage collection for the owners everynode's controllers set (DaemonSets; Services and
+//! Endpoints, which own EndpointSlices) and their dependents (pods, ControllerRevisions,
+//! EndpointSlices), following upstream's rules (spec §3.3):
 //! - `orphan` finalizer: remove the owner reference from every dependent, then the finalizer;
 //! - `foregroundDeletion` finalizer: delete the dependents, and the finalizer once none is left;
 //! - a dependent whose owners are all gone is deleted (background propagation). Absence is
 //!   confirmed with a live read first, so a cache that lags never deletes a live owner's pods.
 
 use crate::stores::Informers;
-use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PropagationPolicy};
-use kube::{Client, ResourceExt};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PropagationPolicy,
+};
+use kube::{Client, Resource};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,40 +19,99 @@ use std::time::Duration;
 const ORPHAN: &str = "orphan";
 const FOREGROUND: &str = "foregroundDeletion";
 
-fn daemonset_owners(meta: &ObjectMeta) -> Vec<&OwnerReference> {
+/// The kinds the collector knows, as owners or as dependents. Upstream's collector knows every
+/// kind through discovery; ours knows the owners everynode's controllers set and what they own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    DaemonSet,
+    Service,
+    Endpoints,
+    Pod,
+    ControllerRevision,
+    EndpointSlice,
+}
+
+/// The kinds whose objects own others: a dependent's references to any other kind are not
+/// this collector's to judge.
+const OWNER_KINDS: [Kind; 3] = [Kind::DaemonSet, Kind::Service, Kind::Endpoints];
+
+impl Kind {
+    fn api_resource(self) -> ApiResource {
+        use k8s_openapi::api::{apps, core, discovery};
+        match self {
+            Kind::DaemonSet => ApiResource::erase::<apps::v1::DaemonSet>(&()),
+            Kind::Service => ApiResource::erase::<core::v1::Service>(&()),
+            Kind::Endpoints => ApiResource::erase::<core::v1::Endpoints>(&()),
+            Kind::Pod => ApiResource::erase::<core::v1::Pod>(&()),
+            Kind::ControllerRevision => ApiResource::erase::<apps::v1::ControllerRevision>(&()),
+            Kind::EndpointSlice => ApiResource::erase::<discovery::v1::EndpointSlice>(&()),
+        }
+    }
+
+    fn refers_to(self, o: &OwnerReference) -> bool {
+        match self {
+            Kind::DaemonSet => everynode_api::daemonset::is_daemonset_ref(o),
+            _ => {
+                let r = self.api_resource();
+                o.kind == r.kind && o.api_version == r.api_version
+            }
+        }
+    }
+}
+
+/// An object the collector sees, of a kind it knows.
+#[derive(Clone, Copy)]
+pub struct Seen<'a> {
+    pub kind: Kind,
+    pub meta: &'a ObjectMeta,
+}
+
+impl<'a> Seen<'a> {
+    pub fn all<K: Resource>(kind: Kind, objects: &'a [Arc<K>]) -> impl Iterator<Item = Seen<'a>> {
+        objects.iter().map(move |o| Seen {
+            kind,
+            meta: o.meta(),
+        })
+    }
+}
+
+/// A dependent's references to owners of known kinds.
+fn known_owners(meta: &ObjectMeta) -> Vec<(Kind, &OwnerReference)> {
     meta.owner_references
         .iter()
         .flatten()
-        .filter(|o| everynode_api::daemonset::is_daemonset_ref(o))
+        .filter_map(|o| {
+            OWNER_KINDS
+                .into_iter()
+                .find(|k| k.refers_to(o))
+                .map(|k| (k, o))
+        })
         .collect()
 }
 
-/// Which kind of object a dependent is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DependentKind {
-    Pod,
-    ControllerRevision,
-}
-
-/// A pod or revision that a DaemonSet owns (or owned).
+/// An object that an owner owns (or owned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dependent {
-    pub kind: DependentKind,
+    pub kind: Kind,
     pub namespace: String,
     pub name: String,
     pub uid: String,
 }
 
 impl Dependent {
-    fn of(meta: &ObjectMeta, kind: DependentKind) -> Self {
+    fn of(seen: &Seen<'_>) -> Self {
+        let meta = seen.meta;
         Dependent {
-            kind,
+            kind: seen.kind,
             namespace: meta.namespace.clone().unwrap_or_default(),
             name: meta.name.clone().unwrap_or_default(),
             uid: meta.uid.clone().unwrap_or_default(),
         }
     }
 }
+
+/// An owner a dependent names: its kind, name and uid.
+pub type OwnerName = (Kind, String, String);
 
 /// One step of garbage collection. `plan` decides them from the caches alone; `execute`
 /// performs them in order and stops at the first error (the next pass starts over).
@@ -66,104 +126,102 @@ pub enum Action {
     Delete { dependent: Dependent },
     /// Propagation is complete: the owner may go.
     RemoveFinalizer {
+        kind: Kind,
         namespace: String,
         name: String,
         finalizer: &'static str,
         resource_version: Option<String>,
     },
-    /// Background propagation: every DaemonSet owner is missing from the cache. A live read
-    /// of each owner must confirm it is gone (or replaced under a new uid) before deleting.
+    /// Background propagation: every known owner is missing from the cache. A live read of
+    /// each owner must confirm it is gone (or replaced under a new uid) before deleting.
     DeleteIfOwnersGone {
         dependent: Dependent,
-        owners: Vec<(String, String)>,
+        owners: Vec<OwnerName>,
     },
 }
 
-fn all_dependents<'a>(
-    pods: &'a [Arc<Pod>],
-    revisions: &'a [Arc<ControllerRevision>],
-) -> impl Iterator<Item = (&'a ObjectMeta, DependentKind)> {
-    pods.iter()
-        .map(|p| (&p.metadata, DependentKind::Pod))
-        .chain(
-            revisions
-                .iter()
-                .map(|r| (&r.metadata, DependentKind::ControllerRevision)),
-        )
-}
-
-/// What the garbage collector should do for these DaemonSets, pods and revisions (spec §3.3).
-pub fn plan(
-    daemonsets: &[Arc<DaemonSet>],
-    pods: &[Arc<Pod>],
-    revisions: &[Arc<ControllerRevision>],
-) -> Vec<Action> {
+/// What the garbage collector should do for these owners and dependents (spec §3.3).
+pub fn plan(owners: &[Seen<'_>], dependents: &[Seen<'_>]) -> Vec<Action> {
     let mut actions = Vec::new();
-    for ds in daemonsets
+    for owner in owners
         .iter()
-        .filter(|d| d.metadata.deletion_timestamp.is_some())
+        .filter(|o| o.meta.deletion_timestamp.is_some())
     {
-        let ns = ds.namespace().unwrap_or_default();
-        let uid = ds.metadata.uid.clone().unwrap_or_default();
-        let deps: Vec<(&ObjectMeta, DependentKind)> = all_dependents(pods, revisions)
-            .filter(|(m, _)| {
-                m.namespace.as_deref() == Some(ns.as_str())
-                    && m.owner_references.iter().flatten().any(|o| o.uid == uid)
+        let meta = owner.meta;
+        let ns = meta.namespace.clone().unwrap_or_default();
+        let uid = meta.uid.clone().unwrap_or_default();
+        let deps: Vec<&Seen<'_>> = dependents
+            .iter()
+            .filter(|d| {
+                d.meta.namespace.as_deref() == Some(ns.as_str())
+                    && d.meta
+                        .owner_references
+                        .iter()
+                        .flatten()
+                        .any(|o| o.uid == uid)
             })
             .collect();
         let finish = |finalizer| Action::RemoveFinalizer {
+            kind: owner.kind,
             namespace: ns.clone(),
-            name: ds.name_any(),
+            name: meta.name.clone().unwrap_or_default(),
             finalizer,
-            resource_version: ds.resource_version(),
+            resource_version: meta.resource_version.clone(),
         };
-        if ds.finalizers().iter().any(|f| f == ORPHAN) {
-            actions.extend(deps.iter().map(|(m, kind)| Action::Orphan {
-                dependent: Dependent::of(m, *kind),
+        let finalizers = meta.finalizers.as_deref().unwrap_or_default();
+        if finalizers.iter().any(|f| f == ORPHAN) {
+            actions.extend(deps.iter().map(|d| Action::Orphan {
+                dependent: Dependent::of(d),
                 owner_uid: uid.clone(),
             }));
             actions.push(finish(ORPHAN));
-        } else if ds.finalizers().iter().any(|f| f == FOREGROUND) {
+        } else if finalizers.iter().any(|f| f == FOREGROUND) {
             if deps.is_empty() {
                 actions.push(finish(FOREGROUND));
                 continue;
             }
             actions.extend(
                 deps.iter()
-                    .filter(|(m, _)| m.deletion_timestamp.is_none())
-                    .map(|(m, kind)| Action::Delete {
-                        dependent: Dependent::of(m, *kind),
+                    .filter(|d| d.meta.deletion_timestamp.is_none())
+                    .map(|d| Action::Delete {
+                        dependent: Dependent::of(d),
                     }),
             );
         }
     }
-    let known = |ns: &str, o: &OwnerReference| {
-        daemonsets.iter().any(|d| {
-            d.metadata.uid.as_deref() == Some(o.uid.as_str())
-                && d.metadata.namespace.as_deref() == Some(ns)
+    let known = |ns: &str, kind: Kind, o: &OwnerReference| {
+        owners.iter().any(|owner| {
+            owner.kind == kind
+                && owner.meta.uid.as_deref() == Some(o.uid.as_str())
+                && owner.meta.namespace.as_deref() == Some(ns)
         })
     };
-    for (meta, kind) in all_dependents(pods, revisions) {
+    for dependent in dependents {
+        let meta = dependent.meta;
         let ns = meta.namespace.clone().unwrap_or_default();
-        let owners = daemonset_owners(meta);
-        if owners.is_empty()
+        let refs = known_owners(meta);
+        if refs.is_empty()
             || meta.deletion_timestamp.is_some()
-            || owners.iter().any(|o| known(&ns, o))
+            || refs.iter().any(|(kind, o)| known(&ns, *kind, o))
         {
             continue;
         }
-        if meta.owner_references.iter().flatten().count() != owners.len() {
+        if meta.owner_references.iter().flatten().count() != refs.len() {
             continue; // other kinds of owner: not ours to judge
         }
         actions.push(Action::DeleteIfOwnersGone {
-            dependent: Dependent::of(meta, kind),
-            owners: owners
+            dependent: Dependent::of(dependent),
+            owners: refs
                 .iter()
-                .map(|o| (o.name.clone(), o.uid.clone()))
+                .map(|(kind, o)| (*kind, o.name.clone(), o.uid.clone()))
                 .collect(),
         });
     }
     actions
+}
+
+fn api(client: &Client, kind: Kind, namespace: &str) -> Api<DynamicObject> {
+    Api::namespaced_with(client.clone(), namespace, &kind.api_resource())
 }
 
 /// Patches (strategic) or deletes a dependent, whichever kind it is; NotFound and a failed
@@ -174,43 +232,17 @@ async fn on_dependent(
     patch: Option<&serde_json::Value>,
     dp: &DeleteParams,
 ) -> Result<(), kube::Error> {
-    async fn act<K>(
-        api: Api<K>,
-        name: &str,
-        patch: Option<&serde_json::Value>,
-        dp: &DeleteParams,
-    ) -> Result<(), kube::Error>
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        match patch {
-            Some(p) => api
-                .patch(name, &PatchParams::default(), &Patch::Strategic(p))
-                .await
-                .map(|_| ()),
-            None => api.delete(name, dp).await.map(|_| ()),
-        }
-    }
-    let ns = &dependent.namespace;
-    let result = match dependent.kind {
-        DependentKind::Pod => {
-            act(
-                Api::<Pod>::namespaced(client.clone(), ns),
+    let api = api(client, dependent.kind, &dependent.namespace);
+    let result = match patch {
+        Some(p) => api
+            .patch(
                 &dependent.name,
-                patch,
-                dp,
+                &PatchParams::default(),
+                &Patch::Strategic(p),
             )
             .await
-        }
-        DependentKind::ControllerRevision => {
-            act(
-                Api::<ControllerRevision>::namespaced(client.clone(), ns),
-                &dependent.name,
-                patch,
-                dp,
-            )
-            .await
-        }
+            .map(|_| ()),
+        None => api.delete(&dependent.name, dp).await.map(|_| ()),
     };
     match result {
         Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(()),
@@ -237,21 +269,24 @@ async fn execute(client: &Client, actions: &[Action]) -> Result<(), kube::Error>
                 on_dependent(client, dependent, None, &dp).await?;
             }
             Action::RemoveFinalizer {
+                kind,
                 namespace,
                 name,
                 finalizer,
                 resource_version,
             } => {
-                let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+                let api = api(client, *kind, namespace);
                 let Some(live) = api.get_opt(name).await? else {
                     continue;
                 };
-                if live.resource_version() != *resource_version {
+                if live.metadata.resource_version != *resource_version {
                     continue; // changed since the plan: the next pass decides again
                 }
                 let kept: Vec<&String> = live
-                    .finalizers()
+                    .metadata
+                    .finalizers
                     .iter()
+                    .flatten()
                     .filter(|f| f != finalizer)
                     .collect();
                 let patch =
@@ -260,9 +295,9 @@ async fn execute(client: &Client, actions: &[Action]) -> Result<(), kube::Error>
                     .await?;
             }
             Action::DeleteIfOwnersGone { dependent, owners } => {
-                let api: Api<DaemonSet> = Api::namespaced(client.clone(), &dependent.namespace);
                 let mut all_gone = true;
-                for (name, uid) in owners {
+                for (kind, name, uid) in owners {
+                    let api = api(client, *kind, &dependent.namespace);
                     if let Some(live) = api.get_opt(name).await?
                         && live.metadata.uid.as_deref() == Some(uid.as_str())
                     {
@@ -290,10 +325,24 @@ pub async fn run(informers: Informers) {
     let client = informers.client();
     let changed = Arc::new(tokio::sync::Notify::new());
     let daemonsets = informers.daemonsets().ready_cache(&changed).await;
+    let services = informers.services().ready_cache(&changed).await;
+    let endpoints = informers.endpoints().ready_cache(&changed).await;
     let pods = informers.pods().ready_cache(&changed).await;
     let revisions = informers.revisions().ready_cache(&changed).await;
+    let slices = informers.endpoint_slices().ready_cache(&changed).await;
     loop {
-        let actions = plan(&daemonsets.state(), &pods.state(), &revisions.state());
+        let (daemonsets, services, endpoints) =
+            (daemonsets.state(), services.state(), endpoints.state());
+        let (pods, revisions, slices) = (pods.state(), revisions.state(), slices.state());
+        let owners: Vec<Seen<'_>> = Seen::all(Kind::DaemonSet, &daemonsets)
+            .chain(Seen::all(Kind::Service, &services))
+            .chain(Seen::all(Kind::Endpoints, &endpoints))
+            .collect();
+        let dependents: Vec<Seen<'_>> = Seen::all(Kind::Pod, &pods)
+            .chain(Seen::all(Kind::ControllerRevision, &revisions))
+            .chain(Seen::all(Kind::EndpointSlice, &slices))
+            .collect();
+        let actions = plan(&owners, &dependents);
         if let Err(e) = execute(&client, &actions).await {
             tracing::warn!(error = %e, "garbage collection pass failed; retrying");
         }
@@ -310,7 +359,10 @@ mod tests {
     use super::*;
     use crate::daemonset::backoff::Backoff;
     use crate::daemonset::pass::{PassInput, sync};
+    use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+    use k8s_openapi::api::core::v1::Pod;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use kube::ResourceExt;
 
     fn owner(name: &str, uid: &str) -> serde_json::Value {
         json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "name": name, "uid": uid, "controller": true, "blockOwnerDeletion": true})
@@ -350,6 +402,19 @@ mod tests {
         (pods, revisions)
     }
 
+    /// The collector's plan over DaemonSets, pods and revisions.
+    fn plan(
+        daemonsets: &[Arc<DaemonSet>],
+        pods: &[Arc<Pod>],
+        revisions: &[Arc<ControllerRevision>],
+    ) -> Vec<Action> {
+        let owners: Vec<Seen<'_>> = Seen::all(Kind::DaemonSet, daemonsets).collect();
+        let dependents: Vec<Seen<'_>> = Seen::all(Kind::Pod, pods)
+            .chain(Seen::all(Kind::ControllerRevision, revisions))
+            .collect();
+        super::plan(&owners, &dependents)
+    }
+
     fn names(actions: &[Action]) -> Vec<String> {
         let mut names: Vec<String> = actions
             .iter()
@@ -386,7 +451,7 @@ mod tests {
         );
         // Each is deleted only after a live read shows the owner gone.
         assert!(actions.iter().all(|a| matches!(a,
-            Action::DeleteIfOwnersGone { owners, .. } if owners == &[("foo".to_owned(), "foo-uid".to_owned())])));
+            Action::DeleteIfOwnersGone { owners, .. } if owners == &[(Kind::DaemonSet, "foo".to_owned(), "foo-uid".to_owned())])));
     }
 
     #[test]
@@ -451,6 +516,7 @@ mod tests {
         assert_eq!(
             plan(&[foo, bar], &pods, &revisions),
             [Action::RemoveFinalizer {
+                kind: Kind::DaemonSet,
                 namespace: "default".into(),
                 name: "foo".into(),
                 finalizer: FOREGROUND,

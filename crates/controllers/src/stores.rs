@@ -7,7 +7,8 @@ use futures::StreamExt;
 use futures::channel::mpsc;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -302,6 +303,9 @@ struct Shared {
     daemonsets: OnceLock<Informer<DaemonSet>>,
     revisions: OnceLock<Informer<ControllerRevision>>,
     node_leases: OnceLock<Informer<Lease>>,
+    services: OnceLock<Informer<Service>>,
+    endpoints: OnceLock<Informer<Endpoints>>,
+    endpoint_slices: OnceLock<Informer<EndpointSlice>>,
     watches: Mutex<Vec<AbortHandle>>,
 }
 
@@ -325,6 +329,9 @@ impl Informers {
                 daemonsets: OnceLock::new(),
                 revisions: OnceLock::new(),
                 node_leases: OnceLock::new(),
+                services: OnceLock::new(),
+                endpoints: OnceLock::new(),
+                endpoint_slices: OnceLock::new(),
                 watches: Mutex::new(Vec::new()),
             }),
         }
@@ -372,6 +379,18 @@ impl Informers {
         self.get(&self.inner.node_leases, |c| {
             Api::namespaced(c, "kube-node-lease")
         })
+    }
+
+    pub fn services(&self) -> Informer<Service> {
+        self.get(&self.inner.services, Api::all)
+    }
+
+    pub fn endpoints(&self) -> Informer<Endpoints> {
+        self.get(&self.inner.endpoints, Api::all)
+    }
+
+    pub fn endpoint_slices(&self) -> Informer<EndpointSlice> {
+        self.get(&self.inner.endpoint_slices, Api::all)
     }
 
     /// The same informers for a controller that writes as `writer` (upstream's controller
