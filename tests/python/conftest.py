@@ -148,6 +148,7 @@ API_ONLY = [
     "--no-node-lifecycle-controller",
     "--no-pod-gc",
     "--no-root-ca-publisher",
+    "--no-endpoints-controllers",
 ]
 # The same, for servers whose agents run pods: a pod's kube-api-access volume needs the
 # kube-root-ca.crt ConfigMap, as upstream's does.

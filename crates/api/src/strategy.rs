@@ -164,6 +164,12 @@ pub fn prepare_for_update(res: &Resource, new: &mut Value, old: &Value) {
         set_annotation(new, TEMPLATE_GENERATION_ANNOTATION, tg.to_string());
     } else if changed(new) {
         next_gen += 1;
+    } else if res.id == Kind::EndpointSlice
+        && new["metadata"].get("labels") != old["metadata"].get("labels")
+    {
+        // Upstream's EndpointSlice strategy counts a label change as a new generation: the
+        // labels say which Service the slice serves.
+        next_gen += 1;
     }
     set_generation(new, next_gen);
 }

@@ -2,6 +2,7 @@
 //! and writes through it, so it runs the same against everynode's API server or any other.
 
 pub mod daemonset;
+pub mod endpoints;
 pub mod events;
 pub mod gc;
 pub mod interpod;

@@ -40,6 +40,9 @@ pub struct ControllerFlags {
     /// Do not run pod garbage collection (pods of vanished nodes, terminated pods).
     #[arg(long)]
     pub no_pod_gc: bool,
+    /// Do not run the endpoints, EndpointSlice and EndpointSlice mirroring controllers.
+    #[arg(long)]
+    pub no_endpoints_controllers: bool,
     /// Do not publish the cluster CA as the `kube-root-ca.crt` ConfigMap in every namespace.
     #[arg(long)]
     pub no_root_ca_publisher: bool,
@@ -71,7 +74,8 @@ impl ControllerFlags {
             && self.no_scheduler
             && self.no_garbage_collector
             && self.no_pod_gc
-            && self.no_node_lifecycle_controller)
+            && self.no_node_lifecycle_controller
+            && self.no_endpoints_controllers)
     }
 }
 
@@ -83,6 +87,7 @@ impl Default for ControllerFlags {
             no_garbage_collector: false,
             no_node_lifecycle_controller: false,
             no_pod_gc: false,
+            no_endpoints_controllers: false,
             no_root_ca_publisher: false,
             terminated_pod_gc_threshold: 12_500,
             daemonset_burst: 250,
@@ -285,16 +290,22 @@ pub enum ControllerIdentity {
     GarbageCollector,
     PodGarbageCollector,
     NodeLifecycle,
+    Endpoint,
+    EndpointSlice,
+    EndpointSliceMirroring,
 }
 
 impl ControllerIdentity {
-    pub const ALL: [ControllerIdentity; 6] = [
+    pub const ALL: [ControllerIdentity; 9] = [
         ControllerIdentity::Manager,
         ControllerIdentity::Scheduler,
         ControllerIdentity::DaemonSet,
         ControllerIdentity::GarbageCollector,
         ControllerIdentity::PodGarbageCollector,
         ControllerIdentity::NodeLifecycle,
+        ControllerIdentity::Endpoint,
+        ControllerIdentity::EndpointSlice,
+        ControllerIdentity::EndpointSliceMirroring,
     ];
 
     /// The user it authenticates as, and its groups.
@@ -320,6 +331,11 @@ impl ControllerIdentity {
             ControllerIdentity::GarbageCollector => account("generic-garbage-collector"),
             ControllerIdentity::PodGarbageCollector => account("pod-garbage-collector"),
             ControllerIdentity::NodeLifecycle => account("node-controller"),
+            ControllerIdentity::Endpoint => account("endpoint-controller"),
+            ControllerIdentity::EndpointSlice => account("endpointslice-controller"),
+            ControllerIdentity::EndpointSliceMirroring => {
+                account("endpointslicemirroring-controller")
+            }
         }
     }
 }
@@ -443,6 +459,21 @@ fn spawn_controllers(
                 grace_period: Duration::from_secs(flags.node_monitor_grace_period),
                 startup_grace_period: Duration::from_secs(flags.node_startup_grace_period),
             },
+        )));
+    }
+    if !flags.no_endpoints_controllers {
+        use everynode_controllers::endpoints::controller as endpoints;
+        running.push(tokio::spawn(endpoints::run_endpoints(
+            as_(Id::Endpoint),
+            clock.clone(),
+        )));
+        running.push(tokio::spawn(endpoints::run_slices(
+            as_(Id::EndpointSlice),
+            clock.clone(),
+        )));
+        running.push(tokio::spawn(endpoints::run_mirroring(
+            as_(Id::EndpointSliceMirroring),
+            clock.clone(),
         )));
     }
     running
