@@ -23,7 +23,8 @@ def test_bench_100_hollow_nodes_completes_every_stage(store):
     report = result.stdout
     for row in ("| 100 hollow nodes Ready |", "| DaemonSet create → all pods Ready |", "| rolling update, maxUnavailable 10% |",
                 "| rolling update, maxSurge 10% |", "| mutating API latency during: rolling update, maxSurge 10% |",
-                "| server peak RSS", "| hollow fleet RSS", "| CPU over the"):
+                "| server peak RSS", "| hollow fleet RSS", "| CPU over the",
+                "| EndpointSlices of a Service over the pods, after: rolling update, maxSurge 10% | converged"):
         assert row in report, report
     assert "× the floor" in report
     assert ("etcd store (floor: etcd alone, 64 clients)" in report) == (store == "etcd"), report

@@ -8,6 +8,7 @@
 
 use crate::Error;
 
+mod endpoint_slices;
 mod visibility;
 use everynode_clock::Clock;
 use everynode_store::{EmbeddedStore, Store};
@@ -480,6 +481,7 @@ struct Stage {
     writes: u64,
     latency: Latency,
     floor: Duration,
+    slices: endpoint_slices::Convergence,
 }
 
 /// Writers the floor runs at once.
@@ -775,18 +777,24 @@ async fn stages(
                 "spec": {"containers": [{"name": "agent", "image": "registry.example/hollow-agent:1"}]}}}}))
     .map_err(|e| stage_error("create", e))?;
     let mut stages = Vec::new();
+    // A Service selecting the DaemonSet's pods: its EndpointSlices follow every stage.
+    let slice_watch = endpoint_slices::SliceWatch::start(client).await?;
     let before = revision(client).await;
     probe.take();
     api.create(&PostParams::default(), &ds)
         .await
         .map_err(|e| stage_error("create", e))?;
+    let name = "DaemonSet create → all pods Ready";
     let took = rolled_out(&api, "DaemonSet pods Ready", n, timeout).await?;
+    let writes = revision(client).await.saturating_sub(before);
+    let latency = probe.take();
     stages.push(Stage {
-        name: "DaemonSet create → all pods Ready",
+        name,
         took,
-        writes: revision(client).await.saturating_sub(before),
-        latency: probe.take(),
+        writes,
+        latency,
         floor: Duration::ZERO,
+        slices: slice_watch.converged(client, name, n, timeout).await?,
     });
     let busy_fleet_kb = fleet.status_kb("VmRSS:");
     for (name, strategy, image) in [
@@ -813,12 +821,15 @@ async fn stages(
         .await
         .map_err(|e| stage_error(name, e))?;
         let took = rolled_out(&api, name, n, timeout).await?;
+        let writes = revision(client).await.saturating_sub(before);
+        let latency = probe.take();
         stages.push(Stage {
             name,
             took,
-            writes: revision(client).await.saturating_sub(before),
-            latency: probe.take(),
+            writes,
+            latency,
             floor: Duration::ZERO,
+            slices: slice_watch.converged(client, name, n, timeout).await?,
         });
     }
     drop(probe);
@@ -893,6 +904,15 @@ fn report(
         out += &format!(
             "| mutating API latency during: {} | {} |\n",
             s.name, s.latency
+        );
+    }
+    for s in stages {
+        out += &format!(
+            "| EndpointSlices of a Service over the pods, after: {} | converged {:.1} s after the last pod turned Ready; {} slice writes; {} slices |\n",
+            s.name,
+            secs(s.slices.after_last_ready),
+            s.slices.writes,
+            s.slices.slices
         );
     }
     out += &format!(
