@@ -4,6 +4,7 @@
 
 use super::stage_error;
 use crate::Error;
+use everynode_clock::Clock;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -95,7 +96,7 @@ impl SliceWatch {
                     .is_some_and(|c| c.ready == Some(true) && c.terminating != Some(true))
             });
             if endpoints.len() == n && all_ready {
-                let converged_at = jiff::Timestamp::now();
+                let converged_at = everynode_clock::SystemClock.now();
                 let (pods, last_ready) = current_pods(client, stage).await?;
                 let listed: HashSet<String> = endpoints
                     .iter()
