@@ -38,12 +38,14 @@ if [ ! -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ]; then
 fi
 
 # The CRI runtime's tests run real containerd nodes (Debian's containerd, runc and CNI plugins),
-# with images built from busybox-static; the CRI client's build needs protoc.
-cri_packages="containerd runc containernetworking-plugins busybox-static protobuf-compiler iptables"
+# with images built from busybox-static; the CRI client's build needs protoc; the Service
+# proxy steers pods' cluster-IP traffic with nft.
+cri_packages="containerd runc containernetworking-plugins busybox-static protobuf-compiler iptables nftables"
 if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
    || [ ! -x /usr/lib/cni/bridge ] || ! command -v busybox >/dev/null 2>&1 \
-   || ! command -v protoc >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1; then
-  log "containerd, runc, CNI plugins, busybox-static, protoc (Debian's, for the CRI runtime)"
+   || ! command -v protoc >/dev/null 2>&1 || ! command -v iptables >/dev/null 2>&1 \
+   || ! command -v nft >/dev/null 2>&1; then
+  log "containerd, runc, CNI plugins, busybox-static, protoc, nft (Debian's, for the CRI runtime)"
   # shellcheck disable=SC2086
   apt-get install -y -qq $cri_packages >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $cri_packages; }
 fi

@@ -18,8 +18,9 @@ install() {
 command -v protoc >/dev/null 2>&1 || install protobuf-compiler
 case " $* " in
   *" --runtime cri "*|*" --runtime=cri "*)
-    if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 || [ ! -x /usr/lib/cni/bridge ]; then
-      install containerd runc containernetworking-plugins iptables
+    if ! command -v containerd >/dev/null 2>&1 || ! command -v runc >/dev/null 2>&1 \
+       || [ ! -x /usr/lib/cni/bridge ] || ! command -v nft >/dev/null 2>&1; then
+      install containerd runc containernetworking-plugins iptables nftables
     fi
     ;;
 esac

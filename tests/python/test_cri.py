@@ -26,7 +26,8 @@ NETWORK = "10.251.0.0/16"
 PAUSE = "docker.io/local/pause:1"
 BUSYBOX = "docker.io/local/busybox:1"
 HTTPD = "docker.io/local/httpd:1"
-NODE_IP = "127.0.0.1"
+# `up --runtime cri` gives node i the address 127.0.0.<i+1>, as if each were a machine of its own.
+NODE_IPS = {"node-1": "127.0.0.2", "node-2": "127.0.0.3"}
 
 
 def require(binary, package):
@@ -129,6 +130,8 @@ def cri():
         assert not list(pathlib.Path("/sys/fs/cgroup/memory").glob("everynode/node-*"))
         nat = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True, text=True).stdout
         assert "CNI-HOSTPORT" not in nat, nat
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
+        assert "everynode_proxy_" not in tables, tables
         assert pathlib.Path("/proc/sys/net/ipv4/ip_forward").read_text() == ip_forward
 
 
@@ -171,7 +174,7 @@ def test_an_image_without_a_command_runs_on_every_node_with_a_pod_ip_of_its_own(
     pods = cri.pods("app=web")
     ips = {p["spec"]["nodeName"]: p["status"]["podIP"] for p in pods}
     assert set(ips) == {"node-1", "node-2"}
-    assert len(set(ips.values())) == 2 and NODE_IP not in ips.values(), ips
+    assert len(set(ips.values())) == 2 and not set(NODE_IPS.values()) & set(ips.values()), ips
     assert ips["node-1"].startswith("10.251.1.") and ips["node-2"].startswith("10.251.2."), ips
     for p in pods:
         assert p["status"]["podIPs"] == [{"ip": p["status"]["podIP"]}]
@@ -194,13 +197,13 @@ def test_host_network_pods_report_the_node_ip_and_host_ports_reach_the_pod(cri):
     wait_for("both running", lambda: all(
         (cri.get("pod", n) or {}).get("status", {}).get("phase") == "Running" for n in ["hostnet", "hostport"]))
     hostnet = cri.get("pod", "hostnet")
-    assert hostnet["status"]["podIP"] == NODE_IP
+    assert hostnet["status"]["podIP"] == NODE_IPS["node-1"]
     hostport = cri.get("pod", "hostport")
-    assert hostport["status"]["podIP"] != NODE_IP
+    assert hostport["status"]["podIP"] != NODE_IPS["node-2"]
 
     def served():
         try:
-            with urllib.request.urlopen(f"http://{NODE_IP}:18080/index.html", timeout=2) as r:
+            with urllib.request.urlopen(f"http://{NODE_IPS['node-2']}:18080/index.html", timeout=2) as r:
                 return r.read() == b"hello from busybox httpd\n"
         except OSError:
             return False
@@ -368,7 +371,7 @@ def test_the_hwameistor_seed_runs_with_host_network_host_pid_privileged_and_bidi
     wait_for("the seed's pods Ready on both nodes",
              lambda: len([p for p in cri.pods("", "hwameistor") if ready(p)]) == 2, timeout=120)
     for p in cri.pods("", "hwameistor"):
-        assert p["status"]["podIP"] == NODE_IP
+        assert p["status"]["podIP"] == NODE_IPS[p["spec"]["nodeName"]]
         assert [c["ready"] for c in p["status"]["containerStatuses"]] == [True, True]
     cri.kubectl("delete", "ds", "--all", "-n", "hwameistor")
     wait_for("the seed's pods gone", lambda: cri.pods("", "hwameistor") == [], timeout=120)
@@ -529,3 +532,72 @@ def test_kubectl_port_forward_reaches_a_server_on_the_pods_own_localhost(cri):
             proc.kill()
             proc.wait()
         cri.kubectl("delete", "pod", "forwarded", "--wait=false")
+
+
+def node_name_server(name):
+    """A DaemonSet whose pods answer HTTP on port 8080 (named `http`) with their node's name."""
+    return {
+        "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": name},
+        "spec": {"selector": {"matchLabels": {"app": name}},
+                 "template": {"metadata": {"labels": {"app": name}}, "spec": {
+                     "terminationGracePeriodSeconds": 1,
+                     "containers": [{
+                         "name": "httpd", "image": HTTPD, "imagePullPolicy": "IfNotPresent",
+                         "command": ["sh", "-c", "mkdir -p /tmp/www && echo $NODE > /tmp/www/index.html && exec httpd -f -p 8080 -h /tmp/www"],
+                         "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+                         "ports": [{"name": "http", "containerPort": 8080}],
+                         "readinessProbe": {"httpGet": {"path": "/index.html", "port": "http"}, "periodSeconds": 1},
+                     }]}}},
+    }
+
+
+def fetch(url):
+    try:
+        with urllib.request.urlopen(url, timeout=3) as r:
+            return r.read().decode().strip()
+    except OSError as e:
+        return f"error: {e}"
+
+
+def test_node_ports_reach_the_daemon_on_the_node_or_any_node(cri):
+    """A NodePort Service over a DaemonSet: with externalTrafficPolicy Local each node's port
+    answers from that node's pod; with Cluster, from either."""
+    cri.apply(node_name_server("whoami"))
+    cri.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "whoami"},
+               "spec": {"type": "NodePort", "externalTrafficPolicy": "Local", "selector": {"app": "whoami"},
+                        "ports": [{"port": 80, "targetPort": "http", "nodePort": 30080}]}})
+    wait_for("a ready endpoint per node", lambda: len([
+        e for s in cri.get("endpointslices", "-l", "kubernetes.io/service-name=whoami")["items"]
+        for e in s.get("endpoints") or [] if e["conditions"].get("ready")]) == 2)
+    for node, ip in NODE_IPS.items():
+        wait_for(f"{node}'s node port", lambda: fetch(f"http://{ip}:30080/index.html") == node)
+        answers = {fetch(f"http://{ip}:30080/index.html") for _ in range(6)}
+        assert answers == {node}, answers
+    cri.kubectl("patch", "svc", "whoami", "-p", json.dumps({"spec": {"externalTrafficPolicy": "Cluster"}}))
+    wait_for("node-1's port answering from both nodes", lambda: {
+        fetch(f"http://{NODE_IPS['node-1']}:30080/index.html") for _ in range(4)} == set(NODE_IPS))
+    cri.kubectl("delete", "svc", "whoami")
+    wait_for("the node port closed", lambda: fetch(f"http://{NODE_IPS['node-1']}:30080/index.html").startswith("error"))
+    cri.kubectl("delete", "ds", "whoami")
+
+
+def test_a_pod_reaches_the_daemon_through_its_cluster_ip(cri):
+    """From a pod, a Service's cluster IP reaches a ready endpoint; internalTrafficPolicy Local
+    keeps the traffic on the pod's node."""
+    cri.apply(node_name_server("peer"))
+    cri.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peer"},
+               "spec": {"selector": {"app": "peer"}, "internalTrafficPolicy": "Local",
+                        "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}})
+    cluster_ip = cri.get("svc", "peer")["spec"]["clusterIP"]
+    wait_for("a ready endpoint per node", lambda: len([
+        e for s in cri.get("endpointslices", "-l", "kubernetes.io/service-name=peer")["items"]
+        for e in s.get("endpoints") or [] if e["conditions"].get("ready")]) == 2)
+    cri.apply(pod("client", "node-2", [{"name": "c", "image": BUSYBOX, "command": [
+        # busybox-static's wget crashes on -T, and on a URL without a port (it looks the port
+        # up in NSS, which a static binary cannot load).
+        "sh", "-c", f"while true; do wget -q -O- http://{cluster_ip}:80/index.html; sleep 0.2; done"]}]))
+    wait_for("answers through the cluster IP", lambda: logs(cri, "client").split().count("node-2") >= 5)
+    assert set(logs(cri, "client").split()) == {"node-2"}, logs(cri, "client")
+    cri.kubectl("delete", "pod", "client", "--wait=false")
+    cri.kubectl("delete", "svc", "peer")
+    cri.kubectl("delete", "ds", "peer")

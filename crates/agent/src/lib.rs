@@ -14,6 +14,7 @@ pub mod node;
 pub mod pod;
 pub mod port_forward;
 pub mod probe;
+pub mod proxy;
 pub mod resource_metrics;
 pub mod runtime;
 pub mod shutdown;

@@ -84,6 +84,15 @@ pub struct AgentArgs {
     /// CNI configuration allocates from it).
     #[arg(long)]
     pub pod_cidr: Option<String>,
+    /// The bridge this node's pods are attached to (with --runtime cri and --pod-cidr): the
+    /// Service proxy takes the pods' traffic for cluster IPs from it, through an nftables table
+    /// of the node's own, and listens on the bridge's gateway (the first address of the pod
+    /// CIDR). Without it, only node ports are proxied.
+    #[arg(long, requires = "pod_cidr")]
+    pub pod_bridge: Option<String>,
+    /// Do not run the Service proxy (node ports on --node-ip, cluster IPs for pods).
+    #[arg(long)]
+    pub no_proxy: bool,
     /// Run this many hollow nodes in this process (requires --runtime hollow).
     #[arg(long, default_value_t = 1)]
     pub hollow_nodes: usize,
@@ -467,13 +476,83 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         tracing::info!("stopping: pods on this node are stopped first");
         let _ = stop_tx.send(true);
     });
+    // A hollow fleet has no traffic to carry.
+    let proxy = match (hollow || args.no_proxy, configs.first()) {
+        (false, Some(only)) => {
+            let config = proxy_config(&only.node.name, &args)?;
+            Some(tokio::spawn(everynode_agent::proxy::run(
+                client.clone(),
+                config,
+                stop_rx.clone(),
+            )))
+        }
+        _ => None,
+    };
     agent::run(client, configs, runtime, clock, stop_rx).await;
+    if let Some(proxy) = proxy {
+        // It removes its nftables table once it sees the stop.
+        let _ = proxy.await;
+    }
     Ok(())
+}
+
+/// The Service proxy's settings from the agent's flags.
+fn proxy_config(
+    node: &str,
+    args: &AgentArgs,
+) -> Result<everynode_agent::proxy::ProxyConfig, Error> {
+    let node_ip = args
+        .node_ip
+        .parse()
+        .map_err(|_| Error::Usage(format!("--node-ip {:?} is not an IP address", args.node_ip)))?;
+    let pod_network = match (&args.pod_bridge, &args.pod_cidr) {
+        (Some(bridge), Some(cidr)) => Some(everynode_agent::proxy::PodNetwork {
+            bridge: bridge.clone(),
+            gateway: first_host(cidr)?,
+        }),
+        _ => None,
+    };
+    Ok(everynode_agent::proxy::ProxyConfig {
+        node: node.to_owned(),
+        node_ip,
+        pod_network,
+    })
+}
+
+/// The first host address of an IPv4 CIDR: the CNI bridge's own (its gateway for the pods).
+fn first_host(cidr: &str) -> Result<std::net::Ipv4Addr, Error> {
+    let bad = || {
+        Error::Usage(format!(
+            "--pod-cidr {cidr:?}: want an IPv4 CIDR such as 10.244.1.0/24"
+        ))
+    };
+    let (address, prefix) = cidr.split_once('/').ok_or_else(bad)?;
+    let address: std::net::Ipv4Addr = address.parse().map_err(|_| bad())?;
+    let prefix: u32 = prefix.parse().map_err(|_| bad())?;
+    if prefix > 30 {
+        return Err(bad());
+    }
+    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
+    Ok(std::net::Ipv4Addr::from((u32::from(address) & mask) + 1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_pod_gateway_is_the_first_address_of_the_pod_cidr() {
+        assert_eq!(
+            first_host("10.251.2.0/24").expect("cidr"),
+            std::net::Ipv4Addr::new(10, 251, 2, 1)
+        );
+        assert_eq!(
+            first_host("10.251.2.77/24").expect("cidr"),
+            std::net::Ipv4Addr::new(10, 251, 2, 1)
+        );
+        assert!(first_host("10.251.2.0").is_err());
+        assert!(first_host("10.251.2.0/32").is_err());
+    }
 
     #[test]
     fn taints_parse_like_kubelet_flags() {

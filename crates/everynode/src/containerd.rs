@@ -20,6 +20,9 @@ pub struct NodeRuntime {
     pub dir: PathBuf,
     pub pod_cidr: String,
     pub bridge: String,
+    /// The node's address: `127.0.0.<i+1>` for node `i`. Every 127/8 address is the host's own
+    /// loopback, so nothing needs configuring, and each node's node ports stay apart.
+    pub node_ip: Ipv4Addr,
 }
 
 impl NodeRuntime {
@@ -64,6 +67,7 @@ pub fn plan(data_dir: &Path, network: &str, count: usize) -> Result<Vec<NodeRunt
                 dir: data_dir.join("cri").join(format!("node-{i}")),
                 pod_cidr: format!("{a}.{b}.{i}.0/24"),
                 bridge: format!("en{tag:06x}-{i}"),
+                node_ip: Ipv4Addr::new(127, 0, 0, u8::try_from(i + 1).unwrap_or(u8::MAX)),
             }
         })
         .collect())

@@ -45,6 +45,8 @@ pub struct UpArgs {
 #[derive(Clone)]
 struct AgentSpec {
     name: String,
+    /// The agent endpoint's address: on the node's own address, where the API server looks.
+    listen: String,
     extra: Vec<String>,
 }
 
@@ -151,7 +153,7 @@ fn spawn_agent(
         .arg("--state-dir")
         .arg(&files.state)
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(&spec.listen)
         .arg("--exit-with-parent")
         .args(&spec.extra)
         .stdin(std::process::Stdio::null())
@@ -284,11 +286,13 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
         RuntimeKind::Process => (1..=args.nodes)
             .map(|i| AgentSpec {
                 name: format!("node-{i}"),
+                listen: "127.0.0.1:0".into(),
                 extra: Vec::new(),
             })
             .collect(),
         RuntimeKind::Hollow if args.nodes > 0 => vec![AgentSpec {
             name: "hollow".into(),
+            listen: "127.0.0.1:0".into(),
             extra: vec![
                 "--runtime".into(),
                 "hollow".into(),
@@ -301,6 +305,7 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
             .iter()
             .map(|r| AgentSpec {
                 name: r.node.clone(),
+                listen: format!("{}:0", r.node_ip),
                 extra: vec![
                     "--runtime".into(),
                     "cri".into(),
@@ -308,6 +313,12 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
                     r.endpoint(),
                     "--pod-cidr".into(),
                     r.pod_cidr.clone(),
+                    "--pod-bridge".into(),
+                    r.bridge.clone(),
+                    // Each local node has an address of its own, as on separate machines, so
+                    // each serves its node ports.
+                    "--node-ip".into(),
+                    r.node_ip.to_string(),
                     "--cgroup-parent".into(),
                     r.cgroup_parent(),
                 ],

@@ -1,6 +1,6 @@
 //! The node authorizer and NodeRestriction, after upstream's: an agent authenticated as
 //! `system:node:<name>` (group `system:nodes`) may read what every node needs (nodes, pods,
-//! services, endpoints), write events, and otherwise touch only what belongs to its node: its
+//! services, endpoints, EndpointSlices), write events, and otherwise touch only what belongs to its node: its
 //! own Node and Lease, the pods bound to it (status, delete; create only mirror pods), and the
 //! Secrets, ConfigMaps and ServiceAccounts those pods use. Anything else gets no opinion here,
 //! so RBAC still decides (and grants an agent nothing by default).
@@ -71,6 +71,9 @@ pub fn authorize(cache: &WatchCache, node: &str, a: &Attributes) -> Option<Decis
         }
         ("", "pods", "eviction") if verb == "create" => allow(),
         ("", "services" | "endpoints", "") if READ.contains(&verb) => allow(),
+        // The agent is also its node's Service proxy (upstream gives kube-proxy this through
+        // `system:node-proxier`).
+        ("discovery.k8s.io", "endpointslices", "") if READ.contains(&verb) => allow(),
         ("" | "events.k8s.io", "events", "") if matches!(verb, "create" | "update" | "patch") => {
             allow()
         }
