@@ -8,11 +8,14 @@ import pathlib
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import urllib.request
 
+import dnslib.server
+import dnslib.zoneresolver
 import pytest
 import yaml
 
@@ -67,6 +70,12 @@ class CriCluster:
                               capture_output=True, text=True, timeout=60)
 
 
+def free_udp_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def ready(pod):
     return any(c["type"] == "Ready" and c["status"] == "True" for c in pod.get("status", {}).get("conditions", []))
 
@@ -89,10 +98,17 @@ def cri():
     busybox_image.write_image(images / "busybox.tar", BUSYBOX)
     busybox_image.write_image(images / "httpd.tar", HTTPD, ["httpd", "-f", "-p", "8080", "-h", "/var/www"])
     cluster = CriCluster(data)
+    # The nodes' cluster DNS forwards other names here: a real DNS server (dnslib's) that
+    # knows one name, as a site resolver would.
+    upstream = dnslib.server.DNSServer(
+        dnslib.zoneresolver.ZoneResolver("example.test. 60 IN A 192.0.2.10"),
+        address="127.0.0.1", port=free_udp_port(), logger=dnslib.server.DNSLogger("-request,-reply,-truncated,-recv,-send,-data"))
+    upstream.start_thread()
     log = open(data / "up.log", "ab")
     cluster.up = subprocess.Popen(
         [everynode_binary(), "up", "--runtime", "cri", "--nodes", "2", "--listen", "127.0.0.1:0",
-         "--data-dir", str(data), "--pod-network-cidr", NETWORK, "--pod-infra-image", PAUSE],
+         "--data-dir", str(data), "--pod-network-cidr", NETWORK, "--pod-infra-image", PAUSE,
+         "--dns-upstream", f"127.0.0.1:{upstream.server.server_address[1]}"],
         stdout=subprocess.PIPE, stderr=log, text=True)
     try:
         first = cluster.up.stdout.readline()
@@ -124,6 +140,7 @@ def cri():
         if host_dir.exists():
             subprocess.run(["umount", "-l", str(host_dir)], capture_output=True)
         remove_tree(data)
+        upstream.stop()
         # Ctrl-C leaves nothing on the host: no containerd, bridge, cgroup, NAT chain or sysctl.
         assert leftover == "", f"containerd still running after up stopped: {leftover}"
         assert not re.search(r": en[0-9a-f]{6}-\d", bridges), bridges
@@ -601,3 +618,45 @@ def test_a_pod_reaches_the_daemon_through_its_cluster_ip(cri):
     cri.kubectl("delete", "pod", "client", "--wait=false")
     cri.kubectl("delete", "svc", "peer")
     cri.kubectl("delete", "ds", "peer")
+
+
+def test_pods_resolve_services_and_other_names_through_their_nodes_dns(cri):
+    """ClusterFirst pods ask their node's cluster DNS: a headless Service's name is one A
+    record per ready pod (a pod turned unready leaves it), a ClusterIP Service's its address,
+    SRV names the ports, and other names are forwarded to the node's resolvers."""
+    cri.apply(node_name_server("named"))
+    cri.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "named"},
+               "spec": {"clusterIP": "None", "selector": {"app": "named"},
+                        "ports": [{"name": "http", "port": 8080, "targetPort": "http"}]}})
+    cri.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "named-vip"},
+               "spec": {"selector": {"app": "named"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]}})
+    wait_for("a Ready pod per node", lambda: len([p for p in cri.pods("app=named") if ready(p)]) == 2)
+    ips = {p["spec"]["nodeName"]: p["status"]["podIP"] for p in cri.pods("app=named")}
+    cri.apply(pod("asker", "node-1", [{"name": "c", "image": BUSYBOX, "command": ["sleep", "3600"]}]))
+    wait_for("the asker running", lambda: (cri.get("pod", "asker") or {}).get("status", {}).get("phase") == "Running")
+
+    def ask(*args):
+        return cri.kubectl("exec", "asker", "--", "nslookup", *args, check=False).stdout
+
+    resolv = cri.kubectl("exec", "asker", "--", "cat", "/etc/resolv.conf").stdout.splitlines()
+    assert "nameserver 10.251.1.1" in resolv, resolv
+    assert any(line.startswith("search default.svc.cluster.local svc.cluster.local cluster.local")
+               for line in resolv), resolv
+    assert "options ndots:5" in resolv, resolv
+    wait_for("both pods in the headless name", lambda: all(ip in ask("named.default.svc.cluster.local") for ip in ips.values()))
+    vip = cri.get("svc", "named-vip")["spec"]["clusterIP"]
+    assert vip in ask("named-vip.default.svc.cluster.local")
+    srv = ask("-type=srv", "_web._tcp.named-vip.default.svc.cluster.local")
+    assert "named-vip.default.svc.cluster.local" in srv and "80" in srv, srv
+    assert "192.0.2.10" in ask("example.test"), "forwarded to the node's resolver"
+    absent = cri.kubectl("exec", "asker", "--", "nslookup", "absent.default.svc.cluster.local", check=False)
+    assert absent.returncode != 0 and "NXDOMAIN" in absent.stdout + absent.stderr, absent
+
+    # node-2's pod turns unready: it leaves the name.
+    [other] = [p["metadata"]["name"] for p in cri.pods("app=named") if p["spec"]["nodeName"] == "node-2"]
+    cri.kubectl("exec", other, "--", "rm", "/tmp/www/index.html")
+    wait_for("only node-1's pod in the name", lambda: ips["node-2"] not in ask("named.default.svc.cluster.local")
+             and ips["node-1"] in ask("named.default.svc.cluster.local"))
+    cri.kubectl("delete", "pod", "asker", "--wait=false")
+    cri.kubectl("delete", "svc", "named", "named-vip")
+    cri.kubectl("delete", "ds", "named")

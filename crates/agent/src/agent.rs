@@ -32,6 +32,9 @@ pub struct AgentConfig {
     /// On a graceful stop, mark the node shutting down and give each pod at most this long to
     /// terminate (beyond.md §5); `None` stops pods at once without a word (hollow fleets).
     pub shutdown_grace_period: Option<Duration>,
+    /// The cluster DNS server pods with `dnsPolicy: ClusterFirst` are given; without one they
+    /// get the node's resolvers, with kubelet's warning.
+    pub cluster_dns: Option<String>,
 }
 
 /// What the pod watch tells one node.
@@ -231,6 +234,7 @@ async fn run_node(
         log_max_files: cfg.log_max_files,
         clock,
         shutdown_grace: std::sync::OnceLock::new(),
+        cluster_dns: cfg.cluster_dns.clone(),
     });
     let mut manager = PodManager::new(Arc::clone(&shared));
     let mut known: HashMap<String, Arc<Pod>> = HashMap::new();

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod attach;
+pub mod cluster_dns;
 pub mod dns;
 pub mod endpoint;
 pub mod endpoint_tls;
@@ -17,6 +18,7 @@ pub mod probe;
 pub mod proxy;
 pub mod resource_metrics;
 pub mod runtime;
+pub mod service_cache;
 pub mod shutdown;
 pub mod static_pods;
 pub mod tokens;

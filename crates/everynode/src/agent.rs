@@ -93,6 +93,14 @@ pub struct AgentArgs {
     /// Do not run the Service proxy (node ports on --node-ip, cluster IPs for pods).
     #[arg(long)]
     pub no_proxy: bool,
+    /// Do not serve the cluster DNS to this node's pods (served on the pod bridge's gateway,
+    /// port 53, with --pod-bridge); `ClusterFirst` pods then get the node's resolvers.
+    #[arg(long)]
+    pub no_cluster_dns: bool,
+    /// Where the cluster DNS sends names outside the cluster: resolvers as `IP` or `IP:port`,
+    /// comma-separated (default: the nameservers of this host's /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    pub dns_upstream: Vec<String>,
     /// Run this many hollow nodes in this process (requires --runtime hollow).
     #[arg(long, default_value_t = 1)]
     pub hollow_nodes: usize,
@@ -401,6 +409,20 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
     } else {
         vec![base_name.clone()]
     };
+    // Served where the pods' traffic leaves them, for a node whose pods have a network of
+    // their own.
+    let cluster_dns = match (
+        hollow || args.no_cluster_dns,
+        &args.pod_bridge,
+        &args.pod_cidr,
+    ) {
+        (false, Some(_), Some(cidr)) => Some(everynode_agent::cluster_dns::DnsConfig {
+            listen: std::net::SocketAddr::from((first_host(cidr)?, 53)),
+            zone: everynode_agent::dns::CLUSTER_DOMAIN.to_owned(),
+            upstream: dns_upstream(&args.dns_upstream)?,
+        }),
+        _ => None,
+    };
     let configs: Vec<AgentConfig> = names
         .iter()
         .map(|name| AgentConfig {
@@ -431,6 +453,7 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
             pod_manifest_path: args.pod_manifest_path.clone(),
             shutdown_grace_period: (names.len() == 1)
                 .then(|| Duration::from_secs(args.shutdown_grace_period)),
+            cluster_dns: cluster_dns.as_ref().map(|d| d.listen.ip().to_string()),
         })
         .collect();
     // The agent's one clock: the system's.
@@ -476,24 +499,59 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         tracing::info!("stopping: pods on this node are stopped first");
         let _ = stop_tx.send(true);
     });
-    // A hollow fleet has no traffic to carry.
-    let proxy = match (hollow || args.no_proxy, configs.first()) {
-        (false, Some(only)) => {
+    // One watch of Services and EndpointSlices for the proxy and the DNS; a hollow fleet has
+    // no traffic to carry.
+    let wanted = !args.no_proxy || cluster_dns.is_some();
+    let services = (!hollow && wanted)
+        .then(|| everynode_agent::service_cache::ServiceCache::start(client.clone()));
+    let proxy = match (&services, args.no_proxy, configs.first()) {
+        (Some(cache), false, Some(only)) => {
             let config = proxy_config(&only.node.name, &args)?;
             Some(tokio::spawn(everynode_agent::proxy::run(
-                client.clone(),
+                cache.clone(),
                 config,
                 stop_rx.clone(),
             )))
         }
         _ => None,
     };
+    if let (Some(cache), Some(dns)) = (&services, cluster_dns) {
+        let (cache, stop) = (cache.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let listen = dns.listen;
+            if let Err(e) = everynode_agent::cluster_dns::run(cache, dns, stop).await {
+                tracing::error!(%listen, error = %e, "the cluster DNS cannot serve");
+            }
+        });
+    }
     agent::run(client, configs, runtime, clock, stop_rx).await;
     if let Some(proxy) = proxy {
         // It removes its nftables table once it sees the stop.
         let _ = proxy.await;
     }
     Ok(())
+}
+
+/// The cluster DNS's resolvers for other names: as given, or this host's.
+fn dns_upstream(given: &[String]) -> Result<Vec<std::net::SocketAddr>, Error> {
+    let with_port = |text: &str| -> Option<std::net::SocketAddr> {
+        text.parse().ok().or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| (ip, 53).into())
+        })
+    };
+    if given.is_empty() {
+        let (host, _) = &*everynode_agent::dns::NODE_FILES;
+        return Ok(host.servers.iter().filter_map(|s| with_port(s)).collect());
+    }
+    given
+        .iter()
+        .map(|s| {
+            with_port(s)
+                .ok_or_else(|| Error::Usage(format!("--dns-upstream {s:?}: want an IP or IP:port")))
+        })
+        .collect()
 }
 
 /// The Service proxy's settings from the agent's flags.

@@ -31,6 +31,10 @@ pub struct UpArgs {
     /// machines reach no registry: load it first with `everynode image import`.
     #[arg(long, default_value = "registry.k8s.io/pause:3.6")]
     pub pod_infra_image: String,
+    /// With --runtime cri: where each node's cluster DNS sends names outside the cluster
+    /// (`IP` or `IP:port`, comma-separated; default: this host's /etc/resolv.conf).
+    #[arg(long, value_delimiter = ',')]
+    pub dns_upstream: Vec<String>,
     /// High availability, for trying it on one machine: a 3-member etcd cluster (Debian's
     /// etcd-server; clients on the --listen port P+10..12, peers on P+20..22), two API servers
     /// on it (P and P+1, sharing the cluster's credentials through etcd), and agents that fail
@@ -282,6 +286,11 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
         }
         write_ha_kubeconfig(&args.data_dir, &started.kubeconfig, &server_urls)?;
     }
+    let dns_upstream: Vec<String> = if args.dns_upstream.is_empty() {
+        Vec::new()
+    } else {
+        vec!["--dns-upstream".into(), args.dns_upstream.join(",")]
+    };
     let specs: Vec<AgentSpec> = match args.runtime {
         RuntimeKind::Process => (1..=args.nodes)
             .map(|i| AgentSpec {
@@ -306,22 +315,26 @@ pub async fn run(args: UpArgs) -> Result<(), Error> {
             .map(|r| AgentSpec {
                 name: r.node.clone(),
                 listen: format!("{}:0", r.node_ip),
-                extra: vec![
-                    "--runtime".into(),
-                    "cri".into(),
-                    "--container-runtime-endpoint".into(),
-                    r.endpoint(),
-                    "--pod-cidr".into(),
-                    r.pod_cidr.clone(),
-                    "--pod-bridge".into(),
-                    r.bridge.clone(),
-                    // Each local node has an address of its own, as on separate machines, so
-                    // each serves its node ports.
-                    "--node-ip".into(),
-                    r.node_ip.to_string(),
-                    "--cgroup-parent".into(),
-                    r.cgroup_parent(),
-                ],
+                extra: dns_upstream
+                    .iter()
+                    .cloned()
+                    .chain(vec![
+                        "--runtime".into(),
+                        "cri".into(),
+                        "--container-runtime-endpoint".into(),
+                        r.endpoint(),
+                        "--pod-cidr".into(),
+                        r.pod_cidr.clone(),
+                        "--pod-bridge".into(),
+                        r.bridge.clone(),
+                        // Each local node has an address of its own, as on separate machines, so
+                        // each serves its node ports.
+                        "--node-ip".into(),
+                        r.node_ip.to_string(),
+                        "--cgroup-parent".into(),
+                        r.cgroup_parent(),
+                    ])
+                    .collect(),
             })
             .collect(),
     };

@@ -445,6 +445,7 @@ async fn crash_loop_back_off_delays() {
         normal_events: true,
         pod_manifest_path: None,
         shutdown_grace_period: None,
+        cluster_dns: None,
     };
     let agent = tokio::spawn(agent::run(
         client.clone(),

@@ -46,6 +46,8 @@ pub struct NodeShared {
     pub clock: SharedClock,
     /// Set when the agent stops gracefully: the most any pod gets to terminate (beyond.md §5).
     pub shutdown_grace: std::sync::OnceLock<Duration>,
+    /// The cluster DNS server for `ClusterFirst` pods, if the node has one.
+    pub cluster_dns: Option<String>,
 }
 
 impl NodeShared {

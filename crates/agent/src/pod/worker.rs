@@ -182,7 +182,12 @@ async fn sandbox_state(ctx: &Arc<PodCtx>) -> PodState {
             return PodState::Terminating;
         };
         let (host_resolv, node_hosts) = &*crate::dns::NODE_FILES;
-        let (resolv, warning) = crate::dns::resolv_for(&pod, host_resolv, None);
+        let cluster_dns = ctx
+            .node
+            .cluster_dns
+            .as_deref()
+            .map(|server| (server, crate::dns::CLUSTER_DOMAIN));
+        let (resolv, warning) = crate::dns::resolv_for(&pod, host_resolv, cluster_dns);
         let spec = crate::runtime::SandboxSpec {
             pod: Arc::clone(&pod),
             log_directory: ctx.node.log_dir(&pod),

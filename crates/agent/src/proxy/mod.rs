@@ -13,20 +13,14 @@ pub mod target;
 pub mod tcp;
 pub mod udp;
 
-use futures::StreamExt;
-use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::Client;
-use kube::api::Api;
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use crate::service_cache::ServiceCache;
 use routes::{Protocol, Route};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 use target::Target;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Where this node's pods are, when they have a network of their own (the CRI runtime).
@@ -71,39 +65,9 @@ impl Drop for Frontend {
 const SETTLE: Duration = Duration::from_millis(100);
 const RETRY: Duration = Duration::from_secs(10);
 
-fn reflect<K>(api: Api<K>, changed: &Arc<Notify>) -> (Store<K>, JoinHandle<()>)
-where
-    K: kube::Resource
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
-{
-    let (store, writer) = reflector::store();
-    let changed = Arc::clone(changed);
-    let task = tokio::spawn(async move {
-        let events = reflector::reflector(
-            writer,
-            watcher(api, watcher::Config::default()).default_backoff(),
-        );
-        futures::pin_mut!(events);
-        while let Some(event) = events.next().await {
-            if event.is_ok() {
-                changed.notify_one();
-            }
-        }
-    });
-    (store, task)
-}
-
 /// Runs the proxy until `stop` turns true, then removes what it set up on the host.
-pub async fn run(client: Client, config: ProxyConfig, mut stop: watch::Receiver<bool>) {
-    let changed = Arc::new(Notify::new());
-    let (services, services_task) = reflect(Api::<Service>::all(client.clone()), &changed);
-    let (slices, slices_task) = reflect(Api::<EndpointSlice>::all(client), &changed);
+pub async fn run(cache: ServiceCache, config: ProxyConfig, mut stop: watch::Receiver<bool>) {
+    let changed = Arc::clone(&cache.changed);
     let table = nft::table_name(&config.node);
     let mut proxier = Proxier {
         config,
@@ -121,11 +85,13 @@ pub async fn run(client: Client, config: ProxyConfig, mut stop: watch::Receiver<
         if *stop.borrow() {
             break;
         }
-        let routes = routes::routes(&proxier.config.node, &services.state(), &slices.state());
+        let routes = routes::routes(
+            &proxier.config.node,
+            &cache.services.state(),
+            &cache.slices.state(),
+        );
         proxier.reconcile(&routes).await;
     }
-    services_task.abort();
-    slices_task.abort();
     proxier.frontends.clear();
     if proxier.config.pod_network.is_some()
         && let Err(e) = nft::remove(&table).await
