@@ -239,6 +239,12 @@ def test_create_by_form_then_operate_it(up, browser):
     page.wait_for_selector("#status-panel[data-status=Running]", timeout=120_000)
     assert page.inner_text("#status-panel b.ready") == "3"
     assert page.locator("#pods tbody tr[data-status=Running]").count() == 3
+    # The wizard's Service is on the page, with its endpoints as the EndpointSlices list them.
+    page.wait_for_selector("#service-panel[data-service=node-agent] b[data-field=ready]:text-is('3')", timeout=60_000)
+    assert page.inner_text("#service-panel code[data-field=cluster-ip]") == "None"
+    assert page.inner_text("#service-panel code[data-field=ports]") == "9100/TCP → metrics"
+    assert sorted(page.locator("#endpoints tbody tr[data-state=ready]").evaluate_all(
+        "rows => rows.map(r => r.dataset.node)")) == ["node-1", "node-2", "node-3"]
     shot(page, "detail-overview")
 
     # The list shows it live.

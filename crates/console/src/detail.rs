@@ -88,6 +88,8 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
     let now = client.now();
     let (st, pods) = fleet.status_of(&ds, now);
     let counts = ds.status.clone().unwrap_or_default();
+    let service =
+        crate::service::panel(client, &serde_json::to_value(&ds).unwrap_or_default()).await?;
     Ok(html! {
         div.card #status-panel data-status=(st.word.as_str()) {
             (status_badge(&st))
@@ -102,6 +104,7 @@ async fn status_panel(client: &ApiClient, ns: &str, name: &str) -> ConsoleResult
             }
             (crate::rollout::conditions(&ds, now))
         }
+        (service)
         h2 { "Pods " a.button #all-logs href={"/ui/daemonsets/" (ns) "/" (name) "/logs"} { "Logs (all pods)" } }
         table #pods {
             thead { tr { th { "Name" } th { "Status" } th { "Ready" } th { "Node" } th { "IP" } th { "Restarts" } th { "Images" } th { "Age" } th { "Logs" } } }

@@ -23,6 +23,7 @@ pub mod placement;
 mod preview;
 mod refill;
 mod rollout;
+mod service;
 mod session;
 pub mod status;
 mod usage;

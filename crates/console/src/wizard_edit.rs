@@ -31,7 +31,7 @@ fn service_path(ns: &str, name: &str) -> String {
 
 /// The Service the wizard made for `ds`: one selecting exactly its pods' labels, the one named
 /// as the DaemonSet first.
-async fn wizard_service(client: &ApiClient, ds: &Value) -> ConsoleResult<Option<Value>> {
+pub(crate) async fn wizard_service(client: &ApiClient, ds: &Value) -> ConsoleResult<Option<Value>> {
     let ns = ds["metadata"]["namespace"].as_str().unwrap_or_default();
     let name = &ds["metadata"]["name"];
     let labels = &ds["spec"]["template"]["metadata"]["labels"];
