@@ -120,8 +120,11 @@ def test_endpoints_and_endpointslices_are_served_and_printed_as_upstream(server)
     assert row[4].startswith("+ 2 more..."), row
     kubernetes.client.CoreV1Api(api).create_namespaced_endpoints("default", {
         "metadata": {"name": "web"}, "subsets": [{"addresses": [{"ip": "10.88.0.1"}], "ports": [{"port": 8080}]}]})
-    row = s.kubectl("get", "endpoints", "web", "--no-headers").stdout.split()
+    got = s.kubectl("get", "endpoints", "web", "--no-headers")
+    row = got.stdout.split()
     assert row[:2] == ["web", "10.88.0.1:8080"], row
+    # kubectl 1.33 passes on upstream's deprecation warning.
+    assert "Warning: v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice" in got.stderr, got.stderr
 
 
 def daemon_with_named_port(name, flags):

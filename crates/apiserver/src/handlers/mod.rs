@@ -115,7 +115,7 @@ pub async fn serve(
             request.raw_path
         )));
     };
-    match endpoint {
+    let response = match endpoint {
         Endpoint::List => list::handle(registry, path, &list_options, headers).await,
         Endpoint::Watch => watch::handle(registry, path, &list_options, headers).await,
         Endpoint::Create => create::handle(registry, path, &query.decode()?, headers, &body).await,
@@ -144,6 +144,20 @@ pub async fn serve(
         Endpoint::Preview(name) => {
             preview::handle(registry, path, name, &query.decode()?, headers, &body).await
         }
+    };
+    match deprecation(path.res) {
+        Some(warning) => response.map(|r| crate::response::with_warnings(r, &[warning.into()])),
+        None => response,
+    }
+}
+
+/// The warning upstream sends with every request to a deprecated resource version.
+fn deprecation(res: &everynode_api::registry::Resource) -> Option<&'static str> {
+    match res.id {
+        everynode_api::registry::Kind::Endpoints => {
+            Some("v1 Endpoints is deprecated in v1.33+; use discovery.k8s.io/v1 EndpointSlice")
+        }
+        _ => None,
     }
 }
 
