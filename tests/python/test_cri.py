@@ -600,7 +600,8 @@ def test_node_ports_reach_the_daemon_on_the_node_or_any_node(cri):
 
 def test_a_pod_reaches_the_daemon_through_its_cluster_ip(cri):
     """From a pod, a Service's cluster IP reaches a ready endpoint; internalTrafficPolicy Local
-    keeps the traffic on the pod's node."""
+    keeps the traffic on the pod's node, Cluster spreads it, and ClientIP affinity keeps a
+    client on one endpoint."""
     cri.apply(node_name_server("peer"))
     cri.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peer"},
                "spec": {"selector": {"app": "peer"}, "internalTrafficPolicy": "Local",
@@ -615,6 +616,17 @@ def test_a_pod_reaches_the_daemon_through_its_cluster_ip(cri):
         "sh", "-c", f"while true; do wget -q -O- http://{cluster_ip}:80/index.html; sleep 0.2; done"]}]))
     wait_for("answers through the cluster IP", lambda: logs(cri, "client").split().count("node-2") >= 5)
     assert set(logs(cri, "client").split()) == {"node-2"}, logs(cri, "client")
+
+    def recent():
+        return set(logs(cri, "client").split()[-10:])
+
+    # Cluster: connections take turns over both nodes' pods.
+    cri.kubectl("patch", "svc", "peer", "-p", json.dumps({"spec": {"internalTrafficPolicy": "Cluster"}}))
+    wait_for("answers from both nodes", lambda: recent() == {"node-1", "node-2"})
+    # ClientIP affinity: this pod keeps one endpoint.
+    cri.kubectl("patch", "svc", "peer", "-p", json.dumps({"spec": {"sessionAffinity": "ClientIP"}}))
+    wait_for("one endpoint for this client", lambda: len(recent()) == 1)
+    stays("the client's endpoint", lambda: len(recent()) == 1, seconds=3, interval=0.5)
     cri.kubectl("delete", "pod", "client", "--wait=false")
     cri.kubectl("delete", "svc", "peer")
     cri.kubectl("delete", "ds", "peer")
