@@ -4,7 +4,7 @@
 //! annotated as the Endpoints are, owned by them. Pure functions.
 
 use super::pod_endpoint::{Family, selector};
-use super::slices::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL, SlicePlan};
+use super::slices::{MANAGED_BY_LABEL, PortsKey, SERVICE_NAME_LABEL, SlicePlan, ports_key};
 use super::subsets::{LAST_CHANGE_TRIGGER_TIME, repack_subsets};
 use k8s_openapi::api::core::v1::{EndpointAddress, Endpoints, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
@@ -50,8 +50,6 @@ pub fn should_mirror(service: Option<&Service>, endpoints: Option<&Endpoints>) -
             .as_ref()
             .is_some_and(|a| a.contains_key(LEADER_ANNOTATION))
 }
-
-type PortsKey = Vec<(String, i32, String, Option<String>)>;
 
 fn slice_meta(endpoints: &Endpoints, name: Option<String>) -> ObjectMeta {
     let mut labels = endpoints.metadata.labels.clone().unwrap_or_default();
@@ -126,19 +124,7 @@ pub fn plan(endpoints: &Endpoints, existing: &[Arc<EndpointSlice>]) -> (SlicePla
                 app_protocol: p.app_protocol.clone(),
             })
             .collect();
-        let mut key: PortsKey = ports
-            .iter()
-            .map(|p| {
-                let name = p.name.clone().unwrap_or_default();
-                (
-                    name,
-                    p.port.unwrap_or_default(),
-                    p.protocol.clone().unwrap_or_default(),
-                    p.app_protocol.clone(),
-                )
-            })
-            .collect();
-        key.sort();
+        let key = ports_key(&ports);
         let mut added = 0;
         let listed = [
             (&subset.addresses, true),
@@ -171,20 +157,7 @@ pub fn plan(endpoints: &Endpoints, existing: &[Arc<EndpointSlice>]) -> (SlicePla
 
     let mut by_key: BTreeMap<(Option<Family>, PortsKey), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in existing {
-        let mut key: PortsKey = slice
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| {
-                (
-                    p.name.clone().unwrap_or_default(),
-                    p.port.unwrap_or_default(),
-                    p.protocol.clone().unwrap_or_else(|| "TCP".into()),
-                    p.app_protocol.clone(),
-                )
-            })
-            .collect();
-        key.sort();
+        let key = ports_key(slice.ports.as_deref().unwrap_or_default());
         by_key
             .entry((Family::from_name(&slice.address_type), key))
             .or_default()

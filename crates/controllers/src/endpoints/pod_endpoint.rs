@@ -2,7 +2,7 @@
 //! Endpoints and EndpointSlice controllers share (`endpointsliceutil.ShouldPodBeInEndpoints`,
 //! `podutil.FindPort`, `ShouldSetHostname`). Pure functions.
 
-use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -166,6 +166,17 @@ pub fn address_in(pod: &Pod, family: Family) -> Option<String> {
         .into_iter()
         .find(|ip| Family::of(ip) == Some(family))
         .map(str::to_owned)
+}
+
+/// The reference an endpoint carries to its pod.
+pub fn pod_reference(pod: &Pod) -> ObjectReference {
+    ObjectReference {
+        kind: Some("Pod".into()),
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone(),
+        uid: pod.metadata.uid.clone(),
+        ..Default::default()
+    }
 }
 
 /// A pod's hostname is published for a Service when the pod names the Service as its subdomain.

@@ -6,11 +6,11 @@
 //! nodes and the slices it has.
 
 use super::pod_endpoint::{
-    Family, address_in, find_port, is_headless, is_ready, is_terminating, publishes_not_ready,
-    should_be_in_endpoints, should_set_hostname, slice_families,
+    Family, address_in, find_port, is_headless, is_ready, is_terminating, pod_reference,
+    publishes_not_ready, should_be_in_endpoints, should_set_hostname, slice_families,
 };
 use super::subsets::{HEADLESS_LABEL, LAST_CHANGE_TRIGGER_TIME, selected, trigger_time};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service};
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use std::collections::{BTreeMap, BTreeSet};
@@ -42,10 +42,10 @@ impl SlicePlan {
     }
 }
 
-/// A port's identity within a slice's port list.
-type PortsKey = Vec<(String, i32, String, Option<String>)>;
+/// A port list's identity: its ports, sorted, as (name, number, protocol, app protocol).
+pub(super) type PortsKey = Vec<(String, i32, String, Option<String>)>;
 
-fn ports_key(ports: &[EndpointPort]) -> PortsKey {
+pub(super) fn ports_key(ports: &[EndpointPort]) -> PortsKey {
     let mut key: PortsKey = ports
         .iter()
         .map(|p| {
@@ -175,13 +175,7 @@ fn endpoint_of(
         node_name: spec
             .and_then(|s| s.node_name.clone())
             .filter(|n| !n.is_empty()),
-        target_ref: Some(ObjectReference {
-            kind: Some("Pod".into()),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
-            ..Default::default()
-        }),
+        target_ref: Some(pod_reference(pod)),
         zone,
         ..Default::default()
     })

@@ -3,11 +3,11 @@
 //! `truncateEndpoints`). Pure functions of the Service, its pods and the current object.
 
 use super::pod_endpoint::{
-    address_in, endpoints_family, find_port, is_headless, is_ready, publishes_not_ready, selector,
-    selects, should_be_in_endpoints, should_set_hostname,
+    address_in, endpoints_family, find_port, is_headless, is_ready, pod_reference,
+    publishes_not_ready, selector, selects, should_be_in_endpoints, should_set_hostname,
 };
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, Pod, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -248,13 +248,7 @@ fn desired_subsets(service: &Service, pods: &[&Pod]) -> (Vec<EndpointSubset>, bo
                 .then(|| pod.spec.as_ref().and_then(|s| s.hostname.clone()))
                 .flatten(),
             node_name: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
-            target_ref: Some(ObjectReference {
-                kind: Some("Pod".into()),
-                namespace: pod.metadata.namespace.clone(),
-                name: pod.metadata.name.clone(),
-                uid: pod.metadata.uid.clone(),
-                ..Default::default()
-            }),
+            target_ref: Some(pod_reference(pod)),
         };
         let ready = publish_not_ready || is_ready(pod);
         if service_ports.is_empty() {
