@@ -159,7 +159,7 @@ mod tests {
     #[test]
     fn the_default_policy_parses_and_validates() {
         let objs = objects();
-        assert_eq!(objs.len(), 39);
+        assert_eq!(objs.len(), 45);
         for obj in &objs {
             let kind = kind_of(obj).expect("an RBAC kind");
             let res = registry::by_kind(kind);
