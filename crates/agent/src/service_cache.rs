@@ -12,6 +12,18 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+/// The label that names the Service a slice serves.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The namespace and name of the Service `slice` serves, by its label.
+pub fn service_of(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((
+        slice.metadata.namespace.as_deref().unwrap_or_default(),
+        name,
+    ))
+}
+
 #[derive(Clone)]
 pub struct ServiceCache {
     pub services: Store<Service>,

@@ -579,19 +579,9 @@ fn proxy_config(
 
 /// The first host address of an IPv4 CIDR: the CNI bridge's own (its gateway for the pods).
 fn first_host(cidr: &str) -> Result<std::net::Ipv4Addr, Error> {
-    let bad = || {
-        Error::Usage(format!(
-            "--pod-cidr {cidr:?}: want an IPv4 CIDR such as 10.244.1.0/24"
-        ))
-    };
-    let (address, prefix) = cidr.split_once('/').ok_or_else(bad)?;
-    let address: std::net::Ipv4Addr = address.parse().map_err(|_| bad())?;
-    let prefix: u32 = prefix.parse().map_err(|_| bad())?;
-    if prefix > 30 {
-        return Err(bad());
-    }
-    let mask = u32::MAX.checked_shl(32 - prefix).unwrap_or(0);
-    Ok(std::net::Ipv4Addr::from((u32::from(address) & mask) + 1))
+    everynode_api::service_ranges::ClusterIpRange::parse(cidr)
+        .map(|range| range.nth(0))
+        .map_err(|e| Error::Usage(format!("--pod-cidr: {e}")))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@
 //! A name in the zone that does not exist is NXDOMAIN; one that exists without records of the
 //! asked type is NODATA; both carry the zone's SOA. Other names go to the node's resolvers.
 
+use crate::service_cache::service_of;
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, PTR, SOA, SRV};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use k8s_openapi::api::core::v1::Service;
@@ -25,7 +26,6 @@ use std::sync::Arc;
 
 /// CoreDNS's `kubernetes` plugin default TTL.
 pub const TTL: u32 = 5;
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// The answer to one question.
 #[derive(Debug, PartialEq)]
@@ -79,13 +79,7 @@ fn members(service: &Service, slices: &[Arc<EndpointSlice>]) -> Vec<Member> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
     for slice in slices {
-        let labelled = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-            .map(String::as_str);
-        if slice.metadata.namespace.as_deref() != namespace || labelled != name {
+        if service_of(slice) != Some((namespace.unwrap_or_default(), name.unwrap_or_default())) {
             continue;
         }
         let ports: Vec<(String, String, u16)> = slice
@@ -446,6 +440,7 @@ fn reverse(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service_cache::SERVICE_NAME_LABEL;
     use serde_json::{Value, json};
 
     const ZONE: &str = "cluster.local";

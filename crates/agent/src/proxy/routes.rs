@@ -4,14 +4,13 @@
 //! that are terminating; a `Local` traffic policy keeps only this node's. Pure functions of the
 //! Services, their EndpointSlices and the node's name.
 
+use crate::service_cache::service_of;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointSlice};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// Upstream's default `sessionAffinityConfig.clientIP.timeoutSeconds`: three hours.
 const DEFAULT_AFFINITY: Duration = Duration::from_secs(10_800);
@@ -99,14 +98,8 @@ fn policy_is_local(policy: Option<&str>) -> bool {
 pub fn routes(node: &str, services: &[Arc<Service>], slices: &[Arc<EndpointSlice>]) -> Vec<Route> {
     let mut by_service: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
     for slice in slices {
-        let namespace = slice.metadata.namespace.as_deref().unwrap_or_default();
-        if let Some(name) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        {
-            by_service.entry((namespace, name)).or_default().push(slice);
+        if let Some(service) = service_of(slice) {
+            by_service.entry(service).or_default().push(slice);
         }
     }
     let mut out = Vec::new();
@@ -198,6 +191,7 @@ pub fn routes(node: &str, services: &[Arc<Service>], slices: &[Arc<EndpointSlice
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service_cache::SERVICE_NAME_LABEL;
     use serde_json::{Value, json};
 
     fn service(spec: Value) -> Arc<Service> {
