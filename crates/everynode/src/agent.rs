@@ -423,9 +423,11 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
         }),
         _ => None,
     };
+    let report_every = Duration::from_secs(300);
     let configs: Vec<AgentConfig> = names
         .iter()
-        .map(|name| AgentConfig {
+        .enumerate()
+        .map(|(index, name)| AgentConfig {
             node: NodeConfig {
                 name: name.clone(),
                 ip: args.node_ip.clone(),
@@ -439,7 +441,9 @@ pub async fn run(args: AgentArgs) -> Result<(), Error> {
                 status_update_frequency: Duration::from_secs(
                     args.node_status_update_frequency.max(1),
                 ),
-                status_report_frequency: Duration::from_secs(300),
+                status_report_frequency: report_every,
+                // A fleet spreads its reports over the period (index / nodes of it).
+                status_report_phase: report_every.mul_f64(index as f64 / names.len() as f64),
                 pod_cidr: args.pod_cidr.clone(),
             },
             state_dir: if names.len() == 1 {

@@ -73,6 +73,7 @@ fn node_config(name: &str) -> NodeConfig {
         lease_duration_seconds: 40,
         status_update_frequency: Duration::from_secs(10),
         status_report_frequency: Duration::from_secs(300),
+        status_report_phase: Duration::ZERO,
         pod_cidr: None,
     }
 }
@@ -566,4 +567,70 @@ async fn a_repeated_controller_event_is_one_object_with_a_count() {
             .count(),
         2
     );
+}
+
+fn ready_heartbeat(node: &Node) -> Option<Timestamp> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")?
+        .last_heartbeat_time
+        .as_ref()
+        .map(|t| t.0)
+}
+
+/// Nodes started together spread their periodic status reports: an unchanged status is
+/// reported once per report period, and a node whose phase is 200 s of a 300 s period reports
+/// first after 100 s, while a node without a phase waits the whole period. (A fleet of 10,000
+/// nodes all reporting in the same second went over the server's write limits.)
+#[tokio::test(start_paused = true)]
+async fn a_fleets_unchanged_status_reports_are_spread_over_the_period() {
+    let clock = PausedClock::shared(start_wall());
+    let client = cluster(clock.clone()).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let mut running = Vec::new();
+    for (name, phase) in [("early", 200), ("late", 0)] {
+        let cfg = NodeConfig {
+            status_report_phase: Duration::from_secs(phase),
+            ..node_config(name)
+        };
+        node::register(&client, &cfg, clock.as_ref())
+            .await
+            .expect("the node registers");
+        let current = Arc::new(nodes.get(name).await.expect("the node"));
+        let (node_tx, node_rx) = tokio::sync::watch::channel(current);
+        let heartbeat = tokio::spawn(node::heartbeat(
+            client.clone(),
+            Arc::new(cfg),
+            clock.clone(),
+            node_rx,
+        ));
+        running.push((node_tx, heartbeat));
+    }
+    let reported = |name: &'static str| {
+        let nodes = nodes.clone();
+        async move { ready_heartbeat(&nodes.get(name).await.expect("the node")) }
+    };
+    let registered = (reported("early").await, reported("late").await);
+
+    pass(Duration::from_secs(95)).await;
+    assert_eq!(
+        reported("early").await,
+        registered.0,
+        "not before its phase"
+    );
+    pass(Duration::from_secs(20)).await;
+    assert_ne!(
+        reported("early").await,
+        registered.0,
+        "reported after 100 s"
+    );
+    assert_eq!(reported("late").await, registered.1, "a whole period");
+    pass(Duration::from_secs(200)).await;
+    assert_ne!(reported("late").await, registered.1, "reported after 300 s");
+    for (_node_tx, heartbeat) in running {
+        heartbeat.abort();
+    }
 }
