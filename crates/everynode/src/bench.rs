@@ -908,9 +908,10 @@ fn report(
     }
     for s in stages {
         out += &format!(
-            "| EndpointSlices of a Service over the pods, after: {} | converged {:.1} s after the last pod turned Ready; {} slice writes; {} slices |\n",
+            "| EndpointSlices of a Service over the pods, after: {} | converged {:.1} s after the last pod turned Ready, {:.2} s after the last pod change they show; {} slice writes; {} slices |\n",
             s.name,
             secs(s.slices.after_last_ready),
+            secs(s.slices.after_last_pod_change),
             s.slices.writes,
             s.slices.slices
         );

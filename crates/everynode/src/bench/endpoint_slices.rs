@@ -1,6 +1,12 @@
 //! The EndpointSlices of a Service selecting the bench's DaemonSet: how long after the last pod
 //! turned Ready its slices list exactly the DaemonSet's pods, all ready, and how many slice
 //! writes that took (each write is one watch event).
+//!
+//! After a surge rollout the last change the slices must show is often not a pod turning Ready
+//! but an old pod's termination and removal, which the DaemonSet controller starts only once
+//! its replacement is available. So the convergence is also timed from the last change of a
+//! pod that the slices show (readiness, termination, removal), as a watch of the pods saw it:
+//! that is the slice controllers' own lag, apart from the rollout's tail.
 
 use super::stage_error;
 use crate::Error;
@@ -13,33 +19,75 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use std::collections::HashSet;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::time::Instant;
 
 const SERVICE: &str = "hollow-agent";
 
-/// A watch on the Service's slices, counting every change it sees.
+/// A watch on the Service's slices, counting every change it sees, and a watch on the pods,
+/// noting when the last change the slices show happened.
 pub struct SliceWatch {
     store: Store<EndpointSlice>,
     writes: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
+    last_pod_change: Arc<Mutex<Option<jiff::Timestamp>>>,
+    tasks: [tokio::task::JoinHandle<()>; 2],
 }
 
 impl Drop for SliceWatch {
     fn drop(&mut self) {
-        self.task.abort();
+        for task in &self.tasks {
+            task.abort();
+        }
     }
 }
 
-/// One convergence: how long after the last pod's Ready transition, and the writes since the
-/// previous one.
+/// One convergence: how long after the last pod's Ready transition and after the last pod
+/// change of any kind the slices show, and the writes since the previous one.
 pub struct Convergence {
     pub after_last_ready: Duration,
+    pub after_last_pod_change: Duration,
     pub writes: u64,
     pub slices: usize,
+}
+
+/// What of a pod its endpoint shows: (ready, terminating).
+fn endpoint_state(pod: &Pod) -> (bool, bool) {
+    let ready = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    (ready, pod.metadata.deletion_timestamp.is_some())
+}
+
+/// Watches the DaemonSet's pods and stamps `last_change` with the time each change of a pod's
+/// endpoint state (or its removal) is seen.
+async fn watch_pod_changes(client: Client, last_change: Arc<Mutex<Option<jiff::Timestamp>>>) {
+    let api: Api<Pod> = Api::namespaced(client, "default");
+    let config = watcher::Config::default().labels(&format!("name={SERVICE}"));
+    let mut known: HashMap<String, (bool, bool)> = HashMap::new();
+    let events = watcher(api, config).default_backoff();
+    futures::pin_mut!(events);
+    while let Some(event) = events.next().await {
+        let changed = match event {
+            Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                known.insert(uid, endpoint_state(&pod)) != Some(endpoint_state(&pod))
+            }
+            Ok(watcher::Event::Delete(pod)) => {
+                known.remove(&pod.metadata.uid.clone().unwrap_or_default());
+                true
+            }
+            _ => false,
+        };
+        if changed {
+            let now = everynode_clock::SystemClock.now();
+            *last_change.lock().unwrap_or_else(PoisonError::into_inner) = Some(now);
+        }
+    }
 }
 
 impl SliceWatch {
@@ -61,7 +109,12 @@ impl SliceWatch {
         let (store, writer) = reflector::store();
         let writes = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&writes);
-        let task = tokio::spawn(async move {
+        let last_pod_change = Arc::new(Mutex::new(None));
+        let pod_task = tokio::spawn(watch_pod_changes(
+            client.clone(),
+            Arc::clone(&last_pod_change),
+        ));
+        let slice_task = tokio::spawn(async move {
             let events = reflector::reflector(writer, watcher(api, config).default_backoff());
             futures::pin_mut!(events);
             while let Some(event) = events.next().await {
@@ -73,7 +126,8 @@ impl SliceWatch {
         Ok(SliceWatch {
             store,
             writes,
-            task,
+            last_pod_change,
+            tasks: [slice_task, pod_task],
         })
     }
 
@@ -103,9 +157,14 @@ impl SliceWatch {
                     .filter_map(|e| e.target_ref.as_ref()?.uid.clone())
                     .collect();
                 if listed == pods {
-                    let after = converged_at.duration_since(last_ready).unsigned_abs();
+                    let after = |t: jiff::Timestamp| converged_at.duration_since(t).unsigned_abs();
+                    let last_change = *self
+                        .last_pod_change
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
                     return Ok(Convergence {
-                        after_last_ready: after,
+                        after_last_ready: after(last_ready),
+                        after_last_pod_change: after(last_change.unwrap_or(last_ready)),
                         writes: self.writes.swap(0, Ordering::Relaxed),
                         slices: slices.len(),
                     });
