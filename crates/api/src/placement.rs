@@ -12,6 +12,7 @@ use crate::scheduling;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 /// Every reason code of beyond.md §6 the placement view gives.
@@ -162,8 +163,8 @@ pub fn kept_message(code: &str) -> &'static str {
 /// name (the rolling update's order). `hash` is the current revision's template hash.
 pub fn placement(
     ds: &DaemonSet,
-    nodes: &[Node],
-    pods: &[Pod],
+    nodes: &[impl Borrow<Node>],
+    pods: &[impl Borrow<Pod>],
     hash: &str,
     now: Timestamp,
     shutdown_aware: bool,
@@ -178,7 +179,7 @@ pub fn placement(
     let (controls, _) =
         rollout_controls::parse(ds.metadata.annotations.as_ref().unwrap_or(&BTreeMap::new()));
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
-    for pod in pods {
+    for pod in pods.iter().map(Borrow::borrow) {
         if pod.metadata.deletion_timestamp.is_some() {
             continue;
         }
@@ -186,7 +187,7 @@ pub fn placement(
             by_node.entry(node).or_default().push(pod);
         }
     }
-    let mut sorted: Vec<&Node> = nodes.iter().collect();
+    let mut sorted: Vec<&Node> = nodes.iter().map(Borrow::borrow).collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let eligible = sorted
         .iter()

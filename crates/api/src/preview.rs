@@ -7,6 +7,7 @@ use crate::placement::{exclusion, kept_by_controls, kept_message};
 use crate::rollout_controls;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Node, Pod};
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -48,8 +49,8 @@ pub fn preview(
     new: &DaemonSet,
     current_hash: Option<&str>,
     new_hash: &str,
-    nodes: &[Node],
-    pods: &[Pod],
+    nodes: &[impl Borrow<Node>],
+    pods: &[impl Borrow<Pod>],
 ) -> Preview {
     let placement = DaemonPlacement::new(new);
     let template_generation = rules::template_generation(new);
@@ -68,13 +69,14 @@ pub fn preview(
     let mut by_node: BTreeMap<String, Vec<&Pod>> = BTreeMap::new();
     for pod in pods
         .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(Borrow::borrow)
+        .filter(|p: &&Pod| p.metadata.deletion_timestamp.is_none())
     {
         if let Some(node) = rules::target_node(pod) {
             by_node.entry(node).or_default().push(pod);
         }
     }
-    let mut sorted: Vec<&Node> = nodes.iter().collect();
+    let mut sorted: Vec<&Node> = nodes.iter().map(Borrow::borrow).collect();
     sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let excluded: Vec<Option<(&'static str, String)>> = sorted
         .iter()

@@ -15,6 +15,7 @@ pub mod bootstrap_token;
 pub mod cache;
 pub mod credentials;
 pub mod csr;
+pub mod decoded;
 pub mod discovery;
 pub mod error;
 pub mod fairness;

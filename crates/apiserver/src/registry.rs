@@ -91,6 +91,9 @@ pub struct Registry {
     pub fair_seats: Arc<crate::fairness::FairSeats>,
     /// CPU and memory gathered from the agents, for `metrics.k8s.io`.
     pub usage: Arc<crate::resource_metrics::usage::UsageStore>,
+    /// Nodes and pods decoded once per revision, for placement and preview.
+    pub decoded_nodes: crate::decoded::Decoded<k8s_openapi::api::core::v1::Node>,
+    pub decoded_pods: crate::decoded::Decoded<k8s_openapi::api::core::v1::Pod>,
 }
 
 pub use crate::request::options::DeleteOptions;

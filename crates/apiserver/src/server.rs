@@ -63,6 +63,8 @@ pub async fn start(
         watch_counts: Arc::default(),
         fair_seats: crate::fairness::FairSeats::for_this_machine(),
         usage: Arc::default(),
+        decoded_nodes: Default::default(),
+        decoded_pods: Default::default(),
     });
     api.fresh_cache().await?;
     namespaces::bootstrap(&api).await?;

@@ -18,42 +18,37 @@ use std::sync::Arc;
 
 pub const API_VERSION: &str = "everynode.dev/v1alpha1";
 
-/// Every cached object of `kind` (in `namespace`), decoded; what does not decode is skipped.
-pub(super) fn objects<T: serde::de::DeserializeOwned>(
-    registry: &Registry,
-    kind: Kind,
-    namespace: Option<&str>,
-) -> Vec<T> {
-    matching(registry, kind, namespace, Selector::everything())
-}
-
-/// The objects of `kind` whose labels match `selector`: the cache narrows by labels before
-/// anything is decoded, so a DaemonSet's pods cost what they are, not what the namespace holds.
-fn matching<T: serde::de::DeserializeOwned>(
+/// The cached objects of `kind` (in `namespace`) whose labels match `selector`: the cache
+/// narrows by labels before anything is decoded, so a DaemonSet's pods cost what they are, not
+/// what the namespace holds.
+fn cached(
     registry: &Registry,
     kind: Kind,
     namespace: Option<&str>,
     selector: Selector,
-) -> Vec<T> {
+) -> Vec<Arc<crate::cache::CachedObject>> {
     let res = registry::by_kind(kind);
     let filter = Registry::filter(res, namespace, selector, FieldSelector::default());
-    registry
-        .cache
-        .list(&filter, None, 0)
-        .items
-        .iter()
-        .filter_map(|o| serde_json::from_slice(&o.json).ok())
-        .collect()
+    registry.cache.list(&filter, None, 0).items
+}
+
+/// Every Node, decoded (once per revision); what does not decode is skipped.
+pub(super) fn nodes(registry: &Registry) -> Vec<Arc<Node>> {
+    let items = cached(registry, Kind::Node, None, Selector::everything());
+    registry.decoded_nodes.of(&items)
 }
 
 /// The pods `ds` controls (its selector narrows, its controller reference decides).
-pub(super) fn owned_pods(registry: &Registry, ds: &DaemonSet) -> Vec<Pod> {
+pub(super) fn owned_pods(registry: &Registry, ds: &DaemonSet) -> Vec<Arc<Pod>> {
     let uid = ds.metadata.uid.as_deref().unwrap_or_default();
     let namespace = ds.metadata.namespace.as_deref();
     let selector =
         everynode_api::selector::from_label_selector(ds.spec.as_ref().map(|s| &s.selector))
             .unwrap_or(Selector::Nothing);
-    matching::<Pod>(registry, Kind::Pod, namespace, selector)
+    let items = cached(registry, Kind::Pod, namespace, selector);
+    registry
+        .decoded_pods
+        .of(&items)
         .into_iter()
         .filter(|p| {
             p.metadata
@@ -123,7 +118,7 @@ pub async fn handle(
     let resource_version = ds_value["metadata"]["resourceVersion"].clone();
     let ds: DaemonSet = serde_json::from_value(ds_value)
         .map_err(|e| ApiError::internal(format!("stored DaemonSet does not decode: {e}")))?;
-    let nodes: Vec<Node> = objects(registry, Kind::Node, None);
+    let nodes = nodes(registry);
     let pods = owned_pods(registry, &ds);
     let spec = ds.spec.clone().unwrap_or_default();
     let collision = ds.status.as_ref().and_then(|s| s.collision_count);

@@ -11,9 +11,7 @@ use crate::request::options::CreateOptions;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use axum::response::Response;
-use everynode_api::registry::Kind;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 use std::sync::Arc;
 
@@ -85,11 +83,11 @@ pub async fn handle(
         }
     };
     let new = typed(new)?;
-    let pods: Vec<Pod> = existing
+    let pods = existing
         .as_ref()
         .map(|ds| super::placement::owned_pods(registry, ds))
         .unwrap_or_default();
-    let nodes: Vec<Node> = super::placement::objects(registry, Kind::Node, None);
+    let nodes = super::placement::nodes(registry);
     let current_hash = existing.as_ref().map(hash);
     let preview =
         everynode_api::preview::preview(&new, current_hash.as_deref(), &hash(&new), &nodes, &pods);
