@@ -120,19 +120,27 @@ pub fn classify(user: Option<&UserInfo>, method: &Method, path: &str) -> Level {
     shared
 }
 
+/// The Endpoints controller's identity: upstream's `endpoint-controller` flow schema sends its
+/// Endpoints writes outside kube-system to the shared level, not to leader election.
+const ENDPOINT_CONTROLLER: &str = "system:serviceaccount:kube-system:endpoint-controller";
+
 /// Upstream's `system-leader-election` (the controller manager, the scheduler and kube-system's
 /// service accounts, on Leases anywhere and on Endpoints and ConfigMaps in kube-system) and
-/// `workload-leader-election` (kube-system's service accounts, on those in any namespace).
+/// `workload-leader-election` (kube-system's service accounts, on those in any namespace, but
+/// for the Endpoints controller's own Endpoints).
 fn leader_election(user: &UserInfo, target: &ResourcePath) -> bool {
     let kube_system_account = user.name.starts_with(KUBE_SYSTEM_SERVICE_ACCOUNTS);
     if !kube_system_account && !LEADER_ELECTION_USERS.contains(&user.name.as_str()) {
         return false;
     }
+    let endpoints_controller_writing_endpoints =
+        user.name == ENDPOINT_CONTROLLER && target.res.id == Kind::Endpoints;
     match target.res.id {
         Kind::Lease => target.subresource.is_none(),
         Kind::Endpoints | Kind::ConfigMap => {
             target.subresource.is_none()
-                && (kube_system_account || target.namespace() == Some("kube-system"))
+                && (target.namespace() == Some("kube-system")
+                    || (kube_system_account && !endpoints_controller_writing_endpoints))
         }
         _ => false,
     }
@@ -252,6 +260,7 @@ mod tests {
             &[],
         );
         let other_sa = user("system:serviceaccount:default:app", &[]);
+        let endpoint_controller = user(ENDPOINT_CONTROLLER, &[]);
         let node = user("system:node:n1", &[NODES_GROUP]);
         let lock =
             "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/everynode-controllers";
@@ -310,6 +319,20 @@ mod tests {
                 Method::POST,
                 "/api/v1/namespaces/default/pods",
                 Level::Shared { mutating: true },
+            ),
+            // ... but for the Endpoints controller's own Endpoints (upstream's
+            // `endpoint-controller` flow schema comes first).
+            (
+                Some(&endpoint_controller),
+                Method::PUT,
+                "/api/v1/namespaces/default/endpoints/web",
+                Level::Shared { mutating: true },
+            ),
+            (
+                Some(&endpoint_controller),
+                Method::PUT,
+                "/api/v1/namespaces/kube-system/endpoints/lock",
+                Level::LeaderElection,
             ),
             (
                 Some(&other_sa),
