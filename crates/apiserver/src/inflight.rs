@@ -217,11 +217,12 @@ mod tests {
     use axum::Router;
     use axum::body::Body;
     use axum::http::StatusCode;
-    use axum::routing::{get, post};
+    use axum::routing::post;
     use tokio::sync::Notify;
     use tower::ServiceExt;
 
-    /// A router whose handlers wait on `release`, behind limits of one read and one write.
+    /// A router behind limits of one read and one write: `POST /w` answers at once, every
+    /// other request waits on `release`.
     fn app(release: Arc<Notify>) -> Router {
         let wait = move || {
             let release = Arc::clone(&release);
@@ -231,8 +232,8 @@ mod tests {
             }
         };
         Router::new()
-            .route("/r", get(wait.clone()).post(wait))
             .route("/w", post(|| async { "written" }))
+            .fallback(wait)
             .layer(axum::middleware::from_fn_with_state(
                 InflightLimits::new(1, 1),
                 limit,
@@ -376,42 +377,26 @@ mod tests {
         }
     }
 
-    /// A router behind limits of one read and one write, whose handlers wait on `release`, and
-    /// which authenticates as the `x-user` and `x-group` headers say.
+    /// `app`, authenticating as the `x-user` and `x-group` headers say.
     fn app_with_users(release: Arc<Notify>) -> Router {
-        let wait = move || {
-            let release = Arc::clone(&release);
-            async move {
-                release.notified().await;
-                "done"
-            }
-        };
-        Router::new()
-            .fallback(wait)
-            .layer(axum::middleware::from_fn_with_state(
-                InflightLimits::new(1, 1),
-                limit,
-            ))
-            .layer(axum::middleware::from_fn(
-                |mut request: Request, next: Next| async move {
-                    let header = |request: &Request, name: &str| {
-                        request
-                            .headers()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned)
-                    };
-                    let user = (header(&request, "x-user"), header(&request, "x-group"));
-                    if let (Some(name), Some(group)) = user {
-                        request.extensions_mut().insert(UserInfo::new(
-                            &name,
-                            "",
-                            &[group.as_str()],
-                        ));
-                    }
-                    next.run(request).await
-                },
-            ))
+        app(release).layer(axum::middleware::from_fn(
+            |mut request: Request, next: Next| async move {
+                let header = |request: &Request, name: &str| {
+                    request
+                        .headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
+                let user = (header(&request, "x-user"), header(&request, "x-group"));
+                if let (Some(name), Some(group)) = user {
+                    request
+                        .extensions_mut()
+                        .insert(UserInfo::new(&name, "", &[group.as_str()]));
+                }
+                next.run(request).await
+            },
+        ))
     }
 
     fn as_user(method: Method, uri: &str, name: &str, group: &str) -> Request {
