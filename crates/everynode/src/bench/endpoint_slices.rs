@@ -74,11 +74,11 @@ async fn watch_pod_changes(client: Client, last_change: Arc<Mutex<Option<jiff::T
     while let Some(event) = events.next().await {
         let changed = match event {
             Ok(watcher::Event::Apply(pod) | watcher::Event::InitApply(pod)) => {
-                let uid = pod.metadata.uid.clone().unwrap_or_default();
-                known.insert(uid, endpoint_state(&pod)) != Some(endpoint_state(&pod))
+                let state = endpoint_state(&pod);
+                known.insert(pod.metadata.uid.unwrap_or_default(), state) != Some(state)
             }
             Ok(watcher::Event::Delete(pod)) => {
-                known.remove(&pod.metadata.uid.clone().unwrap_or_default());
+                known.remove(pod.metadata.uid.as_deref().unwrap_or_default());
                 true
             }
             _ => false,
